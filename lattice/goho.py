@@ -1,0 +1,393 @@
+"""A Grow-Only Hash Object replica: a Merkle-CRDT over a block store.
+
+The model is go-ds-crdt and the Merkle-CRDTs paper: every update is a signed
+delta block naming its parents (the heads its author had), so the object's
+history is a DAG of content-addressed blocks.  The state is the union of the
+ops of all deltas (see :mod:`lattice.state`); merging two replicas is the union
+of their DAGs, which is commutative, associative and idempotent by
+construction.
+
+Invariants kept by :class:`Replica`:
+
+* The applied set is downward closed: a delta is applied only after all its
+  parents, so ``heads`` always names a complete history that peers can fetch
+  from us.  Deltas that arrive before their parents wait in ``pending``; they
+  may arrive in any order (Kahn's algorithm).
+* Blocks are written to the store *before* they are applied, and the caller
+  persists ``heads`` *after* (go-ds-crdt writes heads last).  A crash between
+  the two leaves extra blocks in the store, which the next replay or fetch
+  re-applies idempotently; it never leaves heads naming a missing block.
+
+This module does no I/O beyond the synchronous block store it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import records
+from .cid import CID
+from .errors import BadRecord, BlockNotFound
+from .records import OP_ADD, Delta, Snapshot
+from .signing import Signer
+from .state import Put, State, encode_value
+
+
+class BlockSource(Protocol):
+    """What a replica needs of a block store."""
+
+    def put(self, cid: CID, data: bytes) -> None: ...
+    def get(self, cid: CID) -> bytes: ...
+    def has(self, cid: CID) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ReplicaOptions:
+    """Options of one replica.
+
+    Attributes:
+        verify_signatures: Check every received delta's Ed25519 signature
+            (default True; only benchmarks of trusted replay turn it off).
+        max_pending: Most deltas held while waiting for parents (default
+            1,000,000); beyond it new out-of-order deltas are refused, so a peer
+            cannot grow our memory without bound.
+        accept_author: Membership hook: called with a delta author's public
+            key, returns False to refuse the delta (default: accept everyone).
+    """
+
+    verify_signatures: bool = True
+    max_pending: int = 1_000_000
+    accept_author: Callable[[bytes], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one applied delta changed: new set elements and register winners."""
+
+    delta: Delta
+    adds: list[tuple[str, bytes]]
+    puts: list[str]
+
+
+@dataclass(slots=True)
+class Receipt:
+    """The outcome of offering one block to a replica."""
+
+    applied: list[Delta] = field(default_factory=list)
+    missing: list[CID] = field(default_factory=list)
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatistics:
+    applied: int
+    pending: int
+    heads: int
+    height: int
+    elements: int
+
+
+Observer = Callable[[Change], None]
+
+
+class Replica:
+    """One replica of one GOHO, named by its genesis CID.
+
+    Build it with :meth:`empty` (a new or fresh replica) or :meth:`open` (replay
+    from persisted heads).
+    """
+
+    def __init__(self, genesis: CID, store: BlockSource, options: ReplicaOptions | None = None) -> None:
+        self.genesis = genesis
+        self.store = store
+        self.options = options or ReplicaOptions()
+        self.state = State()
+        self._applied: set[bytes] = set()
+        self._heights: dict[bytes, int] = {}
+        self._heads: set[CID] = set()
+        self._pending: dict[CID, tuple[Delta, int]] = {}
+        self._waiting: dict[CID, list[CID]] = {}
+        self._observers: list[Observer] = []
+        self.base: CID | None = None  # snapshot this replica was bootstrapped from
+        self._version = 0
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def empty(cls, genesis: CID, store: BlockSource, options: ReplicaOptions | None = None) -> "Replica":
+        return cls(genesis, store, options)
+
+    @classmethod
+    def open(
+        cls,
+        genesis: CID,
+        store: BlockSource,
+        heads: Iterable[CID],
+        options: ReplicaOptions | None = None,
+        *,
+        base: CID | None = None,
+    ) -> "Replica":
+        """Rebuild a replica from blocks in ``store`` reachable from ``heads``.
+
+        ``base`` is the snapshot the replica was bootstrapped from, if any; its
+        covered history need not be in the store.  Blocks that turn out to be
+        missing leave their descendants pending (see :meth:`missing`).
+        """
+        rep = cls(genesis, store, options)
+        if base is not None:
+            snap = records.snapshot_from_untrusted(base, store.get(base))
+            parts = [records.part_from_untrusted(c, store.get(c)) for c in snap.parts]
+            rep.install_snapshot(snap, parts)
+        rep.replay(heads)
+        return rep
+
+    def replay(self, heads: Iterable[CID]) -> list[CID]:
+        """Apply every stored delta reachable from ``heads``; return missing CIDs."""
+        stack = [h for h in heads]
+        seen: set[CID] = set()
+        found: list[Delta] = []
+        missing: list[CID] = []
+        while stack:
+            cid = stack.pop()
+            if cid in seen or cid.raw in self._applied:
+                continue
+            seen.add(cid)
+            try:
+                data = self.store.get(cid)
+            except BlockNotFound:
+                missing.append(cid)
+                continue
+            d = records.delta_from_trusted(cid, data)
+            found.append(d)
+            stack.extend(d.parents)
+        for d in found:
+            self._offer(d)
+        return missing
+
+    # -- observers --------------------------------------------------------------
+
+    def subscribe(self, observer: Observer) -> None:
+        """Call ``observer(change)`` after every applied delta (synchronously)."""
+        self._observers.append(observer)
+
+    # -- queries ---------------------------------------------------------------
+
+    @property
+    def heads(self) -> list[CID]:
+        return sorted(self._heads)
+
+    @property
+    def height(self) -> int:
+        return max((self._heights.get(h.raw, 0) for h in self._heads), default=0)
+
+    @property
+    def version(self) -> int:
+        """Count of applied deltas; changes whenever the state may have changed."""
+        return self._version
+
+    def is_applied(self, cid: CID) -> bool:
+        return cid.raw in self._applied
+
+    def is_known(self, cid: CID) -> bool:
+        return cid.raw in self._applied or cid in self._pending
+
+    def missing(self) -> list[CID]:
+        """Parents that pending deltas wait for and that nobody has offered yet."""
+        return sorted(c for c in self._waiting if c not in self._pending and c.raw not in self._applied)
+
+    def statistics(self) -> ReplicaStatistics:
+        return ReplicaStatistics(
+            len(self._applied), len(self._pending), len(self._heads), self.height,
+            self.state.statistics().elements,
+        )
+
+    # -- receiving ---------------------------------------------------------------
+
+    def receive_untrusted(self, cid: CID, data: bytes) -> Receipt:
+        """Offer a delta block from a peer.
+
+        It is verified (hash, encoding, signature, genesis, membership), stored,
+        and applied as soon as all its parents are applied.
+
+        Raises:
+            BadInput: the block is invalid; nothing was stored.
+        """
+        if cid.raw in self._applied or cid in self._pending:
+            return Receipt(duplicate=True)
+        delta = records.delta_from_untrusted(cid, data, verify=self.options.verify_signatures)
+        self._admit(delta)
+        self.store.put(cid, data)
+        return self._offer(delta)
+
+    def _admit(self, delta: Delta) -> None:
+        if delta.genesis != self.genesis:
+            raise BadRecord(f"delta belongs to {delta.genesis}, not {self.genesis}")
+        accept = self.options.accept_author
+        if accept is not None and not accept(delta.author):
+            raise BadRecord("delta author is not a member of this mesh")
+        if len(self._pending) >= self.options.max_pending:
+            raise BadRecord("too many pending deltas")
+
+    def _offer(self, delta: Delta) -> Receipt:
+        receipt = Receipt()
+        missing = [p for p in delta.parents if p.raw not in self._applied]
+        if missing:
+            self._pending[delta.cid] = (delta, len(missing))
+            for p in missing:
+                self._waiting.setdefault(p, []).append(delta.cid)
+                if p not in self._pending:
+                    receipt.missing.append(p)
+            return receipt
+        ready = [delta]
+        while ready:
+            d = ready.pop()
+            self._apply(d)
+            receipt.applied.append(d)
+            for child in self._waiting.pop(d.cid, ()):
+                cd, n = self._pending[child]
+                if n == 1:
+                    del self._pending[child]
+                    ready.append(cd)
+                else:
+                    self._pending[child] = (cd, n - 1)
+        return receipt
+
+    def _apply(self, d: Delta) -> None:
+        state = self.state
+        adds: list[tuple[str, bytes]] = []
+        puts: list[str] = []
+        raw = d.cid.raw
+        for i, (op, key, value) in enumerate(d.ops):
+            enc = encode_value(value)
+            if op == OP_ADD:
+                if state.add_encoded(key, enc):
+                    adds.append((key, enc))
+            elif state.put_encoded(key, Put(d.height, raw, i, enc)):
+                puts.append(key)
+        self._applied.add(raw)
+        self._heights[raw] = d.height
+        for p in d.parents:
+            self._heads.discard(p)
+        self._heads.add(d.cid)
+        self._version += 1
+        if self._observers:
+            change = Change(d, adds, puts)
+            for obs in self._observers:
+                obs(change)
+
+    # -- local updates -------------------------------------------------------------
+
+    def update(self, ops: list[list[Any]], signer: Signer) -> tuple[CID, bytes]:
+        """Create, store and apply a delta with ``ops`` on top of the current heads.
+
+        Returns the delta block, which the caller announces.  Ops are
+        ``[["add", key, value], ["put", key, value], ...]``.
+        """
+        parents = sorted(self._heads)
+        height = 1 + max((self._heights.get(p.raw, 0) for p in parents), default=0)
+        cid, data = records.sign_delta(signer, self.genesis, parents, height, ops)
+        self.store.put(cid, data)
+        delta = records.delta_from_trusted(cid, data)
+        self._offer(delta)
+        return cid, data
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def make_snapshot(self, signer: Signer, *, part_entries: int = 20_000) -> list[tuple[CID, bytes]]:
+        """Blocks of a signed snapshot of the current state; the last is the root.
+
+        The blocks are also written to the store.
+        """
+        from . import codec
+        from .state import decode_value
+
+        blocks: list[tuple[CID, bytes]] = []
+        parts: list[CID] = []
+        adds: list[list[Any]] = []
+        puts: list[list[Any]] = []
+        n = 0
+
+        def flush() -> None:
+            nonlocal adds, puts, n
+            if not adds and not puts:
+                return
+            blk = codec.encode_block({"t": "goho/snapshot-part", "v": 1, "adds": adds, "puts": puts})
+            blocks.append(blk)
+            parts.append(blk[0])
+            adds, puts, n = [], [], 0
+
+        for key in self.state.set_keys():
+            chunk: list[Any] = []
+            for enc in sorted(self.state.encoded_members(key)):
+                chunk.append(decode_value(enc))
+                n += 1
+                if n >= part_entries:
+                    adds.append([key, chunk])
+                    chunk = []
+                    flush()
+            if chunk:
+                adds.append([key, chunk])
+        for key in self.state.register_keys():
+            p = self.state.register_entry(key)
+            assert p is not None
+            puts.append([key, p.height, CID(p.delta), p.index, decode_value(p.value)])
+            n += 1
+            if n >= part_entries:
+                flush()
+        flush()
+        root = records.sign_snapshot(signer, self.genesis, self.heads, self.height, parts)
+        blocks.append(root)
+        for c, d in blocks:
+            self.store.put(c, d)
+        return blocks
+
+    def install_snapshot(self, snap: Snapshot, parts: list[dict[str, Any]]) -> None:
+        """Adopt a verified snapshot as the base of this replica's history.
+
+        Ops are unions, so installing a snapshot into a non-empty replica is
+        safe: the state only grows.  Deltas under ``covers`` are marked applied
+        without being fetched.
+        """
+        if snap.genesis != self.genesis:
+            raise BadRecord("snapshot belongs to another object")
+        for part in parts:
+            for key, values in part["adds"]:
+                for v in values:
+                    self.state.add_encoded(key, encode_value(v))
+            for key, h, delta, i, value in part["puts"]:
+                self.state.put_encoded(key, Put(h, delta.raw, i, encode_value(value)))
+        for c in snap.covers:
+            if c.raw not in self._applied:
+                self._applied.add(c.raw)
+                self._heights[c.raw] = snap.height
+                self._heads.add(c)
+        # A covered delta may be a parent of a current head: drop it from heads.
+        self._heads = {h for h in self._heads if not self._is_parent_of_head(h)}
+        self.base = snap.cid
+        self._version += 1
+        for c in snap.covers:
+            for child in self._waiting.pop(c, ()):
+                cd, n = self._pending[child]
+                if n == 1:
+                    del self._pending[child]
+                    self._offer(cd)
+                else:
+                    self._pending[child] = (cd, n - 1)
+
+    def _is_parent_of_head(self, cid: CID) -> bool:
+        for h in self._heads:
+            if h == cid:
+                continue
+            try:
+                d = records.delta_from_trusted(h, self.store.get(h))
+            except BlockNotFound:
+                continue
+            if cid in d.parents:
+                return True
+        return False

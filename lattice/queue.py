@@ -1,0 +1,320 @@
+"""The work queue: the whitepaper's Manager protocol as pure functions over a GOHO.
+
+The queue GOHO holds four grow-only sets:
+
+* ``available``: task CIDs (Enqueue adds here);
+* ``assigned``: assignment records ``{task, by, at, until, n}`` (Assign);
+* ``completed``: completion records ``{task, by, at, result}`` (Complete);
+* ``failed``: failed-attempt records ``{task, by, at, n, error, final}``.
+
+Times are integer milliseconds of the writer's clock.  Nothing is ever
+removed; a task's state is a function of the four sets and the reader's
+clock, so every replica with the same sets computes the same answer:
+
+* ``completed`` if any completion names it;
+* else ``failed`` if a failure record with ``final`` names it;
+* else ``assigned`` if it has a *live lease*: an assignment with
+  ``until > now`` whose attempt did not fail;
+* else ``available``.
+
+**Deterministic winner rule.**  Two peers may assign the same task before they
+see each other's assignment.  The lease holder is the live assignment with the
+smallest ``(at, by, n)``; every replica that has both records agrees, and the
+loser abandons the task.  A lease that expires lets anyone steal the task with
+attempt ``n + 1`` (Next returns it again).
+
+:class:`QueueView` keeps indexes updated from the replica's change stream, so
+Next and Status never scan the sets.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cid import CID
+from .goho import Change, Replica
+from .state import decode_value
+
+AVAILABLE = "available"
+ASSIGNED = "assigned"
+COMPLETED = "completed"
+FAILED = "failed"
+STATES = (AVAILABLE, ASSIGNED, COMPLETED, FAILED)
+#: Longest error text kept in a failure record.
+MAX_ERROR = 2000
+
+
+def enqueue_ops(tasks: list[CID]) -> list[list[Any]]:
+    """Enqueue(data): add task CIDs to ``available``."""
+    return [["add", AVAILABLE, t] for t in tasks]
+
+
+def assign_op(task: CID, by: str, at_ms: int, lease_ms: int, attempt: int) -> list[Any]:
+    """Assign(task): claim ``task`` for ``lease_ms``."""
+    return ["add", ASSIGNED, {"task": task, "by": by, "at": at_ms, "until": at_ms + lease_ms, "n": attempt}]
+
+
+def complete_op(task: CID, by: str, at_ms: int, result: CID) -> list[Any]:
+    """Complete(task): record that ``task`` finished with result record ``result``."""
+    return ["add", COMPLETED, {"task": task, "by": by, "at": at_ms, "result": result}]
+
+
+def fail_op(task: CID, by: str, at_ms: int, attempt: int, error: str, final: bool) -> list[Any]:
+    """Record a failed attempt; ``final`` marks the task failed for good."""
+    return ["add", FAILED, {"task": task, "by": by, "at": at_ms, "n": attempt, "error": error[:MAX_ERROR], "final": final}]
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    task: CID
+    by: str
+    at: int
+    until: int
+    n: int
+
+    def key(self) -> tuple[int, str, int]:
+        return (self.at, self.by, self.n)
+
+
+@dataclass(slots=True)
+class TaskInfo:
+    """Everything the queue knows of one task."""
+
+    available: bool = False
+    assignments: list[Assignment] = field(default_factory=list)
+    completions: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.completions) or any(f.get("final") for f in self.failures)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """Status(taskHash): the state and the attempts behind it."""
+
+    task: CID
+    state: str
+    holder: Assignment | None
+    assignments: tuple[Assignment, ...]
+    completions: tuple[dict[str, Any], ...]
+    failures: tuple[dict[str, Any], ...]
+
+    @property
+    def attempts(self) -> int:
+        return len({(a.by, a.n) for a in self.assignments})
+
+
+def _valid_record(value: Any, fields: dict[str, type]) -> bool:
+    if type(value) is not dict:
+        return False
+    for name, typ in fields.items():
+        if type(value.get(name)) is not typ:
+            return False
+    return True
+
+
+_ASSIGN_FIELDS = {"task": CID, "by": str, "at": int, "until": int, "n": int}
+_COMPLETE_FIELDS = {"task": CID, "by": str, "at": int, "result": CID}
+_FAIL_FIELDS = {"task": CID, "by": str, "at": int, "n": int, "error": str, "final": bool}
+
+
+class QueueView:
+    """Manager protocol reads over a queue replica (Next, Status, counts).
+
+    Records of the wrong shape (from a buggy or hostile peer) are ignored by
+    the view: they stay in the grow-only set but never affect a state.
+    """
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self._tasks: dict[CID, TaskInfo] = {}
+        self._ready: dict[CID, None] = {}  # available, not done, no known lease (FIFO)
+        self._leases: list[tuple[int, bytes]] = []  # (until, task raw) min-heap
+        self._order: list[CID] = []  # enqueue order as seen here
+        self._done = 0
+        self._failed = 0
+        state = replica.state
+        for key in (AVAILABLE, ASSIGNED, COMPLETED, FAILED):
+            for enc in state.encoded_members(key):
+                self._on_add(key, enc)
+        replica.subscribe(self._on_change)
+
+    # -- index maintenance -------------------------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        for key, enc in change.adds:
+            self._on_add(key, enc)
+
+    def _info(self, task: CID) -> TaskInfo:
+        info = self._tasks.get(task)
+        if info is None:
+            info = self._tasks[task] = TaskInfo()
+        return info
+
+    def _on_add(self, key: str, enc: bytes) -> None:
+        if key == AVAILABLE:
+            task = decode_value(enc)
+            if type(task) is not CID:
+                return
+            info = self._info(task)
+            if not info.available:
+                info.available = True
+                self._order.append(task)
+                if not info.done and not info.assignments:
+                    self._ready[task] = None
+        elif key == ASSIGNED:
+            rec = decode_value(enc)
+            if not _valid_record(rec, _ASSIGN_FIELDS):
+                return
+            a = Assignment(rec["task"], rec["by"], rec["at"], rec["until"], rec["n"])
+            info = self._info(a.task)
+            info.assignments.append(a)
+            self._ready.pop(a.task, None)
+            heapq.heappush(self._leases, (a.until, a.task.raw))
+        elif key == COMPLETED:
+            rec = decode_value(enc)
+            if not _valid_record(rec, _COMPLETE_FIELDS):
+                return
+            info = self._info(rec["task"])
+            was_done = info.done
+            info.completions.append(rec)
+            if not was_done:
+                self._done += 1
+                if any(f.get("final") for f in info.failures):
+                    self._failed -= 1
+            self._ready.pop(rec["task"], None)
+        elif key == FAILED:
+            rec = decode_value(enc)
+            if not _valid_record(rec, _FAIL_FIELDS):
+                return
+            info = self._info(rec["task"])
+            was_done = info.done
+            info.failures.append(rec)
+            if not was_done and info.done:
+                self._done += 1
+                self._failed += 1
+            if info.done:
+                self._ready.pop(rec["task"], None)
+            elif info.available:
+                # The failed attempt voids its lease: the task is ready again
+                # (re-checked against other live leases in next()).
+                self._ready[rec["task"]] = None
+
+    # -- reads ---------------------------------------------------------------------
+
+    def holder(self, task: CID, now_ms: int) -> Assignment | None:
+        """The deterministic lease winner of ``task`` at ``now_ms`` (or None)."""
+        info = self._tasks.get(task)
+        if info is None or info.done:
+            return None
+        failed = {(f["by"], f["n"]) for f in info.failures}
+        live = [a for a in info.assignments if a.until > now_ms and (a.by, a.n) not in failed]
+        return min(live, key=Assignment.key) if live else None
+
+    def status(self, task: CID, now_ms: int) -> TaskStatus | None:
+        """Status(taskHash), or None when the task was never seen."""
+        info = self._tasks.get(task)
+        if info is None or not info.available:
+            return None
+        holder = self.holder(task, now_ms)
+        if info.completions:
+            state = COMPLETED
+        elif any(f.get("final") for f in info.failures):
+            state = FAILED
+        elif holder is not None:
+            state = ASSIGNED
+        else:
+            state = AVAILABLE
+        return TaskStatus(
+            task, state, holder, tuple(sorted(info.assignments, key=Assignment.key)),
+            tuple(info.completions), tuple(info.failures),
+        )
+
+    def next_attempt(self, task: CID) -> int:
+        """The attempt number a new assignment of ``task`` should carry."""
+        info = self._tasks.get(task)
+        if info is None:
+            return 1
+        seen = [a.n for a in info.assignments] + [f["n"] for f in info.failures]
+        return 1 + max(seen, default=0)
+
+    def failures(self, task: CID) -> int:
+        info = self._tasks.get(task)
+        return 0 if info is None else len({(f["by"], f["n"]) for f in info.failures})
+
+    def _expire(self, now_ms: int) -> None:
+        heap = self._leases
+        while heap and heap[0][0] <= now_ms:
+            _, raw = heapq.heappop(heap)
+            task = CID(raw)
+            info = self._tasks[task]
+            if info.available and not info.done and self.holder(task, now_ms) is None:
+                self._ready[task] = None
+
+    def next(
+        self,
+        now_ms: int,
+        *,
+        limit: int = 1,
+        accept: Callable[[CID], bool] | None = None,
+        scan: int = 10_000,
+    ) -> list[CID]:
+        """Next(): up to ``limit`` tasks that are available, not done, not leased.
+
+        ``accept`` filters (constraints, rendezvous preference); at most
+        ``scan`` candidates are examined per call so a long queue of tasks this
+        node may not run costs bounded time.
+        """
+        self._expire(now_ms)
+        out: list[CID] = []
+        stale: list[CID] = []
+        examined = 0
+        for task in self._ready:
+            examined += 1
+            if examined > scan:
+                break
+            info = self._tasks[task]
+            if info.done or self.holder(task, now_ms) is not None:
+                stale.append(task)
+                continue
+            if accept is not None and not accept(task):
+                continue
+            out.append(task)
+            if len(out) >= limit:
+                break
+        for task in stale:
+            self._ready.pop(task, None)
+        return out
+
+    def counts(self, now_ms: int) -> dict[str, int]:
+        """Counts per state (assigned is computed against ``now_ms``)."""
+        self._expire(now_ms)
+        total = len(self._order)
+        completed = self._done - self._failed
+        assigned = sum(
+            1 for t in self._order
+            if not self._tasks[t].done and self._tasks[t].assignments and self.holder(t, now_ms) is not None
+        ) if total - self._done - len(self._ready) > 0 else 0
+        return {
+            AVAILABLE: total - self._done - assigned,
+            ASSIGNED: assigned,
+            COMPLETED: completed,
+            FAILED: self._failed,
+            "total": total,
+        }
+
+    def tasks(self) -> Iterator[CID]:
+        """Every enqueued task, in the order this replica saw them."""
+        return iter(self._order)
+
+    def __contains__(self, task: CID) -> bool:
+        info = self._tasks.get(task)
+        return info is not None and info.available
+
+    def __len__(self) -> int:
+        return len(self._order)

@@ -1,0 +1,267 @@
+"""The GOHO block records: genesis, delta, snapshot and snapshot part.
+
+Every record is a DAG-CBOR map with a type tag ``t`` and a version ``v``.
+Decoders whose input comes from peers end in ``_untrusted`` and raise only
+:class:`~lattice.errors.BadInput` subclasses.
+
+Record shapes (v1), with field meanings:
+
+``goho/genesis``  ``{t, v, kind, name, nonce}``
+    Names an object.  Its CID *is* the object's name.  Well-known objects
+    (a mesh's queue) use a fixed name and empty nonce, so every node derives
+    the same genesis CID without talking to anyone.
+
+``goho/delta``  ``{t, v, g, p, h, ops, a, s}``
+    ``g`` genesis CID; ``p`` sorted parent delta CIDs (the heads the author
+    had); ``h`` height = 1 + max parent height (1 with no parents); ``ops`` a
+    list of ``[op, key, value]`` with ``op`` in ``add`` (grow-only set add) and
+    ``put`` (register write, last-writer by (h, delta CID, index)); ``a`` the
+    author's Ed25519 public key; ``s`` the signature over the record without
+    ``s``.
+
+``goho/snapshot``  ``{t, v, g, covers, h, parts, a, s}``
+    A signed summary of the state reached at heads ``covers``; ``parts`` link
+    to ``goho/snapshot-part`` blocks.  A fresh replica loads it instead of
+    replaying every delta.
+
+``goho/snapshot-part``  ``{t, v, adds, puts}``
+    ``adds``: ``[[key, [value, ...]], ...]``; ``puts``: ``[[key, h, delta, i,
+    value], ...]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .cid import CID, DAG_CBOR
+from .errors import BadEncoding, BadRecord, BadSignature
+from .signing import Signer, verify_signature
+
+OP_ADD = "add"
+OP_PUT = "put"
+_OPS = frozenset({OP_ADD, OP_PUT})
+
+#: Longest key (a set name or dataset path) in bytes.
+MAX_KEY_LEN = 1024
+#: Most ops in one delta; the daemon batches under this.
+MAX_OPS = 100_000
+#: Most parents of one delta.
+MAX_PARENTS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A decoded, verified delta node."""
+
+    cid: CID
+    genesis: CID
+    parents: tuple[CID, ...]
+    height: int
+    ops: list[list[Any]]
+    author: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A decoded, verified snapshot node."""
+
+    cid: CID
+    genesis: CID
+    covers: tuple[CID, ...]
+    height: int
+    parts: tuple[CID, ...]
+    author: bytes
+
+
+def genesis_record(kind: str, name: str, nonce: bytes = b"") -> dict[str, Any]:
+    """The genesis record of an object; encode it to get the object's name."""
+    return {"t": "goho/genesis", "v": 1, "kind": kind, "name": name, "nonce": nonce}
+
+
+def make_genesis(kind: str, name: str, nonce: bytes = b"") -> tuple[CID, bytes]:
+    return codec.encode_block(genesis_record(kind, name, nonce))
+
+
+def _fail(msg: str) -> BadRecord:
+    return BadRecord(msg)
+
+
+def _check_ops_untrusted(ops: Any) -> list[list[Any]]:
+    if type(ops) is not list or not ops:
+        raise _fail("delta ops must be a non-empty list")
+    if len(ops) > MAX_OPS:
+        raise _fail(f"delta has {len(ops)} ops, more than {MAX_OPS}")
+    for op in ops:
+        if type(op) is not list or len(op) != 3:
+            raise _fail("each op must be [op, key, value]")
+        if op[0] not in _OPS:
+            raise _fail(f"unknown op {op[0]!r}")
+        key = op[1]
+        if type(key) is not str or not key or len(key) > MAX_KEY_LEN:
+            raise _fail("op key must be a non-empty string of at most 1024 chars")
+    return ops
+
+
+def sign_delta(
+    signer: Signer, genesis: CID, parents: list[CID], height: int, ops: list[list[Any]]
+) -> tuple[CID, bytes]:
+    """Build and sign a delta; return its block."""
+    body = {
+        "t": "goho/delta",
+        "v": 1,
+        "g": genesis,
+        "p": sorted(parents),
+        "h": height,
+        "ops": ops,
+        "a": signer.public,
+    }
+    body["s"] = signer.sign(codec.encode(body))
+    return codec.encode_block(body)
+
+
+def _verify_signed(obj: dict[str, Any]) -> None:
+    sig = obj.get("s")
+    unsigned = {k: v for k, v in obj.items() if k != "s"}
+    if not verify_signature(obj["a"], sig, codec.encode(unsigned)):
+        raise BadSignature(f"{obj['t']} signature does not verify")
+
+
+def _expect(obj: Any, tag: str, fields: set[str]) -> dict[str, Any]:
+    if type(obj) is not dict:
+        raise _fail("record must be a map")
+    if obj.get("t") != tag:
+        raise _fail(f"expected record type {tag!r}, got {obj.get('t')!r}")
+    if obj.get("v") != 1:
+        raise _fail(f"unsupported {tag} version {obj.get('v')!r}")
+    if set(obj) != fields:
+        raise _fail(f"{tag} fields must be {sorted(fields)}, got {sorted(obj)}")
+    return obj
+
+
+def _cid_list(value: Any, what: str, limit: int) -> tuple[CID, ...]:
+    if type(value) is not list or len(value) > limit:
+        raise _fail(f"{what} must be a list of at most {limit} CIDs")
+    if any(type(c) is not CID for c in value):
+        raise _fail(f"{what} must hold only links")
+    if value != sorted(set(value)):
+        raise _fail(f"{what} must be sorted and unique")
+    return tuple(value)
+
+
+_DELTA_FIELDS = {"t", "v", "g", "p", "h", "ops", "a", "s"}
+
+
+def delta_from_untrusted(cid: CID, data: bytes, *, verify: bool = True) -> Delta:
+    """Decode and verify a delta block offered under ``cid``.
+
+    Raises:
+        BadBlock / BadEncoding / BadRecord / BadSignature: on any defect.
+    """
+    if not cid.verify(data):
+        from .errors import BadBlock
+
+        raise BadBlock(f"block does not hash to {cid}")
+    if cid.codec != DAG_CBOR:
+        raise BadEncoding("delta must be a dag-cbor block")
+    obj = _expect(codec.decode_untrusted(data), "goho/delta", _DELTA_FIELDS)
+    return _delta_fields(cid, obj, verify)
+
+
+def delta_from_trusted(cid: CID, data: bytes) -> Delta:
+    """Decode a delta read back from our own store (verified when it entered)."""
+    obj = codec.decode_trusted(data)
+    return Delta(cid, obj["g"], tuple(obj["p"]), obj["h"], obj["ops"], obj["a"])
+
+
+def _delta_fields(cid: CID, obj: dict[str, Any], verify: bool) -> Delta:
+    if type(obj["g"]) is not CID:
+        raise _fail("delta genesis must be a link")
+    parents = _cid_list(obj["p"], "delta parents", MAX_PARENTS)
+    h = obj["h"]
+    if type(h) is not int or h < 1 or h > 2**53:
+        raise _fail("delta height must be a positive integer")
+    if (h == 1) != (not parents):
+        raise _fail("delta height 1 iff it has no parents")
+    if type(obj["a"]) is not bytes or len(obj["a"]) != 32:
+        raise _fail("delta author must be a 32-byte Ed25519 key")
+    ops = _check_ops_untrusted(obj["ops"])
+    if verify:
+        _verify_signed(obj)
+    return Delta(cid, obj["g"], parents, h, ops, obj["a"])
+
+
+def record_type_untrusted(data: bytes) -> str:
+    """The ``t`` tag of a lattice block (to route it), or raise BadInput."""
+    obj = codec.decode_untrusted(data)
+    if type(obj) is not dict or type(obj.get("t")) is not str:
+        raise _fail("block is not a tagged record")
+    return obj["t"]
+
+
+# --- snapshots -------------------------------------------------------------
+
+_SNAP_FIELDS = {"t", "v", "g", "covers", "h", "parts", "a", "s"}
+_PART_FIELDS = {"t", "v", "adds", "puts"}
+
+
+def sign_snapshot(
+    signer: Signer, genesis: CID, covers: list[CID], height: int, parts: list[CID]
+) -> tuple[CID, bytes]:
+    body = {
+        "t": "goho/snapshot",
+        "v": 1,
+        "g": genesis,
+        "covers": sorted(covers),
+        "h": height,
+        "parts": parts,
+        "a": signer.public,
+    }
+    body["s"] = signer.sign(codec.encode(body))
+    return codec.encode_block(body)
+
+
+def snapshot_from_untrusted(cid: CID, data: bytes) -> Snapshot:
+    if not cid.verify(data):
+        from .errors import BadBlock
+
+        raise BadBlock(f"block does not hash to {cid}")
+    obj = _expect(codec.decode_untrusted(data), "goho/snapshot", _SNAP_FIELDS)
+    if type(obj["g"]) is not CID:
+        raise _fail("snapshot genesis must be a link")
+    covers = _cid_list(obj["covers"], "snapshot covers", MAX_PARENTS)
+    parts = obj["parts"]
+    if type(parts) is not list or any(type(c) is not CID for c in parts):
+        raise _fail("snapshot parts must be a list of links")
+    if type(obj["h"]) is not int or obj["h"] < 0:
+        raise _fail("snapshot height must be a non-negative integer")
+    if type(obj["a"]) is not bytes or len(obj["a"]) != 32:
+        raise _fail("snapshot author must be a 32-byte key")
+    _verify_signed(obj)
+    return Snapshot(cid, obj["g"], covers, obj["h"], tuple(parts), obj["a"])
+
+
+def part_from_untrusted(cid: CID, data: bytes) -> dict[str, Any]:
+    if not cid.verify(data):
+        from .errors import BadBlock
+
+        raise BadBlock(f"block does not hash to {cid}")
+    obj = _expect(codec.decode_untrusted(data), "goho/snapshot-part", _PART_FIELDS)
+    adds, puts = obj["adds"], obj["puts"]
+    if type(adds) is not list or type(puts) is not list:
+        raise _fail("snapshot part adds/puts must be lists")
+    for entry in adds:
+        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or type(entry[1]) is not list:
+            raise _fail("snapshot part add entries must be [key, [values]]")
+    for entry in puts:
+        if (
+            type(entry) is not list
+            or len(entry) != 5
+            or type(entry[0]) is not str
+            or type(entry[1]) is not int
+            or type(entry[2]) is not CID
+            or type(entry[3]) is not int
+        ):
+            raise _fail("snapshot part put entries must be [key, h, delta, i, value]")
+    return obj

@@ -1,0 +1,94 @@
+"""The Results GOHO: signed result records keyed by task CID.
+
+A result record says "runner R ran task T and its output is the block O":
+``{t: "meshd/result", v: 1, task, output, runner, pk, at, s}`` where ``pk`` is
+the runner's Ed25519 key and ``s`` its signature over the record without
+``s``.  Records are added under the key ``str(task)``; a replicated task (see
+the Verifier) may have several.  The output JSON itself is a DAG-CBOR block
+named by ``output``, fetched like any other block.
+
+The view verifies every record's signature on arrival and ignores forgeries,
+so a peer cannot attribute a wrong answer to someone else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .cid import CID
+from .goho import Change, Replica
+from .signing import Signer, verify_signature
+from .state import decode_value
+
+
+def result_record(signer: Signer, task: CID, output: CID, runner: str, at_ms: int, **extra: Any) -> dict[str, Any]:
+    """Build and sign a result record."""
+    body: dict[str, Any] = {"t": "meshd/result", "v": 1, "task": task, "output": output, "runner": runner, "pk": signer.public, "at": at_ms}
+    body.update(extra)
+    body["s"] = signer.sign(codec.encode(body))
+    return body
+
+
+def result_op(record: dict[str, Any]) -> list[Any]:
+    return ["add", str(record["task"]), record]
+
+
+def verify_result_record(rec: Any) -> bool:
+    """True when ``rec`` is a well-formed, correctly signed result record."""
+    if type(rec) is not dict or rec.get("t") != "meshd/result" or rec.get("v") != 1:
+        return False
+    if type(rec.get("task")) is not CID or type(rec.get("output")) is not CID or type(rec.get("runner")) is not str:
+        return False
+    if type(rec.get("at")) is not int:
+        return False
+    unsigned = {k: v for k, v in rec.items() if k != "s"}
+    pk, sig = rec.get("pk"), rec.get("s")
+    if type(pk) is not bytes or type(sig) is not bytes:
+        return False
+    try:
+        return verify_signature(pk, sig, codec.encode(unsigned))
+    except Exception:  # noqa: BLE001 - any encoding defect means "not valid"
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsStatistics:
+    tasks: int
+    records: int
+    rejected: int
+
+
+class ResultsView:
+    """Results by task, with signatures checked once on arrival."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self._by_task: dict[CID, list[dict[str, Any]]] = {}
+        self._rejected = 0
+        for key in replica.state.set_keys():
+            for enc in replica.state.encoded_members(key):
+                self._on_add(key, enc)
+        replica.subscribe(self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        for key, enc in change.adds:
+            self._on_add(key, enc)
+
+    def _on_add(self, key: str, enc: bytes) -> None:
+        rec = decode_value(enc)
+        if not verify_result_record(rec) or str(rec["task"]) != key:
+            self._rejected += 1
+            return
+        self._by_task.setdefault(rec["task"], []).append(rec)
+
+    def results(self, task: CID) -> list[dict[str, Any]]:
+        """Valid records for ``task``, oldest first (ties by runner)."""
+        return sorted(self._by_task.get(task, ()), key=lambda r: (r["at"], r["runner"]))
+
+    def has(self, task: CID) -> bool:
+        return task in self._by_task
+
+    def statistics(self) -> ResultsStatistics:
+        return ResultsStatistics(len(self._by_task), sum(map(len, self._by_task.values())), self._rejected)

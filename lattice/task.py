@@ -1,0 +1,192 @@
+"""Task records: the unit of work in the queue, content-addressed.
+
+A task is the whitepaper's Listing 2 JSON, normalized to a DAG-CBOR record
+``{"t": "meshd/task", "v": 1, ...}`` whose CID names it.  The same JSON always
+gives the same CID, so enqueueing is idempotent and several evaluators that
+generate the same task dedupe for free.
+
+Accepted fields (JSON form, links as ``{"/": "bafy…"}``):
+
+* ``input``: ``{"dataset": link, "path": str}`` or ``{"value": any}``
+  (optionally with ``"index": int``, used by ``map``).
+* ``taskDefinition``: a link to a task-definition block, or inline
+  ``{"runner": {"type": "bin-json-runner"|"docker-json-runner", "engine": link,
+  "metadata": {...}}, "result"?, "conditions"?, "constraints"?}``.
+* ``result``: ``{"action": "set"|"append", "destination": {"dataset": link,
+  "path": str}}``.
+* ``constraints``: ``[{"type": "os"|"arch"|"label"|"min_memory"|"gpu",
+  "value": ...}]``; ``verify``: ``{"replicas": k, "quorum": q}``;
+  ``max_attempts``: int; ``name``: str; ``nonce``: str (to enqueue the same
+  work twice on purpose).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import codec
+from .cid import CID
+from .errors import BadEncoding, BadInput, BadRecord
+
+RUNNER_TYPES = frozenset({"bin-json-runner", "docker-json-runner"})
+CONSTRAINT_TYPES = frozenset({"os", "arch", "label", "min_memory", "gpu"})
+_TOP = frozenset({"input", "taskDefinition", "result", "constraints", "verify", "max_attempts", "name", "nonce", "t", "v"})
+#: Largest encoded task (bytes).
+MAX_TASK_BYTES = 1024 * 1024
+
+
+def _bad(msg: str) -> BadRecord:
+    return BadRecord(msg)
+
+
+def _link(value: Any, what: str) -> CID:
+    if type(value) is not CID:
+        raise _bad(f"{what} must be a link {{\"/\": \"<cid>\"}}")
+    return value
+
+
+def _path(value: Any, what: str) -> str:
+    if type(value) is not str or not value or len(value) > 1024 or value.startswith("/"):
+        raise _bad(f"{what} must be a relative path string")
+    return value
+
+
+def _result(value: Any) -> dict[str, Any]:
+    if type(value) is not dict or set(value) - {"action", "destination"}:
+        raise _bad("result must be {action, destination}")
+    action = value.get("action", "set")
+    if action not in ("set", "append"):
+        raise _bad("result.action must be 'set' or 'append'")
+    dest = value.get("destination")
+    if type(dest) is not dict or set(dest) != {"dataset", "path"}:
+        raise _bad("result.destination must be {dataset, path}")
+    return {"action": action, "destination": {"dataset": _link(dest["dataset"], "destination.dataset"), "path": _path(dest["path"], "destination.path")}}
+
+
+def _runner(value: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _bad("taskDefinition.runner must be an object")
+    rtype = value.get("type")
+    if rtype not in RUNNER_TYPES:
+        raise _bad(f"runner.type must be one of {sorted(RUNNER_TYPES)}")
+    if set(value) - {"type", "engine", "metadata", "manifest"}:
+        raise _bad("runner has unknown fields")
+    out: dict[str, Any] = {"type": rtype}
+    if "engine" in value:
+        out["engine"] = _link(value["engine"], "runner.engine")
+    if "manifest" in value:
+        out["engine"] = _link(value["manifest"], "runner.manifest")
+    if "metadata" in value:
+        if type(value["metadata"]) is not dict:
+            raise _bad("runner.metadata must be an object")
+        out["metadata"] = value["metadata"]
+    return out
+
+
+def _constraints(value: Any) -> list[dict[str, Any]]:
+    if type(value) is not list or len(value) > 32:
+        raise _bad("constraints must be a list of at most 32 items")
+    out = []
+    for c in value:
+        if type(c) is not dict or c.get("type") not in CONSTRAINT_TYPES or set(c) - {"type", "value"}:
+            raise _bad(f"each constraint must be {{type: {'|'.join(sorted(CONSTRAINT_TYPES))}, value}}")
+        out.append(c)
+    return out
+
+
+def _definition(value: Any) -> Any:
+    if type(value) is CID:
+        return value
+    if type(value) is not dict:
+        raise _bad("taskDefinition must be a link or an object")
+    if set(value) - {"runner", "result", "conditions", "constraints"}:
+        raise _bad("taskDefinition has unknown fields")
+    out: dict[str, Any] = {}
+    if "runner" not in value:
+        raise _bad("taskDefinition.runner is required")
+    out["runner"] = _runner(value["runner"])
+    if "result" in value:
+        out["result"] = _result(value["result"])
+    if "conditions" in value:
+        if type(value["conditions"]) is not list:
+            raise _bad("conditions must be a list")
+        out["conditions"] = value["conditions"]
+    if "constraints" in value:
+        out["constraints"] = _constraints(value["constraints"])
+    return out
+
+
+def normalize_task_untrusted(obj: Any) -> dict[str, Any]:
+    """Validate a task (JSON already converted by :func:`codec.from_json`).
+
+    Returns the canonical task record.  Raises BadInput subclasses.
+    """
+    if type(obj) is not dict:
+        raise _bad("a task must be an object")
+    unknown = set(obj) - _TOP
+    if unknown:
+        raise _bad(f"unknown task fields: {sorted(unknown)}")
+    if obj.get("t", "meshd/task") != "meshd/task" or obj.get("v", 1) != 1:
+        raise _bad("task type/version must be meshd/task v1")
+    task: dict[str, Any] = {"t": "meshd/task", "v": 1}
+    inp = obj.get("input")
+    if type(inp) is not dict:
+        raise _bad("task.input is required: {dataset, path} or {value}")
+    if "value" in inp:
+        if set(inp) - {"value", "index"}:
+            raise _bad("inline input must be {value[, index]}")
+        task["input"] = dict(inp)
+    elif set(inp) == {"dataset", "path"}:
+        task["input"] = {"dataset": _link(inp["dataset"], "input.dataset"), "path": _path(inp["path"], "input.path")}
+    else:
+        raise _bad("task.input must be {dataset, path} or {value}")
+    if "taskDefinition" not in obj:
+        raise _bad("task.taskDefinition is required")
+    task["taskDefinition"] = _definition(obj["taskDefinition"])
+    if "result" in obj:
+        task["result"] = _result(obj["result"])
+    if "constraints" in obj:
+        task["constraints"] = _constraints(obj["constraints"])
+    if "verify" in obj:
+        v = obj["verify"]
+        if type(v) is not dict or set(v) - {"replicas", "quorum"} or any(type(x) is not int or not 1 <= x <= 16 for x in v.values()):
+            raise _bad("verify must be {replicas: 1..16, quorum: 1..16}")
+        task["verify"] = v
+    if "max_attempts" in obj:
+        if type(obj["max_attempts"]) is not int or not 1 <= obj["max_attempts"] <= 100:
+            raise _bad("max_attempts must be an integer 1..100")
+        task["max_attempts"] = obj["max_attempts"]
+    for k in ("name", "nonce"):
+        if k in obj:
+            if type(obj[k]) is not str or len(obj[k]) > 256:
+                raise _bad(f"{k} must be a string of at most 256 chars")
+            task[k] = obj[k]
+    return task
+
+
+def task_from_json_untrusted(obj: Any) -> tuple[CID, bytes, dict[str, Any]]:
+    """Normalize user JSON into a task block: ``(cid, bytes, record)``."""
+    try:
+        record = normalize_task_untrusted(codec.from_json(obj))
+        cid, data = codec.encode_block(record)
+    except BadInput:
+        raise
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise BadEncoding(f"task is not encodable: {exc}") from None
+    if len(data) > MAX_TASK_BYTES:
+        raise _bad(f"task is {len(data)} bytes, more than {MAX_TASK_BYTES}")
+    return cid, data, record
+
+
+def engine_of(task: dict[str, Any]) -> CID | None:
+    """The engine CID named by an inline task definition (None if linked)."""
+    td = task.get("taskDefinition")
+    if type(td) is dict:
+        return td.get("runner", {}).get("engine")
+    return None
+
+
+def constraints_of(task: dict[str, Any]) -> list[dict[str, Any]]:
+    td = task.get("taskDefinition")
+    extra = td.get("constraints", []) if type(td) is dict else []
+    return list(task.get("constraints", [])) + list(extra)
