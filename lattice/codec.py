@@ -81,18 +81,25 @@ def encode(obj: Any) -> bytes:
     Accepts dict (str keys), list/tuple, str, bytes, int (64-bit), finite float,
     bool, None and :class:`CID`.  Raises :class:`BadEncoding` for anything else.
     """
-    return cbor2.dumps(_norm(obj, 0))
+    return _dumps(_norm(obj, 0))
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return cbor2.dumps(value)
+    except UnicodeEncodeError:
+        raise BadEncoding("strings must be valid UTF-8 (no lone surrogates)") from None
 
 
 def encode_block(obj: Any) -> tuple[CID, bytes]:
     """Encode ``obj`` and return ``(cid, bytes)`` for a dag-cbor block."""
-    data = cbor2.dumps(_norm(obj, 0))
+    data = _dumps(_norm(obj, 0))
     return CID.for_block(DAG_CBOR, data), data
 
 
 def cid_of(obj: Any) -> CID:
     """The dag-cbor CID of ``obj`` (the fast path: encode + sha2-256)."""
-    return CID.for_block(DAG_CBOR, cbor2.dumps(_norm(obj, 0)))
+    return CID.for_block(DAG_CBOR, _dumps(_norm(obj, 0)))
 
 
 def _tag_hook(tag: cbor2.CBORTag, immutable: bool = False) -> Any:

@@ -164,7 +164,7 @@ class Replica:
                 missing.append(cid)
                 continue
             d = records.delta_from_trusted(cid, data)
-            found.append(d)
+            found.append(Delta(d.cid, d.genesis, d.parents, d.height, [], d.author))
             stack.extend(d.parents)
         for d in found:
             self._offer(d)
@@ -238,7 +238,12 @@ class Replica:
         receipt = Receipt()
         missing = [p for p in delta.parents if p.raw not in self._applied]
         if missing:
-            self._pending[delta.cid] = (delta, len(missing))
+            # Hold only the DAG links while waiting: the ops are re-read from
+            # the store on apply.  A top-down walk keeps the whole fetched
+            # history pending until the oldest block arrives, so holding
+            # decoded ops here would cost memory proportional to the object.
+            light = Delta(delta.cid, delta.genesis, delta.parents, delta.height, [], delta.author)
+            self._pending[delta.cid] = (light, len(missing))
             for p in missing:
                 self._waiting.setdefault(p, []).append(delta.cid)
                 if p not in self._pending:
@@ -259,6 +264,8 @@ class Replica:
         return receipt
 
     def _apply(self, d: Delta) -> None:
+        if not d.ops:
+            d = records.delta_from_trusted(d.cid, self.store.get(d.cid))
         state = self.state
         adds: list[tuple[str, bytes]] = []
         puts: list[str] = []
