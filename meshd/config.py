@@ -1,0 +1,465 @@
+"""The daemon's configuration: ``<home>/config.toml`` as frozen, validated records.
+
+Each TOML table maps onto one frozen dataclass whose fields carry the
+documented defaults; validation happens once, in ``__post_init__``, so a
+:class:`Config` that exists is a valid one.  Unknown tables or keys are
+rejected with a :class:`~meshd.errors.ConfigError` that names them, because a
+misspelt key silently falling back to its default is the classic way a node
+ends up listening where nobody expects.
+
+Example ``config.toml`` (every key optional)::
+
+    [node]
+    roles = ["manager", "runner"]
+    name = "build-box"
+
+    [api]
+    listen = "127.0.0.1:7600"
+    max_body_bytes = 8388608
+
+    [runner]
+    slots = 8
+    max_attempts = 3
+    lease_s = 30.0
+    task_timeout_s = 60.0
+    warm = true
+
+    [engines]
+    trusted_publishers = []
+    allow = []
+
+    [p2p]
+    listen = ["/ip4/0.0.0.0/tcp/4601"]
+    bootstrap = []
+    mdns = false
+    mdns_interfaces = []
+
+    [ipfs]
+    api = ""
+
+    [log]
+    level = "info"
+
+This module reads only the file it is given; the environment is the CLI's
+business (see :mod:`meshd.cli`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import tomli_w
+
+from lattice.cid import CID
+from lattice.errors import BadCID
+
+from .errors import ConfigError
+
+MIB: Final = 1024 * 1024
+CONFIG_FILE: Final = "config.toml"
+ROLES: Final = frozenset({"manager", "runner"})
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    # Frozen dataclasses normalise their own fields (lists -> tuples) here.
+    object.__setattr__(obj, name, value)
+
+
+def _str_tuple(obj: object, section: str, name: str, *, allow_empty: bool = True) -> tuple[str, ...]:
+    value = getattr(obj, name)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[{section}] {name} must be a list of strings, got {value!r}")
+    if not allow_empty and not value:
+        raise ConfigError(f"[{section}] {name} must not be empty")
+    out = tuple(value)
+    _set(obj, name, out)
+    return out
+
+
+def _int(obj: object, section: str, name: str, *, minimum: int, maximum: int | None = None) -> int:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"[{section}] {name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        hi = "" if maximum is None else f" and <= {maximum}"
+        raise ConfigError(f"[{section}] {name} must be >= {minimum}{hi}, got {value}")
+    return value
+
+
+def _positive_float(obj: object, section: str, name: str) -> float:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"[{section}] {name} must be a number, got {value!r}")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"[{section}] {name} must be a positive finite number, got {value}")
+    _set(obj, name, float(value))
+    return float(value)
+
+
+def _bool(obj: object, section: str, name: str) -> bool:
+    value = getattr(obj, name)
+    if not isinstance(value, bool):
+        raise ConfigError(f"[{section}] {name} must be true or false, got {value!r}")
+    return value
+
+
+def _multiaddr(section: str, name: str, addr: str) -> None:
+    # Full multiaddr parsing belongs to the p2p layer; here we only catch the
+    # common mistake of writing "host:port" where a multiaddr is expected.
+    if not addr.startswith("/") or len(addr.split("/")) < 3:
+        raise ConfigError(f"[{section}] {name}: {addr!r} is not a multiaddr (e.g. /ip4/0.0.0.0/tcp/4601)")
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Split ``"host:port"`` or ``"[v6]:port"`` into its parts.
+
+    Args:
+        text: The address, e.g. ``"127.0.0.1:7600"``; port 0 asks the OS to pick.
+
+    Returns:
+        ``(host, port)`` with IPv6 brackets removed.
+
+    Raises:
+        ConfigError: The text is not a host and a port in 0..65535.
+    """
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f"address must be HOST:PORT, got {text!r}")
+    host, _, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"address must be HOST:PORT with port 0..65535, got {text!r}")
+    return host, int(port_text)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` can only be reached from this machine.
+
+    Unknown host names count as non-loopback so that a mistyped name errs on
+    the side of requiring the API token.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """``[node]``: what this node does and how it names itself.
+
+    Attributes:
+        roles: Subset of ``{"manager", "runner"}``; default both.  A manager
+            accepts and evaluates tasks, a runner executes them.
+        name: Human label shown to peers; default the host name.
+    """
+
+    roles: tuple[str, ...] = ("manager", "runner")
+    name: str = field(default_factory=lambda: socket.gethostname()[:64] or "meshd")
+
+    def __post_init__(self) -> None:
+        roles = _str_tuple(self, "node", "roles", allow_empty=False)
+        unknown = sorted(set(roles) - ROLES)
+        if unknown:
+            raise ConfigError(f"[node] roles: unknown role(s) {unknown}; choose from {sorted(ROLES)}")
+        if len(set(roles)) != len(roles):
+            raise ConfigError("[node] roles must not repeat a role")
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= 64:
+            raise ConfigError(f"[node] name must be a string of 1..64 characters, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ApiOptions:
+    """``[api]``: the local HTTP API's options (also the API component's options).
+
+    Attributes:
+        listen: ``HOST:PORT`` to bind; default ``127.0.0.1:7600``.  Port 0
+            binds a free port (tests).  A non-loopback host turns on
+            bearer-token auth.
+        max_body_bytes: Largest request body accepted; default 8 MiB.  Larger
+            bodies get 413 before the application sees them.
+        token: Bearer token required when ``listen`` is not loopback.  Never
+            read from ``config.toml``: the daemon fills it from
+            ``<home>/api.token``.
+    """
+
+    listen: str = "127.0.0.1:7600"
+    max_body_bytes: int = 8 * MIB
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_host_port(self.listen)
+        _int(self, "api", "max_body_bytes", minimum=1, maximum=1024 * MIB)
+        if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 16):
+            raise ConfigError("[api] token must be a string of at least 16 characters")
+
+    @property
+    def host(self) -> str:
+        """The host part of :attr:`listen`."""
+        return parse_host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The port part of :attr:`listen`."""
+        return parse_host_port(self.listen)[1]
+
+    @property
+    def requires_token(self) -> bool:
+        """True when the API binds beyond loopback and so needs a bearer token."""
+        return not is_loopback_host(self.host)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """``[runner]``: how this node executes tasks.
+
+    Attributes:
+        slots: Tasks run at once; default the CPU count.
+        max_attempts: Attempts before a task is marked failed; default 3.
+        lease_s: Seconds a claim lasts without renewal; default 30.0.
+        task_timeout_s: Wall-clock limit per attempt; default 60.0.
+        warm: Keep engine processes alive between tasks; default true.
+    """
+
+    slots: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_attempts: int = 3
+    lease_s: float = 30.0
+    task_timeout_s: float = 60.0
+    warm: bool = True
+
+    def __post_init__(self) -> None:
+        _int(self, "runner", "slots", minimum=1, maximum=4096)
+        _int(self, "runner", "max_attempts", minimum=1, maximum=1000)
+        _positive_float(self, "runner", "lease_s")
+        _positive_float(self, "runner", "task_timeout_s")
+        _bool(self, "runner", "warm")
+
+
+@dataclass(frozen=True)
+class EnginesConfig:
+    """``[engines]``: which engines this node agrees to run.
+
+    Attributes:
+        trusted_publishers: Hex Ed25519 public keys (64 hex digits) whose
+            signed engines are accepted; default none.
+        allow: Engine CIDs accepted regardless of publisher; default none.
+    """
+
+    trusted_publishers: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in _str_tuple(self, "engines", "trusted_publishers"):
+            if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+                raise ConfigError(f"[engines] trusted_publishers: {key!r} is not 64 hex digits")
+        allow = []
+        for text in _str_tuple(self, "engines", "allow"):
+            try:
+                allow.append(str(CID.parse_untrusted(text)))
+            except BadCID as exc:
+                raise ConfigError(f"[engines] allow: {text!r} is not a CID: {exc}") from None
+        _set(self, "allow", tuple(allow))
+
+
+@dataclass(frozen=True)
+class P2PConfig:
+    """``[p2p]``: libp2p transport and discovery.
+
+    Attributes:
+        listen: Multiaddrs to listen on; default ``["/ip4/0.0.0.0/tcp/4601"]``.
+        bootstrap: Peer multiaddrs (with ``/p2p/<id>``) dialled at start.
+        mdns: Discover peers on the local network; default false.
+        mdns_interfaces: Interfaces mDNS uses; empty means all.
+    """
+
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4601",)
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = False
+    mdns_interfaces: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for addr in _str_tuple(self, "p2p", "listen"):
+            _multiaddr("p2p", "listen", addr)
+        for addr in _str_tuple(self, "p2p", "bootstrap"):
+            _multiaddr("p2p", "bootstrap", addr)
+        _bool(self, "p2p", "mdns")
+        _str_tuple(self, "p2p", "mdns_interfaces")
+
+
+@dataclass(frozen=True)
+class IpfsConfig:
+    """``[ipfs]``: where blocks live.
+
+    Attributes:
+        api: URL or multiaddr of a Kubo RPC API; empty (the default) means the
+            embedded block store under ``<home>/blocks``.
+    """
+
+    api: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.api, str):
+            raise ConfigError(f"[ipfs] api must be a string, got {self.api!r}")
+        if self.api and not self.api.startswith(("/", "http://", "https://")):
+            raise ConfigError(f"[ipfs] api must be empty, an http(s) URL or a multiaddr, got {self.api!r}")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: logging.
+
+    Attributes:
+        level: One of debug, info, warning, error; default info.
+    """
+
+    level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.level not in LOG_LEVELS:
+            raise ConfigError(f"[log] level must be one of {list(LOG_LEVELS)}, got {self.level!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole ``config.toml``: one record per table, all defaulted."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    api: ApiOptions = field(default_factory=ApiOptions)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    engines: EnginesConfig = field(default_factory=EnginesConfig)
+    p2p: P2PConfig = field(default_factory=P2PConfig)
+    ipfs: IpfsConfig = field(default_factory=IpfsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_toml_dict(self) -> dict[str, dict[str, Any]]:
+        """The file form: tuples as lists, and without the API token."""
+        out: dict[str, dict[str, Any]] = {}
+        for section in dataclasses.fields(self):
+            record = getattr(self, section.name)
+            out[section.name] = {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(record).items()
+                if key in _FILE_KEYS[section.name]
+            }
+        return out
+
+
+_SECTIONS: Final[dict[str, type]] = {
+    "node": NodeConfig,
+    "api": ApiOptions,
+    "runner": RunnerConfig,
+    "engines": EnginesConfig,
+    "p2p": P2PConfig,
+    "ipfs": IpfsConfig,
+    "log": LogConfig,
+}
+# Keys accepted in the file; ``api.token`` is deliberately absent (it lives in
+# its own 0600 file so that config.toml can be shared or pasted safely).
+_FILE_KEYS: Final[dict[str, frozenset[str]]] = {
+    name: frozenset(f.name for f in dataclasses.fields(cls)) - ({"token"} if name == "api" else set())
+    for name, cls in _SECTIONS.items()
+}
+
+
+def config_from_mapping(data: Mapping[str, Any], *, base: Config | None = None, source: str = "config") -> Config:
+    """Build a validated :class:`Config` from TOML-shaped tables.
+
+    Args:
+        data: ``{"section": {"key": value}}``; missing keys keep ``base``'s values.
+        base: Values to start from; default :class:`Config` defaults.
+        source: Named in error messages (a path, or ``"overrides"``).
+
+    Returns:
+        The merged, validated configuration.
+
+    Raises:
+        ConfigError: An unknown table or key, or a value out of range.
+    """
+    base = base or Config()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: top level must be a table")
+    sections: dict[str, object] = {}
+    for name, table in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown table [{name}]; known tables: {sorted(_SECTIONS)}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        for key in table:
+            if key not in _FILE_KEYS[name]:
+                raise ConfigError(
+                    f"{source}: unknown key {key!r} in [{name}]; known keys: {sorted(_FILE_KEYS[name])}"
+                )
+        try:
+            sections[name] = dataclasses.replace(getattr(base, name), **dict(table))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return dataclasses.replace(base, **sections)
+
+
+def load_config(home: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read ``<home>/config.toml`` and apply ``overrides`` on top.
+
+    Args:
+        home: The meshd home directory.
+        overrides: Tables that win over the file, e.g. ``{"api": {"listen": ...}}``
+            from command-line flags.
+
+    Raises:
+        ConfigError: The file is missing, not TOML, or invalid.
+    """
+    path = Path(home) / CONFIG_FILE
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist (run `meshd init`)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    config = config_from_mapping(data, source=str(path))
+    if overrides:
+        config = config_from_mapping(overrides, base=config, source="overrides")
+    return config
+
+
+def write_config(home: str | os.PathLike[str], config: Config) -> Path:
+    """Write ``config`` to ``<home>/config.toml`` atomically.
+
+    The temporary file is renamed over the old one so a crash leaves either
+    the old or the new file, never half of one.
+    """
+    path = Path(home) / CONFIG_FILE
+    tmp = path.with_name(CONFIG_FILE + ".tmp")
+    tmp.write_bytes(tomli_w.dumps(config.to_toml_dict()).encode())
+    os.replace(tmp, path)
+    return path
+
+
+def write_default_config(home: str | os.PathLike[str], **overrides: Mapping[str, Any]) -> Config:
+    """Write a complete default ``config.toml``, with ``overrides`` applied.
+
+    Every key is written explicitly so users can see what they may change.
+
+    Args:
+        home: The meshd home directory (must exist).
+        **overrides: Tables by name, e.g. ``api={"listen": "0.0.0.0:7600"}``.
+
+    Returns:
+        The configuration written.
+
+    Raises:
+        ConfigError: An override names an unknown key or is invalid.
+    """
+    config = config_from_mapping(overrides, source="overrides")
+    write_config(home, config)
+    return config
