@@ -45,6 +45,10 @@ class BlockNotFound(LatticeError, KeyError):
     """The block store does not hold the requested CID."""
 
 
+class CorruptBlock(BlockNotFound):
+    """A stored block's bytes no longer hash to its CID; treat it as missing and refetch."""
+
+
 class StoreError(LatticeError):
     """The block store failed for a reason other than a missing block."""
 

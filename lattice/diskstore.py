@@ -1,0 +1,581 @@
+"""The embedded on-disk block store: one SQLite file in WAL mode.
+
+Why SQLite (stdlib ``sqlite3``) rather than files-per-block, LMDB or RocksDB:
+
+* **Atomic, crash-safe commits for free.**  A batch of blocks and the block
+  counter go into one transaction; SQLite's write-ahead log guarantees that a
+  crash leaves either the whole transaction or none of it.  Files-per-block
+  would need write-temp/fsync/rename/fsync-dir per block and still could not
+  make ``put_many`` atomic.
+* **Millions of rows in one file.**  One B-tree lookup per ``get`` and no
+  inode per block; a million small blocks fit in a file a little larger than
+  their bytes.
+* **No new dependency and no C extension to build** on the peers we target;
+  LMDB/RocksDB bindings would be one more wheel that may not exist for a
+  volunteer's platform.  WAL mode lets readers proceed while a writer commits.
+
+Layout (``PRAGMA application_id`` = ``0x6d657368`` "mesh",
+``PRAGMA user_version`` = schema version 1)::
+
+    blocks(cid BLOB PRIMARY KEY, data BLOB NOT NULL)   -- cid = CID.raw (36 bytes)
+    meta(key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID
+        ('blocks', <number of rows in blocks>)
+
+The row count lives in ``meta`` and is updated in the same transaction as the
+rows, so :meth:`DiskBlockStore.size` is O(1) and exact after any crash.
+
+**What a crash leaves behind.**  Every write is one SQLite transaction
+(``BEGIN IMMEDIATE`` … ``COMMIT``).  A crash or ``SIGKILL`` at any point
+leaves the file plus a ``-wal`` (and ``-shm``) file; the next open replays
+committed transactions from the log and discards the uncommitted tail, so a
+batch is either wholly present or wholly absent, and a ``put`` that returned
+is present.  With ``synchronous="full"`` (the default) that holds after a
+power loss too; with ``"normal"`` a power loss (not a process crash) may roll
+back the last few commits, but never half of one and never corrupts the file.
+Bit rot below SQLite is caught by re-hashing on read (``verify_on_get``) and
+by :meth:`DiskBlockStore.verify`.  Nothing needs manual cleanup.
+
+Threads: one connection guarded by a lock (``check_same_thread=False``), so
+the daemon may call the store from ``trio.to_thread.run_sync`` workers.
+Hashing runs outside the lock.  A trio task cancelled while its thread is in a
+call does not interrupt it: the call finishes (or rolls back) on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Iterable, Iterator, Literal
+
+from .blockstore import BlockStoreStatistics, verify_blocks
+from .cid import CID
+from .errors import BadBlock, BlockNotFound, CorruptBlock, StoreError
+
+__all__ = ["DiskBlockStore", "DiskStoreOptions", "VerifyReport"]
+
+_APPLICATION_ID = 0x6D657368  # "mesh"
+_SCHEMA_VERSION = 1
+# Rows fetched per lock hold when scanning (cids(), verify()); small enough
+# that a scan never stalls concurrent puts for long.
+_SCAN_CHUNK = 1024
+# Host parameters per ``IN (...)`` query in get_many.
+_IN_CHUNK = 256
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS blocks (cid BLOB PRIMARY KEY NOT NULL, data BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)"
+    " WITHOUT ROWID",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('blocks', 0)",
+    f"PRAGMA application_id = {_APPLICATION_ID}",
+    f"PRAGMA user_version = {_SCHEMA_VERSION}",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStoreOptions:
+    """Settings of a :class:`DiskBlockStore` that do not depend on its path.
+
+    Attributes:
+        synchronous: ``"full"`` (default) fsyncs the log on every commit, so
+            an acknowledged write survives power loss; heads and queue state
+            written after their blocks rely on that ordering.  ``"normal"``
+            fsyncs only at checkpoints: still safe against process crashes
+            and never corrupt, but a power loss may undo the last commits.
+        verify_on_get: Re-hash blocks on ``get``/``get_many`` (default on) so
+            that bit rot is reported as :class:`CorruptBlock` instead of
+            being served to peers.  Costs one SHA-256 per read (measured in
+            ``tests/test_blockstore_contract.py``).
+        cache_size_kib: SQLite page cache in KiB (default 65536 = 64 MiB),
+            between 256 and 16 GiB.  Larger keeps more of the CID index hot.
+        busy_timeout_s: How long a write waits for another process holding
+            the file (e.g. an offline ``verify``) before failing with
+            :class:`StoreError` (default 5 s, 0..3600).
+        checkpoint_pages: Log size, in pages (4 KiB), at which SQLite copies
+            the log back into the main file (default 10000, about 40 MiB;
+            100..1000000).  SQLite's own default of 1000 checkpoints after
+            nearly every 1,000-block batch once the CID index outgrows the
+            batch, because each random CID dirties its own index page; a
+            larger log lets repeated writes to one page checkpoint once.
+            The cost is a longer log replay when opening after a crash.
+    """
+
+    synchronous: Literal["normal", "full"] = "full"
+    verify_on_get: bool = True
+    cache_size_kib: int = 64 * 1024
+    busy_timeout_s: float = 5.0
+    checkpoint_pages: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be 'normal' or 'full', not {self.synchronous!r}")
+        if not isinstance(self.verify_on_get, bool):
+            raise ValueError("verify_on_get must be a bool")
+        if (
+            not isinstance(self.cache_size_kib, int)
+            or isinstance(self.cache_size_kib, bool)
+            or not 256 <= self.cache_size_kib <= 16 * 1024 * 1024
+        ):
+            raise ValueError("cache_size_kib must be an int in 256..16777216")
+        if (
+            not isinstance(self.busy_timeout_s, (int, float))
+            or isinstance(self.busy_timeout_s, bool)
+            or not math.isfinite(self.busy_timeout_s)
+            or not 0 <= self.busy_timeout_s <= 3600
+        ):
+            raise ValueError("busy_timeout_s must be a number in 0..3600")
+        if (
+            not isinstance(self.checkpoint_pages, int)
+            or isinstance(self.checkpoint_pages, bool)
+            or not 100 <= self.checkpoint_pages <= 1_000_000
+        ):
+            raise ValueError("checkpoint_pages must be an int in 100..1000000")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of :meth:`DiskBlockStore.verify`.
+
+    Attributes:
+        checked: Rows re-hashed.
+        corrupt: CIDs whose stored bytes do not hash to them, in CID order.
+        malformed_keys: Rows whose key is not a valid binary CID at all.
+        deleted: Corrupt or malformed rows removed (only with ``delete_corrupt``).
+        blocks: Blocks held after the pass (the stored counter is re-synced
+            to this).
+    """
+
+    checked: int
+    corrupt: tuple[CID, ...] = field(default=())
+    malformed_keys: int = 0
+    deleted: int = 0
+    blocks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no corrupt or malformed row was found."""
+        return not self.corrupt and not self.malformed_keys
+
+
+def _is_valid_key(raw: object) -> bool:
+    # Same checks as CID.from_bytes_untrusted, without building an exception
+    # for every row of a multi-million-row scan.
+    return (
+        isinstance(raw, bytes)
+        and len(raw) == 36
+        and raw[0] == 0x01
+        and raw[1] in (0x55, 0x71)
+        and raw[2] == 0x12
+        and raw[3] == 32
+    )
+
+
+class DiskBlockStore:
+    """A :class:`~lattice.blockstore.BlockStore` in one SQLite file.
+
+    Open with :meth:`open` (the constructor does no I/O) and close with
+    :meth:`close` or a ``with`` block.  See the module docstring for crash
+    behaviour.
+    """
+
+    def __init__(self, path: str | PathLike[str], options: DiskStoreOptions | None = None) -> None:
+        self._path = str(path)
+        self._options = options if options is not None else DiskStoreOptions()
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        # puts, duplicate_puts, rejected_puts, hits, misses, deletes, corrupt_reads
+        self._counts = [0, 0, 0, 0, 0, 0, 0]
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: str | PathLike[str], options: DiskStoreOptions | None = None
+    ) -> "DiskBlockStore":
+        """Open (creating if needed) the store at ``path``.
+
+        The parent directory must exist.  Opening replays a log left by a
+        crash, so it may take a moment after an unclean shutdown.
+
+        Raises:
+            StoreError: the file cannot be opened, is not a SQLite database,
+                or belongs to something other than a meshd block store.
+        """
+        store = cls(path, options)
+        store._connect()
+        return store
+
+    def _connect(self) -> None:
+        opts = self._options
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=opts.busy_timeout_s,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock instead
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open block store {self._path!r}: {exc}") from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"block store {self._path!r} cannot use WAL (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {opts.synchronous.upper()}")
+            conn.execute(f"PRAGMA cache_size = {-opts.cache_size_kib}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {opts.checkpoint_pages}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if app_id != _APPLICATION_ID and (app_id != 0 or tables):
+                    raise StoreError(f"{self._path!r} is not a meshd block store")
+                if version > _SCHEMA_VERSION:
+                    raise StoreError(
+                        f"block store {self._path!r} has schema {version}, newer than"
+                        f" {_SCHEMA_VERSION}; upgrade meshd"
+                    )
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open block store {self._path!r}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def close(self) -> None:
+        """Close the file.  Idempotent; later calls raise :class:`StoreError`.
+
+        A clean close checkpoints the log into the main file and removes the
+        ``-wal`` file; skipping it (a crash) is safe, see the module doc.
+        """
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                conn.execute("PRAGMA optimize")
+                conn.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"closing block store {self._path!r}: {exc}") from exc
+
+    def __enter__(self) -> "DiskBlockStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> str:
+        """The database file's path."""
+        return self._path
+
+    @property
+    def options(self) -> DiskStoreOptions:
+        """The options this store was opened with."""
+        return self._options
+
+    # -- internals ---------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        # Caller holds self._lock.
+        if self._conn is None:
+            raise StoreError("block store is closed")
+        return self._conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._db()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"block store read failed: {exc}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock: committed whole or rolled back."""
+        with self._lock:
+            conn = self._db()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # Also on KeyboardInterrupt: never leave the shared connection
+                # inside an open transaction.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the original error below is the one to report
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"block store write failed: {exc}") from exc
+                raise
+
+    @staticmethod
+    def _add_to_counter(conn: sqlite3.Connection, delta: int) -> None:
+        if delta:
+            conn.execute("UPDATE meta SET value = value + ? WHERE key = 'blocks'", (delta,))
+
+    # -- writes --------------------------------------------------------------
+
+    def put(self, cid: CID, data: bytes) -> None:
+        """Store one verified block in its own transaction.
+
+        Raises:
+            BadBlock: ``data`` does not hash to ``cid``; nothing is stored.
+            StoreError: SQLite failed; nothing is stored.
+        """
+        if not cid.verify(data):
+            with self._lock:
+                self._counts[2] += 1
+            raise BadBlock(f"block bytes do not hash to {cid}")
+        with self._writing() as conn:
+            added = conn.execute(
+                "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", (cid.raw, data)
+            ).rowcount
+            self._add_to_counter(conn, added)
+        with self._lock:
+            self._counts[0] += added
+            self._counts[1] += 1 - added
+
+    def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
+        """Store all blocks in one transaction, after verifying every one.
+
+        Raises:
+            BadBlock: some block does not hash to its CID; none is stored.
+            StoreError: SQLite failed; none is stored.
+        """
+        try:
+            batch = verify_blocks(blocks)
+        except BadBlock:
+            with self._lock:
+                self._counts[2] += 1
+            raise
+        if not batch:
+            return
+        # Sorted by key so the inserts walk the CID index in order: each
+        # index page is visited once per batch, while it is hot in the cache.
+        rows = sorted((cid.raw, data) for cid, data in batch)
+        with self._writing() as conn:
+            # executemany sums the per-row changes; ignored duplicates add 0.
+            added = conn.executemany(
+                "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows
+            ).rowcount
+            self._add_to_counter(conn, added)
+        with self._lock:
+            self._counts[0] += added
+            self._counts[1] += len(rows) - added
+
+    def delete(self, cid: CID) -> None:
+        """Remove the block if held; no error if absent.
+
+        Raises:
+            StoreError: SQLite failed; the block is still held.
+        """
+        with self._writing() as conn:
+            removed = conn.execute("DELETE FROM blocks WHERE cid = ?", (cid.raw,)).rowcount
+            self._add_to_counter(conn, -removed)
+        with self._lock:
+            self._counts[5] += removed
+
+    # -- reads ---------------------------------------------------------------
+
+    def _corrupt(self, cid: CID) -> CorruptBlock:
+        with self._lock:
+            self._counts[6] += 1
+            self._counts[3] -= 1
+        return CorruptBlock(cid)
+
+    def get(self, cid: CID) -> bytes:
+        """The bytes of ``cid``.
+
+        Raises:
+            BlockNotFound: not held.
+            CorruptBlock: held, but the bytes fail re-hashing (only with
+                ``verify_on_get``); a subclass of :class:`BlockNotFound`, so
+                callers that refetch missing blocks also heal corrupt ones
+                after :meth:`verify` (``delete_corrupt=True``) or
+                :meth:`delete` removes the bad row.
+            StoreError: SQLite failed.
+        """
+        with self._reading() as conn:
+            row = conn.execute("SELECT data FROM blocks WHERE cid = ?", (cid.raw,)).fetchone()
+            if row is None:
+                self._counts[4] += 1
+                raise BlockNotFound(cid)
+            self._counts[3] += 1
+        data = row[0]
+        if self._options.verify_on_get and not (isinstance(data, bytes) and cid.verify(data)):
+            raise self._corrupt(cid)
+        return data
+
+    def get_many(self, cids: Iterable[CID]) -> dict[CID, bytes]:
+        """The held blocks among ``cids``.
+
+        Missing blocks are left out, and so are corrupt ones when
+        ``verify_on_get`` is on (they count in ``corrupt_reads``).
+
+        Raises:
+            StoreError: SQLite failed.
+        """
+        wanted = {cid.raw: cid for cid in cids}
+        keys = list(wanted)
+        found: list[tuple[bytes, bytes]] = []
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            with self._reading() as conn:
+                found.extend(
+                    conn.execute(f"SELECT cid, data FROM blocks WHERE cid IN ({marks})", chunk)
+                )
+        out: dict[CID, bytes] = {}
+        corrupt = 0
+        verify = self._options.verify_on_get
+        for raw, data in found:
+            cid = wanted[raw]
+            if verify and not (isinstance(data, bytes) and cid.verify(data)):
+                corrupt += 1
+                continue
+            out[cid] = data
+        with self._lock:
+            self._counts[3] += len(out)
+            self._counts[4] += len(wanted) - len(found)
+            self._counts[6] += corrupt
+        return out
+
+    def has(self, cid: CID) -> bool:
+        """True when a row for ``cid`` exists; its bytes are not re-verified."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT 1 FROM blocks WHERE cid = ?", (cid.raw,)).fetchone()
+        return row is not None
+
+    def _scan(self, columns: str) -> Iterator[tuple]:
+        """Rows in CID order, ``_SCAN_CHUNK`` per lock hold (keyset pagination)."""
+        last = b""
+        while True:
+            with self._reading() as conn:
+                rows = conn.execute(
+                    f"SELECT {columns} FROM blocks WHERE cid > ? ORDER BY cid LIMIT ?",
+                    (last, _SCAN_CHUNK),
+                ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            if len(rows) < _SCAN_CHUNK:
+                return
+            last = rows[-1][0]
+
+    def cids(self) -> Iterator[CID]:
+        """Every held CID in binary order.
+
+        The lock is taken per chunk, not for the whole iteration, so writers
+        proceed meanwhile; blocks written during iteration may or may not
+        appear.  Rows with malformed keys are skipped (see :meth:`verify`).
+
+        Raises:
+            StoreError: SQLite failed, or the store was closed mid-iteration.
+        """
+        for (raw,) in self._scan("cid"):
+            if _is_valid_key(raw):
+                yield CID(raw)
+
+    def size(self) -> int:
+        """Number of blocks held (O(1): a counter kept in the same transactions)."""
+        with self._reading() as conn:
+            return conn.execute("SELECT value FROM meta WHERE key = 'blocks'").fetchone()[0]
+
+    def statistics(self) -> BlockStoreStatistics:
+        """A frozen snapshot of the counters since :meth:`open`.
+
+        Raises:
+            StoreError: the store is closed or SQLite failed.
+        """
+        blocks = self.size()
+        with self._lock:
+            c = self._counts
+            return BlockStoreStatistics(
+                blocks=blocks,
+                puts=c[0],
+                duplicate_puts=c[1],
+                rejected_puts=c[2],
+                hits=c[3],
+                misses=c[4],
+                deletes=c[5],
+                corrupt_reads=c[6],
+            )
+
+    # -- maintenance -----------------------------------------------------------
+
+    def verify(self, *, delete_corrupt: bool = False) -> VerifyReport:
+        """Re-hash every stored block.
+
+        Runs in chunks, taking the lock per chunk, so the daemon keeps serving
+        while it runs; blocks written during the pass may or may not be
+        checked.  Ends by re-syncing the block counter to the real row count.
+
+        A crash or error part-way leaves the store as it was, minus any
+        corrupt rows already deleted (each chunk's deletions commit together).
+
+        Args:
+            delete_corrupt: Also remove corrupt rows and rows with malformed
+                keys.  A row is deleted only if it still holds the bad bytes
+                that were read, so a concurrent repair is never undone.
+
+        Returns:
+            A :class:`VerifyReport`.
+
+        Raises:
+            StoreError: SQLite failed (a damaged file surfaces here).
+        """
+        checked = 0
+        malformed = 0
+        deleted = 0
+        corrupt: list[CID] = []
+        doomed: list[tuple[bytes, object]] = []
+
+        def flush() -> None:
+            nonlocal deleted
+            if not doomed:
+                return
+            with self._writing() as conn:
+                removed = conn.executemany(
+                    "DELETE FROM blocks WHERE cid = ? AND data IS ?", doomed
+                ).rowcount
+                self._add_to_counter(conn, -removed)
+            deleted += removed
+            doomed.clear()
+
+        for raw, data in self._scan("cid, data"):
+            checked += 1
+            if not _is_valid_key(raw):
+                malformed += 1
+            elif isinstance(data, bytes) and CID(raw).verify(data):
+                continue
+            else:
+                corrupt.append(CID(raw))
+            if delete_corrupt:
+                doomed.append((raw, data))
+                if len(doomed) >= _SCAN_CHUNK:
+                    flush()
+        flush()
+        with self._writing() as conn:
+            blocks = conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'blocks'", (blocks,))
+        return VerifyReport(
+            checked=checked,
+            corrupt=tuple(corrupt),
+            malformed_keys=malformed,
+            deleted=deleted,
+            blocks=blocks,
+        )
