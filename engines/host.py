@@ -1,0 +1,502 @@
+"""EngineHost: the facade the daemon's Runner role calls to run one task.
+
+``await host.run(engine_cid, task_input)``:
+
+1. loads the manifest from the block store (:class:`EngineMissing` listing
+   the absent CIDs when the manifest or any file block is missing, so the
+   daemon can fetch them from peers and retry);
+2. checks authorization (:mod:`engines.auth`); a refusal is
+   ``Outcome(ok=False, error="not authorized: ...")`` and nothing runs;
+3. materializes the engine's files into the cache directory, keyed by file
+   CID, verified chunk by chunk on the way in and re-used afterwards;
+4. runs it cold (:class:`NativeRunner`) or warm (a :class:`WarmPool` per
+   engine CID, started lazily inside the host's own nursery), or hands a
+   ``docker-json-runner`` engine to the pluggable :class:`DockerBackend`.
+
+Interpreters: a manifest names an interpreter (``"interpreter": "python3"``),
+never a path; ``HostOptions.interpreters`` maps names to this node's programs
+(``python3`` and ``python`` map to ``sys.executable`` by default, so engines
+see the node's numba/numpy).  A manifest without one runs its executable
+directly, so ``#!/usr/bin/env python3`` scripts resolve on the sandbox PATH.
+
+Cache integrity: a materialized directory appears under its final name only
+by ``rename`` after every byte was verified, so a crash mid-write leaves at
+most a ``.tmp-*`` directory that is never read.  The sandbox runs engines
+under the node's uid, so an engine could modify cached files it can reach;
+run the node under a dedicated uid to rule that out.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform as _platform
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from lattice.cid import CID
+from lattice.errors import BlockNotFound
+
+from .auth import AuthPolicy, authorize
+from .errors import BadManifest, EngineCorrupt, EngineError, EngineMissing, EngineNotAuthorized
+from .manifest import (DockerManifest, EngineSignature, NativeManifest, PlatformBuild, Resources, encode_manifest,
+                       load_manifest, missing_file_blocks, put_file, read_file, sign_manifest,
+                       signature_from_untrusted)
+from .native import PYTHON_SHIM, NativeOptions, NativeRunner, check_timeout
+from .outcome import Outcome
+from .pool import PoolOptions, WarmPool, WorkerSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from lattice.blockstore import BlockStore
+
+
+_MANIFEST_CACHE = 1024
+
+
+def current_platform() -> str:
+    """This node's platform key, e.g. ``"linux-x86_64"``."""
+    machine = _platform.machine().lower() or "unknown"
+    return f"{sys.platform}-{ {'amd64': 'x86_64', 'arm64': 'aarch64'}.get(machine, machine)}"
+
+
+class DockerBackend(Protocol):
+    """What the host needs from a Docker runner (implemented in ``engines.docker``)."""
+
+    async def ensure_image(self, tar: bytes | str, image_id: str) -> str:
+        """Load the ``docker save`` tarball (bytes or a path) unless ``image_id`` is present; return its ref."""
+        ...
+
+    async def run_cold(self, image_ref: str, cmd: Sequence[str], task_input: Any, resources: Resources) -> Outcome:
+        """Run one task in a fresh container."""
+        ...
+
+    async def run_warm(self, image_ref: str, cmd: Sequence[str], task_input: Any, resources: Resources) -> Outcome:
+        """Run one task in a long-lived container speaking JSON lines."""
+        ...
+
+
+def _default_interpreters() -> Mapping[str, str]:
+    return {"python3": sys.executable, "python": sys.executable}
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """Options of an :class:`EngineHost`.
+
+    Attributes:
+        cache_dir: Where engine files are materialized; None = a temporary
+            directory created by ``serve`` and removed when it ends.
+        native: Sandbox and cold-runner options.
+        pool: Options of each warm pool.
+        interpreters: Interpreter name -> absolute program path.  Default
+            ``python3``/``python`` -> ``sys.executable``.
+        platform: Platform key to pick builds by.  Default :func:`current_platform`.
+        warm_default: Run warm when the caller passes ``warm=None`` and the
+            engine supports it.  Default False.
+        max_pools: Warm pools kept at once; idle ones are stopped beyond it
+            (oldest first).  Default 8.
+        max_resources: Per-field ceiling applied to manifest resources.
+    """
+
+    cache_dir: str | None = None
+    native: NativeOptions = NativeOptions()
+    pool: PoolOptions = PoolOptions()
+    interpreters: Mapping[str, str] = field(default_factory=_default_interpreters)
+    platform: str = field(default_factory=current_platform)
+    warm_default: bool = False
+    max_pools: int = 8
+    max_resources: Resources = Resources(cpu_s=3600, memory_mb=65536, timeout_s=3600.0, nofile=4096)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interpreters", MappingProxyType(dict(self.interpreters)))
+        for name, path in self.interpreters.items():
+            if not os.path.isabs(path):
+                raise ValueError(f"interpreter {name!r} must map to an absolute path")
+        if self.max_pools < 1:
+            raise ValueError("max_pools must be positive")
+
+
+@dataclass(frozen=True)
+class HostStatistics:
+    """Counters of an :class:`EngineHost`."""
+
+    runs: int
+    refused: int
+    cold: int
+    warm: int
+    docker: int
+    pools: int
+    cache_hits: int
+    cache_misses: int
+    network_isolated: bool | None
+
+
+class EngineHost:
+    """Loads, authorizes, materializes and runs engines.  A trio service."""
+
+    def __init__(self, store: "BlockStore", options: HostOptions = HostOptions(),
+                 policy: AuthPolicy = AuthPolicy(), *, docker: DockerBackend | None = None) -> None:
+        self.store = store
+        self.options = options
+        self.policy = policy
+        self.docker = docker
+        self.native = NativeRunner(options.native)
+        self._nursery: trio.Nursery | None = None
+        self._cache: Path | None = None
+        self._dirs: dict[tuple[CID, str, str], Path] = {}
+        self._pools: dict[CID, tuple[WarmPool, trio.CancelScope]] = {}
+        self._starting: dict[CID, trio.Event] = {}
+        self._images: dict[str, str] = {}
+        self._manifests: dict[CID, NativeManifest | DockerManifest] = {}
+        self._runs = self._refused = self._cold = self._warm = self._docker = 0
+        self._hits = self._misses = 0
+
+    def statistics(self) -> HostStatistics:
+        return HostStatistics(self._runs, self._refused, self._cold, self._warm, self._docker, len(self._pools),
+                              self._hits, self._misses, self.native.statistics().network_isolated)
+
+    async def serve(self, *, task_status: trio.TaskStatus[EngineHost] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the host until cancelled.
+
+        Cancellation stops every warm pool (their workers are killed) and
+        removes the cache directory if ``serve`` created it.
+        """
+        own = self.options.cache_dir is None
+        cache = Path(tempfile.mkdtemp(prefix="meshd-engines-")) if own else Path(self.options.cache_dir or "")
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            self._cache = cache
+            await self.native.isolation()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._pools.clear()
+            if own:
+                shutil.rmtree(cache, ignore_errors=True)
+
+    async def run(self, engine_cid: CID, task_input: Any, *, timeout_s: float | None = None,
+                  warm: bool | None = None, signatures: Iterable[EngineSignature | CID] = ()) -> Outcome:
+        """Run ``task_input`` on engine ``engine_cid``.
+
+        Args:
+            engine_cid: The manifest CID.
+            task_input: A JSON-serializable value.
+            timeout_s: Overrides the manifest's ``timeout_s`` (capped by
+                ``HostOptions.max_resources``).
+            warm: True = use a warm pool (refused if the engine cannot run
+                warm), False = cold, None = ``HostOptions.warm_default`` when
+                the engine supports it.
+            signatures: ``meshd/engine-sig`` records, or their CIDs in the store.
+
+        Returns:
+            The outcome; refusals, bad manifests and engine failures are
+            ``ok=False``.
+
+        Raises:
+            EngineMissing: manifest, signature or file blocks are absent from
+                the store; ``missing`` lists them.
+            RuntimeError: ``serve`` is not running.
+
+        Cancellation kills a cold run's processes; for warm runs see
+        :meth:`WarmPool.run`.  A materialization cut short leaves only a
+        temporary directory that is never used.
+        """
+        if self._nursery is None or self._cache is None:
+            raise RuntimeError("EngineHost.run needs EngineHost.serve to be running")
+        check_timeout(timeout_s)
+        self._runs += 1
+        manifest = self._manifests.get(engine_cid)
+        if manifest is None:
+            try:
+                manifest = load_manifest(self.store, engine_cid)
+            except BadManifest as exc:
+                return Outcome(ok=False, error=f"bad manifest: {exc}")
+            # A CID names immutable bytes, so a parsed manifest never goes stale.
+            if len(self._manifests) >= _MANIFEST_CACHE:
+                self._manifests.pop(next(iter(self._manifests)))
+            self._manifests[engine_cid] = manifest
+        try:
+            authorize(engine_cid, self._signatures(signatures), self.policy)
+        except EngineNotAuthorized as exc:
+            self._refused += 1
+            return Outcome(ok=False, error=f"not authorized: {exc}")
+        resources = self._clamp(manifest.resources, timeout_s)
+        if isinstance(manifest, DockerManifest):
+            return await self._run_docker(manifest, task_input, resources, warm)
+        return await self._run_native(engine_cid, manifest, task_input, resources, warm)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _signatures(self, items: Iterable[EngineSignature | CID]) -> list[EngineSignature]:
+        sigs, missing = [], []
+        for item in items:
+            if isinstance(item, EngineSignature):
+                sigs.append(item)
+                continue
+            try:
+                sigs.append(signature_from_untrusted(self.store.get(item)))
+            except BlockNotFound:
+                missing.append(item)
+            except BadManifest:
+                continue  # a malformed signature authorizes nothing
+        if missing:
+            raise EngineMissing(f"{len(missing)} signature block(s) are not in the local store", missing)
+        return sigs
+
+    def _clamp(self, res: Resources, timeout_s: float | None) -> Resources:
+        cap = self.options.max_resources
+        return Resources(cpu_s=min(res.cpu_s, cap.cpu_s), memory_mb=min(res.memory_mb, cap.memory_mb),
+                         timeout_s=min(res.timeout_s if timeout_s is None else timeout_s, cap.timeout_s),
+                         nofile=min(res.nofile, cap.nofile))
+
+    async def _run_docker(self, m: DockerManifest, task_input: Any, res: Resources, warm: bool | None) -> Outcome:
+        if self.docker is None:
+            return Outcome(ok=False, error="docker runner unavailable on this node", runner="docker-cold")
+        use_warm = m.warm_capable if warm is None and self.options.warm_default else bool(warm)
+        if use_warm and not m.warm_capable:
+            return Outcome(ok=False, error="engine cannot run warm (protocol is not jsonl)", runner="docker-warm")
+        ref = self._images.get(m.image.id)
+        if ref is None:
+            missing = missing_file_blocks(self.store, m.image.tar)
+            if missing:
+                raise EngineMissing(f"image tarball of {m.name} is incomplete", missing)
+            tar_path = await self._materialize(PlatformBuild(m.image.tar, "image.tar", "exe"))
+            ref = await self.docker.ensure_image(str(tar_path / "image.tar"), m.image.id)
+            self._images[m.image.id] = ref
+        self._docker += 1
+        if use_warm:
+            return await self.docker.run_warm(ref, list(m.cmd), task_input, res)
+        return await self.docker.run_cold(ref, list(m.cmd), task_input, res)
+
+    async def _run_native(self, cid: CID, m: NativeManifest, task_input: Any, res: Resources,
+                          warm: bool | None) -> Outcome:
+        build = m.platforms.get(self.options.platform)
+        if build is None:
+            return Outcome(ok=False, error=f"no build for platform {self.options.platform} "
+                                           f"(engine has {sorted(m.platforms)})")
+        use_warm = m.warm_capable if warm is None and self.options.warm_default else bool(warm)
+        if use_warm and not m.warm_capable:
+            return Outcome(ok=False, error="engine cannot run warm (protocol json without serve_args)",
+                           runner="native-warm")
+        if (build.file, build.format, build.executable) not in self._dirs:
+            missing = missing_file_blocks(self.store, build.file)
+            if missing:
+                raise EngineMissing(f"files of engine {cid} are incomplete", missing)
+        try:
+            root = await self._materialize(build)
+        except EngineCorrupt as exc:
+            return Outcome(ok=False, error=f"engine files are corrupt: {exc}")
+        interp = None
+        if m.interpreter is not None or m.protocol == "python":
+            name = m.interpreter or "python3"
+            interp = self.options.interpreters.get(name)
+            if interp is None:
+                return Outcome(ok=False, error=f"interpreter {name!r} is not available on this node")
+        exe = str(root / build.executable)
+        if m.protocol == "python":
+            assert m.entry is not None and interp is not None
+            base = [interp, "-I", "-c", PYTHON_SHIM, m.entry]
+        else:
+            base = ([interp] if interp else []) + [exe, *m.args]
+        if not use_warm:
+            self._cold += 1
+            return await self.native.run(base, task_input, resources=res, cwd=str(root),
+                                         protocol="jsonl" if m.protocol == "jsonl" else "json")
+        if m.protocol == "python":
+            spec = WorkerSpec("python", str(root), entry=m.entry, resources=res)
+        else:
+            argv = base + list(m.serve_args or ()) if m.protocol == "json" else base
+            spec = WorkerSpec("jsonl", str(root), argv=tuple(argv), resources=res)
+        try:
+            pool = await self._pool(cid, spec)
+        except EngineError as exc:
+            return Outcome(ok=False, error=str(exc), runner="native-warm")
+        self._warm += 1
+        outcome = await pool.run(task_input, timeout_s=res.timeout_s)
+        if pool.statistics().broken is not None:
+            self._stop_pool(cid)
+        return outcome
+
+    async def _pool(self, cid: CID, spec: WorkerSpec) -> WarmPool:
+        while True:
+            entry = self._pools.get(cid)
+            if entry is not None:
+                self._pools[cid] = self._pools.pop(cid)  # most recently used last
+                return entry[0]
+            starting = self._starting.get(cid)
+            if starting is None:
+                break
+            await starting.wait()
+        done = self._starting[cid] = trio.Event()
+        try:
+            self._evict()
+            pool = WarmPool(spec, self.options.pool, self.options.native)
+            scope = trio.CancelScope()
+
+            async def service(*, task_status: trio.TaskStatus[WarmPool] = trio.TASK_STATUS_IGNORED) -> None:
+                with scope:
+                    await pool.serve(task_status=task_status)
+
+            assert self._nursery is not None
+            await self._nursery.start(service)
+            self._pools[cid] = (pool, scope)
+            return pool
+        finally:
+            del self._starting[cid]
+            done.set()
+
+    def _evict(self) -> None:
+        while len(self._pools) >= self.options.max_pools:
+            for cid, (pool, _) in self._pools.items():
+                s = pool.statistics()
+                if s.busy == 0 and s.pending == 0:
+                    self._stop_pool(cid)
+                    break
+            else:
+                return  # every pool is busy: exceed the cap rather than kill tasks
+
+    def _stop_pool(self, cid: CID) -> None:
+        entry = self._pools.pop(cid, None)
+        if entry is not None:
+            entry[1].cancel()
+
+    async def _materialize(self, build: PlatformBuild) -> Path:
+        key = (build.file, build.format, build.executable)
+        known = self._dirs.get(key)
+        if known is not None:
+            self._hits += 1
+            return known
+        assert self._cache is not None
+        final = self._cache / f"{build.file}.{build.format}"
+        target = final / build.executable if build.format == "exe" else final
+        if target.exists():
+            self._hits += 1
+        else:
+            self._misses += 1
+            data = await trio.to_thread.run_sync(read_file, self.store, build.file)
+            await trio.to_thread.run_sync(_write_dir, self._cache, final, build, data)
+        if build.format == "tar" and not (final / build.executable).is_file():
+            raise EngineCorrupt(f"archive {build.file} has no file {build.executable!r}")
+        self._dirs[key] = final
+        return final
+
+
+def _write_dir(cache: Path, final: Path, build: PlatformBuild, data: bytes) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache))
+    try:
+        if build.format == "exe":
+            if final.exists():
+                # Same file, another executable name: add it in place (atomic rename).
+                tmp_file = tmp / "f"
+                tmp_file.write_bytes(data)
+                tmp_file.chmod(0o555)
+                dest = final / build.executable
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_file, dest)
+                return
+            dest = tmp / build.executable
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+            dest.chmod(0o555)
+        else:
+            try:
+                with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
+                    tf.extractall(tmp, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise EngineCorrupt(f"archive {build.file} cannot be unpacked: {exc}") from None
+        # The rename is the commit point: readers only ever see complete dirs.
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _deterministic_tar(root: Path) -> bytes:
+    """A tar of ``root`` that depends only on names, contents and exec bits."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if "__pycache__" in rel.split("/") or path.is_symlink():
+                continue
+            info = tf.gettarinfo(str(path), arcname=rel)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            if path.is_dir():
+                info.mode = 0o755
+                tf.addfile(info)
+            else:
+                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                with open(path, "rb") as f:
+                    tf.addfile(info, f)
+    return buf.getvalue()
+
+
+def publish_native(store: "BlockStore", path: str | os.PathLike[str], name: str, *,
+                   executable: str | None = None, protocol: str = "json", resources: Resources = Resources(),
+                   interpreter: str | None = None, args: Sequence[str] = (), serve_args: Sequence[str] | None = None,
+                   entry: str | None = None, platform: str | None = None,
+                   comparator: Mapping[str, Any] | None = None) -> CID:
+    """Store an engine and its manifest; return the manifest CID.
+
+    Args:
+        store: Destination block store.
+        path: A single executable/script (format ``exe``; ``executable``
+            defaults to its file name), a directory (packed as a
+            deterministic tar, ``__pycache__`` skipped; ``executable`` is a
+            path inside it), or a ``.tar``/``.tar.gz`` archive.
+        name: Human-readable engine name.
+        platform: Platform key; default :func:`current_platform`.
+        Other arguments: the manifest fields of the same name.
+
+    Raises:
+        BadManifest: the fields do not form a valid manifest.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if executable is None:
+            raise BadManifest("publishing a directory needs executable (a path inside it)")
+        file_cid, fmt = put_file(store, _deterministic_tar(p)), "tar"
+    elif p.name.endswith((".tar", ".tar.gz", ".tgz")):
+        if executable is None:
+            raise BadManifest("publishing an archive needs executable (a path inside it)")
+        file_cid, fmt = put_file(store, p), "tar"
+    else:
+        file_cid, fmt = put_file(store, p), "exe"
+        executable = executable or p.name
+    manifest = NativeManifest(
+        name=name, platforms={platform or current_platform(): PlatformBuild(file_cid, executable, fmt)},
+        protocol=protocol, resources=resources, interpreter=interpreter, args=tuple(args),
+        serve_args=None if serve_args is None else tuple(serve_args), entry=entry, comparator=comparator)
+    cid, data = encode_manifest(manifest)
+    store.put(cid, data)  # last: the manifest appears only once its files are stored
+    return cid
+
+
+def publish_signature(store: "BlockStore", engine_cid: CID, private_key: "Ed25519PrivateKey") -> CID:
+    """Sign ``engine_cid``, store the ``meshd/engine-sig`` record, return its CID."""
+    cid, data = sign_manifest(engine_cid, private_key).encode()
+    store.put(cid, data)
+    return cid
+
+
+__all__ = ["DockerBackend", "EngineHost", "HostOptions", "HostStatistics", "current_platform",
+           "publish_native", "publish_signature"]

@@ -1,0 +1,255 @@
+"""The cold native runner: one sandboxed process per task.
+
+``NativeRunner.run`` starts the engine in the sandbox of
+:mod:`engines.sandbox`, writes the task input as JSON on stdin, reads JSON from
+stdout and returns an :class:`~engines.outcome.Outcome`.  Engine misbehaviour
+(non-zero exit, a signal, invalid or oversize output, a timeout) becomes
+``Outcome(ok=False, error=...)``, never an exception.
+
+Every run gets a private temporary directory (its ``HOME`` and ``TMPDIR``),
+removed when the run ends, and its whole process group is SIGKILLed when the
+engine exits, times out, floods stdout or the caller is cancelled, so children
+forked by the engine do not outlive the task.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from .manifest import Resources
+from .outcome import Outcome
+from .sandbox import SandboxLimits, clean_env, describe_exit, kill_group, make_preexec, network_isolation_available
+
+_READ = 65536
+
+#: ``python -c`` shim that runs a protocol-"python" engine cold: argv[1] is
+#: ``module:function``; the engine directory is the working directory.
+PYTHON_SHIM = (
+    "import sys, json, importlib\n"
+    "sys.path.insert(0, '.')\n"
+    "mod, _, fn = sys.argv[1].partition(':')\n"
+    "f = getattr(importlib.import_module(mod), fn)\n"
+    "out = f(json.load(sys.stdin))\n"
+    "sys.stdout.write(json.dumps(out))\n"
+)
+
+
+@dataclass(frozen=True)
+class NativeOptions:
+    """Options of the cold runner (and of the sandbox pool workers use).
+
+    Attributes:
+        stdout_limit: Largest stdout accepted, bytes; more fails the run.
+            Default 16 MiB.
+        stderr_limit: Stderr kept in the outcome, bytes (the rest is read
+            and dropped).  Default 64 KiB.
+        path: ``PATH`` inside the sandbox.  Default ``/usr/local/bin:/usr/bin:/bin``.
+        isolate_network: Put engines in a new network namespace when the node
+            can (root + kernel support).  Default True.
+        require_network_isolation: Refuse to run when isolation is wanted but
+            unavailable.  Default False.
+        work_root: Parent of per-run temporary directories; None = system temp.
+        fsize_mb: RLIMIT_FSIZE (largest file an engine may write).  Default 1024.
+        nproc: RLIMIT_NPROC, see :mod:`engines.sandbox`.  Default None (unset).
+    """
+
+    stdout_limit: int = 16 * 1024 * 1024
+    stderr_limit: int = 64 * 1024
+    path: str = "/usr/local/bin:/usr/bin:/bin"
+    isolate_network: bool = True
+    require_network_isolation: bool = False
+    work_root: str | None = None
+    fsize_mb: int | None = 1024
+    nproc: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stdout_limit < 1 or self.stderr_limit < 0:
+            raise ValueError("stdout_limit must be positive and stderr_limit non-negative")
+        if not self.path or "\x00" in self.path:
+            raise ValueError("path must be a non-empty PATH string")
+        if self.fsize_mb is not None and self.fsize_mb < 1:
+            raise ValueError("fsize_mb must be positive")
+        if self.nproc is not None and self.nproc < 1:
+            raise ValueError("nproc must be positive")
+
+
+@dataclass(frozen=True)
+class NativeStatistics:
+    """Counters of a :class:`NativeRunner` since it was built."""
+
+    runs: int
+    ok: int
+    failed: int
+    timeouts: int
+    running: int
+    network_isolated: bool | None
+    """True/False once probed (first run); None before."""
+
+
+class NativeRunner:
+    """Runs engines cold, one sandboxed process per task.  Safe to share between tasks."""
+
+    def __init__(self, options: NativeOptions = NativeOptions()) -> None:
+        self.options = options
+        self._runs = self._ok = self._failed = self._timeouts = self._running = 0
+        self._netns: bool | None = None
+
+    def statistics(self) -> NativeStatistics:
+        return NativeStatistics(self._runs, self._ok, self._failed, self._timeouts, self._running, self._netns)
+
+    async def isolation(self) -> bool:
+        """Whether runs get network isolation (probes once, in a thread)."""
+        if self._netns is None:
+            want = self.options.isolate_network
+            self._netns = bool(want and await trio.to_thread.run_sync(network_isolation_available))
+        return self._netns
+
+    async def run(self, argv: Sequence[str], task_input: Any, *, resources: Resources = Resources(),
+                  cwd: str | None = None, protocol: str = "json", timeout_s: float | None = None,
+                  runner: str = "native-cold") -> Outcome:
+        """Run ``argv`` once with ``task_input`` as JSON on stdin.
+
+        Args:
+            argv: Program and arguments (the program path must be absolute or
+                relative to ``cwd``).
+            task_input: A JSON-serializable value.
+            resources: Limits; ``resources.timeout_s`` unless ``timeout_s`` is given.
+            cwd: Working directory (the engine's directory), default the run's
+                temporary directory.
+            protocol: ``"json"`` (whole stdout is one document) or ``"jsonl"``
+                (one line in, the first line out).
+            timeout_s: Overrides ``resources.timeout_s``.
+
+        Returns:
+            The outcome; failures of the engine are ``ok=False``.
+
+        Cancellation kills the engine's process group and removes the
+        temporary directory before ``Cancelled`` propagates.
+        """
+        start = time.monotonic()
+        self._runs += 1
+        timeout = resources.timeout_s if timeout_s is None else timeout_s
+        try:
+            payload = json.dumps(task_input, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            self._failed += 1
+            return Outcome(ok=False, error=f"input is not JSON: {exc}", runner=runner)
+        if protocol == "jsonl":
+            payload += b"\n"
+        isolated = await self.isolation()
+        if self.options.isolate_network and self.options.require_network_isolation and not isolated:
+            self._failed += 1
+            return Outcome(ok=False, error="network isolation is required but unavailable", runner=runner)
+        limits = SandboxLimits(memory_mb=resources.memory_mb, nofile=resources.nofile, cpu_s=resources.cpu_s,
+                               fsize_mb=self.options.fsize_mb, nproc=self.options.nproc)
+        home = tempfile.mkdtemp(prefix="meshd-run-", dir=self.options.work_root)
+        self._running += 1
+        try:
+            outcome = await self._run_in(argv, payload, home, cwd or home, limits, isolated, timeout, protocol, runner)
+        finally:
+            self._running -= 1
+            # Sync rmtree on purpose: it must also run when we are cancelled.
+            shutil.rmtree(home, ignore_errors=True)
+        outcome = _with_duration(outcome, time.monotonic() - start)
+        if outcome.ok:
+            self._ok += 1
+        else:
+            self._failed += 1
+            if outcome.error and outcome.error.startswith("timeout"):
+                self._timeouts += 1
+        return outcome
+
+    async def _run_in(self, argv: Sequence[str], payload: bytes, home: str, cwd: str, limits: SandboxLimits,
+                      isolated: bool, timeout: float, protocol: str, runner: str) -> Outcome:
+        opts = self.options
+        try:
+            proc = await trio.lowlevel.open_process(
+                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                env=clean_env(home, opts.path), start_new_session=True, close_fds=True,
+                preexec_fn=make_preexec(limits, isolate_network=isolated))
+        except (OSError, subprocess.SubprocessError) as exc:
+            return Outcome(ok=False, error=f"cannot start engine: {exc}", runner=runner)
+        out = bytearray()
+        err = bytearray()
+        flooded = False
+
+        async def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                await proc.stdin.send_all(payload)
+                await proc.stdin.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the engine exited or closed stdin without reading: its exit status tells
+
+        async def read_out() -> None:
+            nonlocal flooded
+            assert proc.stdout is not None
+            while chunk := await proc.stdout.receive_some(_READ):
+                out.extend(chunk)
+                if len(out) > opts.stdout_limit:
+                    flooded = True
+                    kill_group(proc.pid)
+                    return
+
+        async def read_err() -> None:
+            assert proc.stderr is not None
+            while chunk := await proc.stderr.receive_some(_READ):
+                room = opts.stderr_limit - len(err)
+                if room > 0:
+                    err.extend(chunk[:room])
+
+        try:
+            with trio.move_on_after(timeout) as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(feed)
+                    nursery.start_soon(read_out)
+                    nursery.start_soon(read_err)
+                    await proc.wait()
+                    # Stragglers the engine forked would hold the pipes open.
+                    kill_group(proc.pid)
+        finally:
+            kill_group(proc.pid)
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+                for stream in (proc.stdin, proc.stdout, proc.stderr):
+                    if stream is not None:
+                        await stream.aclose()
+        stderr = err.decode("utf-8", "replace")
+        if scope.cancelled_caught:
+            return Outcome(ok=False, error=f"timeout after {timeout:g} s", stderr=stderr, runner=runner)
+        if flooded:
+            return Outcome(ok=False, error=f"output exceeds {opts.stdout_limit} bytes", stderr=stderr, runner=runner)
+        if proc.returncode != 0:
+            return Outcome(ok=False, error=describe_exit(proc.returncode), stderr=stderr, runner=runner)
+        data = bytes(out)
+        if protocol == "jsonl":
+            data = data.split(b"\n", 1)[0]
+        try:
+            value = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return Outcome(ok=False, error="output is not JSON", stderr=stderr, runner=runner)
+        return Outcome(ok=True, output=value, stderr=stderr, runner=runner)
+
+
+def _with_duration(outcome: Outcome, duration: float) -> Outcome:
+    return Outcome(ok=outcome.ok, output=outcome.output, error=outcome.error, stderr=outcome.stderr,
+                   duration_s=duration, runner=outcome.runner, extra=outcome.extra)
+
+
+def check_timeout(value: float | None) -> None:
+    """Validate a caller-supplied timeout."""
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise ValueError("timeout_s must be a positive finite number")
+
+
+__all__ = ["PYTHON_SHIM", "NativeOptions", "NativeRunner", "NativeStatistics"]

@@ -1,0 +1,501 @@
+"""A warm pool: long-lived sandboxed workers that take tasks over ZeroMQ.
+
+In the spirit of ShockWaves microkernels, each worker process hosts one
+engine (see :mod:`engines.worker`) and the pool routes tasks to idle workers
+over a ROUTER socket bound to ``ipc://<private temp dir>/pool``.  A task costs
+one message each way plus the engine call, instead of a process start.
+
+Bridging ZeroMQ to trio: the pool waits on the ROUTER socket's ``ZMQ_FD`` with
+``trio.lowlevel.wait_readable`` and receives with ``NOBLOCK``.  We chose this
+over a helper thread because a thread would add two cross-thread hand-offs to
+every task (tens of microseconds each, plus GIL contention), and a zmq socket
+may only be used from one thread anyway; here every socket call happens on
+the trio thread.  The catch is that ``ZMQ_FD`` is edge-triggered: it signals
+"the socket's state may have changed", and any socket call (a send included)
+can consume that signal.  The invariants that keep us from sleeping on queued
+messages:
+
+* the reader drains until ``ZMQ_EVENTS`` lacks ``POLLIN`` before each wait;
+* after every send made outside the reader, we read ``ZMQ_EVENTS`` and, if a
+  message is waiting, cancel the reader's wait so that it drains again.
+
+Workers handle one task at a time.  A worker is recycled after
+``recycle_after`` tasks or when its RSS (worker + engine child, measured with
+psutil in the worker after each task) exceeds ``max_rss_mb``.  A worker that
+dies mid-task fails that task with ``"worker died"`` and is replaced.  A task
+that overruns its timeout kills its worker (the engine cannot be interrupted
+otherwise) and gets ``"timeout after ... s"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import trio
+import zmq
+
+from .errors import EngineError
+from .manifest import Resources
+from .native import NativeOptions
+from .outcome import Outcome
+from .sandbox import SandboxLimits, clean_env, describe_exit, kill_group, make_preexec, network_isolation_available
+
+_WORKER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+_STDERR_TAIL = 4096
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """Options of one warm pool.
+
+    Attributes:
+        workers: Worker processes kept running.  Default 2.
+        recycle_after: Tasks after which a worker is replaced; None = never.
+            Default 10,000.
+        max_rss_mb: Replace a worker whose RSS (with its engine child) exceeds
+            this many MiB after a task; None = no check.  Default None.
+        start_timeout_s: How long a worker may take to report ready.  Default 60.
+        max_start_failures: Consecutive failed worker starts after which the
+            pool gives up and fails every task.  Default 3.
+        stop_grace_s: How long a retiring worker may take to exit before it is
+            killed.  Default 2.
+    """
+
+    workers: int = 2
+    recycle_after: int | None = 10_000
+    max_rss_mb: int | None = None
+    start_timeout_s: float = 60.0
+    max_start_failures: int = 3
+    stop_grace_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 1024:
+            raise ValueError("workers must be in 1..1024")
+        if self.recycle_after is not None and self.recycle_after < 1:
+            raise ValueError("recycle_after must be positive or None")
+        if self.max_rss_mb is not None and self.max_rss_mb < 1:
+            raise ValueError("max_rss_mb must be positive or None")
+        if not self.start_timeout_s > 0 or not self.stop_grace_s > 0 or self.max_start_failures < 1:
+            raise ValueError("start_timeout_s, stop_grace_s and max_start_failures must be positive")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """The engine a pool's workers host.
+
+    Attributes:
+        mode: ``"python"`` (import ``entry`` in the worker) or ``"jsonl"``
+            (run ``argv`` as a long-lived child speaking JSON lines).
+        cwd: The engine directory (the working directory; on ``sys.path``
+            for ``"python"``).
+        entry: ``module:function`` for ``"python"``.
+        argv: The engine command for ``"jsonl"``.
+        resources: Limits; RLIMIT_CPU is not applied to long-lived workers
+            (per-task ``timeout_s`` is enforced by the pool instead).
+    """
+
+    mode: Literal["python", "jsonl"]
+    cwd: str
+    entry: str | None = None
+    argv: tuple[str, ...] = ()
+    resources: Resources = Resources()
+
+    def __post_init__(self) -> None:
+        if self.mode == "python" and not self.entry:
+            raise ValueError("mode 'python' needs entry")
+        if self.mode == "jsonl" and not self.argv:
+            raise ValueError("mode 'jsonl' needs argv")
+        if self.mode not in ("python", "jsonl"):
+            raise ValueError("mode must be 'python' or 'jsonl'")
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    """A snapshot of a :class:`WarmPool`."""
+
+    workers: int
+    idle: int
+    busy: int
+    pending: int
+    tasks_ok: int
+    tasks_failed: int
+    workers_started: int
+    workers_recycled: int
+    workers_died: int
+    network_isolated: bool
+    broken: str | None
+
+
+class _Task:
+    __slots__ = ("id", "payload", "event", "outcome", "worker")
+
+    def __init__(self, tid: bytes, payload: bytes) -> None:
+        self.id = tid
+        self.payload = payload
+        self.event = trio.Event()
+        self.outcome: Outcome | None = None
+        self.worker: _Worker | None = None
+
+
+class _Worker:
+    __slots__ = ("id", "proc", "state", "task", "done", "stderr_path", "ready", "fail_reason")
+
+    def __init__(self, wid: bytes, stderr_path: str) -> None:
+        self.id = wid
+        self.proc: trio.Process | None = None
+        self.state = "starting"  # starting | idle | busy | retiring | dead
+        self.task: _Task | None = None
+        self.done = 0
+        self.stderr_path = stderr_path
+        self.ready = trio.Event()  # set when ready, or when it died/failed before that
+        self.fail_reason: str | None = None
+
+
+class WarmPool:
+    """A pool of warm workers for one engine.  Start with ``nursery.start(pool.serve)``."""
+
+    def __init__(self, spec: WorkerSpec, options: PoolOptions = PoolOptions(),
+                 sandbox: NativeOptions = NativeOptions()) -> None:
+        self.spec = spec
+        self.options = options
+        self.sandbox = sandbox
+        self._sock: zmq.Socket | None = None
+        self._nursery: trio.Nursery | None = None
+        self._workers: dict[bytes, _Worker] = {}
+        self._idle: deque[_Worker] = deque()
+        self._pending: deque[_Task] = deque()
+        self._wait_scope: trio.CancelScope | None = None
+        self._ids = itertools.count(1)
+        self._tids = itertools.count(1)
+        self._home = ""
+        self._endpoint = ""
+        self._closing = False
+        self._broken: str | None = None
+        self._start_failures = 0
+        self._netns = False
+        self._ok = self._failed = self._started = self._recycled = self._died = 0
+
+    def statistics(self) -> PoolStatistics:
+        busy = sum(1 for w in self._workers.values() if w.state == "busy")
+        return PoolStatistics(len(self._workers), len(self._idle), busy, len(self._pending), self._ok,
+                              self._failed, self._started, self._recycled, self._died, self._netns, self._broken)
+
+    async def serve(self, *, task_status: trio.TaskStatus[WarmPool] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the workers, report ready, and route tasks until cancelled.
+
+        ``task_status.started(self)`` is called once every initial worker has
+        reported ready.
+
+        Raises:
+            EngineError: no initial worker could start (the reason is the
+                worker's own, e.g. the engine's import error).
+
+        Cancellation kills every worker's process group, fails tasks still
+        queued or in flight with ``"pool stopped"``, closes the socket and
+        removes the pool's temporary directory.
+        """
+        self._netns = self.sandbox.isolate_network and await trio.to_thread.run_sync(network_isolation_available)
+        self._home = tempfile.mkdtemp(prefix="meshd-pool-", dir=self.sandbox.work_root)
+        ctx = zmq.Context(io_threads=1)
+        try:
+            sock = ctx.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._endpoint = f"ipc://{self._home}/pool"
+            sock.bind(self._endpoint)
+            self._sock = sock
+            failure: str | None = None
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._reader)
+                initial = [await self._spawn() for _ in range(self.options.workers)]
+                with trio.move_on_after(self.options.start_timeout_s):
+                    for w in initial:
+                        await w.ready.wait()
+                if not any(w.state in ("idle", "busy") for w in initial):
+                    reasons = [w.fail_reason for w in initial if w.fail_reason] or ["timed out"]
+                    failure = f"engine failed to start: {reasons[0]}"
+                    nursery.cancel_scope.cancel()
+                else:
+                    task_status.started(self)
+                    await trio.sleep_forever()
+            # Raised outside the nursery so callers see EngineError, not a group.
+            raise EngineError(failure or "pool stopped")
+        finally:
+            self._closing = True
+            for w in list(self._workers.values()):
+                if w.proc is not None:
+                    kill_group(w.proc.pid)
+                self._finish(w.task, Outcome(ok=False, error="pool stopped", runner="native-warm"))
+            while self._pending:
+                self._finish(self._pending.popleft(), Outcome(ok=False, error="pool stopped", runner="native-warm"))
+            with trio.CancelScope(shield=True):
+                for w in list(self._workers.values()):
+                    if w.proc is not None:
+                        await w.proc.wait()
+            if self._sock is not None:
+                self._sock.close(0)
+                self._sock = None
+            ctx.term()
+            shutil.rmtree(self._home, ignore_errors=True)
+
+    async def run(self, task_input: Any, *, timeout_s: float | None = None) -> Outcome:
+        """Run one task on a warm worker.
+
+        Many calls may run concurrently; tasks queue for idle workers in
+        submission order.  Engine failures, timeouts and dead workers become
+        ``ok=False`` outcomes.
+
+        Cancellation: a task still queued is dropped; a task already on a
+        worker kills that worker (a replacement is started).
+        """
+        start = time.monotonic()
+        if self._sock is None or self._closing:
+            return Outcome(ok=False, error="pool is not running", runner="native-warm")
+        if self._broken is not None:
+            return Outcome(ok=False, error=self._broken, runner="native-warm")
+        try:
+            payload = json.dumps(task_input, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            return Outcome(ok=False, error=f"input is not JSON: {exc}", runner="native-warm")
+        timeout = self.spec.resources.timeout_s if timeout_s is None else timeout_s
+        task = _Task(next(self._tids).to_bytes(8, "little"), payload)
+        self._pending.append(task)
+        self._dispatch()
+        finished = False
+        try:
+            with trio.move_on_after(timeout):
+                await task.event.wait()
+            finished = True
+        finally:
+            if task.outcome is None:
+                self._abandon(task)
+        if task.outcome is None:
+            assert finished
+            task.outcome = Outcome(ok=False, error=f"timeout after {timeout:g} s", runner="native-warm")
+            self._failed += 1
+        o = task.outcome
+        return Outcome(ok=o.ok, output=o.output, error=o.error, stderr=o.stderr,
+                       duration_s=time.monotonic() - start, runner=o.runner, extra=o.extra)
+
+    # -- internals ------------------------------------------------------------
+
+    def _abandon(self, task: _Task) -> None:
+        try:
+            self._pending.remove(task)
+            return
+        except ValueError:
+            pass
+        w = task.worker
+        if w is not None and w.task is task:
+            # The engine cannot be interrupted mid-call: kill the worker.
+            w.task = None
+            w.state = "dead"
+            if w.proc is not None:
+                kill_group(w.proc.pid)
+
+    def _finish(self, task: _Task | None, outcome: Outcome) -> None:
+        if task is None or task.outcome is not None:
+            return
+        task.outcome = outcome
+        if outcome.ok:
+            self._ok += 1
+        else:
+            self._failed += 1
+        task.event.set()
+
+    def _send(self, frames: list[bytes]) -> bool:
+        assert self._sock is not None
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            ok = True
+        except zmq.ZMQError:  # EHOSTUNREACH: the worker's pipe is gone
+            ok = False
+        # The send may have consumed the FD's edge: wake the reader if needed.
+        if self._wait_scope is not None and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._wait_scope.cancel()
+        return ok
+
+    def _dispatch(self) -> None:
+        while self._pending and self._idle:
+            w = self._idle.popleft()
+            if w.state != "idle":
+                continue
+            task = self._pending.popleft()
+            w.state = "busy"
+            w.task = task
+            task.worker = w
+            if not self._send([w.id, b"T", task.id, task.payload]):
+                w.task = None
+                task.worker = None
+                self._pending.appendleft(task)
+                self._kill(w)
+
+    def _kill(self, w: _Worker) -> None:
+        w.state = "dead"
+        if w.proc is not None:
+            kill_group(w.proc.pid)
+
+    async def _reader(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        fd = sock.getsockopt(zmq.FD)
+        while True:
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_message(frames)
+            with trio.CancelScope() as scope:
+                self._wait_scope = scope
+                await trio.lowlevel.wait_readable(fd)
+            self._wait_scope = None
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        w = self._workers.get(frames[0])
+        if w is None or len(frames) < 2:
+            return
+        kind = frames[1]
+        if kind == b"D" and len(frames) == 6:
+            task = w.task
+            w.task = None
+            w.done += 1
+            if task is not None and task.id == frames[2]:
+                if frames[3] == b"1":
+                    try:
+                        out = Outcome(ok=True, output=json.loads(frames[4]), runner="native-warm")
+                    except ValueError:
+                        out = Outcome(ok=False, error="output is not JSON", runner="native-warm")
+                else:
+                    out = Outcome(ok=False, error=frames[4].decode("utf-8", "replace"), runner="native-warm")
+                self._finish(task, out)
+            if w.state != "busy":
+                return
+            if frames[3] == b"X":  # the worker is exiting: its engine died or lost sync
+                self._died += 1
+                w.state = "retiring"
+                assert self._nursery is not None
+                self._nursery.start_soon(self._replace_after_retire, w)
+                return
+            rss = int(frames[5]) if frames[5].isdigit() else 0
+            opts = self.options
+            if (opts.recycle_after is not None and w.done >= opts.recycle_after) or (
+                    opts.max_rss_mb is not None and rss > opts.max_rss_mb * 1024 * 1024):
+                self._retire(w)
+            else:
+                w.state = "idle"
+                self._idle.append(w)
+            self._dispatch()
+        elif kind == b"R":
+            if w.state == "starting":
+                w.state = "idle"
+                self._start_failures = 0
+                self._idle.append(w)
+                w.ready.set()
+                self._dispatch()
+        elif kind == b"F":
+            w.fail_reason = frames[2].decode("utf-8", "replace") if len(frames) > 2 else "unknown"
+
+    def _retire(self, w: _Worker) -> None:
+        w.state = "retiring"
+        self._recycled += 1
+        self._send([w.id, b"S"])
+        assert self._nursery is not None
+        self._nursery.start_soon(self._replace_after_retire, w)
+
+    async def _replace_after_retire(self, w: _Worker) -> None:
+        await self._spawn()
+        assert w.proc is not None
+        with trio.move_on_after(self.options.stop_grace_s) as scope:
+            await w.proc.wait()
+        if scope.cancelled_caught:
+            kill_group(w.proc.pid)
+
+    async def _spawn(self) -> _Worker:
+        n = next(self._ids)
+        wid = b"w" + n.to_bytes(4, "big")
+        w = _Worker(wid, os.path.join(self._home, f"worker-{n}.stderr"))
+        spec = {"mode": self.spec.mode, "cwd": self.spec.cwd, "entry": self.spec.entry,
+                "argv": list(self.spec.argv), "stdout_limit": self.sandbox.stdout_limit}
+        res = self.spec.resources
+        limits = SandboxLimits(memory_mb=res.memory_mb, nofile=max(res.nofile, 64), cpu_s=None,
+                               fsize_mb=self.sandbox.fsize_mb, nproc=self.sandbox.nproc)
+        home = os.path.join(self._home, f"home-{n}")
+        os.mkdir(home, 0o700)
+        argv = [sys.executable, "-I", _WORKER_PY, self._endpoint, wid.hex(), json.dumps(spec)]
+        self._workers[wid] = w
+        with open(w.stderr_path, "wb") as err:
+            try:
+                w.proc = await trio.lowlevel.open_process(
+                    argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.spec.cwd,
+                    env=clean_env(home, self.sandbox.path), start_new_session=True, close_fds=True,
+                    preexec_fn=make_preexec(limits, isolate_network=self._netns))
+            except (OSError, subprocess.SubprocessError) as exc:
+                del self._workers[wid]
+                w.state = "dead"
+                w.fail_reason = f"cannot start worker: {exc}"
+                w.ready.set()
+                self._start_failed(w.fail_reason)
+                return w
+        self._started += 1
+        assert self._nursery is not None
+        self._nursery.start_soon(self._monitor, w)
+        return w
+
+    async def _monitor(self, w: _Worker) -> None:
+        assert w.proc is not None
+        await w.proc.wait()
+        kill_group(w.proc.pid)  # the worker's engine child, if it outlived it
+        self._workers.pop(w.id, None)
+        was = w.state
+        w.state = "dead"
+        w.ready.set()
+        if self._closing:
+            return
+        if was == "retiring":
+            return
+        if was == "starting":
+            reason = w.fail_reason or f"worker {describe_exit(w.proc.returncode)}: {self._stderr_tail(w)}"
+            w.fail_reason = reason
+            self._start_failed(reason)
+        elif w.task is not None or was == "busy":
+            self._died += 1
+            detail = describe_exit(w.proc.returncode)
+            self._finish(w.task, Outcome(ok=False, error=f"worker died ({detail})", stderr=self._stderr_tail(w),
+                                         runner="native-warm"))
+            w.task = None
+        else:
+            self._died += 1
+        if self._broken is None:
+            await self._spawn()
+
+    def _start_failed(self, reason: str) -> None:
+        self._start_failures += 1
+        if self._start_failures >= self.options.max_start_failures and self._broken is None:
+            self._broken = f"engine failed to start: {reason}"
+            while self._pending:
+                self._finish(self._pending.popleft(), Outcome(ok=False, error=self._broken, runner="native-warm"))
+
+    def _stderr_tail(self, w: _Worker) -> str:
+        try:
+            with open(w.stderr_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - _STDERR_TAIL))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+__all__ = ["PoolOptions", "PoolStatistics", "WarmPool", "WorkerSpec"]

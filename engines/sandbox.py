@@ -1,0 +1,150 @@
+"""The process sandbox shared by the cold runner and the warm pool workers.
+
+What an engine process gets:
+
+* its own session and process group (``start_new_session=True``), so
+  :func:`kill_group` reaches every child it forks (a child that calls
+  ``setsid`` itself escapes; containing those needs cgroups, not done here);
+* rlimits set in the child before ``exec``: RLIMIT_AS, RLIMIT_NOFILE,
+  RLIMIT_CORE=0, RLIMIT_FSIZE and, for one-shot runs, RLIMIT_CPU (soft limit
+  sends SIGXCPU, the hard limit one second later SIGKILL);
+* an environment of exactly ``PATH``, ``HOME``, ``TMPDIR`` (both the run's
+  private temporary directory) and ``LANG=C.UTF-8``;
+* when the node runs as root and the kernel allows it, a fresh network
+  namespace (``unshare(CLONE_NEWNET)``: loopback only, down).  Unix sockets
+  bound to filesystem paths still work, which is how pool workers talk to
+  the pool.  :func:`network_isolation_available` probes this once.
+
+RLIMIT_NPROC is not set by default: it counts every process of the real user,
+not of the sandbox, so it is only meaningful when engines run under a
+dedicated uid.  ``SandboxLimits.nproc`` sets it for nodes that do that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_CLONE_NEWNET = 0x40000000
+_MiB = 1024 * 1024
+
+_netns_probe: bool | None = None
+_libc_unshare: Callable[[int], int] | None = None
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits applied in the child before exec.  ``None`` means "leave as is"."""
+
+    memory_mb: int | None = 1024
+    nofile: int | None = 256
+    cpu_s: int | None = None
+    fsize_mb: int | None = 1024
+    nproc: int | None = None
+
+
+def _unshare_fn() -> Callable[[int], int] | None:
+    global _libc_unshare
+    if _libc_unshare is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.unshare
+            fn.argtypes = [ctypes.c_int]
+            fn.restype = ctypes.c_int
+            _libc_unshare = fn
+        except (OSError, AttributeError):
+            return None
+    return _libc_unshare
+
+
+def network_isolation_available() -> bool:
+    """Whether children can be put in a new network namespace (probed once).
+
+    The probe starts ``/bin/true`` (or ``sys.executable -c pass``) with the same
+    ``unshare`` call the sandbox makes; it costs one fork the first time.
+    """
+    global _netns_probe
+    if _netns_probe is None:
+        fn = _unshare_fn()
+        if fn is None or os.geteuid() != 0:
+            _netns_probe = False
+        else:
+            def probe() -> None:
+                if fn(_CLONE_NEWNET) != 0:
+                    os._exit(97)
+            import sys
+            argv = ["/bin/true"] if os.path.exists("/bin/true") else [sys.executable, "-c", "pass"]
+            try:
+                rc = subprocess.run(argv, preexec_fn=probe, timeout=10, check=False).returncode
+            except (OSError, subprocess.SubprocessError):
+                rc = -1
+            _netns_probe = rc == 0
+    return _netns_probe
+
+
+def make_preexec(limits: SandboxLimits, *, isolate_network: bool) -> Callable[[], None]:
+    """Build the ``preexec_fn`` that applies ``limits`` (and the netns) in the child.
+
+    It runs between fork and exec, so it only makes system calls: any Python
+    exception it raises makes ``Popen`` fail in the parent.
+    """
+    unshare = _unshare_fn() if isolate_network else None
+    pairs: list[tuple[int, int, int]] = [(resource.RLIMIT_CORE, 0, 0)]
+    if limits.memory_mb is not None:
+        n = limits.memory_mb * _MiB
+        pairs.append((resource.RLIMIT_AS, n, n))
+    if limits.nofile is not None:
+        pairs.append((resource.RLIMIT_NOFILE, limits.nofile, limits.nofile))
+    if limits.cpu_s is not None:
+        pairs.append((resource.RLIMIT_CPU, limits.cpu_s, limits.cpu_s + 1))
+    if limits.fsize_mb is not None:
+        n = limits.fsize_mb * _MiB
+        pairs.append((resource.RLIMIT_FSIZE, n, n))
+    if limits.nproc is not None:
+        pairs.append((resource.RLIMIT_NPROC, limits.nproc, limits.nproc))
+
+    def preexec() -> None:
+        if unshare is not None and unshare(_CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+        for which, soft, hard in pairs:
+            _, cur_hard = resource.getrlimit(which)
+            if cur_hard != resource.RLIM_INFINITY:
+                hard = min(hard, cur_hard)
+                soft = min(soft, hard)
+            resource.setrlimit(which, (soft, hard))
+        os.umask(0o077)
+
+    return preexec
+
+
+def clean_env(home: str, path: str) -> dict[str, str]:
+    """The whole environment an engine sees."""
+    return {"PATH": path, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"}
+
+
+def kill_group(pgid: int) -> bool:
+    """SIGKILL process group ``pgid``; False when it was already gone."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def describe_exit(returncode: int) -> str:
+    """``"exit status 3"`` or ``"killed by SIGXCPU"``."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+__all__ = ["SandboxLimits", "clean_env", "describe_exit", "kill_group", "make_preexec",
+           "network_isolation_available"]

@@ -1,0 +1,147 @@
+"""A warm pool worker: one long-lived sandboxed process hosting one engine.
+
+Run by :class:`engines.pool.WarmPool` as::
+
+    python -I engines/worker.py <endpoint> <identity-hex> <spec-json>
+
+This file imports only the standard library, ``zmq`` and ``psutil`` (never the
+meshd packages): it runs inside the engine sandbox with a clean environment,
+so it must work without the repository on ``sys.path``.
+
+``spec`` is ``{"mode": "python", "entry": "mod:fn", "cwd": dir,
+"stdout_limit": n}`` (the function is imported in-process) or ``{"mode":
+"jsonl", "argv": [...], "cwd": dir, "stdout_limit": n}`` (a long-lived engine
+child speaking one JSON object per line).
+
+Wire protocol over a DEALER socket (the pool is a ROUTER; frames listed
+without the identity frame the ROUTER adds):
+
+* worker → pool ``[b"R", pid]`` ready; ``[b"F", reason]`` failed to start (exits);
+  ``[b"D", task_id, status, output JSON | error text, rss]`` a result, where
+  status is ``b"1"`` ok, ``b"0"`` failed, ``b"X"`` failed and the worker is
+  exiting (its engine child died or lost sync),
+  where ``rss`` is the resident memory of the worker plus its engine child in
+  bytes, decimal ASCII.
+* pool → worker ``[b"T", task_id, input JSON]`` a task; ``[b"S"]`` stop.
+
+A worker handles one task at a time.  When its jsonl engine exits or
+misbehaves (output over the limit, not one line) it reports the task as failed
+and exits, because the engine's stream can no longer be trusted to be in
+step; the pool then starts a replacement.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import traceback
+
+
+def _rss(procs: list) -> int:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except Exception:  # noqa: BLE001 - a vanished child simply has no RSS
+            pass
+    return total
+
+
+def main(argv: list[str]) -> int:
+    import psutil
+    import zmq
+
+    endpoint, ident, spec_json = argv[1], bytes.fromhex(argv[2]), argv[3]
+    spec = json.loads(spec_json)
+    limit = int(spec.get("stdout_limit", 16 * 1024 * 1024))
+    ctx = zmq.Context(io_threads=1)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, ident)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(endpoint)
+    parent = os.getppid()
+    child = None
+    call = None
+    try:
+        os.chdir(spec["cwd"])
+        if spec["mode"] == "python":
+            sys.path.insert(0, spec["cwd"])
+            mod, _, fn = spec["entry"].partition(":")
+            call = getattr(importlib.import_module(mod), fn)
+        elif spec["mode"] == "jsonl":
+            child = subprocess.Popen(spec["argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=sys.stderr.fileno(), cwd=spec["cwd"], close_fds=True)
+        else:
+            raise ValueError(f"unknown worker mode {spec['mode']!r}")
+    except BaseException as exc:  # noqa: BLE001 - report any start failure to the pool, then exit
+        traceback.print_exc()
+        sock.send_multipart([b"F", f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:4000]])
+        sock.close()
+        ctx.term()
+        return 3
+    procs = [psutil.Process()] + ([psutil.Process(child.pid)] if child is not None else [])
+    sock.send_multipart([b"R", str(os.getpid()).encode()])
+    code = 0
+    while True:
+        # Poll with a timeout only to notice an orphaned worker (the pool
+        # process died); a message wakes the poll at once.
+        if not sock.poll(1000):
+            if os.getppid() != parent:
+                code = 4
+                break
+            continue
+        frames = sock.recv_multipart()
+        kind = frames[0]
+        if kind == b"S":
+            break
+        if kind != b"T" or len(frames) != 3:
+            continue
+        tid, payload = frames[1], frames[2]
+        fatal = False
+        if call is not None:
+            try:
+                result = json.dumps(call(json.loads(payload)), allow_nan=False).encode()
+                status = b"1"
+            except Exception as exc:  # noqa: BLE001 - engine errors become failed outcomes
+                traceback.print_exc()
+                result = f"engine raised {type(exc).__name__}: {exc}".encode("utf-8", "replace")[:4000]
+                status = b"0"
+        else:
+            assert child is not None and child.stdin is not None and child.stdout is not None
+            try:
+                child.stdin.write(payload + b"\n")
+                child.stdin.flush()
+                line = child.stdout.readline(limit + 1)
+            except (BrokenPipeError, OSError):
+                line = b""
+            if not line.endswith(b"\n"):
+                fatal = True
+                status = b"X"
+                if len(line) > limit:
+                    result = f"output exceeds {limit} bytes".encode()
+                else:
+                    rc = child.poll()
+                    result = (b"engine exited" + (f" (status {rc})".encode() if rc is not None else b"")
+                              if not line else b"engine wrote a partial line and closed stdout")
+            else:
+                result, status = line[:-1], b"1"
+        sock.send_multipart([b"D", tid, status, result, str(_rss(procs)).encode()])
+        if fatal:
+            code = 5
+            break
+        if os.getppid() != parent:
+            code = 4
+            break
+    if child is not None:
+        child.kill()
+        child.wait()
+    sock.close()
+    ctx.term()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
