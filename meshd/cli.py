@@ -307,6 +307,14 @@ def cmd_engine_add(args: argparse.Namespace, out: TextIO) -> int:
         manifest["interpreter"] = args.interpreter
     if args.protocol:
         manifest["protocol"] = args.protocol
+    if args.arg:
+        manifest["args"] = list(args.arg)
+    if args.serve_arg:
+        manifest["serve_args"] = list(args.serve_arg)
+    if args.entry:
+        manifest["entry"] = args.entry
+    if args.timeout:
+        manifest.setdefault("resources", {})["timeout_s"] = args.timeout
     body = {"manifest": manifest, "files": {k: base64.b64encode(v).decode() for k, v in files.items()}}
     with _closing(_client(args)) as client:
         answer = client.request("POST", "/v1/engines", body)
@@ -420,7 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="engine name (default: the file name without extension)")
     p.add_argument("--interpreter", help="run the executable with this interpreter, e.g. python3")
     p.add_argument("--executable", help="entry point inside a directory or archive")
-    p.add_argument("--protocol", help="engine protocol, e.g. json-lines")
+    p.add_argument("--protocol", help="engine protocol: json (default), jsonl or python")
+    p.add_argument("--arg", action="append", default=[], help="argument passed to the executable (repeatable)")
+    p.add_argument("--serve-arg", action="append", default=[],
+                   help="argument that makes a json engine serve JSON lines, for warm pools (e.g. --serve-arg=--jsonl)")
+    p.add_argument("--entry", help="module:function for protocol python")
+    p.add_argument("--timeout", type=float, help="per-task timeout in seconds (manifest resources.timeout_s)")
     p.set_defaults(func=cmd_engine_add)
     p = engine.add_parser("list", parents=[client], help="list engines")
     p.set_defaults(func=cmd_engine_list)

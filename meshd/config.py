@@ -65,7 +65,7 @@ from .errors import ConfigError
 
 MIB: Final = 1024 * 1024
 CONFIG_FILE: Final = "config.toml"
-ROLES: Final = frozenset({"manager", "runner"})
+ROLES: Final = frozenset({"manager", "runner", "archivist", "evaluator", "verifier"})
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 
@@ -163,10 +163,16 @@ class NodeConfig:
         roles: Subset of ``{"manager", "runner"}``; default both.  A manager
             accepts and evaluates tasks, a runner executes them.
         name: Human label shown to peers; default the host name.
+        mesh: Name of the mesh this node belongs to; the well-known queue,
+            results and engine-registry objects are derived from it, so every
+            node of one mesh follows the same genesis CIDs.  Default "default".
+        labels: Free-form labels matched by ``label`` task constraints.
     """
 
     roles: tuple[str, ...] = ("manager", "runner")
     name: str = field(default_factory=lambda: socket.gethostname()[:64] or "meshd")
+    mesh: str = "default"
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         roles = _str_tuple(self, "node", "roles", allow_empty=False)
@@ -177,6 +183,9 @@ class NodeConfig:
             raise ConfigError("[node] roles must not repeat a role")
         if not isinstance(self.name, str) or not 0 < len(self.name) <= 64:
             raise ConfigError(f"[node] name must be a string of 1..64 characters, got {self.name!r}")
+        if not isinstance(self.mesh, str) or not 0 < len(self.mesh) <= 64:
+            raise ConfigError(f"[node] mesh must be a string of 1..64 characters, got {self.mesh!r}")
+        _str_tuple(self, "node", "labels")
 
 
 @dataclass(frozen=True)

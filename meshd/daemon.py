@@ -1,0 +1,122 @@
+"""``meshd run``: open the home, compose the node and serve until a signal.
+
+Start-up order (each step a trio service started with ``nursery.start``, so a
+step that fails stops the ones before it):
+
+1. hold the home's single-instance lock;
+2. open the block store (embedded sqlite, or IPFS when ``[ipfs] api`` is set)
+   and the heads database, and replay every followed object;
+3. start the object host (group commit), the engine host, the HTTP API, and
+   the roles named in ``[node] roles``.
+
+SIGTERM or SIGINT cancels the nursery: in-flight engine runs are killed, the
+API stops, and whatever was acknowledged is already on disk (see
+:mod:`meshd.objects`).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engines.auth import AuthPolicy
+from engines.host import EngineHost, HostOptions
+from engines.native import NativeOptions
+from engines.pool import PoolOptions
+from lattice.cid import CID
+from lattice.diskstore import DiskBlockStore
+from lattice.signing import Signer
+
+from . import __version__, httpserver
+from .api import create_app
+from .heads import HeadsStore
+from .home import Home
+from .logs import get_logger
+from .node import Node
+from .objects import ObjectHost
+from .roles.runner import Runner, RunnerOptions
+
+log = get_logger("meshd.daemon")
+
+
+def _open_store(home: Home, config: Any) -> Any:
+    if config.ipfs.api:
+        from .ipfsstore import IpfsBlockStore, IpfsOptions
+
+        return IpfsBlockStore.open(IpfsOptions(api=config.ipfs.api, retries=3))
+    return DiskBlockStore.open(home.blocks_dir / "blocks.db")
+
+
+def _policy(config: Any, own_key: bytes) -> AuthPolicy:
+    keys = {own_key} | {bytes.fromhex(k) for k in config.engines.trusted_publishers}
+    allow = {CID.parse_untrusted(c) for c in config.engines.allow}
+    return AuthPolicy(trusted_publishers=frozenset(keys), allow_cids=frozenset(allow))
+
+
+async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+    """Compose and serve one node until cancelled."""
+    identity = home.load_identity()
+    signer = Signer.from_seed(identity.seed)
+    store = _open_store(home, config)
+    heads = HeadsStore.open(home.path / "heads.db")
+    try:
+        objects = ObjectHost(store, heads, signer)
+        t0 = time.perf_counter()
+        objects.load()
+        node = Node(objects=objects, peer_id=identity.peer_id, identity_seed=identity.seed, config=config)
+        log.info("node_loaded", peer_id=node.peer_id, objects=len(objects.objects),
+                 tasks=len(node.queue), seconds=round(time.perf_counter() - t0, 3))
+        host = EngineHost(
+            store,
+            HostOptions(cache_dir=str(home.path / "engines"), native=NativeOptions(),
+                        pool=PoolOptions(workers=max(1, min(config.runner.slots, 4))), warm_default=config.runner.warm),
+            _policy(config, signer.public),
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(objects.serve)
+            await nursery.start(host.serve)
+            app = create_app(node, home.api_options(config), version=__version__)
+            bound = await nursery.start(httpserver.serve, app, home.api_options(config))
+            node.api_url = bound.url
+            if "runner" in config.node.roles:
+                rc = config.runner
+                runner = Runner(node, host, RunnerOptions(slots=rc.slots, max_attempts=rc.max_attempts, lease_s=rc.lease_s,
+                                                         task_timeout_s=rc.task_timeout_s, warm=rc.warm))
+                await nursery.start(runner.serve)
+                node.runner = runner  # type: ignore[attr-defined]
+            log.info("node_ready", peer_id=node.peer_id, api=bound.url, roles=",".join(config.node.roles))
+            task_status.started(node)
+    finally:
+        heads.close()
+        store.close()
+
+
+async def _main(home: Home, config: Any) -> int:
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await nursery.start(serve_node, home, config)
+            async for sig in signals:
+                log.info("shutting_down", signal=signal.Signals(sig).name)
+                nursery.cancel_scope.cancel()
+                break
+    return 0
+
+
+def run(home_path: Path, overrides: dict[str, Any] | None = None) -> int:
+    """Run the daemon in the foreground; returns the exit code."""
+    home = Home(home_path)
+    home.require_initialised()
+    config = home.load_config(overrides or {})
+    with home.lock():
+        try:
+            return trio.run(_main, home, config)
+        except KeyboardInterrupt:
+            return 130
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1

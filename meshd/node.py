@@ -1,0 +1,344 @@
+"""The node: one meshd's GOHOs, block store, engines and roles, behind the API.
+
+:class:`Node` implements :class:`meshd.api.NodeService`.  It follows three
+well-known objects per mesh — the *queue*, the *results* and the *engine
+registry*, whose genesis CIDs derive from the mesh name so every member
+agrees on them without talking — plus every dataset it creates or sees.
+
+Peers plug in through :meth:`ObjectHost.on_change` (announce after a local
+commit) and ``Replica.receive_untrusted`` (blocks from the mesh); nothing in
+this module assumes it is alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+
+from engines.errors import BadManifest
+from engines.host import publish_native, publish_signature
+from engines.manifest import Resources, load_manifest
+from lattice import codec, dataset, queue, results, task
+from lattice.cid import CID
+from lattice.errors import BadCID, BadInput, BlockNotFound
+
+from . import __version__
+from .errors import BadRequest, NotFound
+from .objects import Followed, ObjectHost
+
+#: Kinds of well-known objects.
+QUEUE, RESULTS, ENGINES, DATASET = "queue", "results", "engines", "dataset"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_cid(text: str, what: str = "CID") -> CID:
+    try:
+        return CID.parse_untrusted(text)
+    except BadCID as exc:
+        raise BadRequest(f"invalid {what} {text[:80]!r}: {exc}", code="bad_cid") from None
+
+
+def inventory() -> dict[str, Any]:
+    """What this machine offers, matched against task constraints."""
+    return {
+        "os": platform.system().lower(),
+        "arch": platform.machine().lower(),
+        "cpus": os.cpu_count() or 1,
+        "memory": psutil.virtual_memory().total,
+        "gpu": bool(shutil.which("nvidia-smi")),
+    }
+
+
+class Node:
+    """A meshd node's state and the Manager protocol over it."""
+
+    def __init__(self, *, objects: ObjectHost, peer_id: str, identity_seed: bytes, config: Any,
+                 started: float | None = None) -> None:
+        self.objects = objects
+        self.store = objects.store
+        self.peer_id = peer_id
+        self._seed = identity_seed
+        self.config = config
+        self.started = started or time.time()
+        self.inventory = inventory()
+        self.inventory["labels"] = list(getattr(config.node, "labels", ()))
+        self.counters: dict[str, int] = {}
+        self.api_url: str | None = None
+        self.peers_info: list[dict[str, Any]] = []  # filled by the p2p layer
+        mesh = config.node.mesh
+        self.queue_obj = objects.follow(QUEUE, mesh)
+        self.results_obj = objects.follow(RESULTS, mesh)
+        self.engines_obj = objects.follow(ENGINES, mesh)
+        self.queue = queue.QueueView(self.queue_obj.replica)
+        self.results_view = results.ResultsView(self.results_obj.replica)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def private_key(self):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        return Ed25519PrivateKey.from_private_bytes(self._seed)
+
+    def dataset_obj(self, genesis: CID, *, create: bool = False) -> Followed | None:
+        obj = self.objects.get(genesis)
+        if obj is None and create:
+            obj = self.objects.follow(DATASET, str(genesis), genesis=genesis)
+        return obj
+
+    def task_record(self, cid: CID) -> dict[str, Any]:
+        return codec.decode_trusted(self.store.get(cid))
+
+    def engine_signatures(self, engine: CID) -> list[CID]:
+        return [c for c in self.engines_obj.replica.state.members(str(engine)) if type(c) is CID]
+
+    def _status_json(self, st: queue.TaskStatus, *, with_task: bool = True) -> dict[str, Any]:
+        failures = {(f["by"], f["n"]): f for f in st.failures}
+        completions = {c["by"]: c for c in st.completions}
+        attempts = []
+        for a in st.assignments:
+            f = failures.pop((a.by, a.n), None)
+            c = completions.get(a.by) if f is None else None
+            attempts.append({
+                "runner": a.by, "attempt": a.n, "started": a.at, "lease_until": a.until,
+                "finished": (f or c or {}).get("at"), "ok": True if c else (False if f else None),
+                "error": f.get("error") if f else None, "stderr": f.get("stderr", "") if f else "",
+            })
+        for (by, n), f in failures.items():  # failures without a visible assignment
+            attempts.append({"runner": by, "attempt": n, "started": None, "lease_until": None, "finished": f["at"],
+                             "ok": False, "error": f.get("error"), "stderr": f.get("stderr", "")})
+        out: dict[str, Any] = {"cid": str(st.task), "state": st.state, "attempts": attempts, "result": None}
+        if st.completions:
+            first = min(st.completions, key=lambda c: (c["at"], c["by"]))
+            out["result"] = {"/": str(first["result"])}
+        if st.state == queue.FAILED:
+            final = [f for f in st.failures if f.get("final")]
+            out["reason"] = final[0].get("error") if final else None
+        if with_task:
+            try:
+                out["task"] = codec.to_json(self.task_record(st.task))
+            except BlockNotFound:
+                out["task"] = None
+        return out
+
+    # -- NodeService: tasks -------------------------------------------------------------
+
+    async def enqueue(self, tasks: list[dict]) -> list[dict]:
+        if not isinstance(tasks, list) or not tasks:
+            raise BadRequest("expected a non-empty list of tasks", code="no_tasks")
+        if len(tasks) > 10_000:
+            raise BadRequest("at most 10,000 tasks per request", code="too_many_tasks")
+        blocks: list[tuple[CID, bytes]] = []
+        for i, t in enumerate(tasks):
+            try:
+                cid, data, rec = task.task_from_json_untrusted(t)
+            except BadInput as exc:
+                raise BadRequest(f"task {i}: {exc}", code="bad_task") from None
+            engine = task.engine_of(rec)
+            if engine is not None and not self.engine_known(engine):
+                raise BadRequest(f"task {i}: unknown engine {engine} (publish it with POST /v1/engines)",
+                                 code="unknown_engine")
+            blocks.append((cid, data))
+        self.store.put_many(blocks)  # task bodies first: the queue never names a missing task
+        new = [c for c, _ in blocks if c not in self.queue]
+        if new:
+            await self.objects.commit(self.queue_obj, queue.enqueue_ops(list(dict.fromkeys(new))))
+        self.count("tasks_enqueued", len(new))
+        now = now_ms()
+        out = []
+        for cid, _ in blocks:
+            st = self.queue.status(cid, now)
+            out.append({"cid": str(cid), "state": st.state if st else queue.AVAILABLE})
+        return out
+
+    def engine_known(self, engine: CID) -> bool:
+        return self.store.has(engine) or bool(self.engine_signatures(engine))
+
+    async def task_status(self, cid: str) -> dict:
+        c = parse_cid(cid, "task CID")
+        st = self.queue.status(c, now_ms())
+        if st is None:
+            raise NotFound(f"task {c} is not in the queue", code="task_not_found")
+        return self._status_json(st)
+
+    async def list_tasks(self, state: str | None, limit: int, after: str | None) -> dict:
+        if state is not None and state not in queue.STATES:
+            raise BadRequest(f"state must be one of {list(queue.STATES)}", code="bad_state")
+        limit = max(1, min(int(limit), 1000))
+        after_cid = parse_cid(after, "cursor") if after else None
+        now = now_ms()
+        found: list[dict] = []
+        started = after_cid is None
+        nxt = None
+        for t in self.queue.tasks():
+            if not started:
+                started = t == after_cid
+                continue
+            st = self.queue.status(t, now)
+            if st is None or (state is not None and st.state != state):
+                continue
+            if len(found) == limit:
+                nxt = found[-1]["cid"]
+                break
+            found.append(self._status_json(st, with_task=False))
+        return {"tasks": found, "next": nxt}
+
+    async def results(self, task_cid: str) -> dict:
+        c = parse_cid(task_cid, "task CID")
+        recs = self.results_view.results(c)
+        if not recs and c not in self.queue:
+            raise NotFound(f"task {c} is not in the queue", code="task_not_found")
+        out = []
+        for r in recs:
+            try:
+                output = codec.to_json(codec.decode_trusted(self.store.get(r["output"])))
+            except BlockNotFound:
+                output = None
+            out.append({"runner": r["runner"], "output": output, "output_cid": str(r["output"]),
+                        "signature": base64.b64encode(r["s"]).decode(), "at": r["at"],
+                        "duration_s": r.get("duration_s"), "stderr": r.get("stderr", "")})
+        return {"task": str(c), "results": out}
+
+    async def queue_counts(self) -> dict:
+        return self.queue.counts(now_ms())
+
+    # -- NodeService: datasets -------------------------------------------------------
+
+    async def create_dataset(self, name: str | None, value: dict | None) -> dict:
+        nonce = os.urandom(8) if name is None else b""
+        obj = self.objects.follow(DATASET, name or "dataset", nonce)
+        if value:
+            if not isinstance(value, dict):
+                raise BadRequest("value must be an object of path -> value", code="bad_value")
+            try:
+                ops = [dataset.set_op(k, codec.from_json(v)) for k, v in value.items()]
+                codec.encode(ops)
+            except (ValueError, BadInput) as exc:
+                raise BadRequest(f"invalid dataset value: {exc}", code="bad_value") from None
+            await self.objects.commit(obj, ops)
+        return {"cid": str(obj.genesis)}
+
+    def _dataset(self, ds: str) -> Followed:
+        g = parse_cid(ds, "dataset CID")
+        obj = self.objects.get(g)
+        if obj is None or obj.kind != DATASET:
+            raise NotFound(f"dataset {g} is not known to this node", code="dataset_not_found")
+        return obj
+
+    async def dataset_get(self, dataset_cid: str, path: str) -> dict:
+        obj = self._dataset(dataset_cid)
+        try:
+            value = dataset.get(obj.replica, path)
+        except ValueError as exc:
+            raise BadRequest(str(exc), code="bad_path") from None
+        if value is None:
+            raise NotFound(f"nothing at {path!r} in dataset {obj.genesis}", code="path_not_found")
+        return {"dataset": str(obj.genesis), "path": path, "value": codec.to_json(value)}
+
+    async def dataset_put(self, dataset_cid: str, path: str, value: object, action: str) -> dict:
+        obj = self._dataset(dataset_cid)
+        try:
+            op = dataset.write_op(action, path, codec.from_json(value))
+            codec.encode(op)
+        except (ValueError, BadInput) as exc:
+            raise BadRequest(str(exc), code="bad_value") from None
+        await self.objects.commit(obj, [op])
+        return {"dataset": str(obj.genesis), "path": path, "action": action}
+
+    # -- NodeService: engines -----------------------------------------------------------
+
+    async def add_engine(self, name: str, files: dict[str, bytes], executable: str, manifest: dict) -> dict:
+        if not files:
+            raise BadRequest("an engine needs at least one file", code="no_files")
+        try:
+            res = manifest.get("resources") or {}
+            resources = Resources(**res) if isinstance(res, dict) else Resources()
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(f"invalid resources: {exc}", code="bad_manifest") from None
+        with tempfile.TemporaryDirectory(prefix="meshd-upload-") as tmp:
+            root = Path(tmp) / "engine"
+            root.mkdir()
+            for rel, data in files.items():
+                p = (root / rel).resolve()
+                if not str(p).startswith(str(root.resolve()) + os.sep):
+                    raise BadRequest(f"file path {rel!r} escapes the engine directory", code="bad_path")
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+                p.chmod(0o755)
+            single = len(files) == 1 and (executable in (None, "", next(iter(files))))
+            source = root / next(iter(files)) if single else root
+            try:
+                cid = publish_native(
+                    self.store, source, name, executable=None if single else executable,
+                    protocol=manifest.get("protocol", "json"), resources=resources,
+                    interpreter=manifest.get("interpreter"), args=tuple(manifest.get("args", ())),
+                    serve_args=manifest.get("serve_args"), entry=manifest.get("entry"),
+                )
+            except (BadManifest, TypeError, ValueError) as exc:
+                raise BadRequest(f"invalid engine: {exc}", code="bad_manifest") from None
+        sig = publish_signature(self.store, cid, self.private_key())
+        await self.objects.commit(self.engines_obj, [["add", str(cid), sig], ["put", f"name/{name}", cid]])
+        return {"cid": str(cid), "name": name, "signature": str(sig)}
+
+    async def list_engines(self) -> dict:
+        state = self.engines_obj.replica.state
+        out = []
+        for key in state.set_keys():
+            try:
+                cid = CID.parse_untrusted(key)
+            except BadCID:
+                continue
+            entry: dict[str, Any] = {"cid": key, "signatures": [str(s) for s in state.members_sorted(key)]}
+            try:
+                m = load_manifest(self.store, cid)
+                rec = m.to_record()
+                entry.update(name=rec.get("name"), type=rec.get("type"), protocol=rec.get("protocol"),
+                             platforms=sorted(rec.get("platforms", {})) if isinstance(rec.get("platforms"), dict) else None)
+            except Exception:  # noqa: BLE001 - a listing shows what it can; blocks may be remote
+                entry["available"] = False
+            out.append(entry)
+        return {"engines": out}
+
+    # -- NodeService: node ----------------------------------------------------------------
+
+    async def node_info(self) -> dict:
+        st = self.store.statistics()
+        return {
+            "peer_id": self.peer_id,
+            "version": __version__,
+            "name": self.config.node.name,
+            "mesh": self.config.node.mesh,
+            "roles": list(self.config.node.roles),
+            "inventory": self.inventory,
+            "addresses": [self.api_url] if self.api_url else [],
+            "objects": {"queue": str(self.queue_obj.genesis), "results": str(self.results_obj.genesis),
+                        "engines": str(self.engines_obj.genesis)},
+            "counters": dict(self.counters),
+            "store": {"blocks": getattr(st, "blocks", None)},
+            "peers": list(self.peers_info),
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+    async def health(self) -> dict:
+        return {"ok": True, "peer_id": self.peer_id, "version": __version__}
+
+    # -- waiting --------------------------------------------------------------------------
+
+    async def wait_changed(self, obj: Followed, timeout_s: float) -> None:
+        """Return when ``obj`` changes or after ``timeout_s``."""
+        with trio.move_on_after(timeout_s):
+            await obj.changed.wait()

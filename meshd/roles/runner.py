@@ -1,0 +1,243 @@
+"""The Runner role: claim available tasks, run their engines, record results.
+
+Loop: wait for the queue to change (or a lease to expire), ask the queue for
+as many runnable tasks as there are free slots (``Next``), claim them in one
+batched delta (``Assign``, with a lease), and run each task this node won
+under the deterministic winner rule.  A run ends in ``Complete`` (result
+record + completion) or a failed attempt; after ``max_attempts`` failures the
+task is ``failed`` with the last reason.
+
+Durability: the result record is committed before the completion, so a crash
+between the two re-runs the task (a duplicate result, never a lost one).  On
+start the runner voids leases it still holds from a previous life (a failed
+attempt "runner restarted"), so those tasks run again at once rather than
+after their lease expires.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from engines.errors import EngineMissing
+from engines.outcome import Outcome
+from lattice import codec, dataset, queue, results, task
+from lattice.cid import CID
+from lattice.errors import BadInput, BlockNotFound
+
+from ..logs import get_logger
+from ..node import Node, now_ms
+
+log = get_logger("meshd.runner")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Runner tuning (from ``[runner]``).
+
+    Attributes:
+        slots: Tasks run at once.
+        max_attempts: Attempts before a task is failed (a task's own
+            ``max_attempts`` overrides it).
+        lease_s: Minimum lease; the lease is at least the timeout plus 10 s
+            so a healthy run is never stolen.
+        task_timeout_s: Wall-clock limit of one attempt.
+        warm: Run engines in warm worker pools when they support it.
+        idle_poll_s: Longest sleep between queue checks (lease expiry).
+    """
+
+    slots: int = 1
+    max_attempts: int = 3
+    lease_s: float = 30.0
+    task_timeout_s: float = 60.0
+    warm: bool = True
+    idle_poll_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.slots < 1 or self.max_attempts < 1 or self.lease_s <= 0 or self.task_timeout_s <= 0:
+            raise ValueError("runner options must be positive")
+
+    @property
+    def lease_ms(self) -> int:
+        return int(max(self.lease_s, self.task_timeout_s + 10.0) * 1000)
+
+
+def constraints_ok(constraints: list[dict[str, Any]], inv: dict[str, Any]) -> bool:
+    """Whether this node's inventory satisfies every constraint."""
+    for c in constraints:
+        t, v = c.get("type"), c.get("value")
+        if t == "os" and str(v).lower() != inv["os"]:
+            return False
+        if t == "arch" and str(v).lower() not in (inv["arch"], {"x86_64": "amd64", "aarch64": "arm64"}.get(inv["arch"])):
+            return False
+        if t == "label" and v not in inv.get("labels", ()):
+            return False
+        if t == "min_memory" and (not isinstance(v, (int, float)) or inv["memory"] < v):
+            return False
+        if t == "gpu" and bool(v) and not inv.get("gpu"):
+            return False
+    return True
+
+
+class Runner:
+    """Runs tasks from the queue on this node's engines."""
+
+    name = "runner"
+
+    def __init__(self, node: Node, host: Any, options: RunnerOptions) -> None:
+        self.node = node
+        self.host = host
+        self.options = options
+        self.running: set[CID] = set()
+        self._accept_cache: dict[CID, bool] = {}
+        self._slot_freed = trio.Event()
+        self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
+
+    def _accept(self, t: CID) -> bool:
+        ok = self._accept_cache.get(t)
+        if ok is None:
+            try:
+                rec = self.node.task_record(t)
+                ok = constraints_ok(task.constraints_of(rec), self.node.inventory)
+            except BlockNotFound:
+                ok = False  # body not here yet; it arrives with the mesh
+            if len(self._accept_cache) > 100_000:
+                self._accept_cache.clear()
+            self._accept_cache[t] = ok
+        return ok
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Claim and run tasks until cancelled.
+
+        Cancellation kills running engines (their attempts stay leased until
+        the lease expires, or are voided by this runner's next start).
+        """
+        await self._void_own_leases()
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                free = self.options.slots - len(self.running)
+                if free <= 0:
+                    await self._slot_freed.wait()
+                    continue
+                q = self.node.queue_obj
+                now = now_ms()
+                cands = [t for t in self.node.queue.next(now, limit=free, accept=self._accept) if t not in self.running]
+                if not cands:
+                    await self.node.wait_changed(q, self._idle_sleep(now))
+                    continue
+                me = self.node.peer_id
+                ops = [queue.assign_op(t, me, now, self.options.lease_ms, self.node.queue.next_attempt(t)) for t in cands]
+                await self.node.objects.commit(q, ops)
+                for t in cands:
+                    holder = self.node.queue.holder(t, now_ms())
+                    if holder is None or holder.by != me:
+                        self.stats["lost_race"] += 1
+                        continue
+                    self.running.add(t)
+                    nursery.start_soon(self._run_one, t, holder.n)
+
+    def _idle_sleep(self, now: int) -> float:
+        return self.options.idle_poll_s
+
+    async def _void_own_leases(self) -> None:
+        now = now_ms()
+        me = self.node.peer_id
+        ops = []
+        for t in list(self.node.queue.tasks()):
+            h = self.node.queue.holder(t, now)
+            if h is not None and h.by == me:
+                ops.append(queue.fail_op(t, me, now, h.n, "runner restarted during the attempt", False))
+        if ops:
+            log.info("voided_own_leases", count=len(ops))
+            await self.node.objects.commit(self.node.queue_obj, ops)
+
+    async def _run_one(self, t: CID, attempt: int) -> None:
+        started = time.perf_counter()
+        try:
+            outcome, rec = await self._execute(t)
+        except Exception as exc:  # noqa: BLE001 - any defect becomes a failed attempt, never a crash
+            log.error("run_crashed", task=str(t), error=repr(exc))
+            outcome, rec = Outcome(ok=False, error=f"internal error: {exc!r}"[:500]), None
+        try:
+            with trio.CancelScope(shield=True):
+                await self._record(t, attempt, outcome, rec, time.perf_counter() - started)
+        finally:
+            self.running.discard(t)
+            ev, self._slot_freed = self._slot_freed, trio.Event()
+            ev.set()
+
+    async def _execute(self, t: CID) -> tuple[Outcome, dict[str, Any] | None]:
+        try:
+            rec = self.node.task_record(t)
+        except BlockNotFound:
+            return Outcome(ok=False, error=f"task body {t} is not available"), None
+        td = rec["taskDefinition"]
+        if type(td) is CID:
+            try:
+                td = codec.decode_trusted(self.node.store.get(td))
+            except BlockNotFound:
+                return Outcome(ok=False, error=f"task definition {td} is not available"), rec
+        runner = td.get("runner", {}) if isinstance(td, dict) else {}
+        engine = runner.get("engine")
+        if type(engine) is not CID:
+            return Outcome(ok=False, error="task names no engine (runner.engine)"), rec
+        inp = rec["input"]
+        if "value" in inp:
+            value = inp["value"]
+        else:
+            obj = self.node.dataset_obj(inp["dataset"])
+            value = dataset.get(obj.replica, inp["path"]) if obj is not None else None
+            if value is None:
+                return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']} is empty or unknown"), rec
+        payload = codec.to_json(value)
+        try:
+            outcome = await self.host.run(
+                engine, payload, timeout_s=self.options.task_timeout_s, warm=self.options.warm or None,
+                signatures=self.node.engine_signatures(engine),
+            )
+        except EngineMissing as exc:
+            outcome = Outcome(ok=False, error=f"engine blocks missing: {exc} ({len(exc.missing)} block(s))")
+        return outcome, rec
+
+    async def _record(self, t: CID, attempt: int, outcome: Outcome, rec: dict[str, Any] | None, seconds: float) -> None:
+        node, me, now = self.node, self.node.peer_id, now_ms()
+        self.stats["runs"] += 1
+        output = None
+        if outcome.ok:
+            try:
+                output = codec.from_json(outcome.output)
+                out_cid, out_data = codec.encode_block(output)
+            except BadInput as exc:
+                outcome = Outcome(ok=False, error=f"output is not DAG-CBOR encodable: {exc}", stderr=outcome.stderr)
+        if outcome.ok:
+            node.store.put(out_cid, out_data)
+            rrec = results.result_record(node.objects.signer, t, out_cid, me, now,
+                                         duration_s=round(seconds, 4), stderr=outcome.stderr[-2000:])
+            rcid, rdata = codec.encode_block(rrec)
+            node.store.put(rcid, rdata)
+            await node.objects.commit(node.results_obj, [results.result_op(rrec)])
+            dest = (rec or {}).get("result")
+            if dest:
+                ds = node.dataset_obj(dest["destination"]["dataset"], create=True)
+                assert ds is not None
+                await node.objects.commit(ds, [dataset.write_op(dest["action"], dest["destination"]["path"], output)])
+            await node.objects.commit(node.queue_obj, [queue.complete_op(t, me, now, rcid)])
+            self.stats["ok"] += 1
+            node.count("tasks_completed")
+            log.info("task_completed", task=str(t), attempt=attempt, seconds=round(seconds, 4))
+            return
+        limit = (rec or {}).get("max_attempts") or self.options.max_attempts
+        failures = node.queue.failures(t) + 1
+        final = failures >= limit
+        op = queue.fail_op(t, me, now, attempt, outcome.error or "failed", final)
+        op[2]["stderr"] = (outcome.stderr or "")[-2000:]
+        await node.objects.commit(node.queue_obj, [op])
+        self.stats["failed"] += 1
+        node.count("attempts_failed")
+        log.info("task_attempt_failed", task=str(t), attempt=attempt, final=final, error=(outcome.error or "")[:200])
+
+
