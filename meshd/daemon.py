@@ -26,6 +26,7 @@ import trio
 
 from engines.auth import AuthPolicy
 from engines.host import EngineHost, HostOptions
+from engines.manifest import Resources
 from engines.native import NativeOptions
 from engines.pool import PoolOptions
 from lattice.cid import CID
@@ -74,7 +75,9 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
         host = EngineHost(
             store,
             HostOptions(cache_dir=str(home.path / "engines"), native=NativeOptions(),
-                        pool=PoolOptions(workers=max(1, min(config.runner.slots, 4))), warm_default=config.runner.warm),
+                        pool=PoolOptions(workers=max(1, min(config.runner.slots, 4))), warm_default=config.runner.warm,
+                        max_resources=Resources(cpu_s=3600, memory_mb=65536, timeout_s=config.runner.task_timeout_s,
+                                                nofile=4096)),
             _policy(config, signer.public),
         )
         async with trio.open_nursery() as nursery:

@@ -44,7 +44,9 @@ class RunnerOptions:
             ``max_attempts`` overrides it).
         lease_s: Minimum lease; the lease is at least the timeout plus 10 s
             so a healthy run is never stolen.
-        task_timeout_s: Wall-clock limit of one attempt.
+        task_timeout_s: Ceiling on one attempt's wall-clock time; the engine
+            manifest's own ``timeout_s`` applies below it (the daemon passes
+            this ceiling to the engine host as ``max_resources.timeout_s``).
         warm: Run engines in warm worker pools when they support it.
         idle_poll_s: Longest sleep between queue checks (lease expiry).
     """
@@ -196,7 +198,7 @@ class Runner:
         payload = codec.to_json(value)
         try:
             outcome = await self.host.run(
-                engine, payload, timeout_s=self.options.task_timeout_s, warm=self.options.warm or None,
+                engine, payload, warm=None if self.options.warm else False,
                 signatures=self.node.engine_signatures(engine),
             )
         except EngineMissing as exc:

@@ -1,0 +1,155 @@
+"""Real ``meshd run`` daemons as separate processes on 127.0.0.1, for tests.
+
+Every wait is on a condition (the API answers, a task reaches a state) with a
+deadline; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+ECHO = REPO / "engines" / "examples" / "echo.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition", interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+
+
+class Daemon:
+    """One meshd home and the daemon process running on it."""
+
+    def __init__(self, home: Path, *, roles: tuple[str, ...] = ("manager", "runner"), extra_config: str = "") -> None:
+        self.home = home
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = home.parent / f"{home.name}.log"
+        self.env = dict(os.environ, MESHD_HOME=str(home), PYTHONUNBUFFERED="1")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.roles = roles
+        self.extra_config = extra_config
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "meshd.cli", *args], input=input, capture_output=True, text=True,
+            env=self.env, timeout=120, check=check,
+        )
+
+    def init(self) -> "Daemon":
+        self.cli("init", "--home", str(self.home))
+        cfg = self.home / "config.toml"
+        text = cfg.read_text()
+        roles = ", ".join(f'"{r}"' for r in self.roles)
+        text = text.replace('listen = "127.0.0.1:7600"', f'listen = "127.0.0.1:{self.port}"')
+        import re
+
+        text = re.sub(r"roles = \[[^\]]*\]", f"roles = [{roles}]", text)
+        text = re.sub(r"task_timeout_s = [0-9.]+", "task_timeout_s = 10.0", text)
+        cfg.write_text(text + self.extra_config)
+        return self
+
+    def start(self) -> "Daemon":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meshd.cli", "run", "--home", str(self.home)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env,
+        )
+        wait_for(self._healthy, timeout=60, what=f"daemon on {self.url} to answer")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+        return httpx.get(self.url + "/v1/health", timeout=1).status_code == 200
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    # -- API helpers ------------------------------------------------------------
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+        if body is not None:
+            kw["content"] = json.dumps(body)
+        return httpx.post(self.url + path, timeout=30, **kw)
+
+    def add_echo_engine(self, **manifest: Any) -> str:
+        import base64
+
+        body = {"manifest": {"name": "echo", "executable": "echo.py", "interpreter": "python3",
+                             "serve_args": ["--jsonl"], **manifest},
+                "files": {"echo.py": base64.b64encode(ECHO.read_bytes()).decode()}}
+        r = self.post("/v1/engines", body)
+        assert r.status_code in (200, 201), r.text
+        return r.json()["cid"]
+
+    def add_script_engine(self, name: str, source: str, **manifest: Any) -> str:
+        import base64
+
+        body = {"manifest": {"name": name, "executable": f"{name}.py", "interpreter": "python3", **manifest},
+                "files": {f"{name}.py": base64.b64encode(source.encode()).decode()}}
+        r = self.post("/v1/engines", body)
+        assert r.status_code in (200, 201), r.text
+        return r.json()["cid"]
+
+    def wait_state(self, cid: str, state: str, timeout: float = 60) -> dict:
+        def cond() -> dict | None:
+            r = self.get(f"/v1/tasks/{cid}")
+            if r.status_code == 200 and r.json()["state"] == state:
+                return r.json()
+            return None
+
+        return wait_for(cond, timeout=timeout, what=f"task {cid} to be {state}")
+
+
+def echo_task(engine: str, value: Any, **extra: Any) -> dict:
+    return {"input": {"value": value}, "taskDefinition": {"runner": {"type": "bin-json-runner", "engine": {"/": engine}}}, **extra}
