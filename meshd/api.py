@@ -27,7 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Query, Request
@@ -327,13 +327,16 @@ _DATASET_PUT = TypeAdapter(m.DatasetPutIn)
 _ENGINE = TypeAdapter(m.EngineIn)
 
 
-def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0") -> FastAPI:
+def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0",
+               routers: Sequence[Any] = ()) -> FastAPI:
     """Build the ``/v1`` API application over ``node``.
 
     Args:
         node: The node the routes delegate to.
         options: Listen address (decides whether auth is on), body limit, token.
         version: Reported in the OpenAPI document.
+        routers: Extra ``fastapi.APIRouter``s contributed by roles (archive,
+            jobs, peers, trust...); they share the error handlers and limits.
 
     Returns:
         An ASGI application; constructing it does no I/O.
@@ -359,6 +362,9 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
     if options.requires_token:
         assert options.token is not None
         app.add_middleware(BearerAuthMiddleware, token=options.token, open_paths=frozenset({"/v1/health"}))
+
+    for router in routers:
+        app.include_router(router)
 
     @app.post("/v1/tasks", status_code=201, tags=["tasks"],
               responses={201: {"model": m.EnqueuedOut | m.EnqueuedBulkOut}, **_ERRORS},

@@ -447,7 +447,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bench", choices=BENCHES)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     p.set_defaults(func=cmd_bench)
+    _register_extensions(sub, common, client)
     return parser
+
+
+#: CLI modules that add their own commands: each has ``register(sub, common,
+#: client)``.  Keeps this file small and lets each feature own its commands.
+EXTENSIONS = ("meshd.cli_jobs", "meshd.cli_engines", "meshd.cli_mesh")
+
+
+def _register_extensions(sub: Any, common: argparse.ArgumentParser, client: argparse.ArgumentParser) -> None:
+    for name in EXTENSIONS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        mod.register(sub, common, client)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

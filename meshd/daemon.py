@@ -40,7 +40,8 @@ from .home import Home
 from .logs import get_logger
 from .node import Node
 from .objects import ObjectHost
-from .roles.runner import Runner, RunnerOptions
+from .errors import ConfigError
+from .roles import ALWAYS_ROUTED, RoleContext, role_module
 
 log = get_logger("meshd.daemon")
 
@@ -83,15 +84,26 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
         async with trio.open_nursery() as nursery:
             await nursery.start(objects.serve)
             await nursery.start(host.serve)
-            app = create_app(node, home.api_options(config), version=__version__)
+            ctx = RoleContext(node=node, host=host, config=config, home=home)
+            node.roles = ctx.roles  # type: ignore[attr-defined]
+            roles = []
+            for name in config.node.roles:
+                mod = role_module(name)
+                if mod is None and name != "manager":
+                    raise ConfigError(f"[node] roles: this build has no {name!r} role")
+                if mod is not None:
+                    roles.append((name, mod.create(ctx)))
+            routers = []
+            for name in dict.fromkeys([*config.node.roles, *ALWAYS_ROUTED]):
+                mod = role_module(name)
+                if mod is not None and hasattr(mod, "router"):
+                    routers.append(mod.router(ctx))
+            app = create_app(node, home.api_options(config), version=__version__, routers=routers)
             bound = await nursery.start(httpserver.serve, app, home.api_options(config))
             node.api_url = bound.url
-            if "runner" in config.node.roles:
-                rc = config.runner
-                runner = Runner(node, host, RunnerOptions(slots=rc.slots, max_attempts=rc.max_attempts, lease_s=rc.lease_s,
-                                                         task_timeout_s=rc.task_timeout_s, warm=rc.warm))
-                await nursery.start(runner.serve)
-                node.runner = runner  # type: ignore[attr-defined]
+            for name, role in roles:
+                await nursery.start(role.serve)
+                ctx.roles[name] = role
             log.info("node_ready", peer_id=node.peer_id, api=bound.url, roles=",".join(config.node.roles))
             task_status.started(node)
     finally:

@@ -1,15 +1,26 @@
 """Roles plug into the daemon: each is a trio service started from the node's nursery.
 
-A role is any object with a ``name`` and
-``async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED)``; the
-daemon starts the roles named in ``[node] roles`` with ``nursery.start``.
+A role lives in ``meshd/roles/<name>.py`` and exposes::
+
+    def create(ctx: RoleContext) -> Role          # no I/O
+    def router(ctx: RoleContext) -> APIRouter     # optional: extra /v1 routes
+
+The daemon starts the roles named in ``[node] roles`` with ``nursery.start``
+(``manager`` is built in: it is the node's task API).  A role may also add
+routes that exist whatever the roles (e.g. ``/v1/archive`` answers 404s with
+a reason when the archivist is off) by being listed in :data:`ALWAYS_ROUTED`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import trio
+
+#: Role modules whose ``router`` is mounted even when the role is not enabled.
+ALWAYS_ROUTED: tuple[str, ...] = ("archivist", "evaluator", "verifier")
 
 
 class Role(Protocol):
@@ -18,3 +29,25 @@ class Role(Protocol):
     name: str
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
+
+
+@dataclass
+class RoleContext:
+    """What a role may use: the node, the engine host, the config, the mesh."""
+
+    node: Any
+    host: Any
+    config: Any
+    home: Any
+    mesh: Any = None
+    roles: dict[str, Any] = field(default_factory=dict)  # started roles by name
+
+
+def role_module(name: str) -> Any | None:
+    """The module of role ``name``, or None when this build has no such role."""
+    try:
+        return importlib.import_module(f"meshd.roles.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"meshd.roles.{name}":
+            raise
+        return None

@@ -243,3 +243,9 @@ class Runner:
         log.info("task_attempt_failed", task=str(t), attempt=attempt, final=final, error=(outcome.error or "")[:200])
 
 
+
+
+def create(ctx: Any) -> Runner:
+    rc = ctx.config.runner
+    return Runner(ctx.node, ctx.host, RunnerOptions(slots=rc.slots, max_attempts=rc.max_attempts, lease_s=rc.lease_s,
+                                                   task_timeout_s=rc.task_timeout_s, warm=rc.warm))
