@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: CLI modules that add their own commands: each has ``register(sub, common,
 #: client)``.  Keeps this file small and lets each feature own its commands.
-EXTENSIONS = ("meshd.cli_jobs", "meshd.cli_engines", "meshd.cli_mesh")
+EXTENSIONS = ("meshd.cli_jobs", "meshd.cli_engines", "meshd.cli_archive", "meshd.cli_mesh")
 
 
 def _register_extensions(sub: Any, common: argparse.ArgumentParser, client: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ this module assumes it is alone.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import platform
 import shutil
@@ -76,7 +77,7 @@ class Node:
         self.inventory["labels"] = list(getattr(config.node, "labels", ()))
         self.counters: dict[str, int] = {}
         self.api_url: str | None = None
-        self.peers_info: list[dict[str, Any]] = []  # filled by the p2p layer
+        self.mesh: Any = None  # meshd.mesh.Mesh once the p2p layer runs
         mesh = config.node.mesh
         self.queue_obj = objects.follow(QUEUE, mesh)
         self.results_obj = objects.follow(RESULTS, mesh)
@@ -202,6 +203,9 @@ class Node:
         recs = self.results_view.results(c)
         if not recs and c not in self.queue:
             raise NotFound(f"task {c} is not in the queue", code="task_not_found")
+        missing = [r["output"] for r in recs if not self.store.has(r["output"])]
+        if missing:
+            await self.fetch_blocks(missing, timeout_s=2.0)
         out = []
         for r in recs:
             try:
@@ -329,12 +333,21 @@ class Node:
                         "engines": str(self.engines_obj.genesis)},
             "counters": dict(self.counters),
             "store": {"blocks": getattr(st, "blocks", None)},
-            "peers": list(self.peers_info),
+            "peers": self.mesh.peer_list() if self.mesh is not None else [],
+            "mesh_stats": dataclasses.asdict(self.mesh.statistics()) if self.mesh is not None else None,
             "uptime_s": round(time.time() - self.started, 1),
         }
 
     async def health(self) -> dict:
         return {"ok": True, "peer_id": self.peer_id, "version": __version__}
+
+    async def fetch_blocks(self, cids: list[CID], *, timeout_s: float = 10.0) -> bool:
+        """Fetch blocks from peers into the store (False when alone or unavailable)."""
+        if all(self.store.has(c) for c in cids):
+            return True
+        if self.mesh is None:
+            return False
+        return await self.mesh.fetch_blocks(cids, timeout_s=timeout_s)
 
     # -- waiting --------------------------------------------------------------------------
 

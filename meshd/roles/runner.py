@@ -49,6 +49,8 @@ class RunnerOptions:
             this ceiling to the engine host as ``max_resources.timeout_s``).
         warm: Run engines in warm worker pools when they support it.
         idle_poll_s: Longest sleep between queue checks (lease expiry).
+        defer_s: In a mesh, how long the k-th preferred runner of a task
+            waits (times k) before claiming it (rendezvous hashing).
     """
 
     slots: int = 1
@@ -57,6 +59,7 @@ class RunnerOptions:
     task_timeout_s: float = 60.0
     warm: bool = True
     idle_poll_s: float = 1.0
+    defer_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.slots < 1 or self.max_attempts < 1 or self.lease_s <= 0 or self.task_timeout_s <= 0:
@@ -95,6 +98,7 @@ class Runner:
         self.options = options
         self.running: set[CID] = set()
         self._accept_cache: dict[CID, bool] = {}
+        self._first_seen: dict[CID, float] = {}
         self._slot_freed = trio.Event()
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
 
@@ -103,13 +107,34 @@ class Runner:
         if ok is None:
             try:
                 rec = self.node.task_record(t)
-                ok = constraints_ok(task.constraints_of(rec), self.node.inventory)
             except BlockNotFound:
-                ok = False  # body not here yet; it arrives with the mesh
+                return False  # body not here yet; the mesh prefetches it
+            ok = constraints_ok(task.constraints_of(rec), self.node.inventory)
             if len(self._accept_cache) > 100_000:
                 self._accept_cache.clear()
             self._accept_cache[t] = ok
-        return ok
+        return ok and self._preferred(t)
+
+    def _preferred(self, t: CID) -> bool:
+        """Rendezvous preference: the top-ranked live runner takes a task at
+        once; the k-th ranked one only after ``k * defer_s`` (so a dead or busy
+        preferred node is covered without a coordinator)."""
+        mesh = self.node.mesh
+        if mesh is None:
+            return True
+        live = mesh.live_runners()
+        if len(live) <= 1:
+            return True
+        from ..mesh import rendezvous_rank
+
+        rank = rendezvous_rank(t, live).index(self.node.peer_id)
+        if rank == 0:
+            return True
+        now = time.monotonic()
+        first = self._first_seen.setdefault(t, now)
+        if len(self._first_seen) > 200_000:
+            self._first_seen.clear()
+        return now - first >= rank * self.options.defer_s
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run tasks until cancelled.
@@ -143,6 +168,8 @@ class Runner:
                     nursery.start_soon(self._run_one, t, holder.n)
 
     def _idle_sleep(self, now: int) -> float:
+        if self._first_seen and self.node.mesh is not None:
+            return min(self.options.idle_poll_s, self.options.defer_s / 2)
         return self.options.idle_poll_s
 
     async def _void_own_leases(self) -> None:
@@ -191,19 +218,41 @@ class Runner:
         if "value" in inp:
             value = inp["value"]
         else:
-            obj = self.node.dataset_obj(inp["dataset"])
-            value = dataset.get(obj.replica, inp["path"]) if obj is not None else None
+            value = await self._dataset_value(inp["dataset"], inp["path"])
             if value is None:
                 return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']} is empty or unknown"), rec
         payload = codec.to_json(value)
-        try:
-            outcome = await self.host.run(
-                engine, payload, warm=None if self.options.warm else False,
-                signatures=self.node.engine_signatures(engine),
-            )
-        except EngineMissing as exc:
-            outcome = Outcome(ok=False, error=f"engine blocks missing: {exc} ({len(exc.missing)} block(s))")
+        # An engine published elsewhere arrives block by block (manifest, file
+        # node, chunks, signatures): fetch what is missing and try again.
+        for _ in range(6):
+            try:
+                outcome = await self.host.run(
+                    engine, payload, warm=None if self.options.warm else False,
+                    signatures=self.node.engine_signatures(engine),
+                )
+                break
+            except EngineMissing as exc:
+                missing = [c for c in exc.missing if type(c) is CID]
+                if not missing or not await self.node.fetch_blocks(missing, timeout_s=15.0):
+                    outcome = Outcome(ok=False, error=f"engine blocks missing: {exc} ({len(exc.missing)} block(s))")
+                    break
+        else:
+            outcome = Outcome(ok=False, error="engine blocks missing after repeated fetches")
         return outcome, rec
+
+    async def _dataset_value(self, genesis: CID, path: str, timeout_s: float = 10.0) -> Any:
+        """The value at ``genesis/path``, waiting briefly for the mesh to deliver it."""
+        obj = self.node.dataset_obj(genesis, create=True)
+        assert obj is not None
+        value = dataset.get(obj.replica, path)
+        if value is not None or self.node.mesh is None:
+            return value
+        await self.node.mesh.query(obj)
+        with trio.move_on_after(timeout_s):
+            while value is None:
+                await obj.changed.wait()
+                value = dataset.get(obj.replica, path)
+        return value
 
     async def _record(self, t: CID, attempt: int, outcome: Outcome, rec: dict[str, Any] | None, seconds: float) -> None:
         node, me, now = self.node, self.node.peer_id, now_ms()
