@@ -127,6 +127,9 @@ def run(home_path: Path, overrides: dict[str, Any] | None = None) -> int:
     home = Home(home_path)
     home.require_initialised()
     config = home.load_config(overrides or {})
+    for name in config.node.roles:
+        if name != "manager" and role_module(name) is None:
+            raise ConfigError(f"[node] roles: this build has no {name!r} role")
     with home.lock():
         try:
             return trio.run(_main, home, config)
