@@ -30,7 +30,7 @@ import trio
 
 from lattice import codec, hpcp
 from lattice.cid import CID
-from lattice.errors import BadInput, BlockNotFound
+from lattice.errors import BadInput
 from lattice.goho import Change
 from lattice.signing import verify_signature
 from lattice.state import decode_value

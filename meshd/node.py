@@ -198,9 +198,15 @@ class Node:
             found.append(self._status_json(st, with_task=False))
         return {"tasks": found, "next": nxt}
 
-    async def results(self, task_cid: str) -> dict:
+    async def results(self, task_cid: str, wait_s: float = 0.0) -> dict:
         c = parse_cid(task_cid, "task CID")
         recs = self.results_view.results(c)
+        if not recs and wait_s > 0:
+            # Long poll: wake on every change of the results object.
+            with trio.move_on_after(wait_s):
+                while not recs:
+                    await self.results_obj.changed.wait()
+                    recs = self.results_view.results(c)
         if not recs and c not in self.queue:
             raise NotFound(f"task {c} is not in the queue", code="task_not_found")
         missing = [r["output"] for r in recs if not self.store.has(r["output"])]
@@ -218,7 +224,11 @@ class Node:
         return {"task": str(c), "results": out}
 
     async def queue_counts(self) -> dict:
-        return self.queue.counts(now_ms())
+        counts = self.queue.counts(now_ms())
+        rs = self.results_view.statistics()
+        counts["results"] = rs.tasks
+        counts["result_records"] = rs.records
+        return counts
 
     # -- NodeService: datasets -------------------------------------------------------
 

@@ -13,106 +13,24 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from meshd.localmesh import LocalNode, start_mesh, wait_peers
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "engines" / "examples"
-PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-class DemoNode:
-    def __init__(self, root: Path, name: str) -> None:
-        self.name = name
-        self.home = root / name
-        self.api_port = free_port()
-        self.p2p_port = free_port()
-        self.url = f"http://127.0.0.1:{self.api_port}"
-        self.proc: subprocess.Popen | None = None
-        self.peer_id = ""
-
-    def meshd(self, *args: str) -> str:
-        out = subprocess.run([PY, "-m", "meshd.cli", *args, "--home", str(self.home)], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"meshd {' '.join(args)} failed: {out.stderr.strip()}")
-        return out.stdout
-
-    def init(self, bootstrap: list[str], roles: list[str]) -> None:
-        self.meshd("init")
-        cfg = self.home / "config.toml"
-        text = cfg.read_text()
-        text = text.replace('listen = "127.0.0.1:7600"', f'listen = "127.0.0.1:{self.api_port}"')
-        text = text.replace('"/ip4/0.0.0.0/tcp/4601"', f'"/ip4/127.0.0.1/tcp/{self.p2p_port}"')
-        text = text.replace("bootstrap = []", "bootstrap = " + json.dumps(bootstrap))
-        text = text.replace('name = "', f'name = "{self.name}" # was "', 1)
-        import re
-
-        text = re.sub(r"roles = \[[^\]]*\]", "roles = " + json.dumps(roles), text)
-        text = re.sub(r"slots = \d+", "slots = 2", text)
-        cfg.write_text(text)
-        from meshd.home import Home
-
-        self.peer_id = Home(self.home).load_identity().peer_id
-
-    @property
-    def multiaddr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{self.peer_id}"
-
-    def start(self) -> None:
-        log = open(self.home.parent / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen([PY, "-m", "meshd.cli", "run", "--home", str(self.home)], stdout=log, stderr=log)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc and self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited; see {self.home.parent / (self.name + '.log')}")
-            try:
-                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit(f"{self.name} did not start in {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def get(self, path: str, **kw):
-        return httpx.get(self.url + path, timeout=30, **kw).json()
-
-    def post(self, path: str, body) -> dict:
-        r = httpx.post(self.url + path, json=body, timeout=60)
-        if r.status_code >= 400:
-            raise SystemExit(f"POST {path} failed: {r.text}")
-        return r.json()
-
-
-def publish(node: DemoNode, name: str, script: str, args: list[str]) -> str:
+def publish(node: LocalNode, name: str, script: str, args: list[str]) -> str:
     body = {"manifest": {"name": name, "executable": script, "interpreter": "python3", "args": args,
                          "serve_args": [*args, "--jsonl"]},
             "files": {script: base64.b64encode((EXAMPLES / script).read_bytes()).decode()}}
@@ -129,29 +47,19 @@ def main() -> int:
     root = REPO / ".demo"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    names = [f"node-{chr(ord('a') + i)}" for i in range(args.nodes)]
-    nodes = [DemoNode(root, n) for n in names]
+    from meshd.roles import role_module
+
+    roles = ["manager", "runner"] + (["evaluator"] if role_module("evaluator") else [])
+    nodes: list[LocalNode] = []
     try:
         say(f"== starting a local mesh of {args.nodes} meshd daemons (homes in {root})")
+        nodes = start_mesh(root, args.nodes, roles)
         first = nodes[0]
-        from meshd.roles import role_module
-
-        roles = ["manager", "runner"] + (["evaluator"] if role_module("evaluator") else [])
-        first.init([], roles)
-        for n in nodes[1:]:
-            n.init([first.multiaddr], roles)
         for n in nodes:
-            n.start()
-        for n in nodes:
-            n.wait_ready()
             say(f"   {n.name}: peer {n.peer_id[:20]}…  api {n.url}  p2p {n.multiaddr.split('/p2p/')[0]}")
         by_peer = {n.peer_id: n.name for n in nodes}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and args.nodes > 1:
-            peers = first.get("/v1/node").get("peers", [])
-            if sum(1 for p in peers if p.get("roles")) >= args.nodes - 1:
-                break
-            time.sleep(0.2)
+        if args.nodes > 1 and not wait_peers(nodes):
+            say("   (not every node sees every other yet; continuing)")
         say(f"   {first.name} sees {len(first.get('/v1/node').get('peers', []))} peer(s)")
 
         say("== publishing the example engines on node-a (content-addressed, signed by node-a)")

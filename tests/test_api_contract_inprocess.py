@@ -99,7 +99,7 @@ class FakeNode:
         page = chosen[:limit]
         return {"tasks": page, "next": page[-1]["cid"] if len(chosen) > limit else None}
 
-    async def results(self, task_cid: str) -> dict:
+    async def results(self, task_cid: str, wait_s: float = 0.0) -> dict:
         if task_cid not in self.tasks:
             raise NotFound(f"no task {task_cid}")
         return {"task": task_cid, "results": self.result_log.get(task_cid, [])}

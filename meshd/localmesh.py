@@ -1,0 +1,133 @@
+"""Start a local mesh of ``meshd run`` processes on 127.0.0.1.
+
+Used by ``make demo``, ``meshd bench mesh`` and ``scripts/compare_peers.py``:
+each node gets its own home under a root directory, free ports for the API
+and libp2p, and bootstraps to the first node.  Stopping sends SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class LocalNode:
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        self.home = root / name
+        self.api_port = free_port()
+        self.p2p_port = free_port()
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.proc: subprocess.Popen | None = None
+        self.peer_id = ""
+
+    def meshd(self, *args: str) -> str:
+        out = subprocess.run([PY, "-m", "meshd.cli", *args, "--home", str(self.home)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"meshd {' '.join(args)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def init(self, bootstrap: list[str], roles: list[str], *, slots: int = 2, extra_config: str = "") -> None:
+        self.meshd("init")
+        cfg = self.home / "config.toml"
+        text = cfg.read_text()
+        text = text.replace('listen = "127.0.0.1:7600"', f'listen = "127.0.0.1:{self.api_port}"')
+        text = text.replace('"/ip4/0.0.0.0/tcp/4601"', f'"/ip4/127.0.0.1/tcp/{self.p2p_port}"')
+        text = text.replace("bootstrap = []", "bootstrap = " + json.dumps(bootstrap))
+        text = text.replace('name = "', f'name = "{self.name}" # was "', 1)
+        text = re.sub(r"roles = \[[^\]]*\]", "roles = " + json.dumps(roles), text)
+        text = re.sub(r"slots = \d+", f"slots = {slots}", text)
+        cfg.write_text(text + extra_config)
+        from meshd.home import Home
+
+        self.peer_id = Home(self.home).load_identity().peer_id
+
+    @property
+    def multiaddr(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{self.peer_id}"
+
+    def start(self) -> None:
+        log = open(self.home.parent / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen([PY, "-m", "meshd.cli", "run", "--home", str(self.home)], stdout=log, stderr=log)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited; see {self.home.parent / (self.name + '.log')}")
+            try:
+                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"{self.name} did not start in {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def get(self, path: str, **kw):
+        return httpx.get(self.url + path, timeout=30, **kw).json()
+
+    def post(self, path: str, body) -> dict:
+        r = httpx.post(self.url + path, json=body, timeout=60)
+        if r.status_code >= 400:
+            raise SystemExit(f"POST {path} failed: {r.text}")
+        return r.json()
+
+
+
+
+def start_mesh(root: Path, n: int, roles: list[str], *, slots: int = 2, extra_config: str = "") -> list[LocalNode]:
+    """Init and start ``n`` nodes under ``root`` (which must be empty)."""
+    nodes = [LocalNode(root, f"node-{chr(ord('a') + i)}") for i in range(n)]
+    first = nodes[0]
+    first.init([], roles, slots=slots, extra_config=extra_config)
+    for node in nodes[1:]:
+        node.init([first.multiaddr], roles, slots=slots, extra_config=extra_config)
+    for node in nodes:
+        node.start()
+    for node in nodes:
+        node.wait_ready()
+    return nodes
+
+
+def wait_peers(nodes: list[LocalNode], timeout: float = 30.0) -> bool:
+    """Wait until every node sees every other node's presence."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ok = True
+        for node in nodes:
+            peers = node.get("/v1/node").get("peers", [])
+            if sum(1 for p in peers if p.get("roles")) < len(nodes) - 1:
+                ok = False
+                break
+        if ok:
+            return True
+        time.sleep(0.2)
+    return False
