@@ -159,6 +159,7 @@ class EngineHost:
         self._starting: dict[CID, trio.Event] = {}
         self._images: dict[str, str] = {}
         self._manifests: dict[CID, NativeManifest | DockerManifest] = {}
+        self._authorized: set[CID] = set()
         self._runs = self._refused = self._cold = self._warm = self._docker = 0
         self._hits = self._misses = 0
 
@@ -229,11 +230,16 @@ class EngineHost:
             if len(self._manifests) >= _MANIFEST_CACHE:
                 self._manifests.pop(next(iter(self._manifests)))
             self._manifests[engine_cid] = manifest
-        try:
-            authorize(engine_cid, self._signatures(signatures), self.policy)
-        except EngineNotAuthorized as exc:
-            self._refused += 1
-            return Outcome(ok=False, error=f"not authorized: {exc}")
+        if engine_cid not in self._authorized:
+            try:
+                authorize(engine_cid, self._signatures(signatures), self.policy)
+            except EngineNotAuthorized as exc:
+                self._refused += 1
+                return Outcome(ok=False, error=f"not authorized: {exc}")
+            # The policy is fixed for the host's life and a valid signature
+            # stays valid, so a granted authorization is cached; refusals are
+            # not (a trusted signature may arrive later).
+            self._authorized.add(engine_cid)
         resources = self._clamp(manifest.resources, timeout_s)
         if isinstance(manifest, DockerManifest):
             return await self._run_docker(manifest, task_input, resources, warm)

@@ -197,6 +197,10 @@ class Replica:
     def is_known(self, cid: CID) -> bool:
         return cid.raw in self._applied or cid in self._pending
 
+    def is_awaited(self, cid: CID) -> bool:
+        """True when a pending delta waits for ``cid`` and nobody offered it yet."""
+        return cid in self._waiting and cid not in self._pending and cid.raw not in self._applied
+
     def missing(self) -> list[CID]:
         """Parents that pending deltas wait for and that nobody has offered yet."""
         return sorted(c for c in self._waiting if c not in self._pending and c.raw not in self._applied)

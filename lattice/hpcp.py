@@ -207,23 +207,70 @@ def peek_genesis_untrusted(data: bytes) -> CID | None:
     return obj.get("g")
 
 
-def serve_want(store: BlockSource, cids: Iterable[CID], max_bytes: int) -> bytes:
-    """Answer a want from ``store``: the blocks we have (up to ``max_bytes``)."""
+def serve_want(store: BlockSource, cids: Iterable[CID], max_bytes: int, *, ancestors: int = 256) -> bytes:
+    """Answer a want from ``store``: the blocks we have (up to ``max_bytes``).
+
+    Besides the CIDs asked for, the answer carries up to ``ancestors`` of
+    their ancestor deltas (breadth first), so a peer walking a long history
+    down from its heads needs one round trip per batch rather than one per
+    delta.  Blocks that did not fit are simply left out: the asker asks again.
+    """
     blocks: list[tuple[CID, bytes]] = []
     missing: list[CID] = []
+    sent: set[CID] = set()
     total = 0
+    queue: list[CID] = []
     for cid in cids:
+        if cid in sent:
+            continue
         try:
             data = store.get(cid)
         except BlockNotFound:
             missing.append(cid)
             continue
         if blocks and total + len(data) > max_bytes:
-            missing.append(cid)  # not missing, but not this time; asker retries
             continue
         blocks.append((cid, data))
+        sent.add(cid)
         total += len(data)
+        queue.append(cid)
+    extra = 0
+    while queue and extra < ancestors:
+        cid = queue.pop(0)
+        data = dict(blocks).get(cid) if len(blocks) < 64 else None
+        if data is None:
+            try:
+                data = store.get(cid)
+            except BlockNotFound:
+                continue
+        parents = _delta_parents(data)
+        for p in parents:
+            if p in sent or extra >= ancestors:
+                continue
+            try:
+                pdata = store.get(p)
+            except BlockNotFound:
+                continue
+            if total + len(pdata) > max_bytes:
+                queue = []
+                break
+            blocks.append((p, pdata))
+            sent.add(p)
+            total += len(pdata)
+            extra += 1
+            queue.append(p)
     return encode_blocks(blocks, missing)
+
+
+def _delta_parents(data: bytes) -> list[CID]:
+    """Parent links of a stored delta block (empty for any other block)."""
+    try:
+        obj = codec.decode_trusted(data)
+    except Exception:  # noqa: BLE001 - not a delta: no ancestors to add
+        return []
+    if type(obj) is dict and obj.get("t") == "goho/delta" and type(obj.get("p")) is list:
+        return [c for c in obj["p"] if type(c) is CID]
+    return []
 
 
 class Syncer:
@@ -338,6 +385,13 @@ class Syncer:
         return self._plan(now)
 
     def _on_blocks(self, peer: str, msg: dict[str, Any], now: float) -> list[Outgoing]:
+        # The want this answers: CIDs it asked for that are neither in the
+        # answer nor reported missing were left out for size; release them so
+        # the next plan asks again right away instead of after the timeout.
+        answered = {c for c, _ in msg["blocks"]} | set(msg["missing"])
+        groups = {self._inflight[c] for c in answered if c in self._inflight and self._inflight[c][0] == peer}
+        for cid in [c for c, g in self._inflight.items() if g in groups and c not in answered]:
+            del self._inflight[cid]
         for cid in msg["missing"]:
             if self._inflight.get(cid, ("",))[0] == peer:
                 del self._inflight[cid]
@@ -347,7 +401,9 @@ class Syncer:
         for cid, data in msg["blocks"]:
             self.stats.blocks_in += 1
             if cid not in self._providers:
-                continue  # unsolicited or duplicate
+                if not self.replica.is_awaited(cid):
+                    continue  # unsolicited or duplicate
+                self._providers[cid] = {peer}  # an ancestor sent along: a pending delta waits on it
             self._inflight.pop(cid, None)
             try:
                 self._take_block(peer, cid, data)

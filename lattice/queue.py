@@ -62,9 +62,17 @@ def complete_op(task: CID, by: str, at_ms: int, result: CID) -> list[Any]:
     return ["add", COMPLETED, {"task": task, "by": by, "at": at_ms, "result": result}]
 
 
-def fail_op(task: CID, by: str, at_ms: int, attempt: int, error: str, final: bool) -> list[Any]:
-    """Record a failed attempt; ``final`` marks the task failed for good."""
-    return ["add", FAILED, {"task": task, "by": by, "at": at_ms, "n": attempt, "error": error[:MAX_ERROR], "final": final}]
+def fail_op(task: CID, by: str, at_ms: int, attempt: int, error: str, final: bool, *, void: bool = False) -> list[Any]:
+    """Record a failed attempt; ``final`` marks the task failed for good.
+
+    ``void`` marks an attempt abandoned for reasons that are not the task's
+    fault (its runner restarted): it frees the lease but does not count
+    towards ``max_attempts``.
+    """
+    rec = {"task": task, "by": by, "at": at_ms, "n": attempt, "error": error[:MAX_ERROR], "final": final}
+    if void:
+        rec["void"] = True
+    return ["add", FAILED, rec]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,7 @@ class QueueView:
         self._ready: dict[CID, None] = {}  # available, not done, no known lease (FIFO)
         self._leases: list[tuple[int, bytes]] = []  # (until, task raw) min-heap
         self._order: list[CID] = []  # enqueue order as seen here
+        self._leased: set[CID] = set()  # have assignments and are not done
         self._done = 0
         self._failed = 0
         state = replica.state
@@ -175,6 +184,8 @@ class QueueView:
             info = self._info(a.task)
             info.assignments.append(a)
             self._ready.pop(a.task, None)
+            if not info.done:
+                self._leased.add(a.task)
             heapq.heappush(self._leases, (a.until, a.task.raw))
         elif key == COMPLETED:
             rec = decode_value(enc)
@@ -188,6 +199,7 @@ class QueueView:
                 if any(f.get("final") for f in info.failures):
                     self._failed -= 1
             self._ready.pop(rec["task"], None)
+            self._leased.discard(rec["task"])
         elif key == FAILED:
             rec = decode_value(enc)
             if not _valid_record(rec, _FAIL_FIELDS):
@@ -200,6 +212,7 @@ class QueueView:
                 self._failed += 1
             if info.done:
                 self._ready.pop(rec["task"], None)
+                self._leased.discard(rec["task"])
             elif info.available:
                 # The failed attempt voids its lease: the task is ready again
                 # (re-checked against other live leases in next()).
@@ -245,7 +258,7 @@ class QueueView:
 
     def failures(self, task: CID) -> int:
         info = self._tasks.get(task)
-        return 0 if info is None else len({(f["by"], f["n"]) for f in info.failures})
+        return 0 if info is None else len({(f["by"], f["n"]) for f in info.failures if not f.get("void")})
 
     def _expire(self, now_ms: int) -> None:
         heap = self._leases
@@ -296,12 +309,9 @@ class QueueView:
         self._expire(now_ms)
         total = len(self._order)
         completed = self._done - self._failed
-        assigned = sum(
-            1 for t in self._order
-            if not self._tasks[t].done and self._tasks[t].assignments and self.holder(t, now_ms) is not None
-        ) if total - self._done - len(self._ready) > 0 else 0
+        assigned = sum(1 for t in self._leased if t in self and self.holder(t, now_ms) is not None)
         return {
-            AVAILABLE: total - self._done - assigned,
+            AVAILABLE: max(0, total - self._done - assigned),
             ASSIGNED: assigned,
             COMPLETED: completed,
             FAILED: self._failed,

@@ -37,11 +37,11 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lattice.cid import CID
-from lattice.errors import BadInput, BlockNotFound
+from lattice.errors import BadInput, BlockNotFound, StoreError
 
 from . import api_models as m
 from .config import ApiOptions
-from .errors import ApiError, BadRequest, ConfigError, InternalError, InvalidRequest
+from .errors import ApiError, BadRequest, ConfigError, InternalError, InvalidRequest, ServiceUnavailable
 from .logs import get_logger
 
 API_VERSION = "v1"
@@ -266,6 +266,8 @@ async def _call(operation: str, awaitable: Awaitable[T]) -> T:
         return await awaitable
     except (ApiError, BadInput, BlockNotFound):
         raise
+    except StoreError as exc:
+        raise ServiceUnavailable(f"block store unavailable: {exc}", code="store_unavailable") from None
     except Exception as exc:
         _log.exception("node_call_failed", operation=operation, error=repr(exc))
         raise InternalError("internal error; see the daemon log") from exc

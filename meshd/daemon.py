@@ -42,7 +42,8 @@ from .home import Home
 from .logs import get_logger
 from .node import Node
 from .objects import ObjectHost
-from .errors import ConfigError
+from .errors import ConfigError, MeshdError
+from lattice.errors import StoreError
 from .roles import ALWAYS_ROUTED, RoleContext, role_module
 
 log = get_logger("meshd.daemon")
@@ -149,6 +150,17 @@ def run(home_path: Path, overrides: dict[str, Any] | None = None) -> int:
             return trio.run(_main, home, config)
         except KeyboardInterrupt:
             return 130
-        except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except (OSError, MeshdError, BaseExceptionGroup) as exc:
+            # trio wraps start-up failures (a port in use, an unreachable IPFS
+            # node) in exception groups: report the first leaf, no traceback.
+            leaf = _first_leaf(exc)
+            if not isinstance(leaf, (OSError, MeshdError, StoreError)):
+                raise
+            print(f"error: {leaf}", file=sys.stderr)
             return 1
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

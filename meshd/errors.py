@@ -98,6 +98,13 @@ class PayloadTooLarge(ApiError):
     default_code = "payload_too_large"
 
 
+class ServiceUnavailable(ApiError):
+    """A backing service (the block store, e.g. an IPFS node) is unreachable; retry later."""
+
+    status = 503
+    default_code = "unavailable"
+
+
 class InternalError(ApiError):
     """The node failed unexpectedly; details are in the daemon's log."""
 

@@ -58,3 +58,21 @@ def test_concurrent_assignments_pick_the_same_winner_everywhere() -> None:
     assert len(holders) == 1
     holder = holders.pop()
     assert holder is not None and holder.at == 1_000
+
+
+def test_answers_capped_by_size_are_completed_by_asking_again() -> None:
+    from lattice import hpcp as _h
+
+    net = SimNet(seed=11)
+    peers = net.add_peers(2, new_genesis("capped"), _h.SyncOptions(want_timeout_s=1000.0, max_blocks_bytes=600))
+    a, b = peers
+    for i in range(30):
+        a.replica.update(queue.enqueue_ops([codec.cid_of({"big": i, "pad": "x" * 200})]), a.signer)
+    net.send(a.name, [_h.Outgoing(None, a.syncer.announce(net.now))])
+    # With a huge want timeout, only re-asking on a partial answer can finish.
+    for _ in range(200):
+        if net.converged():
+            break
+        net.step()
+    assert net.converged()
+    assert b.replica.state.count("available") == 30

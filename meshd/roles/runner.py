@@ -26,7 +26,7 @@ from engines.errors import EngineMissing
 from engines.outcome import Outcome
 from lattice import codec, dataset, queue, results, task
 from lattice.cid import CID
-from lattice.errors import BadInput, BlockNotFound
+from lattice.errors import BadInput, BlockNotFound, StoreError
 
 from ..logs import get_logger
 from ..node import Node, now_ms
@@ -148,8 +148,12 @@ class Runner:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                free = self._claim_limit() - len(self.running)
-                if free <= 0:
+                limit = self._claim_limit()
+                free = limit - len(self.running)
+                # Hysteresis: with work in flight, claim again only once a
+                # quarter of the window is free, so claims go out in batches
+                # (one delta per batch) rather than one delta per finished task.
+                if free <= 0 or (self.running and free < max(1, limit // 4)):
                     await self._slot_freed.wait()
                     continue
                 q = self.node.queue_obj
@@ -160,7 +164,14 @@ class Runner:
                     continue
                 me = self.node.peer_id
                 ops = [queue.assign_op(t, me, now, self.options.lease_ms, self.node.queue.next_attempt(t)) for t in cands]
-                await self.node.objects.commit(q, ops)
+                try:
+                    await self.node.objects.commit(q, ops)
+                except StoreError as exc:
+                    # The block store is down (e.g. its IPFS node died): claim
+                    # nothing, keep serving, try again shortly.
+                    log.warning("claim_failed", error=str(exc)[:200])
+                    await trio.sleep(self.options.idle_poll_s)
+                    continue
                 for t in cands:
                     holder = self.node.queue.holder(t, now_ms())
                     if holder is None or holder.by != me:
@@ -193,7 +204,7 @@ class Runner:
         for t in list(self.node.queue.tasks()):
             h = self.node.queue.holder(t, now)
             if h is not None and h.by == me:
-                ops.append(queue.fail_op(t, me, now, h.n, "runner restarted during the attempt", False))
+                ops.append(queue.fail_op(t, me, now, h.n, "runner restarted during the attempt", False, void=True))
         if ops:
             log.info("voided_own_leases", count=len(ops))
             await self.node.objects.commit(self.node.queue_obj, ops)
@@ -211,6 +222,10 @@ class Runner:
         try:
             with trio.CancelScope(shield=True):
                 await self._record(t, attempt, outcome, rec, time.perf_counter() - started)
+        except StoreError as exc:
+            # Could not record (store down): the lease expires and the task
+            # runs again; nothing half-recorded is acknowledged.
+            log.warning("record_failed", task=str(t), error=str(exc)[:200])
         finally:
             self.running.discard(t)
             ev, self._slot_freed = self._slot_freed, trio.Event()

@@ -1,0 +1,574 @@
+"""The Archivist role: pin every object's newest version, keep its history.
+
+Whitepaper §4.1 ``Pin(hash, [genesis])``.  The role watches every GOHO the
+node follows (:meth:`ObjectHost.on_change` fires for local commits and merges
+from peers alike).  When an object changes it captures a *version root* (see
+:mod:`meshd.archive`), pins it recursively and unpins the object's previous
+root (``pin/update`` where the store has it, else pin-new-then-unpin-old).
+Bursts are coalesced: at most one pin per object per ``interval_s``, and the
+newest state is always captured at the trailing edge of a burst.
+
+It also pins result outputs (the ``output`` of every verified result record)
+and engine blobs (the file CIDs of every manifest in the engines registry),
+so a storage node keeps them even if an object's DAG cannot be pinned whole.
+
+Pins live in the IPFS node when ``[ipfs] api`` is set; with the embedded
+store the ``pins`` table of ``<home>/archive.db`` is the pin set.  Each
+placed version is also announced, signed, in the mesh's ``pins`` GOHO (at
+most once per object per ``announce_interval_s``) so peers can apply the
+drop policy (:func:`meshd.archive.droppable`) once HPCP carries it.
+
+Failure handling: a store that fails (IPFS down) or a DAG with a missing
+block leaves the previous pin in place; the object is retried with
+exponential backoff and the pin set is reconciled against the index first,
+so a crash or failure between "pin new" and "unpin old" never leaks a pin.
+
+Routes (mounted even when the role is off, then answering 404
+``archivist_disabled``): ``GET /v1/archive``, ``GET /v1/archive/{genesis}``,
+``GET /v1/archive/{genesis}/{version}``, ``GET /v1/pins``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import trio
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from engines.errors import EngineError
+from engines.manifest import load_manifest
+from lattice import codec, goho, results
+from lattice.cid import CID
+from lattice.errors import BadCID, BadInput, BlockNotFound, LatticeError, StoreError
+from lattice.state import decode_value
+
+from ..archive import (
+    PINS, ArchiveError, ArchiveIndex, IpfsPinner, LocalPinner, Pinner, PinsView, pin_op, pin_record,
+    version_from_untrusted, version_record,
+)
+from ..errors import ApiError, MeshdError, NotFound
+from ..logs import get_logger
+
+log = get_logger("meshd.archivist")
+
+__all__ = ["ArchiveUnavailable", "Archivist", "ArchivistOptions", "ArchivistStatistics", "create", "router"]
+
+
+class ArchiveUnavailable(ApiError):
+    """The archive cannot answer now (its block store is unreachable, or it is starting)."""
+
+    status = 503
+    default_code = "store_unavailable"
+
+
+@dataclass(frozen=True)
+class ArchivistOptions:
+    """Archivist tuning; read from ``[archive]`` when the config has that table.
+
+    Attributes:
+        interval_s: At most one pin per object per this many seconds (1.0).
+        announce_interval_s: At most one pins-GOHO record per object per this
+            many seconds (10.0); the first version of an object is announced
+            at once.
+        min_archivists: Archivists that must hold a block before other nodes
+            may drop it (2).
+        pin_timeout_s: Node-side deadline of one IPFS pin call, which walks
+            the whole DAG (60.0).
+        retry_s: First wait after a failed pin; doubles per failure (0.5).
+        retry_max_s: Cap on that wait (30.0).
+        pin_results: Pin the output block of every result record (true).
+        pin_engines: Pin the files of every registered engine (true).
+        blob_batch: Most output/engine blobs pinned per loop turn (500).
+    """
+
+    interval_s: float = 1.0
+    announce_interval_s: float = 10.0
+    min_archivists: int = 2
+    pin_timeout_s: float = 60.0
+    retry_s: float = 0.5
+    retry_max_s: float = 30.0
+    pin_results: bool = True
+    pin_engines: bool = True
+    blob_batch: int = 500
+
+    def __post_init__(self) -> None:
+        for name in ("interval_s", "announce_interval_s", "retry_s", "retry_max_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 86_400:
+                raise ValueError(f"[archive] {name} must be a number in [0, 86400], got {v!r}")
+        if not isinstance(self.pin_timeout_s, (int, float)) or not 0 < self.pin_timeout_s <= 3600:
+            raise ValueError("[archive] pin_timeout_s must be in (0, 3600]")
+        if self.retry_s > self.retry_max_s:
+            raise ValueError("[archive] retry_s must not exceed retry_max_s")
+        for name in ("min_archivists", "blob_batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1_000_000:
+                raise ValueError(f"[archive] {name} must be an integer in [1, 1000000], got {v!r}")
+        if not isinstance(self.pin_results, bool) or not isinstance(self.pin_engines, bool):
+            raise ValueError("[archive] pin_results and pin_engines must be true or false")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ArchivistOptions":
+        """Options from ``config.archive`` (a record or a mapping), defaults where absent."""
+        section = getattr(config, "archive", None)
+        if section is None:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        items = section.items() if isinstance(section, dict) else (
+            (name, getattr(section, name)) for name in known if hasattr(section, name))
+        return cls(**{k: v for k, v in items if k in known})
+
+
+@dataclass(frozen=True)
+class ArchivistStatistics:
+    """What the archivist has done since it started.
+
+    Attributes:
+        store: ``"ipfs"`` or ``"embedded"``.
+        objects: Objects with a pinned version.
+        versions: Versions pinned since start.
+        pins: Pins held (versions, outputs, engine files).
+        failures: Failed pin attempts since start.
+        pending_objects: Objects changed and not yet captured.
+        pending_blobs: Output/engine blobs waiting to be pinned.
+        announced: Pin records added to the pins GOHO since start.
+        last_error: The most recent failure, or "".
+    """
+
+    store: str
+    objects: int
+    versions: int
+    pins: int
+    failures: int
+    pending_objects: int
+    pending_blobs: int
+    announced: int
+    last_error: str
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Archivist:
+    """The archivist role.  Construction does no I/O; :meth:`serve` opens the index."""
+
+    name = "archivist"
+
+    def __init__(self, node: Any, home: Any, config: Any, options: ArchivistOptions) -> None:
+        self.node = node
+        self.home = home
+        self.config = config
+        self.options = options
+        self.index: ArchiveIndex | None = None
+        self.pinner: Pinner | None = None
+        self.pins_view: PinsView | None = None
+        self._pins_obj: Any = None
+        self._serving = False
+        self._wake = trio.Event()
+        self._dirty: dict[CID, None] = {}
+        self._next_ok: dict[CID, float] = {}
+        self._last_heads: dict[CID, tuple[CID, ...]] = {}
+        self._fails: dict[CID, int] = {}
+        self._announce: dict[CID, CID] = {}
+        self._announced_at: dict[CID, float] = {}
+        self._announce_retry_at = -math.inf
+        self._outputs: set[CID] = set()
+        self._engines_dirty = False
+        self._blobs_retry_at = -math.inf
+        self._blob_fails = 0
+        self._reconcile = True
+        self._reconcile_at = -math.inf
+        self._reconcile_fails = 0
+        self._counts = {"versions": 0, "failures": 0, "announced": 0}
+        self._last_error = ""
+
+    @property
+    def store_kind(self) -> str:
+        return "ipfs" if self.config.ipfs.api else "embedded"
+
+    # ------------------------------------------------------------------ service
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Archive until cancelled.
+
+        Cancellation waits for a pin call already running in a worker thread
+        (it cannot be interrupted) and leaves the index consistent: a version
+        whose pin was not committed stays ``pinning`` and is reconciled on the
+        next start.
+        """
+        node = self.node
+        self.index = await trio.to_thread.run_sync(ArchiveIndex.open, self.home.path / "archive.db")
+        try:
+            if self.config.ipfs.api:
+                self.pinner = IpfsPinner(self.config.ipfs.api, self.options.pin_timeout_s)
+            else:
+                self.pinner = LocalPinner(node.store, self.index)
+            self._pins_obj = node.objects.follow(PINS, self.config.node.mesh)
+            self.pins_view = PinsView(self._pins_obj.replica)
+            for g in list(node.objects.objects):
+                cur = self.index.current(g)
+                if cur is not None:
+                    self._last_heads[g] = cur.heads
+                self._dirty[g] = None
+            if self.options.pin_results:
+                node.results_obj.replica.subscribe(self._on_results)
+                for key in node.results_obj.replica.state.set_keys():
+                    try:
+                        task = CID.parse_untrusted(key)
+                    except BadCID:
+                        continue
+                    self._outputs.update(r["output"] for r in node.results_view.results(task))
+            self._engines_dirty = self.options.pin_engines
+            node.objects.on_change(self._on_change)
+            self._serving = True
+            task_status.started()
+            await self._loop()
+        finally:
+            self._serving = False
+            if self.pinner is not None:
+                self.pinner.close()
+            self.index.close()
+
+    def _on_change(self, obj: Any) -> None:
+        # Called synchronously from ObjectHost.changed: record, never block.
+        if not self._serving:
+            return
+        self._dirty[obj.genesis] = None
+        if obj.genesis == self.node.engines_obj.genesis and self.options.pin_engines:
+            self._engines_dirty = True
+        self._wake.set()
+
+    def _on_results(self, change: Any) -> None:
+        if not self._serving:
+            return
+        for _key, enc in change.adds:
+            rec = decode_value(enc)
+            if results.verify_result_record(rec):
+                self._outputs.add(rec["output"])
+
+    async def _loop(self) -> None:
+        while True:
+            now = trio.current_time()
+            if self._reconcile and now >= self._reconcile_at:
+                await self._reconcile_pins()
+            if not self._reconcile:
+                for g in [g for g in self._dirty if now >= self._next_ok.get(g, -math.inf)]:
+                    await self._capture(g)
+                if (self._outputs or self._engines_dirty) and now >= self._blobs_retry_at:
+                    await self._pin_blobs()
+            if self._announce and trio.current_time() >= self._announce_retry_at:
+                await self._announce_due()
+            self._wake = trio.Event()  # reset before computing: a change after this wakes the wait
+            wake_at = self._next_wake()
+            if wake_at > trio.current_time():
+                with trio.move_on_at(wake_at):
+                    await self._wake.wait()
+
+    def _next_wake(self) -> float:
+        times = [math.inf]
+        if self._reconcile:
+            times.append(self._reconcile_at)
+        else:
+            times += [self._next_ok.get(g, -math.inf) for g in self._dirty]
+            if self._outputs or self._engines_dirty:
+                times.append(self._blobs_retry_at)
+        if self._announce:
+            times += [max(self._announce_retry_at, self._announced_at.get(g, -math.inf)
+                          + self.options.announce_interval_s) for g in self._announce]
+        return min(times)
+
+    def _backoff(self, fails: int) -> float:
+        return min(self.options.retry_max_s, self.options.retry_s * 2 ** max(0, fails - 1))
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._counts["failures"] += 1
+        self._last_error = f"{what}: {exc}"[:500]
+        log.warning("archive_failed", what=what, error=repr(exc)[:300])
+
+    # ------------------------------------------------------------------ versions
+
+    async def _capture(self, g: CID) -> None:
+        obj = self.node.objects.get(g)
+        self._dirty.pop(g, None)
+        if obj is None:
+            return
+        rep = obj.replica
+        heads = tuple(rep.heads)
+        if not heads or heads == self._last_heads.get(g):
+            return
+        height, base = rep.height, rep.base
+        try:
+            root = await trio.to_thread.run_sync(self._pin_version, obj.genesis, obj.kind, obj.name, heads,
+                                                 height, base)
+        except (LatticeError, MeshdError) as exc:
+            # The previous pin stays.  Retry later; reconcile first in case the
+            # failure fell between pinning the new root and unpinning the old.
+            fails = self._fails[g] = self._fails.get(g, 0) + 1
+            self._failed(f"pin {obj.kind}/{obj.name}", exc)
+            self._dirty[g] = None
+            self._next_ok[g] = trio.current_time() + self._backoff(fails)
+            self._reconcile = True
+            return
+        self._fails.pop(g, None)
+        self._next_ok[g] = trio.current_time() + self.options.interval_s
+        self._last_heads[g] = heads
+        self._counts["versions"] += 1
+        if g != self._pins_obj.genesis:  # announcing the pins object would never settle
+            self._announce[g] = root
+
+    def _pin_version(self, g: CID, kind: str, name: str, heads: tuple[CID, ...], height: int,
+                     base: CID | None) -> CID:
+        """Worker thread.  Order: root block, intent row, pin, then the index commit."""
+        assert self.index is not None and self.pinner is not None
+        cur = self.index.current(g)
+        at = _now_ms()
+        root, data = codec.encode_block(version_record(g, heads, height, at, prev=cur.root if cur else None,
+                                                       base=base))
+        self.node.store.put(root, data)
+        # The intent row is written before the pin so that reconciliation can
+        # find (and unpin) a root whose pin was placed but never committed.
+        self.index.record_intent(g, kind, name, root, heads, height, at)
+        if cur is None:
+            self.pinner.add(root)
+        else:
+            self.pinner.move(cur.root, root)
+        self.index.commit_version(g, root, at)
+        return root
+
+    async def _reconcile_pins(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self._reconcile_sync)
+        except (LatticeError, MeshdError) as exc:
+            self._reconcile_fails += 1
+            self._failed("reconcile pins", exc)
+            self._reconcile_at = trio.current_time() + self._backoff(self._reconcile_fails)
+            return
+        self._reconcile = False
+        self._reconcile_fails = 0
+
+    def _reconcile_sync(self) -> None:
+        """Worker thread: make the pin set equal the index's (re-pin missing, unpin stale)."""
+        assert self.index is not None and self.pinner is not None
+        pinned = self.pinner.ls()
+        for row in self.index.pins():
+            if row.cid not in pinned:
+                try:
+                    self.pinner.add(row.cid)
+                except BlockNotFound:
+                    log.warning("repin_missing_block", cid=str(row.cid), purpose=row.purpose)
+        for root in self.index.stale_roots() & pinned:
+            self.pinner.rm(root)
+        self.index.forget_intents()
+
+    # ------------------------------------------------------------------ blobs
+
+    async def _pin_blobs(self) -> None:
+        batch = set(sorted(self._outputs)[: self.options.blob_batch]) if self.options.pin_results else set()
+        manifests: list[CID] = []
+        engines_dirty = self._engines_dirty
+        if engines_dirty:
+            for key in self.node.engines_obj.replica.state.set_keys():
+                try:
+                    manifests.append(CID.parse_untrusted(key))
+                except BadCID:
+                    continue
+        self._engines_dirty = False
+        try:
+            done, incomplete = await trio.to_thread.run_sync(self._pin_blobs_sync, batch, manifests)
+        except (LatticeError, MeshdError) as exc:
+            self._engines_dirty = self._engines_dirty or engines_dirty
+            self._blob_fails += 1
+            self._failed("pin blobs", exc)
+            self._blobs_retry_at = trio.current_time() + self._backoff(self._blob_fails)
+            return
+        self._outputs -= done
+        self._blob_fails = 0 if not incomplete else self._blob_fails + 1
+        if incomplete:
+            # Blocks not here yet (they come with the mesh): try again later.
+            self._engines_dirty = self._engines_dirty or engines_dirty
+            self._blobs_retry_at = trio.current_time() + self._backoff(self._blob_fails)
+
+    def _pin_blobs_sync(self, outputs: set[CID], manifests: list[CID]) -> tuple[set[CID], bool]:
+        """Worker thread: pin outputs and engine files; ``(pinned outputs, anything missing)``."""
+        assert self.index is not None and self.pinner is not None
+        done: set[CID] = set()
+        incomplete = False
+        node = self.node
+        for cid in sorted(outputs):
+            if not self.index.has_pin(cid):
+                try:
+                    self.pinner.add(cid)
+                except BlockNotFound:
+                    incomplete = True
+                    continue
+                self.index.add_pin(cid, "result", node.results_obj.genesis, _now_ms())
+            done.add(cid)
+        for m in manifests:
+            try:
+                files = load_manifest(node.store, m).links()
+            except (EngineError, BlockNotFound):
+                incomplete = True
+                continue
+            for f in files:
+                if self.index.has_pin(f):
+                    continue
+                try:
+                    self.pinner.add(f)
+                except BlockNotFound:
+                    incomplete = True
+                    continue
+                self.index.add_pin(f, "engine", node.engines_obj.genesis, _now_ms())
+        return done, incomplete
+
+    # ------------------------------------------------------------------ announcing
+
+    async def _announce_due(self) -> None:
+        now = trio.current_time()
+        due = [(g, r) for g, r in self._announce.items()
+               if now >= self._announced_at.get(g, -math.inf) + self.options.announce_interval_s]
+        if not due:
+            return
+        signer = self.node.objects.signer
+        ops = [pin_op(pin_record(signer, g, root, _now_ms())) for g, root in due]
+        try:
+            await self.node.objects.commit(self._pins_obj, ops)
+        except (LatticeError, MeshdError) as exc:
+            self._failed("announce pins", exc)
+            self._announce_retry_at = trio.current_time() + self.options.retry_max_s / 4
+            return
+        for g, root in due:
+            if self._announce.get(g) == root:
+                del self._announce[g]
+            self._announced_at[g] = now
+        self._counts["announced"] += len(ops)
+
+    # ------------------------------------------------------------------ queries
+
+    def statistics(self) -> ArchivistStatistics:
+        """Counters; reads the index (a few ms)."""
+        assert self.index is not None
+        return ArchivistStatistics(
+            store=self.store_kind, objects=len(self.index.objects()), versions=self._counts["versions"],
+            pins=len(self.index.pins()), failures=self._counts["failures"], pending_objects=len(self._dirty),
+            pending_blobs=len(self._outputs), announced=self._counts["announced"], last_error=self._last_error,
+        )
+
+    def objects_json(self) -> dict[str, Any]:
+        assert self.index is not None
+        st = self.statistics()
+        return {
+            "objects": [{"genesis": str(row.genesis), "kind": row.kind, "name": row.name, "version": str(row.root),
+                         "at": row.at, "height": row.height, "versions": count}
+                        for row, count in self.index.objects()],
+            "statistics": {f.name: getattr(st, f.name) for f in fields(st)},
+        }
+
+    def versions_json(self, genesis: CID, limit: int) -> dict[str, Any]:
+        assert self.index is not None and self.pins_view is not None
+        rows = self.index.versions(genesis, limit=limit)
+        obj = self.node.objects.get(genesis)
+        if not rows and obj is None:
+            raise NotFound(f"object {genesis} is not known to this archivist", code="object_not_archived")
+        cur = self.index.current(genesis)
+        holders = self.pins_view.archivists(genesis)
+        return {
+            "genesis": str(genesis),
+            "kind": rows[-1].kind if rows else obj.kind,
+            "name": rows[-1].name if rows else obj.name,
+            "pinned": str(cur.root) if cur else None,
+            "versions": [{"version": str(r.root), "at": r.at, "height": r.height, "heads": [str(h) for h in r.heads],
+                          "pinned": r.state == "pinned"} for r in rows],
+            "archivists": [{"archivist": p.archivist, "version": str(p.version), "at": p.at}
+                           for p in holders.values()],
+            "min_archivists": self.options.min_archivists,
+            "droppable": len(holders) >= self.options.min_archivists,
+        }
+
+    def version_json_sync(self, genesis: CID, version: CID) -> dict[str, Any]:
+        """Worker thread: read a version back from the block store and summarise it."""
+        store = self.node.store
+        v = version_from_untrusted(version, store.get(version))
+        if v.genesis != genesis:
+            raise NotFound(f"version {version} belongs to {v.genesis}, not {genesis}", code="version_not_found")
+        rep = goho.Replica.open(genesis, store, v.heads, base=v.base)
+        st = rep.statistics()
+        sets = {k: rep.state.count(k) for k in rep.state.set_keys()[:100]}
+        return {
+            "genesis": str(genesis), "version": str(version), "at": v.at, "height": v.height,
+            "heads": [str(h) for h in v.heads], "prev": str(v.prev) if v.prev else None,
+            "base": str(v.base) if v.base else None,
+            "summary": {"deltas": st.applied, "elements": st.elements, "missing": len(rep.missing()),
+                        "sets": sets, "registers": len(rep.state.register_keys())},
+        }
+
+    def pins_json(self) -> dict[str, Any]:
+        assert self.index is not None
+        return {"store": self.store_kind,
+                "pins": [{"cid": str(p.cid), "purpose": p.purpose, "genesis": str(p.genesis) if p.genesis else None,
+                          "at": p.at} for p in self.index.pins()]}
+
+
+def create(ctx: Any) -> Archivist:
+    """The role plug-in entry point (no I/O)."""
+    try:
+        options = ArchivistOptions.from_config(ctx.config)
+    except ValueError as exc:
+        from ..errors import ConfigError
+
+        raise ConfigError(str(exc)) from None
+    return Archivist(ctx.node, ctx.home, ctx.config, options)
+
+
+def router(ctx: Any) -> APIRouter:
+    """``/v1/archive`` and ``/v1/pins``; 404 ``archivist_disabled`` when the role is off."""
+    r = APIRouter(tags=["archive"])
+
+    def archivist() -> Archivist:
+        a = ctx.roles.get("archivist")
+        if a is not None:
+            return a
+        if "archivist" in ctx.config.node.roles:
+            raise ArchiveUnavailable("the archivist is starting; try again", code="archivist_starting")
+        raise NotFound('this node does not run the archivist role (add "archivist" to [node] roles)',
+                       code="archivist_disabled")
+
+    async def in_thread(fn: Any, *args: Any) -> Any:
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        except (StoreError, ArchiveError) as exc:
+            raise ArchiveUnavailable(f"archive store unavailable: {exc}") from None
+
+    @r.get("/v1/archive")
+    async def list_archive() -> JSONResponse:
+        """Archived objects with their pinned version, and the archivist's statistics."""
+        a = archivist()
+        return JSONResponse(await in_thread(a.objects_json))
+
+    @r.get("/v1/archive/{genesis}")
+    async def list_versions(genesis: str, limit: int = Query(default=1000, ge=1, le=100_000)) -> JSONResponse:
+        """Captured versions of one object, oldest first, and who archives it."""
+        a = archivist()
+        return JSONResponse(await in_thread(a.versions_json, CID.parse_untrusted(genesis), limit))
+
+    @r.get("/v1/archive/{genesis}/{version}")
+    async def get_version(genesis: str, version: str) -> JSONResponse:
+        """One version read back from the block store: heads and a summary of the state."""
+        a = archivist()
+        g, v = CID.parse_untrusted(genesis), CID.parse_untrusted(version)
+        try:
+            return JSONResponse(await in_thread(a.version_json_sync, g, v))
+        except BadInput as exc:
+            raise NotFound(f"{v} is not a version of {g}: {exc}", code="version_not_found") from None
+
+    @r.get("/v1/pins")
+    async def list_pins() -> JSONResponse:
+        """Every pin this archivist holds (versions, result outputs, engine files)."""
+        a = archivist()
+        return JSONResponse(await in_thread(a.pins_json))
+
+    return r
