@@ -121,6 +121,9 @@ class CID:
                 raise BadCID("non-canonical base32 CID")
             return cid
         if prefix == "z":
+            # _b58decode encodes to ASCII; a non-ASCII body must be BadCID, not UnicodeEncodeError.
+            if not body.isascii():
+                raise BadCID("base58btc CID must be ASCII")
             return cls.from_bytes_untrusted(_b58decode(body))
         raise BadCID(f"unsupported multibase prefix {prefix!r} (use 'b' base32 or 'z' base58btc)")
 

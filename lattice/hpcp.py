@@ -167,6 +167,9 @@ def decode_message_untrusted(data: bytes, *, verify: bool = True) -> dict[str, A
             or (obj["snap"] is not None and type(obj["snap"]) is not CID)
             or type(obj["seq"]) is not int
             or obj["seq"] < 0
+            # The author keys the replay table: it must be hashable bytes.
+            or type(obj["a"]) is not bytes
+            or type(obj["s"]) is not bytes
         ):
             raise BadMessage("announce fields have wrong types")
         if verify:

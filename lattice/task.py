@@ -8,7 +8,7 @@ generate the same task dedupe for free.
 Accepted fields (JSON form, links as ``{"/": "bafy…"}``):
 
 * ``input``: ``{"dataset": link, "path": str}`` or ``{"value": any}``
-  (optionally with ``"index": int``, used by ``map``).
+  (optionally with ``"index"`` and ``"key"``, which ``map`` adds).
 * ``taskDefinition``: a link to a task-definition block, or inline
   ``{"runner": {"type": "bin-json-runner"|"docker-json-runner", "engine": link,
   "metadata": {...}}, "result"?, "conditions"?, "constraints"?}``.
@@ -67,7 +67,7 @@ def _runner(value: Any) -> dict[str, Any]:
     if type(value) is not dict:
         raise _bad("taskDefinition.runner must be an object")
     rtype = value.get("type")
-    if rtype not in RUNNER_TYPES:
+    if type(rtype) is not str or rtype not in RUNNER_TYPES:  # a dict/list type would raise TypeError in the set test
         raise _bad(f"runner.type must be one of {sorted(RUNNER_TYPES)}")
     if set(value) - {"type", "engine", "metadata", "manifest"}:
         raise _bad("runner has unknown fields")
@@ -88,7 +88,8 @@ def _constraints(value: Any) -> list[dict[str, Any]]:
         raise _bad("constraints must be a list of at most 32 items")
     out = []
     for c in value:
-        if type(c) is not dict or c.get("type") not in CONSTRAINT_TYPES or set(c) - {"type", "value"}:
+        if type(c) is not dict or type(c.get("type")) is not str or c.get("type") not in CONSTRAINT_TYPES \
+                or set(c) - {"type", "value"}:
             raise _bad(f"each constraint must be {{type: {'|'.join(sorted(CONSTRAINT_TYPES))}, value}}")
         out.append(c)
     return out
@@ -133,8 +134,8 @@ def normalize_task_untrusted(obj: Any) -> dict[str, Any]:
     if type(inp) is not dict:
         raise _bad("task.input is required: {dataset, path} or {value}")
     if "value" in inp:
-        if set(inp) - {"value", "index"}:
-            raise _bad("inline input must be {value[, index]}")
+        if set(inp) - {"value", "index", "key"}:
+            raise _bad("inline input must be {value[, index][, key]}")
         task["input"] = dict(inp)
     elif set(inp) == {"dataset", "path"}:
         task["input"] = {"dataset": _link(inp["dataset"], "input.dataset"), "path": _path(inp["path"], "input.path")}

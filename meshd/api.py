@@ -279,6 +279,8 @@ async def _read_json_untrusted(request: Request) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="malformed_json") from None
+    except ValueError as exc:  # an integer over sys.get_int_max_str_digits() digits
+        raise BadRequest(f"request body is not acceptable JSON: {exc}", code="malformed_json") from None
     except RecursionError:
         raise BadRequest("request body nests too deeply", code="malformed_json") from None
 

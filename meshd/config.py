@@ -37,6 +37,10 @@ Example ``config.toml`` (every key optional)::
     [ipfs]
     api = ""
 
+    [docker]
+    host = ""
+    max_image_mb = 4096
+
     [log]
     level = "info"
 
@@ -325,6 +329,33 @@ class IpfsConfig:
 
 
 @dataclass(frozen=True)
+class DockerConfig:
+    """``[docker]``: the Docker engine that runs ``docker-json-runner`` engines.
+
+    Attributes:
+        host: Docker daemon URL (``unix:///run/docker.sock``, ``tcp://h:2375``);
+            ``"off"`` disables Docker.  Empty (the default) means the
+            ``DOCKER_HOST`` the CLI passes, else ``unix:///var/run/docker.sock``
+            when that socket exists.  An unreachable daemon is logged and the
+            node runs without Docker (docker tasks then fail with a reason).
+        max_image_mb: Largest ``docker save`` tarball ``POST /v1/engines/docker``
+            accepts, in MiB; default 4096.  Independent of ``[api]
+            max_body_bytes``: image uploads are streamed to disk, not buffered.
+    """
+
+    host: str = ""
+    max_image_mb: int = 4096
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str):
+            raise ConfigError(f"[docker] host must be a string, got {self.host!r}")
+        if self.host not in ("", "off") and "://" not in self.host:
+            raise ConfigError(f"[docker] host must be empty, \"off\" or a URL such as unix:///run/docker.sock, "
+                              f"got {self.host!r}")
+        _int(self, "docker", "max_image_mb", minimum=1, maximum=1024 * 1024)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """``[log]``: logging.
 
@@ -349,6 +380,7 @@ class Config:
     engines: EnginesConfig = field(default_factory=EnginesConfig)
     p2p: P2PConfig = field(default_factory=P2PConfig)
     ipfs: IpfsConfig = field(default_factory=IpfsConfig)
+    docker: DockerConfig = field(default_factory=DockerConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_toml_dict(self) -> dict[str, dict[str, Any]]:
@@ -371,6 +403,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "engines": EnginesConfig,
     "p2p": P2PConfig,
     "ipfs": IpfsConfig,
+    "docker": DockerConfig,
     "log": LogConfig,
 }
 # Keys accepted in the file; ``api.token`` is deliberately absent (it lives in

@@ -33,15 +33,17 @@ from lattice.cid import CID
 from lattice.diskstore import DiskBlockStore, DiskStoreOptions
 from lattice.signing import Signer
 
-from . import __version__, api_engines, httpserver
+from . import __version__, api_engines, api_mesh, httpserver
 from .api import create_app
 from .docker_backend import DockerBackendOptions, serve_docker
 from .engine_admin import EngineAdmin
 from .heads import HeadsStore
 from .home import Home
 from .logs import get_logger
+from .mesh import Mesh
 from .node import Node
 from .objects import ObjectHost
+from .p2p import P2POptions, Transport
 from .errors import ConfigError, MeshdError
 from lattice.errors import StoreError
 from .roles import ALWAYS_ROUTED, RoleContext, role_module
@@ -95,7 +97,19 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
             host.docker = await nursery.start(serve_docker, DockerBackendOptions(
                 host=config.docker.host, task_timeout_s=config.runner.task_timeout_s))
             await nursery.start(host.serve)
-            ctx = RoleContext(node=node, host=host, config=config, home=home)
+            if config.p2p.listen:
+                transport = Transport(identity.seed, P2POptions(
+                    listen=tuple(config.p2p.listen), bootstrap=tuple(config.p2p.bootstrap),
+                    topic=f"meshd/{config.node.mesh}/hpcp/1", mdns=config.p2p.mdns,
+                    mdns_interfaces=tuple(config.p2p.mdns_interfaces)))
+                await nursery.start(transport.serve)
+                node.p2p_addrs = transport.listen_addrs()
+                mesh = Mesh(objects, transport, roles=list(config.node.roles), inventory=node.inventory,
+                            api_url=lambda: node.api_url)
+                await nursery.start(mesh.serve)
+                node.mesh = mesh
+                log.info("p2p_listening", addresses=",".join(node.p2p_addrs))
+            ctx = RoleContext(node=node, host=host, config=config, home=home, mesh=node.mesh)
             node.roles = ctx.roles  # type: ignore[attr-defined]
             roles = []
             for name in config.node.roles:
@@ -104,7 +118,7 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
                     raise ConfigError(f"[node] roles: this build has no {name!r} role")
                 if mod is not None:
                     roles.append((name, mod.create(ctx)))
-            routers = []
+            routers = [api_mesh.router(node)]
             for name in dict.fromkeys([*config.node.roles, *ALWAYS_ROUTED]):
                 mod = role_module(name)
                 if mod is not None and hasattr(mod, "router"):

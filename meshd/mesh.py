@@ -35,6 +35,7 @@ from lattice.goho import Change
 from lattice.signing import verify_signature
 from lattice.state import decode_value
 
+from .errors import IdentityError
 from .identity import peer_id_from_public_key
 from .logs import get_logger
 from .objects import Followed, ObjectHost
@@ -364,10 +365,11 @@ class Mesh:
             first = st.last_seen == 0.0
             st.presence_seq = obj["seq"]
             st.roles = [r for r in obj.get("roles", []) if isinstance(r, str)][:16]
-            st.inventory = obj.get("inv") if isinstance(obj.get("inv"), dict) else {}
-            st.api = obj.get("api") or None
+            # Both are served as JSON by GET /v1/peers: a peer's bytes or links must not break it.
+            st.inventory = codec.to_json(obj["inv"]) if type(obj.get("inv")) is dict else {}
+            st.api = obj.get("api") if type(obj.get("api")) is str and obj.get("api") else None
             st.last_seen = time.monotonic()
-        except (KeyError, TypeError, ValueError, BadInput):
+        except (KeyError, TypeError, ValueError, BadInput, IdentityError):  # IdentityError: a key not 32 bytes
             self._reject("bad_presence")
             return
         if first and self._nursery is not None:

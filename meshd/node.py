@@ -78,6 +78,7 @@ class Node:
         self.counters: dict[str, int] = {}
         self.api_url: str | None = None
         self.mesh: Any = None  # meshd.mesh.Mesh once the p2p layer runs
+        self.p2p_addrs: list[str] = []
         mesh = config.node.mesh
         self.queue_obj = objects.follow(QUEUE, mesh)
         self.results_obj = objects.follow(RESULTS, mesh)
@@ -338,7 +339,7 @@ class Node:
             "mesh": self.config.node.mesh,
             "roles": list(self.config.node.roles),
             "inventory": self.inventory,
-            "addresses": [self.api_url] if self.api_url else [],
+            "addresses": ([self.api_url] if self.api_url else []) + list(self.p2p_addrs),
             "objects": {"queue": str(self.queue_obj.genesis), "results": str(self.results_obj.genesis),
                         "engines": str(self.engines_obj.genesis)},
             "counters": dict(self.counters),

@@ -46,9 +46,13 @@ def wait_for(cond: Callable[[], Any], *, timeout: float = 30.0, what: str = "con
 class Daemon:
     """One meshd home and the daemon process running on it."""
 
-    def __init__(self, home: Path, *, roles: tuple[str, ...] = ("manager", "runner"), extra_config: str = "") -> None:
+    def __init__(self, home: Path, *, roles: tuple[str, ...] = ("manager", "runner"), extra_config: str = "",
+                 bootstrap: list[str] | None = None, p2p: bool = True) -> None:
         self.home = home
         self.port = free_port()
+        self.p2p_port = free_port()
+        self.bootstrap = bootstrap or []
+        self.p2p = p2p
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = home.parent / f"{home.name}.log"
         self.env = dict(os.environ, MESHD_HOME=str(home), PYTHONUNBUFFERED="1")
@@ -68,12 +72,25 @@ class Daemon:
         text = cfg.read_text()
         roles = ", ".join(f'"{r}"' for r in self.roles)
         text = text.replace('listen = "127.0.0.1:7600"', f'listen = "127.0.0.1:{self.port}"')
+        p2p_listen = f'"/ip4/127.0.0.1/tcp/{self.p2p_port}"' if self.p2p else ""
+        text = text.replace('"/ip4/0.0.0.0/tcp/4601"', p2p_listen)
+        text = text.replace("bootstrap = []", "bootstrap = " + json.dumps(self.bootstrap))
         import re
 
         text = re.sub(r"roles = \[[^\]]*\]", f"roles = [{roles}]", text)
         text = re.sub(r"task_timeout_s = [0-9.]+", "task_timeout_s = 10.0", text)
         cfg.write_text(text + self.extra_config)
         return self
+
+    @property
+    def peer_id(self) -> str:
+        from meshd.home import Home
+
+        return Home(self.home).load_identity().peer_id
+
+    @property
+    def multiaddr(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{self.peer_id}"
 
     def start(self) -> "Daemon":
         log = open(self.log_path, "ab")

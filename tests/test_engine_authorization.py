@@ -133,8 +133,10 @@ async def test_missing_manifest_chunks_or_signatures_raise_engine_missing(tmp_pa
         assert info.value.missing == [chunks[-1]]
 
         store.delete(sig_cid)
+        # A host caches granted authorizations, so ask a fresh one.
+        fresh = await start_host(nursery, store, policy())
         with pytest.raises(EngineMissing) as info:
-            await host.run(cid, {}, signatures=[sig_cid])
+            await fresh.run(cid, {}, signatures=[sig_cid])
         assert info.value.missing == [sig_cid]
         nursery.cancel_scope.cancel()
 
