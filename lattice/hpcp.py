@@ -457,6 +457,19 @@ class Syncer:
 
     # -- planning -------------------------------------------------------------------------
 
+    def request_failed(self, peer: str, now: float) -> list[Outgoing]:
+        """The transport could not reach ``peer``: re-plan its wants elsewhere now.
+
+        ``peer`` stays a provider only where it is the only one (it may come
+        back); the timeout path would reach the same state, just later.
+        """
+        for cid in [c for c, (p, _) in self._inflight.items() if p == peer]:
+            del self._inflight[cid]
+            provs = self._providers.get(cid)
+            if provs is not None and len(provs) > 1:
+                provs.discard(peer)
+        return self._plan(now)
+
     def tick(self, now: float) -> list[Outgoing]:
         """Expire unanswered wants and plan new ones; call it periodically."""
         expired = [c for c, (_, deadline) in self._inflight.items() if deadline <= now]

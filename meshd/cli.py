@@ -154,6 +154,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         if args.bootstrap:
             overrides["p2p"]["bootstrap"] = list(args.bootstrap)
     config = home.load_config(overrides)  # fail fast, before importing the daemon
+    if os.environ.get("DOCKER_HOST") and not config.docker.host:
+        # Only the CLI reads the environment: hand DOCKER_HOST to the daemon as config.
+        overrides["docker"] = {"host": os.environ["DOCKER_HOST"]}
+        config = home.load_config(overrides)
     from .logs import configure_logging
 
     configure_logging(config.log.level)

@@ -105,7 +105,7 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
                 await nursery.start(transport.serve)
                 node.p2p_addrs = transport.listen_addrs()
                 mesh = Mesh(objects, transport, roles=list(config.node.roles), inventory=node.inventory,
-                            api_url=lambda: node.api_url)
+                            api_url=lambda: node.api_url, addrs=transport.listen_addrs)
                 await nursery.start(mesh.serve)
                 node.mesh = mesh
                 log.info("p2p_listening", addresses=",".join(node.p2p_addrs))

@@ -91,6 +91,7 @@ class MeshOptions:
 @dataclass
 class PeerState:
     peer_id: str
+    addrs: list[str] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
     inventory: dict[str, Any] = field(default_factory=dict)
     api: str | None = None
@@ -135,7 +136,8 @@ class Mesh:
     """HPCP over a transport for every object of an :class:`ObjectHost`."""
 
     def __init__(self, objects: ObjectHost, transport: Transport, *, roles: list[str], inventory: dict[str, Any],
-                 api_url: Callable[[], str | None] = lambda: None, options: MeshOptions | None = None) -> None:
+                 api_url: Callable[[], str | None] = lambda: None, options: MeshOptions | None = None,
+                 addrs: Callable[[], list[str]] = lambda: []) -> None:
         self.objects = objects
         self.store = objects.store
         self.transport = transport
@@ -143,6 +145,8 @@ class Mesh:
         self.roles = roles
         self.inventory = inventory
         self._api_url = api_url
+        self._addrs = addrs
+        self._dialing: dict[str, float] = {}
         self.syncers: dict[CID, hpcp.Syncer] = {}
         self.peers: dict[str, PeerState] = {}
         self._dirty: set[CID] = set()
@@ -198,12 +202,20 @@ class Mesh:
             })
         return out
 
-    async def fetch_blocks(self, cids: list[CID], *, timeout_s: float = 10.0) -> bool:
-        """Fetch ``cids`` from peers into the store; True when all arrived."""
+    def _connected_first(self, peers: list[str]) -> list[str]:
+        connected = {getattr(p, "peer_id", None) for p in self.transport.peers()}
+        return sorted(peers, key=lambda p: p not in connected)
+
+    async def fetch_blocks(self, cids: list[CID], *, timeout_s: float = 10.0, prefer: list[str] = ()) -> bool:
+        """Fetch ``cids`` from peers into the store; True when all arrived.
+
+        ``prefer`` names peers to ask first (e.g. the runner of a result).
+        """
         want = [c for c in dict.fromkeys(cids) if not self.store.has(c)]
         if not want:
             return True
-        peers = [p for p in self.peers] or [getattr(p, "peer_id", str(p)) for p in self.transport.peers()]
+        known = [p for p in self.peers] or [getattr(p, "peer_id", str(p)) for p in self.transport.peers()]
+        peers = [p for p in prefer if p != self.peer_id] + self._connected_first([p for p in known if p not in prefer])
         with trio.move_on_after(timeout_s):
             for peer in peers:
                 await self._request_blocks(peer, want[: self.options.prefetch_batch * 4])
@@ -228,18 +240,32 @@ class Mesh:
             self._dirty_event.set()
 
     def _on_applied(self, genesis: CID, change: Change) -> None:
-        links: list[CID] = []
+        sender = self._last_sender.get(genesis)
+        found: list[tuple[CID, str | None]] = []
+
+        def collect(value: Any) -> None:
+            links: list[CID] = []
+            _links(value, links)
+            # A record written by a runner names it ("runner"/"by"): it surely
+            # holds the blocks it links (its output), so ask it first.
+            hint = None
+            if type(value) is dict:
+                for k in ("runner", "by"):
+                    if isinstance(value.get(k), str) and value[k] in self.peers:
+                        hint = value[k]
+                        break
+            found.extend((c, hint or sender) for c in links)
+
         for _, enc in change.adds:
-            _links(decode_value(enc), links)
+            collect(decode_value(enc))
         state = self.objects.objects[genesis].replica.state if genesis in self.objects.objects else None
         if state is not None:
             for key in change.puts:
-                _links(state.register(key), links)
-        if not links:
+                collect(state.register(key))
+        if not found:
             return
-        peer = self._last_sender.get(genesis)
         added = False
-        for c in links:
+        for c, peer in found:
             if c not in self._prefetch and c not in self._inflight_prefetch and c not in self.objects.objects and not self.store.has(c):
                 self._prefetch[c] = peer
                 added = True
@@ -298,7 +324,8 @@ class Mesh:
         self._presence_seq = max(self._presence_seq + 1, int(time.time() * 1000))
         body = {"t": "meshd/presence", "v": 1, "peer": self.peer_id, "roles": list(self.roles),
                 "inv": {k: v for k, v in self.inventory.items() if isinstance(v, (str, int, bool, list))},
-                "api": self._api_url() or "", "seq": self._presence_seq, "a": self.objects.signer.public}
+                "api": self._api_url() or "", "addrs": list(self._addrs())[:8], "seq": self._presence_seq,
+                "a": self.objects.signer.public}
         body["s"] = self.objects.signer.sign(codec.encode(body))
         return codec.encode(body)
 
@@ -375,6 +402,39 @@ class Mesh:
         if first and self._nursery is not None:
             # A new peer: ask it (and everyone) for the newest heads of our objects.
             self._nursery.start_soon(self._query_all)
+        self._maybe_connect(peer)
+
+    def _maybe_connect(self, peer: str) -> None:
+        """Dial a peer we hear about through gossip but are not connected to.
+
+        Gossip reaches us through relays, but block requests need a direct
+        stream; small meshes simply become fully connected.  At most one dial
+        per peer per 10 s.
+        """
+        st = self.peers.get(peer)
+        if st is None or not st.addrs or self._nursery is None:
+            return
+        if any(getattr(p, "peer_id", None) == peer for p in self.transport.peers()):
+            return
+        now = time.monotonic()
+        if now - self._dialing.get(peer, -1e9) < 10.0:
+            return
+        self._dialing[peer] = now
+        self._nursery.start_soon(self._dial, peer, list(st.addrs))
+
+    async def _dial(self, peer: str, addrs: list[str]) -> None:
+        connect = getattr(self.transport, "connect", None)
+        if connect is None:
+            return
+        for addr in addrs:
+            full = addr if "/p2p/" in addr else f"{addr}/p2p/{peer}"
+            try:
+                with trio.move_on_after(5):
+                    await connect(full)
+                    log.info("dialed_peer", peer=peer, addr=full)
+                    return
+            except Exception as exc:  # noqa: BLE001 - try the next address
+                log.info("dial_failed", peer=peer, addr=full, error=repr(exc)[:200])
 
     async def query(self, obj: Followed) -> None:
         """Ask every peer for the newest heads of ``obj`` (HPCP ``?<origin>``)."""
@@ -401,8 +461,12 @@ class Mesh:
             self._stats["requests_out"] += 1
             try:
                 resp = await self.transport.request(peer, data, timeout_s=self.options.request_timeout_s)
-            except Exception as exc:  # noqa: BLE001 - transport errors: the syncer's tick retries elsewhere
+            except Exception as exc:  # noqa: BLE001 - any transport failure: re-plan elsewhere
                 log.info("want_failed", peer=peer, error=repr(exc)[:200])
+                syncer = self.syncers.get(genesis)
+                if syncer is not None:
+                    await self._dispatch(genesis, syncer.request_failed(peer, time.time()))
+                self._maybe_connect(peer)
                 return
         syncer = self.syncers.get(genesis)
         obj = self.objects.get(genesis)
@@ -455,8 +519,8 @@ class Mesh:
 
     async def _prefetch_batch(self, peer: str | None, cids: list[CID]) -> None:
         try:
-            candidates = ([peer] if peer else []) + [p for p in self.peers if p != peer]
-            for p in candidates[:3]:
+            candidates = ([peer] if peer else []) + self._connected_first([p for p in self.peers if p != peer])
+            for p in candidates[:6]:
                 await self._request_blocks(p, cids)
                 cids = [c for c in cids if not self.store.has(c)]
                 if not cids:

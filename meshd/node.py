@@ -210,9 +210,10 @@ class Node:
                     recs = self.results_view.results(c)
         if not recs and c not in self.queue:
             raise NotFound(f"task {c} is not in the queue", code="task_not_found")
-        missing = [r["output"] for r in recs if not self.store.has(r["output"])]
-        if missing:
-            await self.fetch_blocks(missing, timeout_s=2.0)
+        missing = [r for r in recs if not self.store.has(r["output"])]
+        if missing and self.mesh is not None:
+            await self.mesh.fetch_blocks([r["output"] for r in missing], timeout_s=5.0,
+                                         prefer=[r["runner"] for r in missing])
         out = []
         for r in recs:
             try:

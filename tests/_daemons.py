@@ -47,12 +47,13 @@ class Daemon:
     """One meshd home and the daemon process running on it."""
 
     def __init__(self, home: Path, *, roles: tuple[str, ...] = ("manager", "runner"), extra_config: str = "",
-                 bootstrap: list[str] | None = None, p2p: bool = True) -> None:
+                 bootstrap: list[str] | None = None, p2p: bool = True, trust: list[str] | None = None) -> None:
         self.home = home
         self.port = free_port()
         self.p2p_port = free_port()
         self.bootstrap = bootstrap or []
         self.p2p = p2p
+        self.trust = trust or []  # hex public keys of trusted engine publishers
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = home.parent / f"{home.name}.log"
         self.env = dict(os.environ, MESHD_HOME=str(home), PYTHONUNBUFFERED="1")
@@ -75,6 +76,7 @@ class Daemon:
         p2p_listen = f'"/ip4/127.0.0.1/tcp/{self.p2p_port}"' if self.p2p else ""
         text = text.replace('"/ip4/0.0.0.0/tcp/4601"', p2p_listen)
         text = text.replace("bootstrap = []", "bootstrap = " + json.dumps(self.bootstrap))
+        text = text.replace("trusted_publishers = []", "trusted_publishers = " + json.dumps(self.trust))
         import re
 
         text = re.sub(r"roles = \[[^\]]*\]", f"roles = [{roles}]", text)
@@ -87,6 +89,12 @@ class Daemon:
         from meshd.home import Home
 
         return Home(self.home).load_identity().peer_id
+
+    @property
+    def public_hex(self) -> str:
+        from meshd.home import Home
+
+        return Home(self.home).load_identity().public_hex
 
     @property
     def multiaddr(self) -> str:

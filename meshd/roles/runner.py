@@ -67,7 +67,9 @@ class RunnerOptions:
 
     @property
     def lease_ms(self) -> int:
-        return int(max(self.lease_s, self.task_timeout_s + 10.0) * 1000)
+        # A healthy attempt ends (or is killed) at task_timeout_s; the margin
+        # covers recording it.  Never shorter than lease_s.
+        return int(max(self.lease_s, self.task_timeout_s + min(10.0, self.task_timeout_s)) * 1000)
 
 
 def constraints_ok(constraints: list[dict[str, Any]], inv: dict[str, Any]) -> bool:
