@@ -42,6 +42,7 @@ AVAILABLE = "available"
 ASSIGNED = "assigned"
 COMPLETED = "completed"
 FAILED = "failed"
+REPLICAS = "replicas"
 STATES = (AVAILABLE, ASSIGNED, COMPLETED, FAILED)
 #: Longest error text kept in a failure record.
 MAX_ERROR = 2000
@@ -55,6 +56,17 @@ def enqueue_ops(tasks: list[CID]) -> list[list[Any]]:
 def assign_op(task: CID, by: str, at_ms: int, lease_ms: int, attempt: int) -> list[Any]:
     """Assign(task): claim ``task`` for ``lease_ms``."""
     return ["add", ASSIGNED, {"task": task, "by": by, "at": at_ms, "until": at_ms + lease_ms, "n": attempt}]
+
+
+def replicate_op(task: CID, replicas: int, quorum: int) -> list[Any]:
+    """Ask for ``replicas`` independent runs of ``task``, accepted on ``quorum`` agreeing."""
+    return ["add", REPLICAS, {"task": task, "k": replicas, "q": quorum}]
+
+
+def replica_done_op(task: CID, by: str, at_ms: int, result: CID) -> list[Any]:
+    """One runner's replica of a replicated task is done (not the task itself:
+    the Verifier completes it once a quorum agrees)."""
+    return ["add", COMPLETED, {"task": task, "by": by, "at": at_ms, "result": result, "replica": True}]
 
 
 def complete_op(task: CID, by: str, at_ms: int, result: CID) -> list[Any]:
@@ -95,6 +107,8 @@ class TaskInfo:
     assignments: list[Assignment] = field(default_factory=list)
     completions: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    replication: tuple[int, int] | None = None  # (replicas, quorum) for verified tasks
+    replica_done: dict[str, dict[str, Any]] = field(default_factory=dict)  # runner -> its replica completion
 
     @property
     def done(self) -> bool:
@@ -111,6 +125,10 @@ class TaskStatus:
     assignments: tuple[Assignment, ...]
     completions: tuple[dict[str, Any], ...]
     failures: tuple[dict[str, Any], ...]
+    replication: tuple[int, int] | None = None
+    replicas_wanted: int = 1
+    replica_done: tuple[dict[str, Any], ...] = ()
+    holders: tuple[Assignment, ...] = ()
 
     @property
     def attempts(self) -> int:
@@ -136,10 +154,20 @@ class QueueView:
 
     Records of the wrong shape (from a buggy or hostile peer) are ignored by
     the view: they stay in the grow-only set but never affect a state.
+
+    Two hooks let the Verifier shape the reads without the queue knowing
+    about trust: ``banned(peer)`` — a banned peer's assignments hold no lease
+    and its completions do not count; ``wanted(task, info)`` — how many
+    replicas a replicated task needs now (adaptive replication).  Both must be
+    pure functions of replicated state so every peer reads the same queue.
     """
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: Replica, *, banned: Callable[[str], bool] | None = None,
+                 wanted: Callable[[CID, TaskInfo], int] | None = None) -> None:
         self.replica = replica
+        self._banned = banned or (lambda peer: False)
+        self._wanted = wanted
+        self._open_rep: dict[CID, None] = {}  # replicated tasks not yet done
         self._tasks: dict[CID, TaskInfo] = {}
         self._ready: dict[CID, None] = {}  # available, not done, no known lease (FIFO)
         self._leases: list[tuple[int, bytes]] = []  # (until, task raw) min-heap
@@ -148,7 +176,7 @@ class QueueView:
         self._done = 0
         self._failed = 0
         state = replica.state
-        for key in (AVAILABLE, ASSIGNED, COMPLETED, FAILED):
+        for key in (REPLICAS, AVAILABLE, ASSIGNED, COMPLETED, FAILED):
             for enc in state.encoded_members(key):
                 self._on_add(key, enc)
         replica.subscribe(self._on_change)
@@ -166,7 +194,17 @@ class QueueView:
         return info
 
     def _on_add(self, key: str, enc: bytes) -> None:
-        if key == AVAILABLE:
+        if key == REPLICAS:
+            rec = decode_value(enc)
+            if not _valid_record(rec, {"task": CID, "k": int, "q": int}) or not 1 <= rec["q"] <= rec["k"] <= 16:
+                return
+            info = self._info(rec["task"])
+            cur = info.replication or (0, 0)
+            info.replication = (max(cur[0], rec["k"]), max(cur[1], rec["q"]))
+            self._ready.pop(rec["task"], None)
+            if info.available and not info.done:
+                self._open_rep[rec["task"]] = None
+        elif key == AVAILABLE:
             task = decode_value(enc)
             if type(task) is not CID:
                 return
@@ -174,7 +212,10 @@ class QueueView:
             if not info.available:
                 info.available = True
                 self._order.append(task)
-                if not info.done and not info.assignments:
+                if info.replication is not None:
+                    if not info.done:
+                        self._open_rep[task] = None
+                elif not info.done and not info.assignments:
                     self._ready[task] = None
         elif key == ASSIGNED:
             rec = decode_value(enc)
@@ -192,6 +233,10 @@ class QueueView:
             if not _valid_record(rec, _COMPLETE_FIELDS):
                 return
             info = self._info(rec["task"])
+            if rec.get("replica") is True:
+                info.replica_done.setdefault(rec["by"], rec)
+                return
+            self._open_rep.pop(rec["task"], None)
             was_done = info.done
             info.completions.append(rec)
             if not was_done:
@@ -213,40 +258,90 @@ class QueueView:
             if info.done:
                 self._ready.pop(rec["task"], None)
                 self._leased.discard(rec["task"])
-            elif info.available:
+                self._open_rep.pop(rec["task"], None)
+            elif info.available and info.replication is None:
                 # The failed attempt voids its lease: the task is ready again
                 # (re-checked against other live leases in next()).
                 self._ready[rec["task"]] = None
 
     # -- reads ---------------------------------------------------------------------
 
+    def is_done(self, info: TaskInfo) -> bool:
+        """Done for good: a completion by a peer that is not banned, or a final failure."""
+        return any(not self._banned(c["by"]) for c in info.completions) or any(f.get("final") for f in info.failures)
+
+    def wanted(self, task: CID) -> int:
+        """Replicas ``task`` needs now (1 for a plain task)."""
+        info = self._tasks.get(task)
+        if info is None or info.replication is None:
+            return 1
+        if self._wanted is not None:
+            return self._wanted(task, info)
+        return info.replication[0]
+
+    def holders(self, task: CID, now_ms: int) -> list[Assignment]:
+        """Live leases of ``task``: the winner for a plain task; for a
+        replicated task, one per runner, as many as replicas are still needed
+        (earliest claims first)."""
+        info = self._tasks.get(task)
+        if info is None or self.is_done(info):
+            return []
+        failed = {(f["by"], f["n"]) for f in info.failures}
+        live = sorted(
+            (a for a in info.assignments
+             if a.until > now_ms and (a.by, a.n) not in failed and not self._banned(a.by)
+             and a.by not in info.replica_done),
+            key=Assignment.key,
+        )
+        if info.replication is None:
+            return live[:1]
+        room = max(0, self.wanted(task) - sum(1 for p in info.replica_done if not self._banned(p)))
+        out: list[Assignment] = []
+        seen: set[str] = set()
+        for a in live:
+            if a.by not in seen and len(out) < room:
+                out.append(a)
+                seen.add(a.by)
+        return out
+
     def holder(self, task: CID, now_ms: int) -> Assignment | None:
         """The deterministic lease winner of ``task`` at ``now_ms`` (or None)."""
-        info = self._tasks.get(task)
-        if info is None or info.done:
-            return None
-        failed = {(f["by"], f["n"]) for f in info.failures}
-        live = [a for a in info.assignments if a.until > now_ms and (a.by, a.n) not in failed]
-        return min(live, key=Assignment.key) if live else None
+        h = self.holders(task, now_ms)
+        return h[0] if h else None
+
+    def holds(self, task: CID, peer: str, now_ms: int) -> Assignment | None:
+        """``peer``'s winning lease on ``task``, if it has one."""
+        for a in self.holders(task, now_ms):
+            if a.by == peer:
+                return a
+        return None
 
     def status(self, task: CID, now_ms: int) -> TaskStatus | None:
         """Status(taskHash), or None when the task was never seen."""
         info = self._tasks.get(task)
         if info is None or not info.available:
             return None
-        holder = self.holder(task, now_ms)
-        if info.completions:
+        holders = self.holders(task, now_ms)
+        counted = [c for c in info.completions if not self._banned(c["by"])]
+        if counted:
             state = COMPLETED
         elif any(f.get("final") for f in info.failures):
             state = FAILED
-        elif holder is not None:
+        elif holders or (info.replication is not None and info.replica_done):
             state = ASSIGNED
         else:
             state = AVAILABLE
         return TaskStatus(
-            task, state, holder, tuple(sorted(info.assignments, key=Assignment.key)),
-            tuple(info.completions), tuple(info.failures),
+            task, state, holders[0] if holders else None, tuple(sorted(info.assignments, key=Assignment.key)),
+            tuple(counted), tuple(info.failures), info.replication, self.wanted(task),
+            tuple(info.replica_done.values()), tuple(holders),
         )
+
+    def rescan(self, now_ms: int) -> None:
+        """Rebuild the ready list (after the ban set changed)."""
+        self._ready = {t: None for t in self._order
+                       if self._tasks[t].replication is None and not self.is_done(self._tasks[t])
+                       and self.holder(t, now_ms) is None}
 
     def next_attempt(self, task: CID) -> int:
         """The attempt number a new assignment of ``task`` should carry."""
@@ -266,7 +361,7 @@ class QueueView:
             _, raw = heapq.heappop(heap)
             task = CID(raw)
             info = self._tasks[task]
-            if info.available and not info.done and self.holder(task, now_ms) is None:
+            if info.available and info.replication is None and not info.done and self.holder(task, now_ms) is None:
                 self._ready[task] = None
 
     def next(
@@ -276,12 +371,14 @@ class QueueView:
         limit: int = 1,
         accept: Callable[[CID], bool] | None = None,
         scan: int = 10_000,
+        me: str | None = None,
     ) -> list[CID]:
         """Next(): up to ``limit`` tasks that are available, not done, not leased.
 
         ``accept`` filters (constraints, rendezvous preference); at most
         ``scan`` candidates are examined per call so a long queue of tasks this
-        node may not run costs bounded time.
+        node may not run costs bounded time.  Replicated tasks are offered
+        only when ``me`` (the asking runner) is given.
         """
         self._expire(now_ms)
         out: list[CID] = []
@@ -292,7 +389,7 @@ class QueueView:
             if examined > scan:
                 break
             info = self._tasks[task]
-            if info.done or self.holder(task, now_ms) is not None:
+            if self.is_done(info) or self.holder(task, now_ms) is not None:
                 stale.append(task)
                 continue
             if accept is not None and not accept(task):
@@ -302,7 +399,43 @@ class QueueView:
                 break
         for task in stale:
             self._ready.pop(task, None)
+        if me is not None and len(out) < limit:
+            out.extend(self._next_replicated(now_ms, me, limit - len(out), accept, scan))
         return out
+
+    def _next_replicated(self, now_ms: int, me: str, limit: int, accept: Callable[[CID], bool] | None,
+                         scan: int) -> list[CID]:
+        """Replicated tasks ``me`` may take: it has neither run nor claimed
+        them, and fewer runners than the wanted replicas are on them."""
+        out: list[CID] = []
+        done: list[CID] = []
+        for i, task in enumerate(self._open_rep):
+            if i >= scan:
+                break
+            info = self._tasks[task]
+            if self.is_done(info):
+                done.append(task)
+                continue
+            if me in info.replica_done or any(a.by == me and a.until > now_ms for a in info.assignments):
+                continue
+            busy = len(self.holders(task, now_ms)) + sum(1 for p in info.replica_done if not self._banned(p))
+            if busy >= self.wanted(task):
+                continue
+            if accept is not None and not accept(task):
+                continue
+            out.append(task)
+            if len(out) >= limit:
+                break
+        for task in done:
+            self._open_rep.pop(task, None)
+        return out
+
+    def open_replicated(self) -> list[CID]:
+        """Replicated tasks not yet completed (what the Verifier watches)."""
+        return list(self._open_rep)
+
+    def info(self, task: CID) -> TaskInfo | None:
+        return self._tasks.get(task)
 
     def counts(self, now_ms: int) -> dict[str, int]:
         """Counts per state (assigned is computed against ``now_ms``)."""

@@ -267,10 +267,14 @@ class EnginesConfig:
         trusted_publishers: Hex Ed25519 public keys (64 hex digits) whose
             signed engines are accepted; default none.
         allow: Engine CIDs accepted regardless of publisher; default none.
+        interpreters: Interpreter name -> absolute program on this node, for
+            manifests that name one (``"python3"``); default: ``python3`` and
+            ``python`` run the daemon's own Python.
     """
 
     trusted_publishers: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
+    interpreters: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key in _str_tuple(self, "engines", "trusted_publishers"):
@@ -283,6 +287,10 @@ class EnginesConfig:
             except BadCID as exc:
                 raise ConfigError(f"[engines] allow: {text!r} is not a CID: {exc}") from None
         _set(self, "allow", tuple(allow))
+        if not isinstance(self.interpreters, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and os.path.isabs(v) for k, v in self.interpreters.items()
+        ):
+            raise ConfigError("[engines] interpreters must map names to absolute program paths")
 
 
 @dataclass(frozen=True)
@@ -381,6 +389,9 @@ class Config:
     p2p: P2PConfig = field(default_factory=P2PConfig)
     ipfs: IpfsConfig = field(default_factory=IpfsConfig)
     docker: DockerConfig = field(default_factory=DockerConfig)
+    # Defined below Config; the lambdas defer the lookup to instantiation.
+    verify: "VerifyConfig" = field(default_factory=lambda: VerifyConfig())
+    archive: "ArchiveConfig" = field(default_factory=lambda: ArchiveConfig())
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_toml_dict(self) -> dict[str, dict[str, Any]]:
@@ -396,6 +407,59 @@ class Config:
         return out
 
 
+@dataclass(frozen=True)
+class VerifyConfig:
+    """``[verify]``: replicated runs, trust and bans (the Verifier).
+
+    Every peer computes trust and bans from the same signed verdicts, so these
+    values must be the same on every node of a mesh.
+
+    Attributes:
+        trust_after: Consecutive valid results (per peer and engine) after
+            which a peer is trusted and its tasks need one replica; default 5.
+        ban_after: Invalid results after which a peer is banned; default 2.
+        spot_check: One task in this many is still fully replicated for a
+            trusted peer (BOINC-style spot checks); default 10.
+        max_extra_replicas: Replicas added when results disagree, before the
+            task fails for lack of a quorum; default 3.
+    """
+
+    trust_after: int = 5
+    ban_after: int = 2
+    spot_check: int = 10
+    max_extra_replicas: int = 3
+
+    def __post_init__(self) -> None:
+        _int(self, "verify", "trust_after", minimum=1, maximum=10_000)
+        _int(self, "verify", "ban_after", minimum=1, maximum=10_000)
+        _int(self, "verify", "spot_check", minimum=1, maximum=1_000_000)
+        _int(self, "verify", "max_extra_replicas", minimum=0, maximum=16)
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """``[archive]``: the Archivist role.
+
+    Attributes:
+        interval_s: At most one pin move per object per interval; default 1.0.
+        min_archivists: Archivists that must hold a block before other nodes
+            may drop it; default 2.
+        pin_results: Also pin result outputs; default true.
+        pin_engines: Also pin engine files; default true.
+    """
+
+    interval_s: float = 1.0
+    min_archivists: int = 2
+    pin_results: bool = True
+    pin_engines: bool = True
+
+    def __post_init__(self) -> None:
+        _positive_float(self, "archive", "interval_s")
+        _int(self, "archive", "min_archivists", minimum=1, maximum=1000)
+        _bool(self, "archive", "pin_results")
+        _bool(self, "archive", "pin_engines")
+
+
 _SECTIONS: Final[dict[str, type]] = {
     "node": NodeConfig,
     "api": ApiOptions,
@@ -404,6 +468,8 @@ _SECTIONS: Final[dict[str, type]] = {
     "p2p": P2PConfig,
     "ipfs": IpfsConfig,
     "docker": DockerConfig,
+    "verify": VerifyConfig,
+    "archive": ArchiveConfig,
     "log": LogConfig,
 }
 # Keys accepted in the file; ``api.token`` is deliberately absent (it lives in

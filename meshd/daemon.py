@@ -86,6 +86,8 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
         host = EngineHost(
             store,
             HostOptions(cache_dir=str(home.path / "engines"), native=NativeOptions(),
+                        interpreters={"python3": sys.executable, "python": sys.executable,
+                                      **dict(config.engines.interpreters)},
                         pool=PoolOptions(workers=max(1, min(config.runner.slots, 4))), warm_default=config.runner.warm,
                         max_resources=Resources(cpu_s=3600, memory_mb=65536, timeout_s=config.runner.task_timeout_s,
                                                 nofile=4096)),

@@ -549,7 +549,10 @@ def job_status(node: Any, job: CID, *, options: ConditionOptions, now_ms: int,
     result_path = spec.get("result")
     result = read_path(obj.replica, result_path) if type(result_path) is str else None
     active = [e for e in errors if e.get("active")]
-    state = "completed" if result is not None else ("failed" if failed or active else "running")
+    # The runner writes a stage's output before it completes the task (so a
+    # crash re-runs rather than loses it): wait for both before "completed".
+    all_done = all(s["total"] is not None and s["done"] >= s["total"] for s in stages_out)
+    state = "completed" if result is not None and all_done else ("failed" if failed or active else "running")
     return {"job": str(job), "name": spec.get("name"), "created_ms": spec.get("created_ms"),
             "state": state, "stages": stages_out, "result_path": result_path,
             "result": None if result is None else codec.to_json(result), "errors": list(errors)}

@@ -395,6 +395,8 @@ class Mesh:
             # Both are served as JSON by GET /v1/peers: a peer's bytes or links must not break it.
             st.inventory = codec.to_json(obj["inv"]) if type(obj.get("inv")) is dict else {}
             st.api = obj.get("api") if type(obj.get("api")) is str and obj.get("api") else None
+            addrs = obj.get("addrs")
+            st.addrs = [a for a in addrs if type(a) is str and a.startswith("/")][:8] if type(addrs) is list else []
             st.last_seen = time.monotonic()
         except (KeyError, TypeError, ValueError, BadInput, IdentityError):  # IdentityError: a key not 32 bytes
             self._reject("bad_presence")
@@ -539,6 +541,7 @@ class Mesh:
                 return
             except Exception as exc:  # noqa: BLE001 - unreachable peer: try the next one
                 log.info("prefetch_failed", peer=peer, error=repr(exc)[:200])
+                self._maybe_connect(peer)
                 return
         if msg["t"] != "hpcp/blocks":
             self._reject("bad_blocks")

@@ -31,13 +31,15 @@ from engines.manifest import Resources, load_manifest
 from lattice import codec, dataset, queue, results, task
 from lattice.cid import CID
 from lattice.errors import BadCID, BadInput, BlockNotFound
+from lattice.trust import TrustOptions, TrustView
 
 from . import __version__
 from .errors import BadRequest, NotFound
 from .objects import Followed, ObjectHost
+from .verify import ReplicationPolicy, VerifyOptions
 
 #: Kinds of well-known objects.
-QUEUE, RESULTS, ENGINES, DATASET = "queue", "results", "engines", "dataset"
+QUEUE, RESULTS, ENGINES, VERDICTS, DATASET = "queue", "results", "engines", "verdicts", "dataset"
 
 
 def now_ms() -> int:
@@ -83,10 +85,28 @@ class Node:
         self.queue_obj = objects.follow(QUEUE, mesh)
         self.results_obj = objects.follow(RESULTS, mesh)
         self.engines_obj = objects.follow(ENGINES, mesh)
-        self.queue = queue.QueueView(self.queue_obj.replica)
+        self.verdicts_obj = objects.follow(VERDICTS, mesh)
+        vc = config.verify
+        self.trust = TrustView(self.verdicts_obj.replica, TrustOptions(trust_after=vc.trust_after, ban_after=vc.ban_after))
         self.results_view = results.ResultsView(self.results_obj.replica)
+        self.policy = ReplicationPolicy(self, self.trust, VerifyOptions(
+            trust_after=vc.trust_after, ban_after=vc.ban_after, spot_check=vc.spot_check,
+            max_extra_replicas=vc.max_extra_replicas))
+        self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted)
+        self._banned_seen: frozenset[str] = self.trust.banned_peers()
+        objects.on_change(self._on_object_change)
 
     # -- helpers ------------------------------------------------------------------
+
+    def _on_object_change(self, obj: Followed) -> None:
+        if obj is self.verdicts_obj:
+            banned = self.trust.banned_peers()
+            if banned != self._banned_seen:
+                # A new ban frees the banned peer's leases and voids its
+                # completions: rebuild the ready list.
+                self._banned_seen = banned
+                self.queue.rescan(now_ms())
+                self.count("bans_seen")
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -101,6 +121,11 @@ class Node:
         if obj is None and create:
             obj = self.objects.follow(DATASET, str(genesis), genesis=genesis)
         return obj
+
+    def _groups(self, recs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        from .verify import group_outputs
+
+        return group_outputs(recs, lambda c: codec.decode_trusted(self.store.get(c)), None)
 
     def task_record(self, cid: CID) -> dict[str, Any]:
         return codec.decode_trusted(self.store.get(cid))
@@ -130,6 +155,16 @@ class Node:
         if st.state == queue.FAILED:
             final = [f for f in st.failures if f.get("final")]
             out["reason"] = final[0].get("error") if final else None
+        if st.replication is not None:
+            recs = self.policy.results_of(st.task)
+            groups = [len(g) for g in (self._groups(recs) if recs else [])]
+            k, q = st.replication
+            out["verification"] = {
+                "replicas": k, "quorum": q, "replicas_wanted": st.replicas_wanted,
+                "results": len(recs), "largest_agreement": groups[0] if groups else 0,
+                "state": "verified" if st.state == queue.COMPLETED else "awaiting quorum",
+                "verdict": codec.to_json(self.trust.verdict(st.task)) if self.trust.verdict(st.task) else None,
+            }
         if with_task:
             try:
                 out["task"] = codec.to_json(self.task_record(st.task))
@@ -145,20 +180,30 @@ class Node:
         if len(tasks) > 10_000:
             raise BadRequest("at most 10,000 tasks per request", code="too_many_tasks")
         blocks: list[tuple[CID, bytes]] = []
+        verify: dict[CID, dict[str, int]] = {}
         for i, t in enumerate(tasks):
             try:
                 cid, data, rec = task.task_from_json_untrusted(t)
             except BadInput as exc:
                 raise BadRequest(f"task {i}: {exc}", code="bad_task") from None
+            if "verify" in rec:
+                v = rec["verify"]
+                if v.get("quorum", v["replicas"]) > v["replicas"]:
+                    raise BadRequest(f"task {i}: verify.quorum cannot exceed verify.replicas", code="bad_task")
+                verify[cid] = v
             engine = task.engine_of(rec)
             if engine is not None and not self.engine_known(engine):
                 raise BadRequest(f"task {i}: unknown engine {engine} (publish it with POST /v1/engines)",
                                  code="unknown_engine")
             blocks.append((cid, data))
         self.store.put_many(blocks)  # task bodies first: the queue never names a missing task
-        new = [c for c, _ in blocks if c not in self.queue]
+        new = list(dict.fromkeys(c for c, _ in blocks if c not in self.queue))
         if new:
-            await self.objects.commit(self.queue_obj, queue.enqueue_ops(list(dict.fromkeys(new))))
+            # Replication requests go first in the delta, so no view ever sees
+            # a verified task as a plain one.
+            ops = [queue.replicate_op(c, v["replicas"], v.get("quorum", v["replicas"]))
+                   for c, v in ((c, verify.get(c)) for c in new) if v]
+            await self.objects.commit(self.queue_obj, ops + queue.enqueue_ops(new))
         self.count("tasks_enqueued", len(new))
         now = now_ms()
         out = []
@@ -342,13 +387,27 @@ class Node:
             "inventory": self.inventory,
             "addresses": ([self.api_url] if self.api_url else []) + list(self.p2p_addrs),
             "objects": {"queue": str(self.queue_obj.genesis), "results": str(self.results_obj.genesis),
-                        "engines": str(self.engines_obj.genesis)},
+                        "engines": str(self.engines_obj.genesis), "verdicts": str(self.verdicts_obj.genesis)},
+            "rejected": self.rejections(),
             "counters": dict(self.counters),
             "store": {"blocks": getattr(st, "blocks", None)},
             "peers": self.mesh.peer_list() if self.mesh is not None else [],
             "mesh_stats": dataclasses.asdict(self.mesh.statistics()) if self.mesh is not None else None,
             "uptime_s": round(time.time() - self.started, 1),
         }
+
+    def rejections(self) -> dict[str, int]:
+        """Everything refused from peers, by reason (forged, replayed, malformed...)."""
+        out: dict[str, int] = {}
+        if self.mesh is not None:
+            for k, v in self.mesh.statistics().rejected.items():
+                out[k] = out.get(k, 0) + v
+        rs = self.results_view.statistics().rejected
+        if rs:
+            out["forged_results"] = rs
+        if self.trust.rejected:
+            out["forged_verdicts"] = self.trust.rejected
+        return out
 
     async def health(self) -> dict:
         return {"ok": True, "peer_id": self.peer_id, "version": __version__}

@@ -104,6 +104,7 @@ def test_init_uses_meshd_home_from_the_environment(tmp_path: Path, monkeypatch: 
 
 
 def test_run_passes_flag_overrides_to_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)  # it would become a [docker] override
     calls: list[tuple[Any, Any]] = []
     fake = types.ModuleType("meshd.daemon")
     fake.run = lambda home, overrides: calls.append((home, overrides)) or 0  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ from lattice.errors import BadInput, BlockNotFound, StoreError
 
 from ..logs import get_logger
 from ..node import Node, now_ms
+from ..verify import spot_checked
 
 log = get_logger("meshd.runner")
 
@@ -101,6 +102,7 @@ class Runner:
         self.running: set[CID] = set()
         self._accept_cache: dict[CID, bool] = {}
         self._first_seen: dict[CID, float] = {}
+        self._unjudged: set[CID] = set()  # our replicas no verdict has judged yet
         self._slot_freed = trio.Event()
         self._engine_slots = trio.CapacityLimiter(options.slots)
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
@@ -126,19 +128,34 @@ class Runner:
         mesh = self.node.mesh
         if mesh is None:
             return True
-        live = mesh.live_runners()
+        live = [p for p in mesh.live_runners() if not self.node.trust.banned(p)]
         if len(live) <= 1:
             return True
         from ..mesh import rendezvous_rank
 
-        rank = rendezvous_rank(t, live).index(self.node.peer_id)
-        if rank == 0:
+        ranked = rendezvous_rank(t, live)
+        if self.node.peer_id not in ranked:
+            return True
+        rank = ranked.index(self.node.peer_id)
+        wanted = self.node.queue.wanted(t)
+        info = self.node.queue.info(t)
+        if wanted > 1 and info is not None and info.replication is not None and not info.assignments:
+            # Nobody has claimed yet: if the preferred runner is trusted, the
+            # task will want one replica only (adaptive replication), so the
+            # others hold back instead of all claiming at once.
+            pol = self.node.policy
+            if pol.trust.trusted(ranked[0], pol.engine_of(t)) and not spot_checked(t, pol.options.spot_check):
+                wanted = 1
+        if rank < wanted:  # a replicated task wants several runners at once
             return True
         now = time.monotonic()
         first = self._first_seen.setdefault(t, now)
         if len(self._first_seen) > 200_000:
             self._first_seen.clear()
-        return now - first >= rank * self.options.defer_s
+        # Verified work waits longer before a backup runner steps in: an
+        # extra replica costs a whole run, a late one only latency.
+        defer = self.options.defer_s * (4 if info is not None and info.replication is not None else 1)
+        return now - first >= (rank - wanted + 1) * defer
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run tasks until cancelled.
@@ -150,6 +167,12 @@ class Runner:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
+                if self.node.trust.banned(self.node.peer_id):
+                    # Banned by the mesh's verdicts: nobody accepts our claims
+                    # or results, so do not pretend to work.
+                    await self.node.wait_changed(self.node.verdicts_obj, 5.0)
+                    continue
+                me_id = self.node.peer_id
                 limit = self._claim_limit()
                 free = limit - len(self.running)
                 # Hysteresis: with work in flight, claim again only once a
@@ -160,7 +183,37 @@ class Runner:
                     continue
                 q = self.node.queue_obj
                 now = now_ms()
-                cands = [t for t in self.node.queue.next(now, limit=free, accept=self._accept) if t not in self.running]
+                cands = [t for t in self.node.queue.next(now, limit=free, accept=self._accept, me=self.node.peer_id)
+                         if t not in self.running]
+                # Verified work is not claimed ahead: a replica held in a local
+                # backlog delays its verdict, and verdicts are what let the mesh
+                # catch a bad runner early (few results before a ban).
+                rep_room = self.options.slots - sum(1 for t in self.running if self._replicated(t))
+                # Until verdicts vouch for us, keep at most `slots` replicas
+                # awaiting judgement (BOINC limits new hosts the same way): a
+                # runner whose engine misbehaves is then caught after a handful
+                # of results instead of after a whole backlog.
+                # Tasks others already ran are exempt: finishing them yields
+                # the verdicts everyone waits for (no deadlock at the cap).
+                self._unjudged = {t for t in self._unjudged if not self.node.trust.judged(t, me_id)}
+                fresh_room = rep_room
+                if self._unjudged and not self._trusted_somewhere():
+                    fresh_room = min(rep_room, self.options.slots - len(self._unjudged))
+                kept = []
+                for t in cands:
+                    if self._replicated(t):
+                        info = self.node.queue.info(t)
+                        started = info is not None and bool(info.replica_done)
+                        if rep_room <= 0 or (not started and fresh_room <= 0):
+                            continue
+                        rep_room -= 1
+                        if not started:
+                            fresh_room -= 1
+                    kept.append(t)
+                if cands and not kept:
+                    await self.node.wait_changed(q, 0.25)
+                    continue
+                cands = kept
                 if not cands:
                     await self.node.wait_changed(q, self._idle_sleep(now))
                     continue
@@ -175,12 +228,20 @@ class Runner:
                     await trio.sleep(self.options.idle_poll_s)
                     continue
                 for t in cands:
-                    holder = self.node.queue.holder(t, now_ms())
-                    if holder is None or holder.by != me:
+                    holder = self.node.queue.holds(t, me, now_ms())
+                    if holder is None:
                         self.stats["lost_race"] += 1
                         continue
                     self.running.add(t)
                     nursery.start_soon(self._run_one, t, holder.n)
+
+    def _trusted_somewhere(self) -> bool:
+        me = self.node.peer_id
+        return any(self.node.trust.trusted(me, e) for e in self.node.trust.scores().get(me, {}))
+
+    def _replicated(self, t: CID) -> bool:
+        info = self.node.queue.info(t)
+        return info is not None and info.replication is not None
 
     def _claim_limit(self) -> int:
         """How many tasks to hold claimed at once.
@@ -204,8 +265,8 @@ class Runner:
         me = self.node.peer_id
         ops = []
         for t in list(self.node.queue.tasks()):
-            h = self.node.queue.holder(t, now)
-            if h is not None and h.by == me:
+            h = self.node.queue.holds(t, me, now)
+            if h is not None:
                 ops.append(queue.fail_op(t, me, now, h.n, "runner restarted during the attempt", False, void=True))
         if ops:
             log.info("voided_own_leases", count=len(ops))
@@ -303,6 +364,14 @@ class Runner:
                                          duration_s=round(seconds, 4), stderr=outcome.stderr[-2000:])
             rcid, rdata = codec.encode_block(rrec)
             await node.objects.commit(node.results_obj, [results.result_op(rrec)], [(out_cid, out_data), (rcid, rdata)])
+            if (rec or {}).get("verify"):
+                # One replica of a verified task: the Verifier completes the
+                # task (and writes its destination) once a quorum agrees.
+                await node.objects.commit(node.queue_obj, [queue.replica_done_op(t, me, now, rcid)])
+                self._unjudged.add(t)
+                self.stats["ok"] += 1
+                node.count("replicas_completed")
+                return
             dest = (rec or {}).get("result")
             if dest:
                 ds = node.dataset_obj(dest["destination"]["dataset"], create=True)

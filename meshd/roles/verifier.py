@@ -1,0 +1,219 @@
+"""The Verifier role: judge replicated runs, record verdicts, complete tasks.
+
+Whenever results or the queue change, the verifier looks at every
+replicated task that is not yet completed.  When at least ``quorum`` of the
+(non-banned) runners' outputs agree — exactly, or within the engine's
+declared tolerance — it writes a signed verdict (valid and invalid runners)
+to the verdicts GOHO, then the canonical completion to the queue, then the
+task's destination dataset.  Several verifiers may judge the same task; the
+trust computation keeps the earliest verdict per task, so duplicates are
+harmless.  When ``replicas + max_extra_replicas`` results exist and still no
+quorum, the task fails ("no quorum").
+
+Cancellation between the verdict and the completion leaves a verdict
+without a completion; the next pass (here or on any other verifier) writes
+the completion — the verdict is idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from fastapi import APIRouter
+
+from engines.manifest import load_manifest
+from lattice import codec, dataset, queue
+from lattice.cid import CID
+from lattice.errors import BlockNotFound, StoreError
+from lattice.trust import verdict_op, verdict_record
+
+from ..logs import get_logger
+from ..node import Node, now_ms
+from ..verify import group_outputs
+
+log = get_logger("meshd.verifier")
+
+
+class Verifier:
+    name = "verifier"
+
+    def __init__(self, node: Node, *, debounce_s: float = 0.02, defer_s: float = 1.0) -> None:
+        self.node = node
+        self.debounce_s = debounce_s
+        self.defer_s = defer_s
+        self._first_ready: dict[CID, float] = {}
+        self.stats = {"verdicts": 0, "no_quorum": 0, "passes": 0}
+        self._comparators: dict[CID, dict[str, Any] | None] = {}
+        self._late: set[CID] = set()  # tasks with new results since the last pass
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.node.results_obj.replica.subscribe(self._on_results)
+        task_status.started()
+        node = self.node
+        while True:
+            await self.check()
+            with trio.move_on_after(2.0):  # also re-check periodically (lease expiry, late blocks)
+                async with trio.open_nursery() as n:
+                    async def wake(obj: Any) -> None:
+                        await obj.changed.wait()
+                        n.cancel_scope.cancel()
+
+                    n.start_soon(wake, node.results_obj)
+                    n.start_soon(wake, node.queue_obj)
+            await trio.sleep(self.debounce_s)
+
+    def _my_turn(self, task: CID) -> bool:
+        """Rendezvous among live verifiers: the preferred one judges at once,
+        the k-th only after k seconds, so one verdict (not one per verifier)
+        is the usual case and a dead verifier is still covered."""
+        mesh = self.node.mesh
+        if mesh is None:
+            return True
+        import time as _time
+
+        from ..mesh import rendezvous_rank
+
+        horizon = _time.monotonic() - 3 * mesh.options.presence_interval_s
+        live = [p.peer_id for p in mesh.peers.values() if "verifier" in p.roles and p.last_seen >= horizon]
+        ranked = rendezvous_rank(task, live + [self.node.peer_id])
+        rank = ranked.index(self.node.peer_id)
+        if rank == 0:
+            return True
+        first = self._first_ready.setdefault(task, _time.monotonic())
+        return _time.monotonic() - first >= rank * self.defer_s
+
+    def _comparator(self, engine: CID | None) -> dict[str, Any] | None:
+        if engine is None:
+            return None
+        if engine not in self._comparators:
+            try:
+                self._comparators[engine] = getattr(load_manifest(self.node.store, engine), "comparator", None)
+            except Exception:  # noqa: BLE001 - no manifest here: exact comparison
+                return None
+        return self._comparators[engine]
+
+    def _on_results(self, change: Any) -> None:
+        for key, _ in change.adds:
+            try:
+                self._late.add(CID.parse_untrusted(key))
+            except Exception:  # noqa: BLE001 - not a task key
+                continue
+
+    async def _judge_late(self, me: str, now: int) -> None:
+        """Judge results that arrive after a task was verified (a slow or
+        dishonest runner's replica) against the canonical output."""
+        node = self.node
+        late, self._late = self._late, set()
+        for task in late:
+            verdict = node.trust.verdict(task)
+            if verdict is None:
+                continue
+            fresh = [r for r in node.policy.results_of(task) if not node.trust.judged(task, r["runner"])]
+            if not fresh:
+                continue
+            engine = node.policy.engine_of(task)
+            canon = [r for r in node.policy.results_of(task) if r["output"] == verdict["output"]][:1]
+            valid, invalid = [], []
+            for r in fresh:
+                same = group_outputs(canon + [r], lambda c: codec.decode_trusted(node.store.get(c)),
+                                     self._comparator(engine)) if canon else [[r]]
+                (valid if canon and len(same) == 1 else invalid).append(r["runner"])
+            rec = verdict_record(node.objects.signer, task, engine, verdict["output"], valid, invalid, me, now)
+            await node.objects.commit(node.verdicts_obj, [verdict_op(rec)])
+            self.stats["verdicts"] += 1
+            if invalid:
+                log.info("invalid_results", task=str(task), runners=",".join(invalid), late=True)
+
+    async def check(self) -> None:
+        node = self.node
+        self.stats["passes"] += 1
+        me, now = node.peer_id, now_ms()
+        try:
+            await self._judge_late(me, now)
+        except StoreError as exc:
+            log.warning("verify_commit_failed", error=str(exc)[:200])
+            return
+        for task in node.queue.open_replicated():
+            info = node.queue.info(task)
+            if info is None or info.replication is None or node.queue.is_done(info):
+                continue
+            recs = node.policy.results_of(task)
+            if not recs:
+                continue
+            k, q = node.policy.base(task, info)
+            engine = node.policy.engine_of(task)
+            if not self._my_turn(task):
+                continue
+            groups = group_outputs(recs, lambda c: codec.decode_trusted(node.store.get(c)), self._comparator(engine))
+            best = groups[0]
+            try:
+                if len(best) >= q:
+                    await self._accept(task, engine, best, [r for g in groups[1:] for r in g], me, now)
+                elif len(recs) >= k + node.policy.options.max_extra_replicas:
+                    self.stats["no_quorum"] += 1
+                    await node.objects.commit(node.queue_obj, [queue.fail_op(
+                        task, me, now, 0, f"no quorum: {len(recs)} results, largest agreement {len(best)} < {q}", True)])
+            except StoreError as exc:
+                log.warning("verify_commit_failed", task=str(task), error=str(exc)[:200])
+                return
+
+    async def _accept(self, task: CID, engine: CID | None, valid: list[dict[str, Any]],
+                      invalid: list[dict[str, Any]], me: str, now: int) -> None:
+        node = self.node
+        canonical = min(valid, key=lambda r: (r["at"], r["runner"]))
+        unjudged = [r for r in valid + invalid if not node.trust.judged(task, r["runner"])]
+        if unjudged:
+            valid = [r for r in valid if r in unjudged]
+            invalid = [r for r in invalid if r in unjudged]
+            rec = verdict_record(node.objects.signer, task, engine, canonical["output"],
+                                 [r["runner"] for r in valid], [r["runner"] for r in invalid], me, now)
+            await node.objects.commit(node.verdicts_obj, [verdict_op(rec)])
+            self.stats["verdicts"] += 1
+            if invalid:
+                log.info("invalid_results", task=str(task), runners=",".join(r["runner"] for r in invalid))
+        rcid = codec.cid_of(canonical)
+        try:
+            body = node.task_record(task)
+        except BlockNotFound:
+            body = {}
+        dest = body.get("result")
+        if dest:
+            try:
+                output = codec.decode_trusted(node.store.get(canonical["output"]))
+            except BlockNotFound:
+                if not await node.fetch_blocks([canonical["output"]], timeout_s=5.0):
+                    return
+                output = codec.decode_trusted(node.store.get(canonical["output"]))
+            ds = node.dataset_obj(dest["destination"]["dataset"], create=True)
+            assert ds is not None
+            await node.objects.commit(ds, [dataset.write_op(dest["action"], dest["destination"]["path"], output)])
+        await node.objects.commit(node.queue_obj, [queue.complete_op(task, me, now, rcid)])
+
+
+def create(ctx: Any) -> Verifier:
+    return Verifier(ctx.node)
+
+
+def router(ctx: Any) -> APIRouter:
+    r = APIRouter(tags=["verify"])
+    node = ctx.node
+
+    @r.get("/v1/trust")
+    async def trust() -> dict[str, Any]:
+        """Trust scores per (peer, engine) and the banned peers, as every peer computes them."""
+        scores = []
+        for peer, per in sorted(node.trust.scores().items()):
+            for engine, s in per.items():
+                scores.append({"peer": peer, "engine": str(engine) if engine else None, "valid": s.valid,
+                               "invalid": s.invalid, "streak": s.streak,
+                               "trusted": node.trust.trusted(peer, engine)})
+        verifier = ctx.roles.get("verifier")
+        return {
+            "banned": sorted(node.trust.banned_peers()),
+            "scores": scores,
+            "thresholds": {"trust_after": node.trust.options.trust_after, "ban_after": node.trust.options.ban_after},
+            "verifier": dict(verifier.stats) if verifier is not None else None,
+        }
+
+    return r
