@@ -186,7 +186,10 @@ def make_node(tmp_path: Path, i: int) -> Any:
 
     seed = bytes([50 + i]) * 32
     objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / f"heads{i}.db"), Signer.from_seed(seed))
-    config = SimpleNamespace(node=SimpleNamespace(mesh="dedupe-mesh", labels=(), name=f"n{i}", roles=()))
+    from meshd.config import VerifyConfig
+
+    config = SimpleNamespace(node=SimpleNamespace(mesh="dedupe-mesh", labels=(), name=f"n{i}", roles=()),
+                             verify=VerifyConfig())
     return Node(objects=objects, peer_id=f"peer-{i}", identity_seed=seed, config=config)
 
 
