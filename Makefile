@@ -16,8 +16,8 @@ demo: setup
 
 # The whole suite against a real Docker engine and a real IPFS node, both
 # started by the project's own scripts.
-test: setup services
-	@bash scripts/run-tests.sh $(PYTEST_ARGS)
+test: setup
+	@bash scripts/test.sh $(PYTEST_ARGS)
 
 # The suite without starting Docker/IPFS (their tests skip, with the reason).
 test-fast: setup
