@@ -47,7 +47,8 @@ class LocalNode:
             raise SystemExit(f"meshd {' '.join(args)} failed: {out.stderr.strip()}")
         return out.stdout
 
-    def init(self, bootstrap: list[str], roles: list[str], *, slots: int = 2, extra_config: str = "") -> None:
+    def init(self, bootstrap: list[str], roles: list[str], *, slots: int = 2, extra_config: str = "",
+             trust: list[str] = ()) -> None:
         self.meshd("init")
         cfg = self.home / "config.toml"
         text = cfg.read_text()
@@ -56,11 +57,14 @@ class LocalNode:
         text = text.replace("bootstrap = []", "bootstrap = " + json.dumps(bootstrap))
         text = text.replace('name = "', f'name = "{self.name}" # was "', 1)
         text = re.sub(r"roles = \[[^\]]*\]", "roles = " + json.dumps(roles), text)
+        text = text.replace("trusted_publishers = []", "trusted_publishers = " + json.dumps(list(trust)))
         text = re.sub(r"slots = \d+", f"slots = {slots}", text)
         cfg.write_text(text + extra_config)
         from meshd.home import Home
 
-        self.peer_id = Home(self.home).load_identity().peer_id
+        identity = Home(self.home).load_identity()
+        self.peer_id = identity.peer_id
+        self.public_hex = identity.public_hex
 
     @property
     def multiaddr(self) -> str:
@@ -109,7 +113,8 @@ def start_mesh(root: Path, n: int, roles: list[str], *, slots: int = 2, extra_co
     first = nodes[0]
     first.init([], roles, slots=slots, extra_config=extra_config)
     for node in nodes[1:]:
-        node.init([first.multiaddr], roles, slots=slots, extra_config=extra_config)
+        # The first node publishes the engines; the others trust its key.
+        node.init([first.multiaddr], roles, slots=slots, extra_config=extra_config, trust=[first.public_hex])
     for node in nodes:
         node.start()
     for node in nodes:
