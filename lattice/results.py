@@ -7,8 +7,9 @@ the runner's Ed25519 key and ``s`` its signature over the record without
 the Verifier) may have several.  The output JSON itself is a DAG-CBOR block
 named by ``output``, fetched like any other block.
 
-The view verifies every record's signature on arrival and ignores forgeries,
-so a peer cannot attribute a wrong answer to someone else.
+The view verifies every record's signature on arrival, and that the key that
+signed it is the runner's own (its peer id derives from the key), and ignores
+forgeries: a peer cannot attribute a wrong answer to someone else.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from . import codec
 from .cid import CID
 from .goho import Change, Replica
-from .signing import Signer, verify_signature
+from .signing import Signer, peer_id_of, verify_signature
 from .state import decode_value
 
 
@@ -47,6 +48,8 @@ def verify_result_record(rec: Any) -> bool:
     pk, sig = rec.get("pk"), rec.get("s")
     if type(pk) is not bytes or type(sig) is not bytes:
         return False
+    if peer_id_of(pk) != rec["runner"]:
+        return False  # signed by someone else than the runner it names
     try:
         return verify_signature(pk, sig, codec.encode(unsigned))
     except Exception:  # noqa: BLE001 - any encoding defect means "not valid"

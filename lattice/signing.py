@@ -53,6 +53,22 @@ class Signer:
         return self._key.sign(data)
 
 
+def peer_id_of(public: bytes) -> str | None:
+    """The libp2p peer id ("12D3KooW…") of a raw Ed25519 key, or None if not 32 bytes.
+
+    Records name their runner or verifier by peer id and carry the key that
+    signed them; comparing the two binds the name to the signature, so nobody
+    can sign a record in another peer's name.  (Protobuf PublicKey{Ed25519}
+    in an identity multihash, base58btc: tiny, so written here rather than
+    importing the libp2p stack into the pure library.)
+    """
+    if type(public) is not bytes or len(public) != PUBLIC_KEY_LEN:
+        return None
+    from .cid import _b58encode
+
+    return _b58encode(b"\x00\x24\x08\x01\x12\x20" + public)
+
+
 def verify_signature(public: bytes, signature: bytes, data: bytes) -> bool:
     """True when ``signature`` by ``public`` over ``data`` is valid."""
     if type(public) is not bytes or len(public) != PUBLIC_KEY_LEN:

@@ -29,7 +29,7 @@ from typing import Any
 from . import codec
 from .cid import CID
 from .goho import Change, Replica
-from .signing import Signer, verify_signature
+from .signing import Signer, peer_id_of, verify_signature
 from .state import decode_value
 
 VERDICTS = "verdicts"
@@ -89,6 +89,8 @@ def verify_verdict(rec: Any) -> bool:
     pk, sig = rec.get("pk"), rec.get("s")
     if type(pk) is not bytes or type(sig) is not bytes:
         return False
+    if peer_id_of(pk) != rec["by"]:
+        return False  # a verdict must be signed by the verifier it names
     unsigned = {k: v for k, v in rec.items() if k != "s"}
     try:
         return verify_signature(pk, sig, codec.encode(unsigned))

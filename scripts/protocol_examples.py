@@ -49,7 +49,7 @@ from engines.manifest import (  # noqa: E402
     sign_manifest,
     signature_from_untrusted,
 )
-from lattice import codec, goho, hpcp, queue, records, results, task  # noqa: E402
+from lattice import codec, goho, hpcp, queue, records, results, task, trust  # noqa: E402
 from lattice.blockstore import MemoryBlockStore  # noqa: E402
 from lattice.cid import CID, DAG_CBOR, RAW  # noqa: E402
 from lattice.signing import Signer  # noqa: E402
@@ -69,6 +69,7 @@ def _seed(name: str) -> bytes:
 
 ALICE = Signer.from_seed(_seed("alice"))  # a node that writes and announces
 BOB = Signer.from_seed(_seed("bob"))  # a runner
+CAROL = Signer.from_seed(_seed("carol"))  # a verifier and archivist
 PUBLISHER = Ed25519PrivateKey.from_private_bytes(_seed("publisher"))  # an engine publisher
 
 
@@ -341,6 +342,91 @@ def build() -> str:
     assert not yb.receive_untrusted("alice", ann, T0_S), "a replayed announce must be refused"
     assert yb.statistics().rejected == {"replayed": 1}
 
+    # ---- verified (replicated) task: replicas record, replica completion, verdict -----------
+    carol_id = _peer_id(CAROL.public)
+    alice_id = _peer_id(ALICE.public)
+    rep_op = queue.replicate_op(t2_cid, 3, 2)
+    replica_done = queue.replica_done_op(t2_cid, bob_id, T0_MS + 4_000, r_cid)
+    void = queue.fail_op(t2_cid, bob_id, T0_MS + 6_000, 2, "runner restarted during the attempt", False, void=True)
+    vq = goho.Replica.empty(gen_cid, store)
+    vview = queue.QueueView(vq)
+    vq.update([rep_op] + queue.enqueue_ops([t2_cid]), ALICE)
+    vq.update([queue.assign_op(t2_cid, bob_id, T0_MS + 1_000, 70_000, 1), replica_done], BOB)
+    vst = vview.status(t2_cid, T0_MS + 5_000)
+    assert vst is not None and vst.replication == (3, 2) and vst.state == queue.ASSIGNED and len(vst.replica_done) == 1
+    assert vview.next(T0_MS + 5_000, me=alice_id) == [t2_cid], "a replicated task is offered to another runner"
+    verdict = trust.verdict_record(CAROL, t2_cid, eng_cid, out_cid, [bob_id, alice_id], [], carol_id, T0_MS + 9_000)
+    assert trust.verify_verdict(verdict)
+    vd_gen, vd_gen_data = records.make_genesis("verdicts", "default")
+    store.put(vd_gen, vd_gen_data)
+    vd = goho.Replica.empty(vd_gen, store)
+    tview = trust.TrustView(vd, trust.TrustOptions(trust_after=1, ban_after=2))
+    vd.update([trust.verdict_op(verdict)], CAROL)
+    assert tview.judged(t2_cid, bob_id) and tview.score(bob_id, eng_cid).valid == 1 and tview.trusted(bob_id, eng_cid)
+    canonical = queue.complete_op(t2_cid, carol_id, T0_MS + 9_000, r_cid)
+
+    # ---- presence (gossip), signed by alice -----------------------------------------------------
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from meshd.mesh import Mesh
+
+    alice_addr = f"/ip4/192.0.2.10/tcp/4601/p2p/{alice_id}"
+    m_alice = Mesh(SimpleNamespace(store=MemoryBlockStore(), signer=ALICE),
+                   SimpleNamespace(peer_id=alice_id, peers=lambda: []),
+                   roles=["manager", "runner"],
+                   inventory={"os": "linux", "arch": "x86_64", "cpus": 8, "memory": 17179869184, "gpu": False},
+                   api_url=lambda: "http://127.0.0.1:7600", addrs=lambda: [alice_addr])
+    with mock.patch("meshd.mesh.time.time", return_value=T0_S):
+        presence = m_alice._presence()
+    m_bob = Mesh(SimpleNamespace(store=MemoryBlockStore(), signer=BOB),
+                 SimpleNamespace(peer_id=bob_id, peers=lambda: []), roles=["runner"], inventory={})
+    m_bob._on_presence_untrusted(alice_id, codec.decode_untrusted(presence))
+    assert not m_bob.rejected and m_bob.peers[alice_id].roles == ["manager", "runner"]
+    m_bob._on_presence_untrusted(alice_id, codec.decode_untrusted(presence))
+    assert m_bob.rejected == {"presence_replayed": 1}, "a replayed presence must be refused"
+
+    # ---- archivist: a version root of the queue and its signed pin record -----------------------
+    from meshd import archive
+
+    v1 = archive.version_record(gen_cid, [c1], 1, T0_MS + 10_000)
+    v1_cid, v1_data = codec.encode_block(v1)
+    v2 = archive.version_record(gen_cid, q.heads, q.height, T0_MS + 11_000, prev=v1_cid)
+    v2_cid, v2_data = codec.encode_block(v2)
+    assert archive.version_from_untrusted(v2_cid, v2_data).prev == v1_cid
+    pin = archive.pin_record(CAROL, gen_cid, v2_cid, T0_MS + 11_000)
+    assert archive.pin_record_untrusted(pin).archivist == carol_id
+    pin_key = archive.pin_op(pin)[1]
+
+    # ---- a job: the fibsum pipeline's spec and rules ----------------------------------------------
+    from conditions import ConditionOptions
+
+    from meshd import jobs
+
+    stage_engines = []
+    for stage in ("split", "map", "reduce"):
+        m_stage = NativeManifest(name=f"fibsum-{stage}",
+                                 platforms={"linux-x86_64": PlatformBuild(script_cid, "fibsum.py", "exe")},
+                                 protocol="json", interpreter="python3", args=(stage,))
+        c_stage, d_stage = encode_manifest(m_stage)
+        store.put(c_stage, d_stage)
+        stage_engines.append(c_stage)
+    pipeline_json = {
+        "name": "fibsum", "input": {"n": 200, "chunks": 8},
+        "stages": [{"name": "split", "engine_name": "fibsum-split"},
+                   {"name": "map", "engine_name": "fibsum-map", "action": "map", "source": "split/results"},
+                   {"name": "reduce", "engine_name": "fibsum-reduce", "action": "reduce",
+                    "source": "map/results", "split": "split/results"}]}
+    job_gen, job_gen_data = records.make_genesis("dataset", "job/fibsum", bytes(range(8, 16)))
+    copts = ConditionOptions()
+    plan = jobs.plan_job(jobs.Pipeline.from_json_untrusted(pipeline_json), job_gen, stage_engines,
+                         created_ms=T0_MS, options=copts)
+    spec_op, rules_op, input_op = plan.ops
+    assert spec_op[1] == jobs.SPEC_PATH and rules_op[1] == jobs.RULES_PATH and input_op[1] == "split/input"
+    decoded_rules, rule_errors = jobs.rules_from_record_untrusted(codec.decode_untrusted(codec.encode(rules_op[2])), copts)
+    assert not rule_errors and len(decoded_rules) == 3 and decoded_rules[1].keyed
+    def_cid, def_data = plan.blocks[0]
+
     # ================================ markdown ==================================================
     d = Doc()
     d.add("## Records, field by field, with encoded examples", "")
@@ -351,7 +437,8 @@ def build() -> str:
            "were also fed to two `Syncer`s to check that they sync a replica. Keys of the example "
            "signers:")
     d.add("| signer | Ed25519 public key (hex) | libp2p peer id |", "|---|---|---|")
-    for role, pub in (("alice (writes, announces)", ALICE.public), ("bob (a runner)", BOB.public)):
+    for role, pub in (("alice (writes, announces)", ALICE.public), ("bob (a runner)", BOB.public),
+                      ("carol (a verifier and archivist)", CAROL.public)):
         d.add(f"| {role} | `{pub.hex()}` | `{_peer_id(pub)}` |")
     d.add(f"| publisher (signs engines) | `{sig.publisher.hex()}` | – |", "")
 
@@ -477,11 +564,39 @@ def build() -> str:
               note="Exactly what bob's `Syncer` sends after the announce above.")
     d.add("#### hpcp/blocks", "")
     d.fields([("t", _TAG, "`\"hpcp/blocks\"`"), ("v", "uint", "`1`"),
-              ("blocks", "[[link, bytes]]", "the blocks served, each with its CID; at most 4 MiB of block "
-                                            "bytes, but always at least one block"),
-              ("missing", f"[{_LINK}]", "wanted CIDs not in this answer (not held, or over the size cap)")])
+              ("blocks", "[[link, bytes]]", "the blocks served, each with its CID: the wanted blocks held, then up "
+                                            "to 256 of their ancestor deltas (breadth first); at most 4 MiB of "
+                                            "block bytes, but always at least one block"),
+              ("missing", f"[{_LINK}]", "wanted CIDs the server does not hold. A held block left out for the size "
+                                        "cap is in neither list; the asker asks for it again")])
     d.example("the answer", None, blk,
-              note="Alice answers a want of her head and of a CID she does not hold.")
+              note="Alice answers a want of her head and of a CID she does not hold. The head has no "
+                   "parents, so no ancestors ride along.")
+
+    # presence
+    d.add("### meshd/presence (gossip)", "")
+    d.para("Every node with the transport on broadcasts a signed presence record on the mesh's gossipsub "
+           "topic every 2 s (`MeshOptions.presence_interval_s`). Like the HPCP messages it is not a block. "
+           "A receiver accepts it only if `v` is 1, `peer` is both the gossip origin and the peer id of `a`, "
+           "the signature verifies, and `seq` is above the last one accepted from that peer (else it is "
+           "counted as `bad_presence` or `presence_replayed`). A peer seen within 3 periods with `runner` "
+           "in `roles` is a *live runner* (rendezvous preference). The first presence of a new peer makes "
+           "the node query all its objects; a peer with addresses that is not connected is dialled (at "
+           "most once per 10 s). `GET /v1/peers` shows what was received.")
+    d.fields([
+        ("t, v", "", "`\"meshd/presence\"`, `1`"),
+        ("peer", _TAG, "the sender's peer id"),
+        ("roles", "[text]", "`[node] roles` of the sender (at most 16 kept)"),
+        ("inv", "map", "inventory: `os`, `arch`, `cpus`, `memory`, `gpu` (only text, int, bool and list values are sent)"),
+        ("api", _TAG, "the sender's HTTP API URL, or `\"\"`"),
+        ("addrs", "[text]", "the sender's libp2p listen multiaddrs, at most 8"),
+        ("seq", "uint", "strictly increasing per sender: `max(previous + 1, clock in ms)`"),
+        ("a", "bytes(32)", "the sender's Ed25519 public key"),
+        ("s", "bytes(64)", "signature by `a` over the record without `s`"),
+    ])
+    d.example("alice's presence", None, presence,
+              note="Built by `meshd.mesh.Mesh` itself (clock fixed at T0); bob's mesh accepted it, then "
+                   "refused the same bytes again as `presence_replayed`.")
 
     # task
     d.add("### meshd/task", "")
@@ -498,7 +613,9 @@ def build() -> str:
                                           "(a `manifest` link is renamed `engine`)"),
         ("result", "map", "optional: `{action: \"set\" | \"append\", destination: {dataset: link, path: text}}`"),
         ("constraints", "[map]", "optional, at most 32: `{type: os | arch | label | min_memory | gpu, value}`"),
-        ("verify", "map", "optional: `{replicas: 1..16, quorum: 1..16}` (accepted; no Verifier acts on it yet)"),
+        ("verify", "map", "optional: `{replicas: 1..16, quorum: 1..16}`, quorum at most replicas (default: "
+                          "replicas): run on several runners and complete once `quorum` outputs agree "
+                          "(see [Queue records](#queue-records) and [meshd/verdict](#meshdverdict))"),
         ("max_attempts", "uint", "optional, 1..100: overrides `[runner] max_attempts`"),
         ("name, nonce", _TAG, "optional, at most 256 characters; a `nonce` enqueues identical work twice on purpose"),
     ])
@@ -525,13 +642,29 @@ def build() -> str:
         ("completed", "map", "`{task: link, by: text, at: uint, result: link}`: `result` names the "
                              "`meshd/result` block (Complete)"),
         ("failed", "map", "`{task, by, at, n, error: text (≤ 2,000 chars), final: bool}`, plus `stderr` from "
-                          "the Runner: attempt `n` failed; `final` fails the task for good"),
+                          "the Runner: attempt `n` failed; `final` fails the task for good; `void: true` marks "
+                          "an attempt abandoned because its runner restarted (frees the lease, not counted "
+                          "towards `max_attempts`)"),
+        ("replicas", "map", "`{task: link, k: uint, q: uint}` with `1 ≤ q ≤ k ≤ 16`: the task wants `k` "
+                            "independent runs, accepted on `q` agreeing outputs. Written by the enqueuing node "
+                            "in the same delta as the task's `available` element (first in the delta)"),
     ])
+    d.para("A completion with `replica: true` is one runner's finished replica of a replicated task. It "
+           "does not complete the task: a Verifier does, with an ordinary completion (no `replica` key) "
+           "whose `by` is the verifier and whose `result` is the canonical result record.")
     d.example("assignment", None, codec.encode(assign[2]),
               note="Bob's lease on the second task: 70 s (the Runner's lease is at least the task "
                    "timeout + 10 s).")
     d.example("failed attempt", None, codec.encode(fail[2]))
     d.example("completion", None, codec.encode(complete[2]))
+    d.example("void failure (runner restarted)", None, codec.encode(void[2]),
+              note="What a Runner writes on start for each lease it still holds from a previous life.")
+    d.example("replication request", None, codec.encode(rep_op[2]),
+              note="`verify: {replicas: 3, quorum: 2}` on the second task.")
+    d.example("replica completion", None, codec.encode(replica_done[2]),
+              note="Bob's replica of the replicated task.")
+    d.example("canonical completion by a verifier", None, codec.encode(canonical[2]),
+              note="Carol, a verifier, completes the task with the canonical result record.")
 
     # result
     d.add("### meshd/result", "")
@@ -554,6 +687,31 @@ def build() -> str:
     d.example("the result record", r_cid, r_data)
     d.para("The bytes `s` signs:")
     d.code("text", hexdump(codec.encode({k: v for k, v in rrec.items() if k != "s"})))
+    d.para("Readers check the signature against `pk`; they do not check that `runner` is the peer id of `pk`.")
+
+    # verdict
+    d.add("### meshd/verdict", "")
+    d.para("A verifier's signed judgement of a replicated task: which runners returned the canonical output "
+           "and which did not. Verdicts are elements of the mesh's `verdicts` object (genesis kind "
+           f"`verdicts`, name = mesh name; `{vd_gen}` for mesh `default`) under the set key `verdicts`, "
+           "inside ordinary `goho/delta` ops. Every peer computes trust and bans from the same set "
+           "(`lattice/trust.py`): for each (task, runner) the verdict with the smallest `(at, by, record CID)` "
+           "that names the runner counts. Malformed or badly signed verdicts are ignored and counted "
+           "(`forged_verdicts` in `GET /v1/node`).")
+    d.fields([
+        ("t, v", "", "`\"meshd/verdict\"`, `1`"),
+        ("task", _LINK, "the task judged"),
+        ("engine", f"{_LINK} or null", "the task's engine (trust is per peer and engine)"),
+        ("output", _LINK, "the canonical output block"),
+        ("valid", "[text]", "runners (peer ids) whose output agreed, sorted"),
+        ("invalid", "[text]", "runners whose output did not, sorted"),
+        ("by", _TAG, "the verifier's peer id (not checked against `pk`)"),
+        ("at", "uint", "when, in the verifier's ms clock"),
+        ("pk", "bytes(32)", "the verifier's Ed25519 public key"),
+        ("s", "bytes(64)", "signature by `pk` over the record without `s`"),
+    ])
+    d.example("carol judges the replicated task", None, codec.encode(verdict),
+              note="Bob and alice agreed on the output; nobody was invalid.")
 
     # engines
     d.add("### meshd/engine (bin-json-runner)", "")
@@ -571,7 +729,9 @@ def build() -> str:
         ("interpreter", _TAG, "optional interpreter *name* (`python3`), never a path"),
         ("args, serve_args", "[text]", "optional: extra argv; argv that makes a `json` engine serve JSON lines (warm)"),
         ("entry", _TAG, "`module:function`, only with protocol `python`"),
-        ("comparator", "map", "optional; reserved for the Verifier"),
+        ("comparator", "map", "optional: how the Verifier compares outputs; `{type: \"numeric\", tolerance: "
+                              "float}` accepts numbers within the tolerance (default `1e-9`); anything else, or "
+                              "no comparator, means exact comparison of output CIDs"),
     ])
     d.example("the engine's file", script_cid, script, value=script.decode(),
               note="Content up to 256 KiB is one raw block (shown as text).")
@@ -608,6 +768,70 @@ def build() -> str:
     ])
     d.example("a 40-byte file in 16-byte chunks", f_cid, f_data,
               note="`put_file(store, bytes(range(40)), chunk_size=16)`; real files use 256 KiB chunks.")
+
+    # archivist
+    d.add("### meshd/version", "")
+    d.para("The Archivist's name for one version of an object (`meshd/archive.py`). A GOHO has no single "
+           "root, so the archivist stores this small block, which links the heads, and pins it "
+           "recursively. `prev` links the archivist's previous root of the same object, so the newest root "
+           "reaches every older one. Not signed. The decoder refuses unknown fields and more than 1,024 heads.")
+    d.fields([
+        ("t, v", "", "`\"meshd/version\"`, `1`"),
+        ("g", _LINK, "the object's genesis"),
+        ("heads", f"[{_LINK}]", "the object's heads, sorted"),
+        ("h", "uint", "the replica's height"),
+        ("at", "uint", "when the archivist captured it (ms)"),
+        ("prev", _LINK, "optional: this archivist's previous version root of `g`"),
+        ("base", _LINK, "optional: the snapshot the replica was bootstrapped from"),
+    ])
+    d.example("the queue after alice's first delta", v1_cid, v1_data)
+    d.example("the next version, linking the first", v2_cid, v2_data)
+    d.add("### meshd/pin", "")
+    d.para("A signed claim \"archivist A pins version V of object G\", added to the mesh's `pins` object "
+           "(genesis kind `pins`, name = mesh name) under the set key `str(genesis)`. "
+           "`pin_record_untrusted` requires exactly these fields, a good signature, and `archivist` equal "
+           "to the peer id of `pk`, so one key cannot pose as several archivists. `GET "
+           "/v1/archive/{genesis}` reports how many archivists hold an object; no node deletes blocks "
+           "on the strength of these records yet.")
+    d.fields([
+        ("t, v", "", "`\"meshd/pin\"`, `1`"),
+        ("archivist", _TAG, "the archivist's peer id (must match `pk`)"),
+        ("pk", "bytes(32)", "the archivist's Ed25519 public key"),
+        ("genesis", _LINK, "the object"),
+        ("version", _LINK, "the `meshd/version` root pinned"),
+        ("at", "uint", "when (ms)"),
+        ("s", "bytes(64)", "signature by `pk` over the record without `s`"),
+    ])
+    d.example(f"carol pins the second version (set key `{pin_key}`)", None, codec.encode(pin))
+
+    # jobs
+    d.add("### Job records: meshd/job and meshd/rules", "")
+    d.para("A job (`POST /v1/jobs`, `meshd/jobs.py`) is a dataset whose genesis is `goho/genesis "
+           "{kind: \"dataset\", name: \"job/<name>\", nonce: 8 random bytes}`; its CID is the job id. "
+           "Submitting writes the stages' task-definition blocks, then one delta of three `put` ops: "
+           "`_job/spec` (a `meshd/job` record), `_job/rules` (a `meshd/rules` record) and "
+           "`<first stage>/input` (the pipeline's `input`). Every evaluator that syncs the dataset reads "
+           "the rules from `_job/rules`. The examples below are the pipeline "
+           "`engines/examples/pipelines/fibsum.json`, planned with fixed engine CIDs, a fixed nonce "
+           f"(`08090a0b0c0d0e0f`, job id `{job_gen}`) and `created_ms` = T0.")
+    d.fields([
+        ("t, v", "", "`\"meshd/job\"`, `1`"),
+        ("name", _TAG, "the pipeline's name"),
+        ("created_ms", "uint", "the submitting node's clock"),
+        ("result", _TAG, "dataset path of the job's result: `<last stage>/results`"),
+        ("stages", "[map]", "per stage: `{name, action: enqueue | map | reduce, engine: link, definition: link "
+                            "(the task-definition block), source: text, split: text or null, results: text}`"),
+    ])
+    d.fields([
+        ("t, v", "", "`\"meshd/rules\"`, `1`"),
+        ("rules", "[map]", "one entry per stage, at most 64: `{rule: <rule JSON of docs/conditions.md with "
+                           "real links>, keyed: bool}`; `keyed` (map stages) makes each task `set` its output "
+                           "at `<results>/<index>` instead of appending"),
+    ])
+    d.example("a stage's task definition (the split stage)", def_cid, def_data)
+    d.example("`_job/spec`", None, codec.encode(spec_op[2]))
+    d.example("`_job/rules`", None, codec.encode(rules_op[2]),
+              note="Decoded again by `rules_from_record_untrusted` with no errors.")
     return d.text()
 
 

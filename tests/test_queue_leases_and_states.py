@@ -98,11 +98,14 @@ def test_results_view_keeps_only_correctly_signed_records() -> None:
     rep = goho.Replica.empty(g, MemoryBlockStore())
     view = results.ResultsView(rep)
     a = _task(1)
-    good = results.result_record(SIGNER, a, codec.cid_of({"out": 1}), "p1", 5)
+    me = signing.peer_id_of(SIGNER.public)
+    good = results.result_record(SIGNER, a, codec.cid_of({"out": 1}), me, 5)
     forged = dict(good, output=codec.cid_of({"out": 2}))
-    rep.update([results.result_op(good), results.result_op(forged)], SIGNER)
+    # Correctly signed, but in another runner's name.
+    impostor = results.result_record(OTHER, a, codec.cid_of({"out": 3}), me, 6)
+    rep.update([results.result_op(good), results.result_op(forged), results.result_op(impostor)], SIGNER)
     assert [r["output"] for r in view.results(a)] == [good["output"]]
-    assert view.statistics().rejected == 1
+    assert view.statistics().rejected == 2
 
 
 def test_dataset_set_and_append_paths() -> None:
