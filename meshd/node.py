@@ -80,6 +80,7 @@ class Node:
         self.counters: dict[str, int] = {}
         self.api_url: str | None = None
         self.mesh: Any = None  # meshd.mesh.Mesh once the p2p layer runs
+        self.local_origin: set[CID] = set()  # tasks enqueued through this node's API
         self.p2p_addrs: list[str] = []
         mesh = config.node.mesh
         self.queue_obj = objects.follow(QUEUE, mesh)
@@ -205,6 +206,11 @@ class Node:
                    for c, v in ((c, verify.get(c)) for c in new) if v]
             await self.objects.commit(self.queue_obj, ops + queue.enqueue_ops(new))
         self.count("tasks_enqueued", len(new))
+        # Remember what was submitted here: the local runner may take it at
+        # once (locality, as Ray's local scheduling), peers steal the backlog.
+        self.local_origin.update(new)
+        if len(self.local_origin) > 200_000:
+            self.local_origin.clear()
         now = now_ms()
         out = []
         for cid, _ in blocks:

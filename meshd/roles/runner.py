@@ -128,6 +128,9 @@ class Runner:
         mesh = self.node.mesh
         if mesh is None:
             return True
+        info = self.node.queue.info(t)
+        if t in self.node.local_origin and (info is None or info.replication is None):
+            return True  # submitted here: run locally first; peers take what we leave
         live = [p for p in mesh.live_runners() if not self.node.trust.banned(p)]
         if len(live) <= 1:
             return True
@@ -138,7 +141,6 @@ class Runner:
             return True
         rank = ranked.index(self.node.peer_id)
         wanted = self.node.queue.wanted(t)
-        info = self.node.queue.info(t)
         if wanted > 1 and info is not None and info.replication is not None and not info.assignments:
             # Nobody has claimed yet: if the preferred runner is trusted, the
             # task will want one replica only (adaptive replication), so the
