@@ -301,13 +301,25 @@ class P2PConfig:
         listen: Multiaddrs to listen on; default ``["/ip4/0.0.0.0/tcp/4601"]``.
         bootstrap: Peer multiaddrs (with ``/p2p/<id>``) dialled at start.
         mdns: Discover peers on the local network; default false.
-        mdns_interfaces: Interfaces mDNS uses; empty means all.
+        mdns_interfaces: IPv4 addresses of the interfaces mDNS may use;
+            required when ``mdns`` is on (discovery is never on every
+            interface by accident).
+        allow_peers: Membership allow-list of peer ids ("12D3KooW…"); empty
+            (the default) is an open mesh.  When set, gossip, block requests
+            and deltas from anyone else are refused and counted.
+        gossip_per_s: Gossip messages accepted per second per peer (burst
+            twice that); more are dropped and counted.  Default 500.
+        requests_per_s: Block requests served per second per peer (burst
+            twice that).  Default 200.
     """
 
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4601",)
     bootstrap: tuple[str, ...] = ()
     mdns: bool = False
     mdns_interfaces: tuple[str, ...] = ()
+    allow_peers: tuple[str, ...] = ()
+    gossip_per_s: float = 500.0
+    requests_per_s: float = 200.0
 
     def __post_init__(self) -> None:
         for addr in _str_tuple(self, "p2p", "listen"):
@@ -316,6 +328,13 @@ class P2PConfig:
             _multiaddr("p2p", "bootstrap", addr)
         _bool(self, "p2p", "mdns")
         _str_tuple(self, "p2p", "mdns_interfaces")
+        if self.mdns and not self.mdns_interfaces:
+            raise ConfigError("[p2p] mdns = true needs mdns_interfaces (the IPv4 addresses to announce on)")
+        for pid in _str_tuple(self, "p2p", "allow_peers"):
+            if not pid.startswith(("12D3KooW", "Qm")) or len(pid) > 128:
+                raise ConfigError(f"[p2p] allow_peers: {pid!r} is not a libp2p peer id")
+        _positive_float(self, "p2p", "gossip_per_s")
+        _positive_float(self, "p2p", "requests_per_s")
 
 
 @dataclass(frozen=True)

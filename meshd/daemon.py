@@ -31,7 +31,8 @@ from engines.native import NativeOptions
 from engines.pool import PoolOptions
 from lattice.cid import CID
 from lattice.diskstore import DiskBlockStore, DiskStoreOptions
-from lattice.signing import Signer
+from lattice.goho import ReplicaOptions
+from lattice.signing import Signer, peer_id_of
 
 from . import __version__, api_engines, api_mesh, httpserver
 from .api import create_app
@@ -40,7 +41,7 @@ from .engine_admin import EngineAdmin
 from .heads import HeadsStore
 from .home import Home
 from .logs import get_logger
-from .mesh import Mesh
+from .mesh import Mesh, MeshOptions
 from .node import Node
 from .objects import ObjectHost
 from .p2p import P2POptions, Transport
@@ -77,7 +78,13 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
     store = _open_store(home, config)
     heads = HeadsStore.open(home.path / "heads.db")
     try:
-        objects = ObjectHost(store, heads, signer)
+        replica_options = None
+        if config.p2p.allow_peers:
+            # Allow-list mode: deltas (which peers relay on behalf of their
+            # authors) are accepted only from members, whoever relays them.
+            members = frozenset(config.p2p.allow_peers) | {identity.peer_id}
+            replica_options = ReplicaOptions(accept_author=lambda pk: peer_id_of(pk) in members)
+        objects = ObjectHost(store, heads, signer, replica_options=replica_options)
         t0 = time.perf_counter()
         objects.load()
         node = Node(objects=objects, peer_id=identity.peer_id, identity_seed=identity.seed, config=config)
@@ -106,8 +113,11 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
                     mdns_interfaces=tuple(config.p2p.mdns_interfaces)))
                 await nursery.start(transport.serve)
                 node.p2p_addrs = transport.listen_addrs()
+                allow = frozenset(config.p2p.allow_peers) | {identity.peer_id} if config.p2p.allow_peers else None
                 mesh = Mesh(objects, transport, roles=list(config.node.roles), inventory=node.inventory,
-                            api_url=lambda: node.api_url, addrs=transport.listen_addrs)
+                            api_url=lambda: node.api_url, addrs=transport.listen_addrs,
+                            options=MeshOptions(allow_peers=allow, gossip_per_s=config.p2p.gossip_per_s,
+                                                requests_per_s=config.p2p.requests_per_s))
                 await nursery.start(mesh.serve)
                 node.mesh = mesh
                 log.info("p2p_listening", addresses=",".join(node.p2p_addrs))

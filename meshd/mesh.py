@@ -70,6 +70,10 @@ class MeshOptions:
         request_timeout_s: Deadline of one block request (10 s).
         max_requests: Block requests in flight at once (16).
         prefetch_batch: CIDs per prefetch request (256).
+        allow_peers: Membership allow-list (None: open mesh).  Anyone else's
+            gossip and block requests are refused and counted.
+        gossip_per_s: Per-peer gossip rate limit (token bucket, burst 2x).
+        requests_per_s: Per-peer block-request rate limit (burst 2x).
     """
 
     announce_coalesce_s: float = 0.02
@@ -79,6 +83,9 @@ class MeshOptions:
     request_timeout_s: float = 10.0
     max_requests: int = 16
     prefetch_batch: int = 256
+    allow_peers: frozenset[str] | None = None
+    gossip_per_s: float = 500.0
+    requests_per_s: float = 200.0
 
     def __post_init__(self) -> None:
         for name in ("announce_coalesce_s", "announce_interval_s", "presence_interval_s", "tick_s", "request_timeout_s"):
@@ -109,6 +116,24 @@ class MeshStatistics:
     requests_in: int
     prefetched: int
     rejected: dict[str, int]
+
+
+class TokenBucket:
+    """Per-peer rate limits (hand-written: a dozen lines, no dependency)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, 2 * rate
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def allow(self, peer: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._state.get(peer, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._state[peer] = (tokens, now)
+            return False
+        self._state[peer] = (tokens - 1.0, now)
+        return True
 
 
 def rendezvous_rank(task: CID, peers: list[str]) -> list[str]:
@@ -161,6 +186,8 @@ class Mesh:
         self._stats = {"announces_out": 0, "gossip_in": 0, "requests_out": 0, "requests_in": 0, "prefetched": 0}
         self.rejected: dict[str, int] = {}
         self._merging = False
+        self._gossip_bucket = TokenBucket(self.options.gossip_per_s)
+        self._request_bucket = TokenBucket(self.options.requests_per_s)
 
     # -- public -----------------------------------------------------------------------
 
@@ -344,6 +371,8 @@ class Mesh:
         while True:
             peer, data = await self.transport.receive()
             self._stats["gossip_in"] += 1
+            if not self._admit(peer, self._gossip_bucket):
+                continue
             try:
                 obj = codec.decode_untrusted(data, max_size=hpcp.MAX_MESSAGE)
             except BadInput:
@@ -488,8 +517,20 @@ class Mesh:
             self._dirty_event.set()
         await self._dispatch(genesis, outs)
 
+    def _admit(self, peer: str, bucket: TokenBucket) -> bool:
+        allow = self.options.allow_peers
+        if allow is not None and peer not in allow:
+            self._reject("not_member")
+            return False
+        if not bucket.allow(peer):
+            self._reject("rate_limited")
+            return False
+        return True
+
     async def _serve_request(self, peer: str, data: bytes) -> bytes:
         self._stats["requests_in"] += 1
+        if not self._admit(peer, self._request_bucket):
+            return hpcp.encode_blocks([], [])
         try:
             msg = hpcp.decode_message_untrusted(data, verify=False)
         except BadInput:

@@ -1,0 +1,67 @@
+"""Allow-list membership and per-peer rate limits in the mesh layer (in process)."""
+
+from __future__ import annotations
+
+import trio
+
+from lattice import codec, goho, queue
+from lattice.blockstore import MemoryBlockStore
+from lattice.signing import Signer, peer_id_of
+from meshd.heads import HeadsStore
+from meshd.mesh import Mesh, MeshOptions, TokenBucket
+from meshd.objects import ObjectHost
+
+from ._fake_transport import Hub
+
+
+async def _node(nursery, hub, tmp_path, i, allow=None):
+    signer = Signer.from_seed(bytes([i + 40]) * 32)
+    pid = peer_id_of(signer.public)
+    ropts = None
+    if allow is not None:
+        ropts = goho.ReplicaOptions(accept_author=lambda pk: peer_id_of(pk) in allow)
+    host = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / f"h{i}.db"), signer, replica_options=ropts)
+    await nursery.start(host.serve)
+    q = host.follow("queue", "m")
+    mesh = Mesh(host, hub.transport(pid), roles=["runner"], inventory={},
+                options=MeshOptions(announce_interval_s=0.3, presence_interval_s=0.2, tick_s=0.1,
+                                    allow_peers=allow))
+    await nursery.start(mesh.serve)
+    return pid, host, q, mesh
+
+
+async def _wait(cond, timeout=20):
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(0.01)
+
+
+async def test_allow_list_refuses_strangers_and_their_relayed_deltas(tmp_path) -> None:
+    hub = Hub()
+    members = frozenset(peer_id_of(Signer.from_seed(bytes([i + 40]) * 32).public) for i in (0, 1))
+    async with trio.open_nursery() as nursery:
+        a = await _node(nursery, hub, tmp_path, 0, allow=members)
+        b = await _node(nursery, hub, tmp_path, 1)  # an open node: relays whatever it has
+        c = await _node(nursery, hub, tmp_path, 2)  # a stranger
+        _, hb, qb, _ = b
+        _, hc, qc, _ = c
+        await hb.commit(qb, queue.enqueue_ops([codec.cid_of({"member": 1})]))
+        await hc.commit(qc, queue.enqueue_ops([codec.cid_of({"stranger": 1})]))
+        # B (open) merges both; A (allow-list) gets only the member's work,
+        # even though B would relay the stranger's deltas too.
+        await _wait(lambda: qb.replica.state.count("available") == 2)
+        await _wait(lambda: a[2].replica.state.count("available") == 1)
+        await trio.sleep(1.0)
+        assert a[2].replica.state.count("available") == 1
+        assert a[2].replica.state.contains("available", codec.cid_of({"member": 1}))
+        rejected = a[3].statistics().rejected
+        assert rejected.get("not_member", 0) > 0
+        assert any(k.startswith("hpcp_BadRecord") for k in rejected) or rejected.get("not_member")
+        nursery.cancel_scope.cancel()
+
+
+def test_token_bucket_limits_bursts_per_peer() -> None:
+    bucket = TokenBucket(10.0)
+    allowed = sum(bucket.allow("p") for _ in range(100))
+    assert 19 <= allowed <= 21  # burst of twice the rate
+    assert bucket.allow("other")  # per peer
