@@ -248,3 +248,20 @@ def test_native_engine_that_forks_children_leaves_no_process_behind_after_timeou
     wait_for(lambda: len(_marked(marker)) == 2, timeout=30, what="the engine's two children to start")
     assert "timeout" in _failure(daemon, cid)
     wait_for(lambda: not _marked(marker), timeout=10, what="the engine's children to be killed")
+
+
+def test_docker_engine_published_on_one_node_runs_on_another_that_never_saw_it(
+        daemon_factory: Any, docker_client: Any, fresh_image: Any) -> None:
+    tag, image_id = fresh_image
+    a = daemon_factory("pub", roles=("manager",))  # publishes and submits, runs nothing
+    a.start()
+    b = _with_docker(daemon_factory("run", bootstrap=[a.multiaddr], trust=[a.public_hex]), require_docker_host()).start()
+    wait_for(lambda: any(p["roles"] for p in b.get("/v1/peers").json()["peers"]), timeout=60, what="B to see A")
+    engine = _add_docker(a, tag)
+    docker_client.images.remove(image_id, force=True)  # B must fetch the tarball's blocks from A and docker load them
+    cid = _enqueue(a, _docker_task(engine["cid"], {"text": "across the mesh"}))
+    a.wait_state(cid, "completed", timeout=120)
+    res = wait_for(lambda: [r for r in a.get(f"/v1/results/{cid}").json()["results"] if r["output"] is not None],
+                   timeout=60, what="the output on A")
+    assert res[0]["output"]["words"] == 3 and res[0]["runner"] == b.peer_id
+    assert docker_client.images.get(image_id).id == image_id
