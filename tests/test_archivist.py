@@ -284,8 +284,28 @@ def _answers(port: int) -> bool:
         return False
 
 
-@pytest.mark.skip(reason="needs the p2p layer: an IPFS node and an embedded node syncing over HPCP")
-def test_archivist_on_ipfs_node_archives_objects_merged_from_an_embedded_peer() -> None:
-    """Planned: node A (embedded store) enqueues; node B (IPFS, archivist) merges A's
-    queue through HPCP, ObjectHost.changed fires for the merge, and B pins the merged
-    version; A then sees B's record in the pins GOHO."""
+def test_an_ipfs_node_and_an_embedded_node_sync_and_the_archivist_pins_merged_versions(
+        daemon_factory, ipfs_api: str) -> None:
+    """Node A (embedded store) enqueues; node B (IPFS store, archivist) merges A's
+    queue over HPCP and pins the merged version in IPFS; results flow back to A."""
+    a = daemon_factory("embedded", roles=("manager",))
+    a.start()
+    b = daemon_factory("onipfs", roles=ROLES, bootstrap=[a.multiaddr], trust=[a.public_hex])
+    cfg = b.home / "config.toml"
+    text, n = re.subn(r'(?m)^api = ""$', f'api = "{ipfs_api}"', cfg.read_text())
+    assert n == 1
+    cfg.write_text(text)
+    b.start()
+    wait_for(lambda: any(p["roles"] for p in b.get("/v1/peers").json()["peers"]), timeout=60, what="B to see A")
+    engine = a.add_echo_engine()
+    cids = [t["cid"] for t in a.post("/v1/tasks", {"tasks": [echo_task(engine, {"x": i}) for i in range(5)]}).json()["tasks"]]
+    for c in cids:  # B (on IPFS) runs them; A (embedded) sees the results
+        a.wait_state(c, "completed", timeout=90)
+    q = _queue_genesis(a)
+    assert _queue_genesis(b) == q
+    listing = _pinned_version_with(b, q, 5)
+    assert listing["pinned"] in _ipfs_recursive_pins(ipfs_api)
+    for c in cids:
+        res = wait_for(lambda c=c: [r for r in a.get(f"/v1/results/{c}").json()["results"] if r["output"] is not None],
+                       timeout=60, what="outputs from the IPFS node on the embedded node")
+        assert res[0]["runner"] == b.peer_id
