@@ -788,7 +788,7 @@ def _targets() -> list[Target]:
                _frame_seeds),
         Target("frame_reader", "meshd.p2p_wire.FrameReader.read_frame_untrusted", _frame_reader, _frame_seeds),
         Target("rules_record", "meshd.jobs.rules_from_record_untrusted", _rules_record, _rules_record_seeds),
-        Target("pipeline", "meshd.jobs.Pipeline.from_json_untrusted", _pipeline, _pipeline_seeds),
+        Target("pipeline", "meshd.pipeline.Pipeline.from_json_untrusted", _pipeline, _pipeline_seeds),
         Target("presence", "meshd.mesh.Mesh._on_presence_untrusted", _presence, _presence_seeds),
         Target("publisher_key", "meshd.engine_admin.publisher_key_untrusted", _publisher_key, _publisher_seeds),
         Target("admin_cid", "meshd.engine_admin._cid_untrusted", _admin_cid, _cid_text_seeds),

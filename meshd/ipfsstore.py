@@ -11,6 +11,7 @@ Transport.  Calls go through ``ipfshttpclient`` 0.7.0, built as
 than 0.7, Kubo included) with one keep-alive session per calling thread.  The
 client has no ``block/rm``, so :meth:`IpfsBlockStore.delete` is the one call
 that falls back to plain HTTP (``httpx``, one shared keep-alive client).
+Sessions, retries and error mapping live in :mod:`meshd._ipfs_http`.
 
 Differences between nodes handled here (measured on js-ipfs 0.66.1, whose RPC
 reports version 0.18.1, and documented for Kubo):
@@ -43,53 +44,21 @@ answer is safe.
 from __future__ import annotations
 
 import io
-import json
 import threading
-import time
-import warnings
 from dataclasses import dataclass
 from collections.abc import Mapping
-from typing import Callable, Iterable, Iterator, Literal, TypeVar
-
-import httpx
-import ipfshttpclient
-import ipfshttpclient.exceptions as ipfs_exc
-import requests
+from typing import Iterable, Iterator, Literal
 
 from lattice.blockstore import BlockStoreStatistics
 from lattice.cid import CID, DAG_CBOR, RAW
 from lattice.codec import decode_untrusted
 from lattice.errors import BadBlock, BadCID, BadInput, BlockNotFound, StoreError
 
+from ._ipfs_http import RpcTransport, _Answered, _api_url
+
 __all__ = ["IpfsBlockStore", "IpfsOptions", "IpfsStatistics"]
 
-# ipfshttpclient 0.7.0's requests wrapper passes urllib3's removed ``strict``
-# argument, so every new connection pool warns.  The warning is about that
-# library's code, not ours; silence exactly it, nothing else.
-warnings.filterwarnings(
-    "ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning
-)
-
-T = TypeVar("T")
-
 _CODEC_NAMES = {DAG_CBOR: "dag-cbor", RAW: "raw"}
-
-
-def _api_url(api: str) -> str:
-    """``/ip4/127.0.0.1/tcp/5001[/http]`` -> ``http://127.0.0.1:5001/api/v0/``."""
-    parts = api.split("/")
-    if len(parts) < 5 or parts[0] != "":
-        raise ValueError(f"api must be a multiaddr like /ip4/127.0.0.1/tcp/5001, got {api!r}")
-    proto, host, transport, port = parts[1:5]
-    rest = [p for p in parts[5:] if p]
-    if proto not in ("ip4", "ip6", "dns", "dns4", "dns6") or not host:
-        raise ValueError(f"api multiaddr must start with /ip4, /ip6 or /dns*: {api!r}")
-    if transport != "tcp" or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"api multiaddr needs /tcp/<port 1..65535>: {api!r}")
-    if rest not in ([], ["http"]):
-        raise ValueError(f"api multiaddr may end only in /http: {api!r}")
-    netloc = f"[{host}]:{port}" if proto == "ip6" else f"{host}:{port}"
-    return f"http://{netloc}/api/v0/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,18 +137,6 @@ class IpfsStatistics:
     put_codec_param: str = ""
 
 
-class _Transport(Exception):
-    """Internal: a transport failure worth retrying (never escapes the module)."""
-
-
-class _Answered(Exception):
-    """Internal: the node answered with an error; ``status`` is its HTTP status."""
-
-    def __init__(self, message: str, status: int | None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class IpfsBlockStore:
     """A :class:`~lattice.blockstore.BlockStore` backed by an IPFS node.
 
@@ -192,19 +149,15 @@ class IpfsBlockStore:
 
     def __init__(self, options: IpfsOptions) -> None:
         self._options = options
-        self._url = options.api_url
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._clients: list[ipfshttpclient.Client] = []
-        self._http: httpx.Client | None = None
+        # Sessions, retries, error mapping and the transport counters
+        # (requests, retries, transport_errors, http_fallback_requests).
+        self._rpc = RpcTransport(options, self._lock)
         self._opened = False
-        self._closed = False
         self._codec_param = "" if options.put_codec_param == "auto" else options.put_codec_param
         self._pin_native: bool | None = {"auto": None, "native": True, "add-rm": False}[options.pin_update]
         # puts, duplicate_puts, rejected_puts, hits, misses, deletes
         self._counts = [0, 0, 0, 0, 0, 0]
-        # requests, retries, transport_errors, http_fallback_requests
-        self._net = [0, 0, 0, 0]
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -216,7 +169,7 @@ class IpfsBlockStore:
             StoreError: the node cannot be reached or is not an IPFS RPC API.
         """
         store = cls(options)
-        version = store._call("version", lambda c: c.version(opts={}))
+        version = store._rpc.call("version", lambda c: c.version(opts={}))
         if not isinstance(version, Mapping) or not isinstance(version.get("Version"), str):
             raise StoreError(f"{options.api} does not look like an IPFS RPC API (bad version answer)")
         if not store._codec_param:
@@ -227,14 +180,7 @@ class IpfsBlockStore:
 
     def close(self) -> None:
         """Close every session.  Idempotent; later calls raise :class:`StoreError`."""
-        with self._lock:
-            self._closed = True
-            clients, self._clients = self._clients, []
-            http, self._http = self._http, None
-        for client in clients:
-            client.close()
-        if http is not None:
-            http.close()
+        self._rpc.close()
 
     def __enter__(self) -> "IpfsBlockStore":
         return self
@@ -242,107 +188,8 @@ class IpfsBlockStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ---------------------------------------------------------------- transport
-
-    def _client(self) -> ipfshttpclient.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            # requests.Session is not documented as thread-safe: one per thread.
-            client = ipfshttpclient.Client(
-                self._options.api, session=True, timeout=self._options.http_timeout_s
-            )
-            # requests re-reads proxy variables from os.environ on every call
-            # (~0.4 ms each here, the largest cost on the hot path), and a proxy
-            # must never sit between us and the node anyway.  ipfshttpclient has
-            # no public knob, so reach its session; skip quietly if it moved.
-            session = getattr(getattr(client, "_client", None), "_session", None)
-            if session is not None and hasattr(session, "trust_env"):
-                session.trust_env = False
-            with self._lock:
-                if self._closed:
-                    client.close()
-                    raise StoreError("IPFS block store is closed")
-                self._clients.append(client)
-            self._local.client = client
-        return client
-
-    def _call(self, op: str, fn: Callable[[ipfshttpclient.Client], T]) -> T:
-        """Run ``fn(client)`` with retries; map every third-party error."""
-        if self._closed:
-            raise StoreError("IPFS block store is closed")
-        return self._retrying(op, lambda: self._once_client(fn))
-
-    def _once_client(self, fn: Callable[[ipfshttpclient.Client], T]) -> T:
-        try:
-            return fn(self._client())
-        except ipfs_exc.ErrorResponse as exc:
-            raise _Answered(str(exc), _status_of(exc)) from None
-        except ipfs_exc.StatusError as exc:
-            raise _Answered(f"HTTP error {_status_of(exc)}", _status_of(exc)) from None
-        except (ipfs_exc.CommunicationError, requests.RequestException, OSError) as exc:
-            raise _Transport(f"{type(exc).__name__}: {exc}") from None
-        except ipfs_exc.Error as exc:  # decoding / address errors: a broken answer
-            raise StoreError(f"IPFS node at {self._options.api} gave a malformed answer: {exc}") from None
-
-    def _plain(self, op: str, path: str, params: list[tuple[str, str]]) -> list[dict]:
-        """POST ``path`` with plain HTTP (calls ipfshttpclient lacks); JSON lines back."""
-        if self._closed:
-            raise StoreError("IPFS block store is closed")
-
-        def once() -> list[dict]:
-            http = self._http
-            if http is None:
-                with self._lock:
-                    if self._http is None:
-                        # httpx.Client is thread-safe; one keep-alive pool for all threads.
-                        self._http = httpx.Client(
-                            base_url=self._url, timeout=self._options.http_timeout_s,
-                            trust_env=False,
-                        )
-                    http = self._http
-            with self._lock:
-                self._net[3] += 1
-            try:
-                resp = http.post(path, params=params)
-            except (httpx.TransportError, OSError) as exc:
-                raise _Transport(f"{type(exc).__name__}: {exc}") from None
-            if resp.status_code != 200:
-                raise _Answered(_message_of(resp), resp.status_code)
-            try:
-                return [json.loads(line) for line in resp.content.splitlines() if line.strip()]
-            except ValueError:
-                raise StoreError(f"IPFS node at {self._options.api} answered {op} with non-JSON") from None
-
-        return self._retrying(op, once)
-
-    def _retrying(self, op: str, once: Callable[[], T]) -> T:
-        opts = self._options
-        delay = opts.retry_backoff_s
-        attempt = 0
-        while True:
-            with self._lock:
-                self._net[0] += 1
-            try:
-                return once()
-            except _Transport as exc:
-                with self._lock:
-                    self._net[2] += 1
-                if attempt >= opts.retries or self._closed:
-                    raise StoreError(
-                        f"IPFS node at {opts.api} is unreachable during {op} "
-                        f"({exc}; {attempt + 1} attempt(s)); is the daemon running?"
-                    ) from None
-            attempt += 1
-            with self._lock:
-                self._net[1] += 1
-            time.sleep(delay)
-            delay = min(delay * 2, opts.retry_backoff_max_s)
-
-    def _deadline(self) -> str:
-        return f"{int(self._options.timeout_s * 1000)}ms"
-
     def _check_ready(self) -> None:
-        if self._closed:
+        if self._rpc.closed:
             raise StoreError("IPFS block store is closed")
         if not self._opened:
             raise StoreError("IpfsBlockStore was not opened; use IpfsBlockStore.open(options)")
@@ -374,7 +221,7 @@ class IpfsBlockStore:
             "cid-base": "base32",
         }
         try:
-            answer = self._call("block/put", lambda c: c.block.put(io.BytesIO(data), opts=opts))
+            answer = self._rpc.call("block/put", lambda c: c.block.put(io.BytesIO(data), opts=opts))
         except _Answered as exc:
             raise StoreError(f"IPFS node refused block/put of {cid}: {exc}") from None
         key = answer.get("Key") if isinstance(answer, Mapping) else None
@@ -417,9 +264,9 @@ class IpfsBlockStore:
             StoreError: the node failed or answered bytes that do not match.
         """
         self._check_ready()
-        opts = {"timeout": self._deadline()}
+        opts = {"timeout": self._rpc.deadline()}
         try:
-            data = self._call("block/get", lambda c: c.block.get(str(cid), opts=opts))
+            data = self._rpc.call("block/get", lambda c: c.block.get(str(cid), opts=opts))
         except _Answered as exc:
             if exc.status == 404:
                 raise StoreError(f"IPFS node has no block/get route: {exc}") from None
@@ -448,9 +295,9 @@ class IpfsBlockStore:
         A missing block costs ``timeout_s`` on js-ipfs (it waits for the network).
         """
         self._check_ready()
-        opts = {"timeout": self._deadline(), "cid-base": "base32"}
+        opts = {"timeout": self._rpc.deadline(), "cid-base": "base32"}
         try:
-            self._call("block/stat", lambda c: c.block.stat(str(cid), opts=opts))
+            self._rpc.call("block/stat", lambda c: c.block.stat(str(cid), opts=opts))
         except _Answered as exc:
             if exc.status == 404:
                 raise StoreError(f"IPFS node has no block/stat route: {exc}") from None
@@ -460,7 +307,7 @@ class IpfsBlockStore:
     def _local_digests(self) -> list[bytes]:
         """Digests of every sha2-256 block the node holds (``refs/local``)."""
         try:
-            refs = self._call("refs/local", lambda c: c.unstable.refs.local(opts={"cid-base": "base32"}))
+            refs = self._rpc.call("refs/local", lambda c: c.unstable.refs.local(opts={"cid-base": "base32"}))
         except _Answered as exc:
             raise StoreError(f"IPFS node refused refs/local: {exc}") from None
         digests: list[bytes] = []
@@ -517,7 +364,7 @@ class IpfsBlockStore:
         self._check_ready()
         params = [("arg", str(cid)), ("cid-base", "base32")]
         try:
-            answers = self._plain("block/rm", "block/rm", params)
+            answers = self._rpc.plain("block/rm", "block/rm", params)
         except _Answered as exc:
             raise StoreError(f"IPFS node refused block/rm of {cid}: {exc}") from None
         errors = [a.get("Error") for a in answers if isinstance(a, Mapping) and a.get("Error")]
@@ -547,7 +394,7 @@ class IpfsBlockStore:
     def ipfs_statistics(self) -> IpfsStatistics:
         """Transport counters; does no I/O."""
         with self._lock:
-            n = self._net
+            n = self._rpc.net
             return IpfsStatistics(
                 requests=n[0], retries=n[1], transport_errors=n[2],
                 http_fallback_requests=n[3], pin_update_native=self._pin_native,
@@ -565,9 +412,9 @@ class IpfsBlockStore:
             StoreError: the node failed.
         """
         self._check_ready()
-        opts = {"timeout": self._deadline(), "cid-base": "base32"}
+        opts = {"timeout": self._rpc.deadline(), "cid-base": "base32"}
         try:
-            self._call("pin/add", lambda c: c.pin.add(str(cid), recursive=recursive, opts=opts))
+            self._rpc.call("pin/add", lambda c: c.pin.add(str(cid), recursive=recursive, opts=opts))
         except _Answered as exc:
             if exc.status == 404:
                 raise StoreError(f"IPFS node has no pin/add route: {exc}") from None
@@ -581,7 +428,7 @@ class IpfsBlockStore:
         """
         self._check_ready()
         try:
-            self._call("pin/rm", lambda c: c.pin.rm(str(cid), opts={"cid-base": "base32"}))
+            self._rpc.call("pin/rm", lambda c: c.pin.rm(str(cid), opts={"cid-base": "base32"}))
         except _Answered as exc:
             raise StoreError(f"IPFS node refused pin/rm of {cid}: {exc}") from None
 
@@ -592,7 +439,7 @@ class IpfsBlockStore:
         """
         self._check_ready()
         try:
-            answer = self._call("pin/ls", lambda c: c.pin.ls(type="all", opts={"cid-base": "base32"}))
+            answer = self._rpc.call("pin/ls", lambda c: c.pin.ls(type="all", opts={"cid-base": "base32"}))
         except _Answered as exc:
             raise StoreError(f"IPFS node refused pin/ls: {exc}") from None
         keys = answer.get("Keys") if isinstance(answer, Mapping) else None
@@ -621,9 +468,9 @@ class IpfsBlockStore:
         if old == new:
             return
         if self._pin_native is not False:
-            opts = {"timeout": self._deadline(), "cid-base": "base32"}
+            opts = {"timeout": self._rpc.deadline(), "cid-base": "base32"}
             try:
-                self._call("pin/update", lambda c: c.pin.update(str(old), str(new), opts=opts))
+                self._rpc.call("pin/update", lambda c: c.pin.update(str(old), str(new), opts=opts))
             except _Answered as exc:
                 if exc.status != 404 or self._pin_native is True:
                     raise StoreError(f"IPFS node refused pin/update {old} -> {new}: {exc}") from None
@@ -635,20 +482,3 @@ class IpfsBlockStore:
                 return
         self.pin_add(new, recursive=True)
         self.pin_rm(old)
-
-
-def _status_of(exc: BaseException) -> int | None:
-    original = getattr(exc, "original", None)
-    response = getattr(original, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def _message_of(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return f"HTTP {resp.status_code}"
-    if isinstance(body, Mapping) and isinstance(body.get("Message"), str):
-        return body["Message"]
-    return f"HTTP {resp.status_code}"
