@@ -311,6 +311,8 @@ class P2PConfig:
             twice that); more are dropped and counted.  Default 500.
         requests_per_s: Block requests served per second per peer (burst
             twice that).  Default 200.
+        secret: A shared mesh secret: when set, every message must carry its
+            HMAC (a private mesh, see :mod:`meshd.mesh_secret`); default "".
     """
 
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4601",)
@@ -320,8 +322,11 @@ class P2PConfig:
     allow_peers: tuple[str, ...] = ()
     gossip_per_s: float = 500.0
     requests_per_s: float = 200.0
+    secret: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.secret, str) or (self.secret and len(self.secret) < 16):
+            raise ConfigError("[p2p] secret must be empty or at least 16 characters")
         for addr in _str_tuple(self, "p2p", "listen"):
             _multiaddr("p2p", "listen", addr)
         for addr in _str_tuple(self, "p2p", "bootstrap"):

@@ -42,6 +42,7 @@ from .heads import HeadsStore
 from .home import Home
 from .logs import get_logger
 from .mesh import Mesh, MeshOptions
+from .mesh_secret import SealedTransport
 from .node import Node
 from .objects import ObjectHost
 from .p2p import P2POptions, Transport
@@ -113,11 +114,16 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
                     mdns_interfaces=tuple(config.p2p.mdns_interfaces)))
                 await nursery.start(transport.serve)
                 node.p2p_addrs = transport.listen_addrs()
+                wire: Any = transport
+                if config.p2p.secret:
+                    wire = SealedTransport(transport, config.p2p.secret)
                 allow = frozenset(config.p2p.allow_peers) | {identity.peer_id} if config.p2p.allow_peers else None
-                mesh = Mesh(objects, transport, roles=list(config.node.roles), inventory=node.inventory,
+                mesh = Mesh(objects, wire, roles=list(config.node.roles), inventory=node.inventory,
                             api_url=lambda: node.api_url, addrs=transport.listen_addrs,
                             options=MeshOptions(allow_peers=allow, gossip_per_s=config.p2p.gossip_per_s,
                                                 requests_per_s=config.p2p.requests_per_s))
+                if isinstance(wire, SealedTransport):
+                    wire.on_reject = mesh._reject
                 await nursery.start(mesh.serve)
                 node.mesh = mesh
                 log.info("p2p_listening", addresses=",".join(node.p2p_addrs))

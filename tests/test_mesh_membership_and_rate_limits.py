@@ -65,3 +65,56 @@ def test_token_bucket_limits_bursts_per_peer() -> None:
     allowed = sum(bucket.allow("p") for _ in range(100))
     assert 19 <= allowed <= 21  # burst of twice the rate
     assert bucket.allow("other")  # per peer
+
+
+async def _sealed_node(nursery, hub, tmp_path, i, secret):
+    from meshd.mesh_secret import SealedTransport
+
+    signer = Signer.from_seed(bytes([i + 60]) * 32)
+    pid = peer_id_of(signer.public)
+    host = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / f"s{i}.db"), signer)
+    await nursery.start(host.serve)
+    q = host.follow("queue", "s")
+    wire = SealedTransport(hub.transport(pid), secret)
+    mesh = Mesh(host, wire, roles=["runner"], inventory={},
+                options=MeshOptions(announce_interval_s=0.3, presence_interval_s=0.2, tick_s=0.1))
+    wire.on_reject = mesh._reject
+    await nursery.start(mesh.serve)
+    return host, q, mesh
+
+
+async def test_a_private_mesh_ignores_peers_without_the_shared_secret(tmp_path) -> None:
+    hub = Hub()
+    async with trio.open_nursery() as nursery:
+        h0, q0, m0 = await _sealed_node(nursery, hub, tmp_path, 0, "correct horse battery staple")
+        h1, q1, _ = await _sealed_node(nursery, hub, tmp_path, 1, "correct horse battery staple")
+        h2, q2, _ = await _sealed_node(nursery, hub, tmp_path, 2, "a different secret entirely")
+        await h0.commit(q0, queue.enqueue_ops([codec.cid_of({"private": 1})]))
+        await h2.commit(q2, queue.enqueue_ops([codec.cid_of({"outsider": 1})]))
+        await _wait(lambda: q1.replica.state.count("available") == 1)
+        await trio.sleep(1.0)
+        # Members share their work; the outsider neither gets it nor injects its own.
+        assert q1.replica.state.contains("available", codec.cid_of({"private": 1}))
+        assert q0.replica.state.count("available") == 1
+        assert q2.replica.state.count("available") == 1
+        assert m0.statistics().rejected.get("bad_mesh_secret", 0) > 0
+        nursery.cancel_scope.cancel()
+
+
+def test_replayed_and_forged_announcements_are_refused_and_counted() -> None:
+    from lattice import hpcp, records
+
+    g = records.make_genesis("queue", "replay")[0]
+    signer = Signer.from_seed(b"\x09" * 32)
+    src = goho.Replica.empty(g, MemoryBlockStore())
+    src.update(queue.enqueue_ops([codec.cid_of({"r": 1})]), signer)
+    msg = hpcp.encode_announce(signer, g, src.heads, 1000)
+    dst = hpcp.Syncer(goho.Replica.empty(g, MemoryBlockStore()), Signer.generate())
+    assert dst.receive_untrusted("p", msg, 10.0)  # first time: wants follow
+    assert dst.receive_untrusted("p", msg, 10.0) == []  # the same bytes again
+    forged = bytearray(msg)
+    forged[-5] ^= 0xFF  # breaks the signature
+    dst2 = hpcp.Syncer(goho.Replica.empty(g, MemoryBlockStore()), Signer.generate())
+    assert dst2.receive_untrusted("p", bytes(forged), 10.0) == []
+    assert dst.statistics().rejected.get("replayed", 0) == 1
+    assert sum(dst2.statistics().rejected.values()) == 1
