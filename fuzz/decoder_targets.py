@@ -550,6 +550,22 @@ def _presence_seeds() -> dict[str, bytes]:
                        seq_str=c.encode(dict(signed, seq="1")))
 
 
+def _mesh_secret() -> tuple:
+    from meshd.mesh_secret import mesh_key, open_untrusted
+
+    key = mesh_key("correct horse battery staple")
+    return (lambda d: open_untrusted(key, d)), ()  # documented: returns None, never raises
+
+
+def _mesh_secret_seeds() -> dict[str, bytes]:
+    from meshd.mesh_secret import mesh_key, seal
+
+    key = mesh_key("correct horse battery staple")
+    good = seal(key, b"payload")
+    return {"valid": good, "wrong-tag": good[:5] + bytes([good[5] ^ 1]) + good[6:],
+            "short": b"MS1" + b"\x00" * 10, "empty": b"", "no-magic": b"XX1" + good[3:]}
+
+
 def _publisher_key() -> tuple:
     from meshd.engine_admin import publisher_key_untrusted
     from meshd.errors import ApiError
@@ -790,6 +806,7 @@ def _targets() -> list[Target]:
         Target("rules_record", "meshd.jobs.rules_from_record_untrusted", _rules_record, _rules_record_seeds),
         Target("pipeline", "meshd.pipeline.Pipeline.from_json_untrusted", _pipeline, _pipeline_seeds),
         Target("presence", "meshd.mesh.Mesh._on_presence_untrusted", _presence, _presence_seeds),
+        Target("mesh_secret", "meshd.mesh_secret.open_untrusted", _mesh_secret, _mesh_secret_seeds),
         Target("publisher_key", "meshd.engine_admin.publisher_key_untrusted", _publisher_key, _publisher_seeds),
         Target("admin_cid", "meshd.engine_admin._cid_untrusted", _admin_cid, _cid_text_seeds),
         Target("add_signature", "meshd.engine_admin.EngineAdmin.add_signature_untrusted", _add_signature,
