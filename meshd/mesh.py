@@ -39,6 +39,7 @@ from .errors import IdentityError
 from .identity import peer_id_from_public_key
 from .logs import get_logger
 from .objects import Followed, ObjectHost
+from .ratelimit import TokenBucket
 
 log = get_logger("meshd.mesh")
 
@@ -116,24 +117,6 @@ class MeshStatistics:
     requests_in: int
     prefetched: int
     rejected: dict[str, int]
-
-
-class TokenBucket:
-    """Per-peer rate limits (hand-written: a dozen lines, no dependency)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate, self.burst = rate, 2 * rate
-        self._state: dict[str, tuple[float, float]] = {}
-
-    def allow(self, peer: str) -> bool:
-        now = time.monotonic()
-        tokens, last = self._state.get(peer, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._state[peer] = (tokens, now)
-            return False
-        self._state[peer] = (tokens - 1.0, now)
-        return True
 
 
 def rendezvous_rank(task: CID, peers: list[str]) -> list[str]:
