@@ -85,4 +85,8 @@ def test_a_node_killed_mid_task_loses_nothing_and_its_tasks_run_elsewhere(daemon
 
     # B restarts and catches up with everything that happened while it was down.
     b.start()
-    wait_for(lambda: _queue(b)["completed"] == 12 and _queue(b)["results"] == 12, timeout=60, what="B to catch up")
+    try:
+        wait_for(lambda: _queue(b)["completed"] == 12 and _queue(b)["results"] == 12, timeout=120, what="B to catch up")
+    except AssertionError:
+        print("B queue:", _queue(b), "A queue:", _queue(a), "\nB log:", b.log()[-3000:])
+        raise
