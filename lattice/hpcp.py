@@ -292,6 +292,8 @@ class Syncer:
         self._snap_obj: records.Snapshot | None = None
         self._snap_parts: dict[CID, dict[str, Any] | None] = {}
         self._deferred_heads: dict[CID, set[str]] = {}
+        self._backoff: dict[str, float] = {}  # peer -> time before which we do not ask it
+        self._failures: dict[str, int] = {}
         self.stats = SyncStatistics()
 
     # -- generating ------------------------------------------------------------------
@@ -395,6 +397,8 @@ class Syncer:
         groups = {self._inflight[c] for c in answered if c in self._inflight and self._inflight[c][0] == peer}
         for cid in [c for c, g in self._inflight.items() if g in groups and c not in answered]:
             del self._inflight[cid]
+        self._failures.pop(peer, None)
+        self._backoff.pop(peer, None)
         for cid in msg["missing"]:
             if self._inflight.get(cid, ("",))[0] == peer:
                 del self._inflight[cid]
@@ -468,6 +472,11 @@ class Syncer:
             provs = self._providers.get(cid)
             if provs is not None and len(provs) > 1:
                 provs.discard(peer)
+        # Back off from that peer (exponentially, up to want_timeout_s): an
+        # unreachable sole provider must not be asked again in a tight loop.
+        n = self._failures.get(peer, 0) + 1
+        self._failures[peer] = n
+        self._backoff[peer] = now + min(self.options.want_timeout_s, 0.25 * 2 ** min(n, 8))
         return self._plan(now)
 
     def tick(self, now: float) -> list[Outgoing]:
@@ -497,7 +506,10 @@ class Syncer:
         for cid, provs in self._providers.items():
             if cid in self._inflight or not provs:
                 continue
-            peer = min(provs, key=lambda p: (len(by_peer.get(p, ())), p))
+            ready = [p for p in provs if self._backoff.get(p, 0.0) <= now]
+            if not ready:
+                continue  # every provider is backing off; tick() plans again later
+            peer = min(ready, key=lambda p: (len(by_peer.get(p, ())), p))
             lst = by_peer.setdefault(peer, [])
             if len(lst) < self.options.batch:
                 lst.append(cid)

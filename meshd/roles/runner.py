@@ -165,6 +165,7 @@ class Runner:
         Cancellation kills running engines (their attempts stay leased until
         the lease expires, or are voided by this runner's next start).
         """
+        await self._catch_up_first()
         await self._void_own_leases()
         async with trio.open_nursery() as nursery:
             task_status.started()
@@ -261,6 +262,22 @@ class Runner:
         if self._first_seen and self.node.mesh is not None:
             return min(self.options.idle_poll_s, self.options.defer_s / 2)
         return self.options.idle_poll_s
+
+    async def _catch_up_first(self, timeout_s: float = 5.0) -> None:
+        """A node that joins a mesh (it has bootstrap peers) first catches up
+        with the queue before claiming: with a stale view it would re-run
+        tasks its peers finished while it was away.  Bounded, so a node whose
+        peers are all down still starts working."""
+        mesh = self.node.mesh
+        if mesh is None or not self.node.config.p2p.bootstrap:
+            return
+        genesis = self.node.queue_obj.genesis
+        with trio.move_on_after(timeout_s):
+            while not any(p.last_seen for p in mesh.peers.values()):  # a peer's presence arrived
+                await trio.sleep(0.05)
+            await self.node.wait_changed(self.node.queue_obj, 1.0)  # the answers to our query
+            while (s := mesh.syncers.get(genesis)) is not None and s.syncing:
+                await trio.sleep(0.05)
 
     async def _void_own_leases(self) -> None:
         now = now_ms()
