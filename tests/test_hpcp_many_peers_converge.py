@@ -76,3 +76,19 @@ def test_answers_capped_by_size_are_completed_by_asking_again() -> None:
         net.step()
     assert net.converged()
     assert b.replica.state.count("available") == 30
+
+
+def test_an_unreachable_sole_provider_is_backed_off_not_hammered() -> None:
+    from lattice import hpcp as _h
+
+    net = SimNet(seed=13)
+    a, b = net.add_peers(2, new_genesis("backoff"))
+    a.replica.update(queue.enqueue_ops([codec.cid_of({"x": 1})]), a.signer)
+    wants = b.syncer.receive_untrusted(a.name, a.syncer.announce(1.0), 1.0)
+    assert [w.to for w in wants] == [a.name]
+    # The transport could not reach A: no immediate re-ask of the only provider...
+    assert b.syncer.request_failed(a.name, 1.0) == []
+    assert b.syncer.request_failed(a.name, 1.0) == []
+    # ...but it is asked again once the backoff has passed.
+    assert [w.to for w in b.syncer.tick(1.0 + 1.1)] == [a.name]
+    assert isinstance(wants[0], _h.Outgoing)
