@@ -192,11 +192,30 @@ def _delta_fields(cid: CID, obj: dict[str, Any], verify: bool) -> Delta:
     return Delta(cid, obj["g"], parents, h, ops, obj["a"])
 
 
+#: The block records this module decodes, with the version it understands.
+_RECORD_TYPES = frozenset({"goho/genesis", "goho/delta", "goho/snapshot", "goho/snapshot-part"})
+_RECORD_VERSION = 1
+
+
 def record_type_untrusted(data: bytes) -> str:
-    """The ``t`` tag of a lattice block (to route it), or raise BadInput."""
+    """The ``t`` tag of a GOHO block record (to route it to its decoder).
+
+    Only the tag and version are checked: the record's own decoder
+    (:func:`delta_from_untrusted`, ...) checks its fields.  Any other tagged
+    map (an HPCP message, a meshd record, a future version) is refused here,
+    so a caller never routes a block this module cannot decode.
+
+    Raises:
+        BadEncoding: ``data`` is not canonical DAG-CBOR.
+        BadRecord: not a map tagged with a known record type and version.
+    """
     obj = codec.decode_untrusted(data)
     if type(obj) is not dict or type(obj.get("t")) is not str:
         raise _fail("block is not a tagged record")
+    if obj["t"] not in _RECORD_TYPES:
+        raise _fail(f"{obj['t'][:40]!r} is not a GOHO block record")
+    if type(obj.get("v")) is not int or obj["v"] != _RECORD_VERSION:
+        raise _fail(f"unsupported {obj['t']} version")
     return obj["t"]
 
 
