@@ -14,17 +14,17 @@ Guarantees, each covered by ``tests/test_api_contract_inprocess.py``:
 * A body over ``max_body_bytes`` is 413 before the application sees it, even
   when ``Content-Length`` is absent or lies: the limit middleware counts the
   bytes actually received.
-* When the API listens beyond loopback every route but ``/v1/health`` needs
-  ``Authorization: Bearer <token>``.
+* Every request passes :class:`meshd.api_guard.ApiGuard` before anything
+  else: a foreign ``Host`` or ``Origin`` is 403, a missing or wrong token 401,
+  too little scope 403 ``insufficient_scope``, a body that is not
+  ``application/json`` 415 (on loopback too: any web page can reach it).
 
-Bodies are parsed here rather than by FastAPI so that the content type does
-not matter (``curl -d`` sends form encoding) and so the node receives the
+Bodies are parsed here rather than by FastAPI so that the node receives the
 client's JSON exactly as sent.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -40,8 +40,10 @@ from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, StoreError
 
 from . import api_models as m
+from .api_guard import ROUTE_SCOPES, ApiGuard, GuardPolicy, error_body, routes_resolver
+from .api_guard import send_error as _send_error
 from .config import ApiOptions
-from .errors import ApiError, BadRequest, ConfigError, InternalError, InvalidRequest, ServiceUnavailable
+from .errors import ApiError, BadRequest, InternalError, InvalidRequest, ServiceUnavailable
 from .logs import get_logger
 
 API_VERSION = "v1"
@@ -85,11 +87,6 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    """The one error shape: ``{"error": {"code", "message", ...}}``."""
-    return {"error": {"code": code, "message": message, **extra}}
-
-
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(error_body(code, message, **extra), status_code=status)
 
@@ -97,6 +94,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -163,13 +161,6 @@ def _install_error_handlers(app: FastAPI) -> None:
 # ----------------------------------------------------------------- middleware
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps(error_body(code, message), separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 class BodyLimitMiddleware:
     """Rejects bodies over ``max_bytes`` with 413, counting bytes as they arrive.
 
@@ -226,31 +217,6 @@ class BodyLimitMiddleware:
             return await receive()  # later calls wait for http.disconnect
 
         await self.app(scope, replay, send)
-
-
-class BearerAuthMiddleware:
-    """Requires ``Authorization: Bearer <token>`` on every path but the open ones.
-
-    Args:
-        app: The wrapped ASGI application.
-        token: The expected token.
-        open_paths: Paths served without a token (``/v1/health``, so load
-            balancers and ``meshd`` liveness checks need no secret).
-    """
-
-    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str]) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-        self.open_paths = open_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path") not in self.open_paths:
-            given = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
-            # Constant-time comparison: the token is the only secret here.
-            if not hmac.compare_digest(given, self._expected):
-                await _send_error(send, 401, "unauthorized", "missing or wrong bearer token")
-                return
-        await self.app(scope, receive, send)
 
 
 # ----------------------------------------------------------------- helpers
@@ -312,6 +278,12 @@ def _install_openapi(app: FastAPI, body_models: dict[str, Any]) -> None:
             return app.openapi_schema
         schema = default()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        # Each operation names the token scope it needs (meshd.api_guard).
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                scope = ROUTE_SCOPES.get((method.upper(), path))
+                if scope is not None:
+                    operation["x-meshd-scope"] = scope.label
         for name, model in body_models.items():
             tree = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
             components.update(tree.pop("$defs", {}))
@@ -337,7 +309,7 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
 
     Args:
         node: The node the routes delegate to.
-        options: Listen address (decides whether auth is on), body limit, token.
+        options: Listen address and allowed hosts, body limit, tokens.
         version: Reported in the OpenAPI document.
         routers: Extra ``fastapi.APIRouter``s contributed by roles (archive,
             jobs, peers, trust...); they share the error handlers and limits.
@@ -346,10 +318,9 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
         An ASGI application; constructing it does no I/O.
 
     Raises:
-        ConfigError: The API listens beyond loopback but ``options.token`` is unset.
+        ConfigError: ``options.token`` (the admin token) is unset.
     """
-    if options.requires_token and not options.token:
-        raise ConfigError(f"API listens on non-loopback {options.listen} but no API token is configured")
+    policy = GuardPolicy.from_options(options)
     app = FastAPI(
         title="meshd API",
         version=version,
@@ -361,11 +332,10 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
     _install_error_handlers(app)
     _install_openapi(app, {"TaskBody": _TASK_BODY, "DatasetCreateIn": m.DatasetCreateIn,
                            "DatasetPutIn": m.DatasetPutIn, "EngineIn": m.EngineIn})
-    # Middleware added last runs first: auth before the body is even read.
+    # Middleware added last runs first: the guard decides before the body is even read.
+    # It resolves routes at request time, so routes added below are covered.
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
-    if options.requires_token:
-        assert options.token is not None
-        app.add_middleware(BearerAuthMiddleware, token=options.token, open_paths=frozenset({"/v1/health"}))
+    app.add_middleware(ApiGuard, policy=policy, resolve=routes_resolver(app.router.routes))
 
     for router in routers:
         app.include_router(router)

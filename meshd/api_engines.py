@@ -16,8 +16,10 @@ Two pieces, both thin: they validate input and call one
   body.  It wraps the app *outside* the API's body-limit middleware, which
   buffers whole bodies up to ``[api] max_body_bytes``: an image is streamed
   to disk chunk by chunk under its own limit (``[docker] max_image_mb``).
-  It keeps the API's guarantees: bearer auth when the API needs it, the one
-  error shape, 413 for an oversized ``Content-Length`` before any body byte.
+  Being outside the app, it is outside the app's :class:`~meshd.api_guard.ApiGuard`
+  too, so it gets a guard of its own with the same Host/Origin rules, the
+  ``admin`` scope and ``Content-Type: application/x-tar``; it keeps the one
+  error shape and 413 for an oversized ``Content-Length`` before any body byte.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .api import BearerAuthMiddleware, error_body
+from .api import error_body
+from .api_guard import TAR, ApiGuard, GuardPolicy, scope_of
 from .config import ApiOptions
 from .engine_admin import DockerUpload, EngineAdmin
 from .errors import ApiError, BadRequest
@@ -197,10 +200,9 @@ class DockerUploadEndpoint:
 
 def with_docker_upload(app: Any, admin: EngineAdmin, options: ApiOptions) -> Any:
     """Wrap the ``/v1`` app so ``POST /v1/engines/docker`` streams (see the module doc)."""
-    endpoint: Any = DockerUploadEndpoint(admin)
-    if options.requires_token:
-        assert options.token is not None
-        endpoint = BearerAuthMiddleware(endpoint, options.token, frozenset())
+    # Every method on this path is classed as the upload (admin): a GET gets its 405 only with the admin token.
+    endpoint = ApiGuard(DockerUploadEndpoint(admin), GuardPolicy.from_options(options, content_type=TAR),
+                        lambda method, path: scope_of("POST", UPLOAD_PATH))
 
     async def dispatch(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope.get("path") == UPLOAD_PATH:

@@ -46,7 +46,8 @@ class ApiClient:
 
     Args:
         base_url: e.g. ``http://127.0.0.1:7600``.
-        token: Bearer token, sent when given.
+        token: Bearer token, sent when given (the API refuses every request
+            but ``/v1/health`` without one; the CLI uses the home's admin token).
         timeout: Per-request timeout in seconds.
     """
 
@@ -66,10 +67,11 @@ class ApiClient:
             NotRunning: Nothing listens at the base URL.
             ClientError: The API answered with an error (message from its body).
         """
+        # The API takes bodies as application/json only, even an empty one.
+        headers = {"Content-Type": "application/json"} if method in ("POST", "PUT", "PATCH", "DELETE") else None
+        content = json.dumps(body).encode() if body is not None else None
         try:
-            response = self._http.request(method, path, json=body) if body is not None else self._http.request(
-                method, path
-            )
+            response = self._http.request(method, path, content=content, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout):
             raise NotRunning(f"meshd is not running at {self.base_url} (start it with `meshd run`)") from None
         except httpx.TransportError as exc:
@@ -114,7 +116,7 @@ def _client(args: argparse.Namespace) -> ApiClient:
             try:
                 token = home.read_token()
             except MeshdError:
-                token = None  # a 401 will explain; a loopback API needs none
+                token = None  # the API's 401 (with a hint below) will explain
     return ApiClient(_client_url(listen or DEFAULT_API), token=token, timeout=args.timeout_http)
 
 

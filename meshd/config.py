@@ -16,6 +16,7 @@ Example ``config.toml`` (every key optional)::
     [api]
     listen = "127.0.0.1:7600"
     max_body_bytes = 8388608
+    allowed_hosts = []
 
     [runner]
     slots = 8
@@ -51,8 +52,8 @@ business (see :mod:`meshd.cli`).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -145,20 +146,6 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def is_loopback_host(host: str) -> bool:
-    """True when ``host`` can only be reached from this machine.
-
-    Unknown host names count as non-loopback so that a mistyped name errs on
-    the side of requiring the API token.
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class NodeConfig:
     """``[node]``: what this node does and how it names itself.
@@ -171,12 +158,17 @@ class NodeConfig:
             results and engine-registry objects are derived from it, so every
             node of one mesh follows the same genesis CIDs.  Default "default".
         labels: Free-form labels matched by ``label`` task constraints.
+        shutdown_grace_s: After SIGTERM/SIGINT, how long the graceful stop
+            may take before the daemon kills its engines and exits hard
+            (``shutdown_forced``); default 8.0, at most 600.  Keep it under
+            the supervisor's own stop timeout (systemd: 90 s).
     """
 
     roles: tuple[str, ...] = ("manager", "runner")
     name: str = field(default_factory=lambda: socket.gethostname()[:64] or "meshd")
     mesh: str = "default"
     labels: tuple[str, ...] = ()
+    shutdown_grace_s: float = 8.0
 
     def __post_init__(self) -> None:
         roles = _str_tuple(self, "node", "roles", allow_empty=False)
@@ -190,32 +182,48 @@ class NodeConfig:
         if not isinstance(self.mesh, str) or not 0 < len(self.mesh) <= 64:
             raise ConfigError(f"[node] mesh must be a string of 1..64 characters, got {self.mesh!r}")
         _str_tuple(self, "node", "labels")
+        if _positive_float(self, "node", "shutdown_grace_s") > 600:
+            raise ConfigError(f"[node] shutdown_grace_s must be at most 600, got {self.shutdown_grace_s}")
 
 
 @dataclass(frozen=True)
 class ApiOptions:
     """``[api]``: the local HTTP API's options (also the API component's options).
 
+    Every request but ``GET /v1/health`` needs a bearer token, on loopback
+    too (see :mod:`meshd.api_guard` for why and for the scopes).
+
     Attributes:
         listen: ``HOST:PORT`` to bind; default ``127.0.0.1:7600``.  Port 0
-            binds a free port (tests).  A non-loopback host turns on
-            bearer-token auth.
+            binds a free port (tests).
         max_body_bytes: Largest request body accepted; default 8 MiB.  Larger
             bodies get 413 before the application sees them.
-        token: Bearer token required when ``listen`` is not loopback.  Never
-            read from ``config.toml``: the daemon fills it from
-            ``<home>/api.token``.
+        allowed_hosts: Extra ``Host`` (and ``Origin``) names the API answers
+            to, ``"name"`` (any port) or ``"name:port"``; default none, which
+            admits only the listen address and the loopback names on its port.
+        token: The ``admin`` token; ``read_token``/``submit_token`` the
+            narrower ones.  Never read from ``config.toml``: the daemon fills
+            them from ``<home>/api*.token``.
     """
 
     listen: str = "127.0.0.1:7600"
     max_body_bytes: int = 8 * MIB
-    token: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    # repr=False: a logged or printed ApiOptions never shows a secret.
+    token: str | None = field(default=None, repr=False)
+    read_token: str | None = field(default=None, repr=False)
+    submit_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         parse_host_port(self.listen)
         _int(self, "api", "max_body_bytes", minimum=1, maximum=1024 * MIB)
-        if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 16):
-            raise ConfigError("[api] token must be a string of at least 16 characters")
+        for host in _str_tuple(self, "api", "allowed_hosts"):
+            if not _HOST_ENTRY.fullmatch(host):
+                raise ConfigError(f"[api] allowed_hosts: {host!r} is not NAME or NAME:PORT (no scheme, no path)")
+        for name in _TOKEN_FIELDS:
+            token = getattr(self, name)
+            if token is not None and (not isinstance(token, str) or len(token) < 16):
+                raise ConfigError(f"[api] {name} must be a string of at least 16 characters")
 
     @property
     def host(self) -> str:
@@ -227,10 +235,9 @@ class ApiOptions:
         """The port part of :attr:`listen`."""
         return parse_host_port(self.listen)[1]
 
-    @property
-    def requires_token(self) -> bool:
-        """True when the API binds beyond loopback and so needs a bearer token."""
-        return not is_loopback_host(self.host)
+
+_TOKEN_FIELDS: Final = frozenset({"token", "read_token", "submit_token"})
+_HOST_ENTRY: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -496,10 +503,10 @@ _SECTIONS: Final[dict[str, type]] = {
     "archive": ArchiveConfig,
     "log": LogConfig,
 }
-# Keys accepted in the file; ``api.token`` is deliberately absent (it lives in
-# its own 0600 file so that config.toml can be shared or pasted safely).
+# Keys accepted in the file; the API tokens are deliberately absent (they live
+# in their own 0600 files so that config.toml can be shared or pasted safely).
 _FILE_KEYS: Final[dict[str, frozenset[str]]] = {
-    name: frozenset(f.name for f in dataclasses.fields(cls)) - ({"token"} if name == "api" else set())
+    name: frozenset(f.name for f in dataclasses.fields(cls)) - (_TOKEN_FIELDS if name == "api" else set())
     for name, cls in _SECTIONS.items()
 }
 

@@ -60,10 +60,17 @@ class BadRequest(ApiError):
 
 
 class Unauthorized(ApiError):
-    """The request lacks the bearer token a non-loopback API requires."""
+    """The request lacks a valid bearer token (every route but /v1/health needs one)."""
 
     status = 401
     default_code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    """The request is refused whatever its token: a foreign Host or Origin, or too little scope."""
+
+    status = 403
+    default_code = "forbidden"
 
 
 class NotFound(ApiError):
@@ -96,6 +103,13 @@ class PayloadTooLarge(ApiError):
 
     status = 413
     default_code = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    """The request body is not of the route's content type (application/json for most)."""
+
+    status = 415
+    default_code = "unsupported_media_type"
 
 
 class ServiceUnavailable(ApiError):

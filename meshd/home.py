@@ -5,7 +5,9 @@ Layout (``meshd init`` creates all of it)::
     <home>/              mode 0700
         config.toml      the configuration (meshd.config)
         identity.key     Ed25519 seed, mode 0600 (meshd.identity)
-        api.token        bearer token for a non-loopback API, mode 0600
+        api.token        the API's admin bearer token, mode 0600 (the CLI uses it)
+        api-submit.token the API's submit-scope token, mode 0600
+        api-read.token   the API's read-scope token, mode 0600
         blocks/          the embedded block store (opened by the daemon)
         lock             flock()ed by the running daemon; holds its pid
 
@@ -32,6 +34,8 @@ from .identity import Identity, check_private_mode, load_identity, save_identity
 DEFAULT_HOME: Final = "~/.meshd"
 IDENTITY_FILE: Final = "identity.key"
 TOKEN_FILE: Final = "api.token"
+#: Token file of each API scope (see meshd.api_guard); api.token predates scopes and is admin.
+TOKEN_FILES: Final = {"admin": TOKEN_FILE, "submit": "api-submit.token", "read": "api-read.token"}
 BLOCKS_DIR: Final = "blocks"
 LOCK_FILE: Final = "lock"
 
@@ -64,8 +68,12 @@ class Home:
 
     @property
     def token_path(self) -> Path:
-        """``<home>/api.token``."""
+        """``<home>/api.token``, the admin token."""
         return self.path / TOKEN_FILE
+
+    def token_path_for(self, scope: str) -> Path:
+        """The token file of ``scope`` (``"admin"``, ``"submit"`` or ``"read"``)."""
+        return self.path / TOKEN_FILES[scope]
 
     @property
     def blocks_dir(self) -> Path:
@@ -94,30 +102,46 @@ class Home:
         """The node identity; refuses a key file readable by others."""
         return load_identity(self.identity_path)
 
-    def read_token(self) -> str:
-        """The API bearer token.
+    def read_token(self, scope: str = "admin") -> str:
+        """The API bearer token of ``scope`` (default the admin token, ``api.token``).
 
         Raises:
             IdentityError: The token file is missing, empty or not private.
         """
+        path = self.token_path_for(scope)
         try:
-            check_private_mode(self.token_path)
-            token = self.token_path.read_text().strip()
+            check_private_mode(path)
+            token = path.read_text().strip()
         except FileNotFoundError:
-            raise IdentityError(f"{self.token_path} does not exist (run `meshd init --force`)") from None
+            raise IdentityError(f"{path} does not exist (start the daemon once, or run `meshd init --force`)") from None
         if len(token) < 16:
-            raise IdentityError(f"{self.token_path} holds no usable token")
+            raise IdentityError(f"{path} holds no usable token")
         return token
 
-    def api_options(self, config: Config) -> ApiOptions:
-        """``config.api`` with the token filled in when the API needs one.
+    def ensure_api_tokens(self) -> None:
+        """Create every missing API token file (mode 0600); existing ones are kept.
 
-        A loopback API gets no token, so a stray or unreadable token file
-        cannot stop a purely local node from starting.
+        Homes made before the API had scopes hold only ``api.token``; the
+        daemon calls this (through :meth:`api_options`) on start, so they gain
+        the read and submit tokens without a ``meshd init --force``.
         """
-        if not config.api.requires_token:
-            return config.api
-        return dataclasses.replace(config.api, token=self.read_token())
+        for name in TOKEN_FILES.values():
+            with contextlib.suppress(FileExistsError):  # O_EXCL: never replace a token
+                write_private_file(self.path / name, (secrets.token_urlsafe(32) + "\n").encode())
+
+    def api_options(self, config: Config) -> ApiOptions:
+        """``config.api`` with its three tokens filled in from the home.
+
+        Every API request needs a token, on loopback too (any web page can
+        reach 127.0.0.1), so missing token files are created first and an
+        unreadable or world-readable one stops the daemon.
+
+        Raises:
+            IdentityError: A token file is not private or holds no token.
+        """
+        self.ensure_api_tokens()
+        return dataclasses.replace(config.api, token=self.read_token("admin"),
+                                   submit_token=self.read_token("submit"), read_token=self.read_token("read"))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -171,7 +195,7 @@ def init_home(
 
     Args:
         path: The directory; created (mode 0700) if missing.
-        force: Replace the identity, token and config of an existing home.
+        force: Replace the identity, tokens and config of an existing home.
             The block store is kept.  Refused while a daemon holds the lock.
         identity: Use this identity instead of generating one (tests).
         **config_overrides: Config tables, e.g. ``api={"listen": ...}``.
@@ -191,10 +215,10 @@ def init_home(
         raise HomeError(f"{home.path} already holds a meshd home (use --force to replace its identity and config)")
     home.path.mkdir(mode=0o700, parents=True, exist_ok=True)
     with home.lock():
-        for stale in (home.config_path, home.identity_path, home.token_path):
+        for stale in (home.config_path, home.identity_path, *(home.path / name for name in TOKEN_FILES.values())):
             stale.unlink(missing_ok=True)
         home.blocks_dir.mkdir(mode=0o700, exist_ok=True)
         save_identity(identity or Identity.generate(), home.identity_path)
-        write_private_file(home.token_path, (secrets.token_urlsafe(32) + "\n").encode())
+        home.ensure_api_tokens()
         write_default_config(home.path, **config_overrides)
     return home

@@ -87,5 +87,5 @@ async def serve(
         binds: list[str] = await nursery.start(partial(hypercorn.trio.serve, app, config))
         parts = urlsplit(binds[0])
         bound = BoundAddress(parts.hostname or options.host, parts.port or options.port)
-        _log.info("api_listening", url=bound.url, auth=options.requires_token)
+        _log.info("api_listening", url=bound.url)
         task_status.started(bound)

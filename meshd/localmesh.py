@@ -40,6 +40,7 @@ class LocalNode:
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.proc: subprocess.Popen | None = None
         self.peer_id = ""
+        self.headers: dict[str, str] = {}  # the admin token, once init() has made the home
 
     def meshd(self, *args: str) -> str:
         out = subprocess.run([PY, "-m", "meshd.cli", *args, "--home", str(self.home)], capture_output=True, text=True)
@@ -65,6 +66,8 @@ class LocalNode:
         identity = Home(self.home).load_identity()
         self.peer_id = identity.peer_id
         self.public_hex = identity.public_hex
+        # Every API request but /v1/health needs a token, on loopback too.
+        self.headers = {"Authorization": f"Bearer {Home(self.home).read_token()}"}
 
     @property
     def multiaddr(self) -> str:
@@ -96,10 +99,10 @@ class LocalNode:
                 self.proc.kill()
 
     def get(self, path: str, **kw):
-        return httpx.get(self.url + path, timeout=30, **kw).json()
+        return httpx.get(self.url + path, timeout=30, headers=self.headers, **kw).json()
 
     def post(self, path: str, body) -> dict:
-        r = httpx.post(self.url + path, json=body, timeout=60)
+        r = httpx.post(self.url + path, json=body, timeout=60, headers=self.headers)
         if r.status_code >= 400:
             raise SystemExit(f"POST {path} failed: {r.text}")
         return r.json()

@@ -98,7 +98,7 @@ def main() -> int:
         say(f"== {len(seen)}/{len(cids)} results on node-a; work spread: {ran_by}")
         say(f"   total matches a direct computation: {total == direct} ({len(str(total))} digits)")
 
-        jobs = first.get("/v1/jobs") if httpx.get(first.url + "/v1/jobs", timeout=5).status_code == 200 else None
+        jobs = first.get("/v1/jobs") if httpx.get(first.url + "/v1/jobs", timeout=5, headers=first.headers).status_code == 200 else None
         if jobs is not None:
             say("== running the split -> map -> reduce pipeline as a job (Evaluator rules chain the stages)")
             job = first.post("/v1/jobs", {

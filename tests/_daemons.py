@@ -2,6 +2,11 @@
 
 Every wait is on a condition (the API answers, a task reaches a state) with a
 deadline; nothing sleeps a fixed time.
+
+The API wants a bearer token on every route but ``/v1/health`` and JSON bodies
+declared as such: :meth:`Daemon.get`, :meth:`Daemon.post`, :meth:`Daemon.put`
+and :meth:`Daemon.client` send the home's admin token (``scope=`` picks
+another) and ``Content-Type: application/json``.
 """
 
 from __future__ import annotations
@@ -139,13 +144,37 @@ class Daemon:
 
     # -- API helpers ------------------------------------------------------------
 
-    def get(self, path: str, **kw: Any) -> httpx.Response:
+    def token(self, scope: str = "admin") -> str:
+        """The home's API token of ``scope`` (``admin``, ``submit`` or ``read``; the last two exist once started)."""
+        from meshd.home import Home
+
+        return Home(self.home).read_token(scope)
+
+    def headers(self, scope: str = "admin", *, json_body: bool = False) -> dict[str, str]:
+        """``Authorization`` for ``scope``, plus ``Content-Type: application/json`` when ``json_body``."""
+        out = {"Authorization": f"Bearer {self.token(scope)}"}
+        if json_body:
+            out["Content-Type"] = "application/json"
+        return out
+
+    def client(self, scope: str = "admin", **kw: Any) -> httpx.Client:
+        """An ``httpx.Client`` on this daemon carrying the ``scope`` token (close it, or use ``with``)."""
+        kw.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, headers=self.headers(scope), **kw)
+
+    def get(self, path: str, *, scope: str = "admin", **kw: Any) -> httpx.Response:
+        kw["headers"] = {**self.headers(scope), **kw.get("headers", {})}
         return httpx.get(self.url + path, timeout=10, **kw)
 
-    def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+    def post(self, path: str, body: Any = None, *, scope: str = "admin", **kw: Any) -> httpx.Response:
         if body is not None:
             kw["content"] = json.dumps(body)
+        kw["headers"] = {**self.headers(scope, json_body=True), **kw.get("headers", {})}
         return httpx.post(self.url + path, timeout=30, **kw)
+
+    def put(self, path: str, body: Any, *, scope: str = "admin", **kw: Any) -> httpx.Response:
+        kw["headers"] = {**self.headers(scope, json_body=True), **kw.get("headers", {})}
+        return httpx.put(self.url + path, content=json.dumps(body), timeout=30, **kw)
 
     def add_echo_engine(self, **manifest: Any) -> str:
         import base64

@@ -3,6 +3,9 @@
 Most tests drive the ASGI app in process through ``httpx.ASGITransport``;
 ``test_real_server_*`` start Hypercorn on port 0 and talk TCP.  The node is
 :class:`FakeNode`, an in-memory implementation of ``NodeService`` (no patching).
+Clients send the admin token and ``Content-Type: application/json``, as the
+CLI does; the gate itself (Host, Origin, scopes, content type) is tested in
+``test_api_refuses_web_pages.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,18 @@ from meshd.config import ApiOptions
 from meshd.errors import BadRequest, NotFound
 from meshd.httpserver import BoundAddress, serve
 
-TOKEN = "t" * 32
+TOKEN = "t" * 32  # admin
+SUBMIT_TOKEN = "s" * 32
+READ_TOKEN = "r" * 32
+BASE_URL = "http://127.0.0.1:7600"  # a Host the API answers to (loopback, the port the request came in on)
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+def api_options(**kw: Any) -> ApiOptions:
+    """Loopback options with all three tokens; ``kw`` overrides."""
+    base: dict[str, Any] = {"listen": "127.0.0.1:0", "max_body_bytes": 4096, "token": TOKEN,
+                            "submit_token": SUBMIT_TOKEN, "read_token": READ_TOKEN}
+    return ApiOptions(**{**base, **kw})
 DATASET = str(cid_of({"genesis": "fixture"}))
 ENGINE = str(cid_of({"engine": "fixture"}))
 
@@ -165,9 +179,11 @@ def node() -> FakeNode:
     return FakeNode()
 
 
-def _client(node: FakeNode, options: ApiOptions | None = None) -> httpx.AsyncClient:
-    app = create_app(_typed(node), options or ApiOptions(listen="127.0.0.1:0", max_body_bytes=4096))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://meshd")
+def _client(node: FakeNode, options: ApiOptions | None = None,
+            headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    app = create_app(_typed(node), options or api_options())
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL,
+                             headers=AUTH if headers is None else headers)
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
@@ -294,7 +310,7 @@ async def test_health_node_and_openapi_are_served(node: FakeNode) -> None:
 
 @pytest.mark.parametrize("body", [b"{", b"not json", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000, b""])
 async def test_malformed_json_is_400(node: FakeNode, body: bytes) -> None:
-    async with _client(node, ApiOptions(listen="127.0.0.1:0", max_body_bytes=1 << 20)) as c:
+    async with _client(node, api_options(max_body_bytes=1 << 20)) as c:
         for path in ("/v1/tasks", "/v1/datasets", "/v1/engines"):
             assert_error(await c.post(path, content=body), 400, "malformed_json")
         assert_error(await c.put(f"/v1/datasets/{DATASET}/x", content=body), 400, "malformed_json")
@@ -404,13 +420,13 @@ _json = st.recursive(
 )
 
 
-_FUZZ_APP = create_app(FakeNode(), ApiOptions(listen="127.0.0.1:0"))  # built once: examples are many
+_FUZZ_APP = create_app(FakeNode(), api_options(max_body_bytes=8 * 1024 * 1024))  # built once: examples are many
 
 
 @settings(max_examples=100, deadline=None)
 @given(body=_json, path=st.sampled_from(["/v1/tasks", "/v1/datasets", "/v1/engines", f"/v1/datasets/{DATASET}/p"]))
 async def test_arbitrary_json_bodies_never_cause_a_5xx(body: Any, path: str) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_FUZZ_APP), base_url="http://meshd") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_FUZZ_APP), base_url=BASE_URL, headers=AUTH) as c:
         method = c.put if path.startswith("/v1/datasets/") else c.post
         r = await method(path, content=json.dumps(body))
     assert r.status_code < 500, r.text
@@ -419,7 +435,7 @@ async def test_arbitrary_json_bodies_never_cause_a_5xx(body: Any, path: str) -> 
 
 
 async def test_deeply_nested_values_are_4xx(node: FakeNode) -> None:
-    async with _client(node, ApiOptions(listen="127.0.0.1:0", max_body_bytes=1 << 20)) as c:
+    async with _client(node, api_options(max_body_bytes=1 << 20)) as c:
         for depth in (200, 900, 5000):
             nested = "[" * depth + "]" * depth
             r = await c.post("/v1/tasks", content='{"input": {"value": %s}, "taskDefinition": '
@@ -464,9 +480,8 @@ async def test_body_at_the_limit_is_accepted(node: FakeNode) -> None:
 # ----------------------------------------------------------------- auth
 
 
-async def test_non_loopback_api_requires_the_bearer_token(node: FakeNode) -> None:
-    options = ApiOptions(listen="0.0.0.0:7600", token=TOKEN)
-    async with _client(node, options) as c:
+async def test_every_route_but_health_requires_the_bearer_token_on_loopback_too(node: FakeNode) -> None:
+    async with _client(node, headers={"Content-Type": "application/json"}) as c:
         assert_error(await c.get("/v1/node"), 401, "unauthorized")
         assert_error(await c.get("/v1/node", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
         assert_error(await c.post("/v1/tasks", json=listing2_task()), 401, "unauthorized")
@@ -476,27 +491,23 @@ async def test_non_loopback_api_requires_the_bearer_token(node: FakeNode) -> Non
     assert node.tasks == {}
 
 
-async def test_loopback_api_needs_no_token(node: FakeNode) -> None:
-    async with _client(node, ApiOptions(listen="[::1]:7600")) as c:
-        assert (await c.get("/v1/node")).status_code == 200
-
-
-def test_non_loopback_api_without_token_is_refused(node: FakeNode) -> None:
+def test_api_without_an_admin_token_is_refused_even_on_loopback(node: FakeNode) -> None:
     from meshd.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="token"):
-        create_app(node, ApiOptions(listen="192.168.1.5:7600"))
+    for listen in ("127.0.0.1:7600", "192.168.1.5:7600"):
+        with pytest.raises(ConfigError, match="token"):
+            create_app(node, ApiOptions(listen=listen))
 
 
 # ----------------------------------------------------------------- real server
 
 
 async def test_real_server_serves_http_over_tcp_on_an_ephemeral_port(node: FakeNode) -> None:
-    app = create_app(node, ApiOptions(listen="127.0.0.1:0", max_body_bytes=4096))
+    app = create_app(node, api_options())
     async with trio.open_nursery() as nursery:
         bound: BoundAddress = await nursery.start(serve, app, ApiOptions(listen="127.0.0.1:0"))
         assert bound.port != 0
-        async with httpx.AsyncClient(base_url=bound.url) as c:
+        async with httpx.AsyncClient(base_url=bound.url, headers=AUTH) as c:
             r = await c.post("/v1/tasks", json=listing2_task())
             assert r.status_code == 201
             assert (await c.get(f"/v1/tasks/{r.json()['cid']}")).json()["state"] == "available"
@@ -513,7 +524,7 @@ async def test_real_server_serves_http_over_tcp_on_an_ephemeral_port(node: FakeN
 
 
 async def test_real_server_on_non_loopback_requires_token(node: FakeNode) -> None:
-    options = ApiOptions(listen="0.0.0.0:0", token=TOKEN)
+    options = api_options(listen="0.0.0.0:0")
     async with trio.open_nursery() as nursery:
         bound: BoundAddress = await nursery.start(serve, create_app(node, options), options)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bound.port}") as c:

@@ -17,6 +17,10 @@ schema, in positive mode (inputs the schema allows) and negative mode
 Routes whose request body is parsed by hand and is not in the schema get
 hypothesis-generated JSON bodies in a second test, checked for 5xx and the
 error shape.  Generation is derandomized, so a run is reproducible.
+
+Every request carries the admin token and ``Content-Type: application/json``
+(the API refuses anything else before a route runs; that gate has its own
+tests in ``test_api_refuses_web_pages.py``), so the fuzzing reaches the routes.
 """
 
 from __future__ import annotations
@@ -143,6 +147,8 @@ def test_no_operation_answers_a_server_error_or_breaks_its_schema(daemon: Daemon
     assert set(UNDOCUMENTED_STATUSES) <= {op.label for op in operations}, "a listed operation no longer exists"
     tally = Tally()
     with requests.Session() as session:
+        # Bodiless POSTs (sign) still declare JSON; requests sends session headers on every call.
+        session.headers.update(daemon.headers(json_body=True))
         for operation in operations:
             # Negative mode has nothing to negate for operations whose only
             # inputs are free-form strings: hypothesis reports Unsatisfiable.
@@ -186,7 +192,7 @@ def test_hand_parsed_bodies_never_cause_server_errors(daemon: Daemon, method: st
         sent += 1
         content = json.dumps(body).encode() if raw is None else raw
         url = daemon.url + path.replace("{cid}", requests.utils.quote(cid, safe="") or "x")
-        r = requests.request(method, url, data=content, timeout=60)
+        r = requests.request(method, url, data=content, timeout=60, headers=daemon.headers(json_body=True))
         assert r.status_code < 500, f"{method} {url} {content[:200]!r} -> {r.status_code} {r.text[:300]}"
         if r.status_code >= 400:
             error = r.json().get("error")

@@ -258,7 +258,7 @@ def test_ipfs_node_dying_mid_run_gives_clear_errors_and_work_resumes(daemon_fact
 
         _ipfs_env.kill_node(state)
         wait_for(lambda: not _answers(port), what="the IPFS node to be gone")
-        r = httpx.post(d.url + "/v1/tasks", json={"tasks": [echo_task(engine, {"lost": True})]}, timeout=30)
+        r = d.post("/v1/tasks", {"tasks": [echo_task(engine, {"lost": True})]})
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "store_unavailable"
         assert d.get("/v1/health").status_code == 200 and d.proc.poll() is None

@@ -65,13 +65,14 @@ class Harness:
 @pytest.fixture
 async def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> AsyncIterator[Harness]:
     node = PolledNode()
-    options = ApiOptions(listen="127.0.0.1:0")
+    home = init_home(tmp_path / "home")
+    # The server takes the home's tokens, as the daemon does; the CLI sends the admin one.
+    options = Home(home.path).api_options(home.load_config({"api": {"listen": "127.0.0.1:0"}}))
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(serve, create_app(node, options), options)
-        home = tmp_path / "home"
         # The home's config names the server, so commands need no --api.
-        init_home(home, api={"listen": f"127.0.0.1:{bound.port}"})
-        yield Harness(node, f"127.0.0.1:{bound.port}", home, capsys)
+        home.config_path.write_text(home.config_path.read_text().replace("127.0.0.1:7600", f"127.0.0.1:{bound.port}"))
+        yield Harness(node, f"127.0.0.1:{bound.port}", home.path, capsys)
         nursery.cancel_scope.cancel()
 
 

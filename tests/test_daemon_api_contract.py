@@ -54,9 +54,9 @@ def test_datasets_create_write_and_read(daemon: Daemon) -> None:
     assert r.status_code in (200, 201)
     ds = r.json()["cid"]
     assert daemon.get(f"/v1/datasets/{ds}/split/input").json()["value"] == {"n": 10}
-    r = httpx.put(f"{daemon.url}/v1/datasets/{ds}/map/results", json={"value": 5, "action": "append"})
+    r = daemon.put(f"/v1/datasets/{ds}/map/results", {"value": 5, "action": "append"})
     assert r.status_code == 200, r.text
-    httpx.put(f"{daemon.url}/v1/datasets/{ds}/map/results", json={"value": 3, "action": "append"})
+    daemon.put(f"/v1/datasets/{ds}/map/results", {"value": 3, "action": "append"})
     assert daemon.get(f"/v1/datasets/{ds}/map/results").json()["value"] == [3, 5]
     assert daemon.get(f"/v1/datasets/{ds}/nothing/here").status_code == 404
 
@@ -83,7 +83,7 @@ def test_task_reads_its_input_from_a_dataset_and_writes_its_result_to_one(daemon
     ],
 )
 def test_bad_requests_get_clear_4xx_errors(daemon: Daemon, body: bytes, status, code) -> None:
-    r = httpx.post(daemon.url + "/v1/tasks", content=body, timeout=10)
+    r = httpx.post(daemon.url + "/v1/tasks", content=body, timeout=10, headers=daemon.headers(json_body=True))
     assert 400 <= r.status_code < 500, r.text
     err = r.json()["error"]
     assert err["message"]
@@ -100,7 +100,7 @@ def test_unknown_task_and_garbage_cid_in_the_path(daemon: Daemon) -> None:
 
 def test_oversized_body_gets_413_and_the_daemon_keeps_serving(daemon: Daemon) -> None:
     huge = b'{"tasks": [' + b"1," * (5 * 1024 * 1024) + b"1]}"
-    r = httpx.post(daemon.url + "/v1/tasks", content=huge, timeout=30)
+    r = httpx.post(daemon.url + "/v1/tasks", content=huge, timeout=30, headers=daemon.headers(json_body=True))
     assert r.status_code == 413
     assert r.json()["error"]["code"]
     assert daemon.get("/v1/health").status_code == 200

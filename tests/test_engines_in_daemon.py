@@ -212,11 +212,12 @@ def test_image_upload_streams_under_its_own_limit_and_rejects_what_is_not_an_ima
         for _ in range(3):
             yield b"\0" * (512 * 1024)
 
-    r = d.post("/v1/engines/docker?name=big", content=chunks())
+    tar = {"Content-Type": "application/x-tar"}
+    r = d.post("/v1/engines/docker?name=big", content=chunks(), headers=tar)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
-    r = d.post("/v1/engines/docker?name=junk", content=b"not a tarball")
+    r = d.post("/v1/engines/docker?name=junk", content=b"not a tarball", headers=tar)
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_image"
-    r = d.post("/v1/engines/docker?colour=red", content=b"x")
+    r = d.post("/v1/engines/docker?colour=red", content=b"x", headers=tar)
     assert r.status_code == 400 and "colour" in r.json()["error"]["message"]
     assert d.get("/v1/engines/docker").status_code == 405
     assert not list(d.home.glob(".upload-*"))  # spooled tarballs are removed

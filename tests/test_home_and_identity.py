@@ -197,18 +197,28 @@ def test_overrides_win_over_the_file_and_are_validated(tmp_path: Path) -> None:
         load_config(tmp_path, {"api": {"bogus": 1}})
 
 
-@pytest.mark.parametrize("listen,needs", [("127.0.0.1:7600", False), ("localhost:1", False), ("[::1]:1", False),
-                                          ("0.0.0.0:7600", True), ("[::]:7600", True), ("10.0.0.1:1", True),
-                                          ("myhost:1", True)])
-def test_token_is_required_exactly_beyond_loopback(listen: str, needs: bool) -> None:
-    assert ApiOptions(listen=listen).requires_token is needs
-
-
-def test_api_options_carry_the_token_only_when_needed(tmp_path: Path) -> None:
+def test_api_options_carry_all_three_tokens_on_loopback_too(tmp_path: Path) -> None:
     home = init_home(tmp_path)
-    assert home.api_options(home.load_config()).token is None
-    remote = home.load_config({"api": {"listen": "0.0.0.0:7600"}})
-    assert home.api_options(remote).token == home.read_token()
+    options = home.api_options(home.load_config())
+    assert options.token == home.read_token() == home.read_token("admin")
+    assert options.submit_token == home.read_token("submit") and options.read_token == home.read_token("read")
+    assert len({options.token, options.submit_token, options.read_token}) == 3
+    for scope in ("admin", "submit", "read"):
+        assert _mode(home.token_path_for(scope)) == 0o600
+    assert not any(secret in repr(options) for secret in (options.token, options.submit_token, options.read_token))
+
+
+def test_a_home_made_before_scoped_tokens_gains_them_and_keeps_its_admin_token(tmp_path: Path) -> None:
+    home = init_home(tmp_path)
+    admin = home.read_token()
+    home.token_path_for("read").unlink()
+    home.token_path_for("submit").unlink()
+    with pytest.raises(IdentityError, match="api-read.token"):
+        home.read_token("read")
+    options = home.api_options(home.load_config())
+    assert options.token == admin
+    assert options.read_token == home.read_token("read") and _mode(home.token_path_for("read")) == 0o600
+    assert home.api_options(home.load_config()) == options  # existing tokens are never replaced
 
 
 # ----------------------------------------------------------------- lock

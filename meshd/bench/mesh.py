@@ -34,10 +34,10 @@ from ..localmesh import start_mesh, wait_peers
 ECHO = Path(__file__).resolve().parents[2] / "engines" / "examples" / "echo.py"
 
 
-def publish_noop(url: str) -> str:
+def publish_noop(url: str, headers: dict[str, str]) -> str:
     body = {"manifest": {"name": "noop", "executable": "echo.py", "protocol": "python", "entry": "echo:echo"},
             "files": {"echo.py": base64.b64encode(ECHO.read_bytes()).decode()}}
-    r = httpx.post(url + "/v1/engines", json=body, timeout=60)
+    r = httpx.post(url + "/v1/engines", json=body, timeout=60, headers=headers)
     r.raise_for_status()
     return r.json()["cid"]
 
@@ -57,8 +57,8 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
         first = mesh[0]
         if nodes > 1:
             wait_peers(mesh)
-        engine = publish_noop(first.url)
-        client = httpx.Client(base_url=first.url, timeout=120)
+        engine = publish_noop(first.url, first.headers)
+        client = httpx.Client(base_url=first.url, timeout=120, headers=first.headers)
         salt = str(time.time())
         # Warm up: start the warm pools everywhere.
         warm = [c["cid"] for c in client.post("/v1/tasks", json={"tasks": [_task(engine, f"w{i}", salt) for i in range(20 * nodes)]}).json()["tasks"]]
