@@ -40,7 +40,7 @@ from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, StoreError
 
 from . import api_models as m
-from .api_guard import ROUTE_SCOPES, ApiGuard, GuardPolicy, error_body, routes_resolver
+from .api_guard import ROUTE_SCOPES, ApiGuard, GuardPolicy, error_body
 from .api_guard import send_error as _send_error
 from .config import ApiOptions
 from .errors import ApiError, BadRequest, InternalError, InvalidRequest, ServiceUnavailable
@@ -333,9 +333,8 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
     _install_openapi(app, {"TaskBody": _TASK_BODY, "DatasetCreateIn": m.DatasetCreateIn,
                            "DatasetPutIn": m.DatasetPutIn, "EngineIn": m.EngineIn})
     # Middleware added last runs first: the guard decides before the body is even read.
-    # It resolves routes at request time, so routes added below are covered.
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
-    app.add_middleware(ApiGuard, policy=policy, resolve=routes_resolver(app.router.routes))
+    app.add_middleware(ApiGuard, policy=policy)
 
     for router in routers:
         app.include_router(router)

@@ -36,7 +36,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .api import error_body
-from .api_guard import TAR, ApiGuard, GuardPolicy, scope_of
+from .api_guard import TAR, ApiGuard, GuardPolicy, required_access
 from .config import ApiOptions
 from .engine_admin import DockerUpload, EngineAdmin
 from .errors import ApiError, BadRequest
@@ -202,7 +202,7 @@ def with_docker_upload(app: Any, admin: EngineAdmin, options: ApiOptions) -> Any
     """Wrap the ``/v1`` app so ``POST /v1/engines/docker`` streams (see the module doc)."""
     # Every method on this path is classed as the upload (admin): a GET gets its 405 only with the admin token.
     endpoint = ApiGuard(DockerUploadEndpoint(admin), GuardPolicy.from_options(options, content_type=TAR),
-                        lambda method, path: scope_of("POST", UPLOAD_PATH))
+                        lambda method, path: required_access("POST", UPLOAD_PATH))
 
     async def dispatch(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope.get("path") == UPLOAD_PATH:

@@ -24,9 +24,9 @@ from the request line and headers, before one body byte is read:
    browser may send cross-origin without a preflight.
 
 Scopes nest: ``read`` < ``submit`` < ``admin``.  :data:`ROUTE_SCOPES` names
-the scope of every route, keyed by method and path template; a route missing
-from it needs ``admin`` (fail closed), and a test walks the OpenAPI document
-so that a new route cannot ship unclassified.
+the scope of every route, keyed by method and path template; a path no
+template matches needs ``admin`` (fail closed), and a test walks the OpenAPI
+document so that a new route cannot ship unclassified.
 """
 
 from __future__ import annotations
@@ -105,33 +105,29 @@ ROUTE_SCOPES: Final[dict[tuple[str, str], Access]] = {
 }
 
 
-def scope_of(method: str, template: str) -> Access:
-    """The scope a route needs; ``admin`` for a route missing from :data:`ROUTE_SCOPES`."""
-    return ROUTE_SCOPES.get(("GET" if method == "HEAD" else method, template), Access.ADMIN)
+def _pattern(template: str) -> re.Pattern[str]:
+    # "{x}" is one path segment, as Starlette matches it; "{path}" is Starlette's
+    # "{path:path}" (any rest of the path, slashes included).
+    parts = re.split(r"(\{\w+\})", template)
+    return re.compile("".join(
+        ".*" if p == "{path}" else "[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
 
 
-def _plain_template(path: str) -> str:
-    # Starlette writes "{path:path}"; the OpenAPI document (and ROUTE_SCOPES) "{path}".
-    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+_PATTERNS: Final = [(method, _pattern(template), scope) for (method, template), scope in ROUTE_SCOPES.items()]
 
 
-def routes_resolver(routes: Iterable[Any]) -> Callable[[str, str], Access]:
-    """Scope lookup over a Starlette route list, matched the way Starlette routes.
+def required_access(method: str, path: str) -> Access:
+    """The scope a request needs, from its method and concrete path.
 
-    The list is read at each call, so routes included after the guard was
-    installed are covered.  A path no route serves needs ``read``: its answer
-    is a 404 or 405 and changes nothing.
+    Matched against the :data:`ROUTE_SCOPES` templates rather than the
+    router's own tables, so the answer does not depend on framework
+    internals.  Where several templates match, the strictest wins; where
+    none does, ``admin`` (fail closed: such a path is at best a 404, or a
+    route someone forgot to classify).
     """
-
-    def resolve(method: str, path: str) -> Access:
-        wanted = "GET" if method == "HEAD" else method
-        for route in routes:
-            regex, methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
-            if regex is not None and regex.match(path) and (methods is None or wanted in methods):
-                return scope_of(method, _plain_template(route.path))
-        return Access.OPEN if path in OPEN_PATHS else Access.READ
-
-    return resolve
+    wanted = "GET" if method == "HEAD" else method
+    found = [scope for m, pattern, scope in _PATTERNS if m == wanted and pattern.fullmatch(path)]
+    return max(found, default=Access.ADMIN)
 
 
 # ----------------------------------------------------------------- policy
@@ -272,10 +268,11 @@ class ApiGuard:
     Args:
         app: The wrapped ASGI application.
         policy: Tokens, hosts and content type.
-        resolve: ``(method, path) -> Access``, e.g. :func:`routes_resolver`.
+        resolve: ``(method, path) -> Access``; default :func:`required_access`.
     """
 
-    def __init__(self, app: ASGIApp, policy: GuardPolicy, resolve: Callable[[str, str], Access]) -> None:
+    def __init__(self, app: ASGIApp, policy: GuardPolicy,
+                 resolve: Callable[[str, str], Access] = required_access) -> None:
         self.app = app
         self.policy = policy
         self.resolve = resolve

@@ -24,6 +24,21 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+# Chromium drives tests/test_api_refuses_web_pages.py: a real browser on an
+# attacker page must not be able to change the daemon.  Best effort: without
+# it that one test skips and says why, so a failed install does not stop setup.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing chromium (headless browser for the API's web-page tests)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq chromium >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+            || say "warning: could not install chromium; the browser test will skip"
+    else
+        say "warning: chromium is missing and cannot be apt-get installed (not root); the browser test will skip"
+    fi
+fi
+
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($PY --version)"
