@@ -717,6 +717,34 @@ def _upload_seeds() -> dict[str, bytes]:
             "big-memory": b"memory_mb=" + b"9" * 5000, "pct": b"name=%ff%fe"}
 
 
+def _api_guard() -> tuple:
+    from meshd.api_guard import Access, GuardPolicy, check_untrusted
+    from meshd.config import ApiOptions
+    from meshd.errors import ApiError
+
+    policy = GuardPolicy.from_options(ApiOptions(listen="127.0.0.1:7600", token="a" * 32, read_token="r" * 32,
+                                                 allowed_hosts=("mesh.example", "[::1]:9")))
+    methods = ("GET", "POST", "PUT", "HEAD", "DELETE", "PATCH")
+
+    def run(d: bytes) -> None:
+        # Byte 0 picks the method and the scope the route needs; the rest is "name: value" header lines.
+        pick = d[0] if d else 0
+        headers = [tuple(part.strip() for part in line.split(b":", 1)) for line in d[1:].split(b"\n") if b":" in line]
+        check_untrusted(policy, list(Access)[pick % 4], methods[(pick >> 2) % len(methods)],
+                        [(n.lower(), v) for n, v in headers], 7600 if pick & 0x80 else None)
+
+    return run, (ApiError,)
+
+
+def _api_guard_seeds() -> dict[str, bytes]:
+    ok = b"\x03host: 127.0.0.1:7600\nauthorization: Bearer " + b"a" * 32 + b"\ncontent-type: application/json"
+    return {"valid": ok, "rebound": b"\x87host: rebind.example:7600", "origin": ok + b"\norigin: http://evil.example",
+            "origin-null": ok + b"\norigin: null", "v6": b"\x80host: [::1]:9", "bad-v6": b"\x80host: [::1:9",
+            "bad-port": b"\x80host: localhost:99999", "two-hosts": b"\x80host: a\nhost: b", "text": b"\x86" + ok[1:]
+            + b"\ncontent-type: text/plain", "empty": b"", "latin1": b"\x80host: \xe9:7600",
+            "userinfo": b"\x80host: u@127.0.0.1:7600", "origin-path": ok + b"\norigin: http://127.0.0.1:7600/x"}
+
+
 def _archive_version() -> tuple:
     from lattice.errors import BadInput
     from meshd.archive import version_from_untrusted
@@ -818,6 +846,8 @@ def _targets() -> list[Target]:
         Target("api_json_object", "meshd.api_engines._json_object_untrusted", _api_json_object,
                lambda: _json_seeds(obj={"publisher": "ab" * 32})),
         Target("upload_fields", "meshd.api_engines.upload_fields_untrusted", _upload_fields, _upload_seeds),
+        Target("api_guard", "meshd.api_guard.check_untrusted (Host, Origin, token, scope, type)", _api_guard,
+               _api_guard_seeds),
         Target("archive_version", "meshd.archive.version_from_untrusted", _archive_version, _archive_version_seeds),
         Target("pin_record", "meshd.archive.pin_record_untrusted", _pin_record, _pin_seeds),
     ]

@@ -133,7 +133,7 @@ def required_access(method: str, path: str) -> Access:
 # ----------------------------------------------------------------- policy
 
 
-def _authority_untrusted(text: str, default_port: int | None) -> tuple[str, int | None]:
+def _split_authority(text: str, default_port: int | None) -> tuple[str, int | None]:
     """``host[:port]`` as (lower-case host without brackets, port); ValueError if malformed."""
     if not text or any(c in text for c in "/?#@ \t\\"):
         raise ValueError(text)
@@ -174,7 +174,7 @@ class GuardPolicy:
         tokens = tuple((t.encode(), scope) for t, scope in ((options.token, Access.ADMIN),
                                                             (options.submit_token, Access.SUBMIT),
                                                             (options.read_token, Access.READ)) if t)
-        hosts = {_authority_untrusted(h, None) for h in options.allowed_hosts}
+        hosts = {_split_authority(h, None) for h in options.allowed_hosts}
         loopback = {"localhost", "127.0.0.1", "::1"}
         if options.host not in ("0.0.0.0", "::", ""):  # a wildcard is no name a client uses
             loopback.add(options.host.lower())
@@ -214,7 +214,7 @@ def check_untrusted(policy: GuardPolicy, required: Access, method: str, headers:
     try:
         if len(hosts) != 1:
             raise ValueError("exactly one Host header is required")
-        host, port = _authority_untrusted(hosts[0].decode("ascii"), 80)
+        host, port = _split_authority(hosts[0].decode("ascii"), 80)
     except (UnicodeDecodeError, ValueError):
         raise Forbidden("the Host header must name this API", code="bad_host") from None
     if not policy.host_allowed(host, port, server_port):
@@ -225,7 +225,7 @@ def check_untrusted(policy: GuardPolicy, required: Access, method: str, headers:
             default = {"http": 80, "https": 443}[parts.scheme]
             if parts.path or parts.query or not parts.netloc:
                 raise ValueError("an origin has no path")
-            o_host, o_port = _authority_untrusted(parts.netloc, default)
+            o_host, o_port = _split_authority(parts.netloc, default)
         except (UnicodeDecodeError, ValueError, KeyError):
             raise Forbidden("cross-origin requests are refused", code="bad_origin") from None
         if not policy.host_allowed(o_host, o_port, server_port):
