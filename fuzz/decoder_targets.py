@@ -248,6 +248,20 @@ def _task_from_json() -> tuple:
     return (lambda d: task.task_from_json_untrusted(_json(d))), (BadInput,)
 
 
+def _task_block() -> tuple:
+    from lattice import task
+    from lattice.errors import BadInput
+
+    return task.task_from_block_untrusted, (BadInput,)
+
+
+def _definition_block() -> tuple:
+    from lattice import task
+    from lattice.errors import BadInput
+
+    return task.definition_from_block_untrusted, (BadInput,)
+
+
 def _hpcp_decode() -> tuple:
     from lattice import hpcp
     from lattice.errors import BadInput
@@ -800,6 +814,21 @@ def _targets() -> list[Target]:
                            float_nan_like=dict(task, input={"value": 1e308}),
                            abs_path=dict(task, input={"dataset": {"/": str(f.genesis)}, "path": "/etc"}))
 
+    def task_block_seeds() -> dict[str, bytes]:
+        from lattice import codec
+
+        f = fx()
+        td = {"runner": {"type": "bin-json-runner", "engine": f.dag_cid}}
+        good = {"t": "meshd/task", "v": 1, "input": {"value": {"n": 1}}, "taskDefinition": td,
+                "constraints": [{"type": "arch", "value": "x86_64"}]}
+        return _cbor_seeds(task=codec.encode(good), linked=codec.encode(dict(good, taskDefinition=f.dag_cid)),
+                           definition=codec.encode(td),
+                           not_a_task=codec.encode({"constraints": [1]}),
+                           constraint_int=codec.encode(dict(good, constraints=[1])),
+                           engine_text=codec.encode(dict(good, taskDefinition={"runner": {
+                               "type": "bin-json-runner", "engine": "x"}})),
+                           definition_link_link=codec.encode(f.dag_cid))
+
     def cid_bytes_seeds() -> dict[str, bytes]:
         f = fx()
         return {"dag": f.dag_cid.raw, "raw": f.raw_cid.raw, "v0": b"\x12\x20" + b"\x00" * 32, "short": b"\x01",
@@ -815,6 +844,9 @@ def _targets() -> list[Target]:
         Target("record_type", "lattice.records.record_type_untrusted", _record_type, cbor_seeds),
         Target("task_normalize", "lattice.task.normalize_task_untrusted", _normalize_task, json_task_seeds),
         Target("task_json", "lattice.task.task_from_json_untrusted", _task_from_json, json_task_seeds),
+        Target("task_block", "lattice.task.task_from_block_untrusted", _task_block, task_block_seeds),
+        Target("task_definition_block", "lattice.task.definition_from_block_untrusted", _definition_block,
+               task_block_seeds),
         Target("hpcp_message", "lattice.hpcp.decode_message_untrusted", _hpcp_decode, _hpcp_seeds),
         Target("hpcp_peek", "lattice.hpcp.peek_genesis_untrusted", _hpcp_peek, _hpcp_seeds),
         Target("hpcp_syncer", "lattice.hpcp.Syncer.receive_untrusted", _hpcp_syncer, _hpcp_seeds),

@@ -109,6 +109,7 @@ class TaskInfo:
     failures: list[dict[str, Any]] = field(default_factory=list)
     replication: tuple[int, int] | None = None  # (replicas, quorum) for verified tasks
     replica_done: dict[str, dict[str, Any]] = field(default_factory=dict)  # runner -> its replica completion
+    rejected: bool = False  # its body failed validation here: never offered by Next
 
     @property
     def done(self) -> bool:
@@ -389,7 +390,7 @@ class QueueView:
             if examined > scan:
                 break
             info = self._tasks[task]
-            if self.is_done(info) or self.holder(task, now_ms) is not None:
+            if info.rejected or self.is_done(info) or self.holder(task, now_ms) is not None:
                 stale.append(task)
                 continue
             if accept is not None and not accept(task):
@@ -413,7 +414,7 @@ class QueueView:
             if i >= scan:
                 break
             info = self._tasks[task]
-            if self.is_done(info):
+            if info.rejected or self.is_done(info):
                 done.append(task)
                 continue
             if me in info.replica_done or any(a.by == me and a.until > now_ms for a in info.assignments):
@@ -432,7 +433,20 @@ class QueueView:
 
     def open_replicated(self) -> list[CID]:
         """Replicated tasks not yet completed (what the Verifier watches)."""
-        return list(self._open_rep)
+        return [t for t in self._open_rep if not self._tasks[t].rejected]
+
+    def reject(self, task: CID) -> None:
+        """Stop offering ``task``: its body failed validation on this node.
+
+        Safe to call from an ``accept`` filter during :meth:`next` (the
+        indexes are pruned lazily).  Validity is a pure function of the
+        task's content-addressed body, so every peer that reads the body
+        rejects the same tasks.
+        """
+        info = self._tasks.get(task)
+        if info is None:
+            info = self._info(task)
+        info.rejected = True
 
     def info(self, task: CID) -> TaskInfo | None:
         return self._tasks.get(task)

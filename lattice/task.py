@@ -179,8 +179,42 @@ def task_from_json_untrusted(obj: Any) -> tuple[CID, bytes, dict[str, Any]]:
     return cid, data, record
 
 
+def task_from_block_untrusted(data: bytes) -> dict[str, Any]:
+    """Decode and validate a task block that came from a peer.
+
+    A task body in the shared queue may have been written by any member, so
+    its bytes are checked as strictly as a task submitted through the API:
+    canonical DAG-CBOR, then the same schema.  The block's CID was checked
+    when it entered the store, so only its meaning is checked here.
+
+    Returns:
+        The canonical task record (what :func:`normalize_task_untrusted` gives).
+
+    Raises:
+        BadInput: The bytes are not DAG-CBOR, or not a valid task.
+    """
+    if len(data) > MAX_TASK_BYTES:
+        raise _bad(f"task block is {len(data)} bytes, more than {MAX_TASK_BYTES}")
+    return normalize_task_untrusted(codec.decode_untrusted(data, max_size=MAX_TASK_BYTES))
+
+
+def definition_from_block_untrusted(data: bytes) -> dict[str, Any]:
+    """Decode and validate a linked task-definition block from a peer.
+
+    Raises:
+        BadInput: The bytes are not DAG-CBOR, or not a task definition.
+    """
+    value = _definition(codec.decode_untrusted(data, max_size=MAX_TASK_BYTES))
+    if type(value) is not dict:
+        raise _bad("a linked taskDefinition must be an object, not another link")
+    return value
+
+
 def engine_of(task: dict[str, Any]) -> CID | None:
-    """The engine CID named by an inline task definition (None if linked)."""
+    """The engine CID named by an inline task definition (None if linked).
+
+    ``task`` must be a validated record (:func:`task_from_block_untrusted`).
+    """
     td = task.get("taskDefinition")
     if type(td) is dict:
         return td.get("runner", {}).get("engine")
@@ -188,6 +222,7 @@ def engine_of(task: dict[str, Any]) -> CID | None:
 
 
 def constraints_of(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Constraints of a validated task record, top-level and inline-definition ones."""
     td = task.get("taskDefinition")
     extra = td.get("constraints", []) if type(td) is dict else []
     return list(task.get("constraints", [])) + list(extra)

@@ -30,12 +30,13 @@ from engines.host import publish_native, publish_signature
 from engines.manifest import Resources, load_manifest
 from lattice import codec, dataset, queue, results, task
 from lattice.cid import CID
-from lattice.errors import BadCID, BadInput, BlockNotFound
+from lattice.errors import BadCID, BadInput, BadRecord, BlockNotFound
 from lattice.trust import TrustOptions, TrustView
 
 from . import __version__
 from .errors import BadRequest, NotFound
 from .objects import Followed, ObjectHost
+from .quarantine import Quarantine
 from .verify import ReplicationPolicy, VerifyOptions
 
 #: Kinds of well-known objects.
@@ -68,7 +69,8 @@ class Node:
     """A meshd node's state and the Manager protocol over it."""
 
     def __init__(self, *, objects: ObjectHost, peer_id: str, identity_seed: bytes, config: Any,
-                 started: float | None = None) -> None:
+                 started: float | None = None, quarantine: Quarantine | None = None,
+                 health: Any = None) -> None:
         self.objects = objects
         self.store = objects.store
         self.peer_id = peer_id
@@ -78,6 +80,12 @@ class Node:
         self.inventory = inventory()
         self.inventory["labels"] = list(getattr(config.node, "labels", ()))
         self.counters: dict[str, int] = {}
+        # Peer blocks that failed validation (persistent when the daemon
+        # passes one opened on the home), and validated task bodies by CID.
+        self.quarantine = quarantine if quarantine is not None else Quarantine()
+        self.role_health = health  # meshd.supervisor.Health once the daemon supervises roles
+        self._records: dict[CID, dict[str, Any]] = {}
+        self._definitions: dict[CID, dict[str, Any]] = {}
         self.api_url: str | None = None
         self.mesh: Any = None  # meshd.mesh.Mesh once the p2p layer runs
         self.local_origin: set[CID] = set()  # tasks enqueued through this node's API
@@ -95,6 +103,9 @@ class Node:
             max_extra_replicas=vc.max_extra_replicas))
         self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted)
         self._banned_seen: frozenset[str] = self.trust.banned_peers()
+        for cid in self.quarantine:  # rejected in an earlier life: never offered again
+            if self.queue.info(cid) is not None:
+                self.queue.reject(cid)
         objects.on_change(self._on_object_change)
 
     # -- helpers ------------------------------------------------------------------
@@ -126,10 +137,95 @@ class Node:
     def _groups(self, recs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         from .verify import group_outputs
 
-        return group_outputs(recs, lambda c: codec.decode_trusted(self.store.get(c)), None)
+        return group_outputs(recs, self.output_value, None)
+
+    # -- peer blocks: validated once, rejected for good ---------------------------------
+
+    #: Validated records kept in memory (task bodies and linked definitions).
+    RECORD_CACHE = 20_000
+
+    def _reject(self, cid: CID, kind: str, exc: BadInput) -> BadRecord:
+        if self.quarantine.add(cid, kind, str(exc)) and kind == "bad_task":
+            self.queue.reject(cid)
+        return BadRecord(f"{kind.replace('_', ' ')} {cid}: {exc}")
+
+    def _rejected(self, cid: CID, kind: str) -> BadRecord:
+        return BadRecord(f"{kind.replace('_', ' ')} {cid} was rejected earlier: {self.quarantine.reason(cid)}")
+
+    def _remember(self, cache: dict[CID, dict[str, Any]], cid: CID, rec: dict[str, Any]) -> None:
+        if len(cache) >= self.RECORD_CACHE:
+            del cache[next(iter(cache))]  # dicts keep insertion order: the oldest goes
+        cache[cid] = rec
 
     def task_record(self, cid: CID) -> dict[str, Any]:
-        return codec.decode_trusted(self.store.get(cid))
+        """The validated task body named ``cid``.
+
+        Any member may have written it, so it goes through
+        :func:`lattice.task.task_from_block_untrusted` once; a body that fails
+        is quarantined by CID and never decoded again.
+
+        Raises:
+            BlockNotFound: The body is not in the local store (yet).
+            BadRecord: The body is not a valid task (now or earlier).
+        """
+        rec = self._records.get(cid)
+        if rec is not None:
+            return rec
+        if cid in self.quarantine:
+            self.queue.reject(cid)
+            raise self._rejected(cid, "bad_task")
+        data = self.store.get(cid)
+        try:
+            rec = task.task_from_block_untrusted(data)
+        except BadInput as exc:
+            raise self._reject(cid, "bad_task", exc) from None
+        self._remember(self._records, cid, rec)
+        return rec
+
+    def task_definition(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """The validated task definition of a validated task record (inline or linked).
+
+        Raises:
+            BlockNotFound: A linked definition is not in the local store (yet).
+            BadRecord: A linked definition is not valid (now or earlier).
+        """
+        td = rec["taskDefinition"]
+        if type(td) is not CID:
+            return td
+        found = self._definitions.get(td)
+        if found is not None:
+            return found
+        if td in self.quarantine:
+            raise self._rejected(td, "bad_definition")
+        try:
+            found = task.definition_from_block_untrusted(self.store.get(td))
+        except BadInput as exc:
+            raise self._reject(td, "bad_definition", exc) from None
+        self._remember(self._definitions, td, found)
+        return found
+
+    def task_engine(self, cid: CID) -> CID | None:
+        """The engine a task names, or None when its body or definition is missing or invalid."""
+        try:
+            engine = self.task_definition(self.task_record(cid))["runner"].get("engine")
+        except (BlockNotFound, BadInput):
+            return None
+        return engine if type(engine) is CID else None
+
+    def output_value(self, cid: CID) -> Any:
+        """A result output block, decoded as untrusted DAG-CBOR.
+
+        Raises:
+            BlockNotFound: The output is not in the local store (yet).
+            BadRecord: The block is not DAG-CBOR (now or earlier).
+        """
+        if cid in self.quarantine:
+            raise self._rejected(cid, "bad_output")
+        data = self.store.get(cid)
+        try:
+            return codec.decode_untrusted(data)
+        except BadInput as exc:
+            raise self._reject(cid, "bad_output", exc) from None
 
     def engine_signatures(self, engine: CID) -> list[CID]:
         return [c for c in self.engines_obj.replica.state.members(str(engine)) if type(c) is CID]
@@ -171,6 +267,9 @@ class Node:
                 out["task"] = codec.to_json(self.task_record(st.task))
             except BlockNotFound:
                 out["task"] = None
+            except BadInput as exc:
+                out["task"] = None
+                out["rejected"] = str(exc)
         return out
 
     # -- NodeService: tasks -------------------------------------------------------------
@@ -187,6 +286,7 @@ class Node:
                 cid, data, rec = task.task_from_json_untrusted(t)
             except BadInput as exc:
                 raise BadRequest(f"task {i}: {exc}", code="bad_task") from None
+            self._remember(self._records, cid, rec)  # validated here: no need to decode it again
             if "verify" in rec:
                 v = rec["verify"]
                 if v.get("quorum", v["replicas"]) > v["replicas"]:
@@ -268,8 +368,8 @@ class Node:
         out = []
         for r in recs:
             try:
-                output = codec.to_json(codec.decode_trusted(self.store.get(r["output"])))
-            except BlockNotFound:
+                output = codec.to_json(self.output_value(r["output"]))
+            except (BlockNotFound, BadInput):
                 output = None
             out.append({"runner": r["runner"], "output": output, "output_cid": str(r["output"]),
                         "signature": base64.b64encode(r["s"]).decode(), "at": r["at"],
@@ -400,6 +500,7 @@ class Node:
             "peers": self.mesh.peer_list() if self.mesh is not None else [],
             "mesh_stats": dataclasses.asdict(self.mesh.statistics()) if self.mesh is not None else None,
             "uptime_s": round(time.time() - self.started, 1),
+            "health": self.health_report(),
         }
 
     def rejections(self) -> dict[str, int]:
@@ -413,10 +514,24 @@ class Node:
             out["forged_results"] = rs
         if self.trust.rejected:
             out["forged_verdicts"] = self.trust.rejected
+        for kind, n in self.quarantine.statistics().by_kind.items():
+            out[kind] = out.get(kind, 0) + n
+        if self.counters.get("role_item_errors"):
+            out["role_item_errors"] = self.counters["role_item_errors"]
         return out
 
+    def health_report(self) -> dict[str, Any]:
+        """``{"healthy", "roles": {name: {"restarts", "recent_restarts", "last_error"}}}``."""
+        if self.role_health is None:
+            return {"healthy": True, "roles": {}}
+        st = self.role_health.statistics()
+        return {"healthy": st.healthy, "roles": {name: dataclasses.asdict(r) for name, r in st.roles.items()}}
+
     async def health(self) -> dict:
-        return {"ok": True, "peer_id": self.peer_id, "version": __version__}
+        # Liveness stays ok while the process serves; "healthy" says whether
+        # its roles are stable (see meshd.supervisor).
+        return {"ok": True, "healthy": self.health_report()["healthy"], "peer_id": self.peer_id,
+                "version": __version__}
 
     async def fetch_blocks(self, cids: list[CID], *, timeout_s: float = 10.0) -> bool:
         """Fetch blocks from peers into the store (False when alone or unavailable)."""

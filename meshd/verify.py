@@ -22,9 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lattice import codec
 from lattice.cid import CID
-from lattice.errors import BlockNotFound
+from lattice.errors import BadInput, BlockNotFound
 from lattice.queue import TaskInfo
 from lattice.trust import TrustView
 
@@ -62,7 +61,8 @@ def group_outputs(records: list[dict[str, Any]], load: Any, comparator: dict[str
     """Group result records whose outputs agree, largest group first.
 
     ``load(cid)`` returns a decoded output (needed only for a tolerant
-    comparator).  Ties are broken by the smallest output CID, so the choice is
+    comparator); an output that is missing or fails to decode
+    (``BlockNotFound``, ``BadInput``) agrees with nothing but itself.  Ties are broken by the smallest output CID, so the choice is
     the same everywhere.
     """
     groups: list[list[dict[str, Any]]] = []
@@ -80,7 +80,7 @@ def group_outputs(records: list[dict[str, Any]], load: Any, comparator: dict[str
                     if _close(load(head["output"]), load(rec["output"]), tol):
                         g.append(rec)
                         break
-                except BlockNotFound:
+                except (BlockNotFound, BadInput):
                     continue
         else:
             groups.append([rec])
@@ -98,21 +98,14 @@ class ReplicationPolicy:
         self._engine: dict[CID, CID | None] = {}
 
     def engine_of(self, task: CID) -> CID | None:
+        """The task's engine; None while its body is missing, or when it is invalid."""
         if task not in self._engine:
-            try:
-                rec = self.node.task_record(task)
-            except BlockNotFound:
-                return None
-            td = rec.get("taskDefinition")
-            eng = None
-            if isinstance(td, dict):
-                eng = td.get("runner", {}).get("engine")
-            elif type(td) is CID:
-                try:
-                    eng = codec.decode_trusted(self.node.store.get(td)).get("runner", {}).get("engine")
-                except (BlockNotFound, AttributeError):
-                    return None
-            self._engine[task] = eng if type(eng) is CID else None
+            eng = self.node.task_engine(task)
+            if eng is None:
+                return None  # not cached: a missing body may still arrive
+            if len(self._engine) > 100_000:
+                self._engine.clear()
+            self._engine[task] = eng
         return self._engine[task]
 
     def base(self, task: CID, info: TaskInfo) -> tuple[int, int]:
@@ -144,4 +137,4 @@ class ReplicationPolicy:
         return list(seen.values())
 
     def _load(self, cid: CID) -> Any:
-        return codec.decode_trusted(self.node.store.get(cid))
+        return self.node.output_value(cid)

@@ -409,7 +409,11 @@ class Evaluator:
         for t in retry:
             del self._missing[t]
         for t in retry + fresh:
-            self._inspect(t)
+            try:
+                self._inspect(t)
+            except Exception:  # noqa: BLE001 - one task's defect must not stop the evaluator
+                self.node.count("role_item_errors")
+                log.exception("task_skipped", task=str(t))
 
     def _inspect(self, t: CID) -> None:
         # Task bodies may come from any peer: read them defensively, never trust their shape.
@@ -419,8 +423,8 @@ class Evaluator:
         except BlockNotFound:
             self._remember_missing(t)  # the body comes with the mesh; retried each pass
             return
-        except (BadInput, ValueError):
-            return  # not a task; the runner reports it
+        except BadInput:
+            return  # not a valid task: the node quarantined and counted it
         if type(rec) is not dict:
             return
         if self.options.follow_task_datasets:

@@ -25,7 +25,7 @@ from fastapi import APIRouter
 from engines.manifest import load_manifest
 from lattice import codec, dataset, queue
 from lattice.cid import CID
-from lattice.errors import BlockNotFound, StoreError
+from lattice.errors import BadInput, BlockNotFound, StoreError
 from lattice.trust import verdict_op, verdict_record
 
 from ..logs import get_logger
@@ -46,6 +46,7 @@ class Verifier:
         self.stats = {"verdicts": 0, "no_quorum": 0, "passes": 0}
         self._comparators: dict[CID, dict[str, Any] | None] = {}
         self._late: set[CID] = set()  # tasks with new results since the last pass
+        self._broken: set[CID] = set()  # tasks whose check raised (logged once)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.node.results_obj.replica.subscribe(self._on_results)
@@ -116,7 +117,7 @@ class Verifier:
             canon = [r for r in node.policy.results_of(task) if r["output"] == verdict["output"]][:1]
             valid, invalid = [], []
             for r in fresh:
-                same = group_outputs(canon + [r], lambda c: codec.decode_trusted(node.store.get(c)),
+                same = group_outputs(canon + [r], node.output_value,
                                      self._comparator(engine)) if canon else [[r]]
                 (valid if canon and len(same) == 1 else invalid).append(r["runner"])
             rec = verdict_record(node.objects.signer, task, engine, verdict["output"], valid, invalid, me, now)
@@ -135,28 +136,37 @@ class Verifier:
             log.warning("verify_commit_failed", error=str(exc)[:200])
             return
         for task in node.queue.open_replicated():
-            info = node.queue.info(task)
-            if info is None or info.replication is None or node.queue.is_done(info):
-                continue
-            recs = node.policy.results_of(task)
-            if not recs:
-                continue
-            k, q = node.policy.base(task, info)
-            engine = node.policy.engine_of(task)
-            if not self._my_turn(task):
-                continue
-            groups = group_outputs(recs, lambda c: codec.decode_trusted(node.store.get(c)), self._comparator(engine))
-            best = groups[0]
             try:
-                if len(best) >= q:
-                    await self._accept(task, engine, best, [r for g in groups[1:] for r in g], me, now)
-                elif len(recs) >= k + node.policy.options.max_extra_replicas:
-                    self.stats["no_quorum"] += 1
-                    await node.objects.commit(node.queue_obj, [queue.fail_op(
-                        task, me, now, 0, f"no quorum: {len(recs)} results, largest agreement {len(best)} < {q}", True)])
+                await self._check_one(task, me, now)
             except StoreError as exc:
                 log.warning("verify_commit_failed", task=str(task), error=str(exc)[:200])
                 return
+            except Exception:  # noqa: BLE001 - one task's defect must not stop the verifier
+                node.count("role_item_errors")
+                if task not in self._broken:
+                    self._broken.add(task)
+                    log.exception("verify_task_skipped", task=str(task))
+
+    async def _check_one(self, task: CID, me: str, now: int) -> None:
+        node = self.node
+        info = node.queue.info(task)
+        if info is None or info.replication is None or node.queue.is_done(info):
+            return
+        recs = node.policy.results_of(task)
+        if not recs:
+            return
+        k, q = node.policy.base(task, info)
+        engine = node.policy.engine_of(task)
+        if not self._my_turn(task):
+            return
+        groups = group_outputs(recs, node.output_value, self._comparator(engine))
+        best = groups[0]
+        if len(best) >= q:
+            await self._accept(task, engine, best, [r for g in groups[1:] for r in g], me, now)
+        elif len(recs) >= k + node.policy.options.max_extra_replicas:
+            self.stats["no_quorum"] += 1
+            await node.objects.commit(node.queue_obj, [queue.fail_op(
+                task, me, now, 0, f"no quorum: {len(recs)} results, largest agreement {len(best)} < {q}", True)])
 
     async def _accept(self, task: CID, engine: CID | None, valid: list[dict[str, Any]],
                       invalid: list[dict[str, Any]], me: str, now: int) -> None:
@@ -175,16 +185,16 @@ class Verifier:
         rcid = codec.cid_of(canonical)
         try:
             body = node.task_record(task)
-        except BlockNotFound:
+        except (BlockNotFound, BadInput):
             body = {}
         dest = body.get("result")
         if dest:
             try:
-                output = codec.decode_trusted(node.store.get(canonical["output"]))
+                output = node.output_value(canonical["output"])
             except BlockNotFound:
                 if not await node.fetch_blocks([canonical["output"]], timeout_s=5.0):
                     return
-                output = codec.decode_trusted(node.store.get(canonical["output"]))
+                output = node.output_value(canonical["output"])
             ds = node.dataset_obj(dest["destination"]["dataset"], create=True)
             assert ds is not None
             await node.objects.commit(ds, [dataset.write_op(dest["action"], dest["destination"]["path"], output)])
