@@ -37,6 +37,8 @@ def _forged_announce() -> bytes:
     return codec.encode(obj)
 
 
+#: Hostile inputs; the generic CBOR shapes match ``_cbor_seeds`` in
+#: ``fuzz/decoder_targets.py`` (the fuzz corpus seeds).
 CORPUS_BYTES = [
     b"",
     b"\xff",
@@ -52,6 +54,7 @@ CORPUS_BYTES = [
     cbor2.dumps(cbor2.CBORTag(1, 0)),  # datetime tag
     cbor2.dumps(float("nan")),
     b"\x81" * 200 + b"\x00",  # too deep
+    b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff",  # byte string claiming 2**64-1 bytes
     codec.encode({"t": "hpcp/announce", "v": 2}),
     codec.encode({"t": "hpcp/want", "v": 1, "cids": ["notalink"]}),
     codec.encode({"t": "hpcp/blocks", "v": 1, "blocks": [[1, b""]], "missing": []}),
@@ -92,18 +95,18 @@ VALID = {
     # The codec checks the encoding only (canonical DAG-CBOR), not what a
     # map means: these are canonical maps that the message and record
     # decoders above the codec reject.
-    ("decode_untrusted", 14): "canonical map (an HPCP announce of an unknown version)",
-    ("decode_untrusted", 15): "canonical map (an HPCP want whose cids are not links)",
-    ("decode_untrusted", 16): "canonical map (HPCP blocks with a bad entry)",
-    ("decode_untrusted", 17): "canonical map (a goho/delta without fields)",
-    ("decode_untrusted", 18): "canonical map (an announce whose signature does not match)",
+    ("decode_untrusted", 15): "canonical map (an HPCP announce of an unknown version)",
+    ("decode_untrusted", 16): "canonical map (an HPCP want whose cids are not links)",
+    ("decode_untrusted", 17): "canonical map (HPCP blocks with a bad entry)",
+    ("decode_untrusted", 18): "canonical map (a goho/delta without fields)",
+    ("decode_untrusted", 19): "canonical map (an announce whose signature does not match)",
     # record_type_untrusted reads a GOHO record's tag and version to route
     # it; the record's own decoder then rejects the missing fields.
-    ("record_type_untrusted", 17): "a goho/delta v1 tag",
+    ("record_type_untrusted", 18): "a goho/delta v1 tag",
     # peek_genesis_untrusted routes a message by the object it names without
     # the signature check; the syncer verifies the announcement before acting
     # on it (decode_message_untrusted rejects this entry).
-    ("peek_genesis_untrusted", 18): "an announce's routing key, read before its signature is checked",
+    ("peek_genesis_untrusted", 19): "an announce's routing key, read before its signature is checked",
 }
 
 GARBAGE_CASES = [(name, i) for name in sorted(DECODERS) for i in range(len(CORPUS_BYTES)) if (name, i) not in VALID]
