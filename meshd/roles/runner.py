@@ -191,27 +191,19 @@ class Runner:
                 # Verified work is not claimed ahead: a replica held in a local
                 # backlog delays its verdict, and verdicts are what let the mesh
                 # catch a bad runner early (few results before a ban).
-                rep_room = self.options.slots - sum(1 for t in self.running if self._replicated(t))
-                # Until verdicts vouch for us, keep at most `slots` replicas
-                # awaiting judgement (BOINC limits new hosts the same way): a
-                # runner whose engine misbehaves is then caught after a handful
-                # of results instead of after a whole backlog.
-                # Tasks others already ran are exempt: finishing them yields
-                # the verdicts everyone waits for (no deadlock at the cap).
-                self._unjudged = {t for t in self._unjudged if not self.node.trust.judged(t, me_id)}
-                fresh_room = rep_room
-                if self._unjudged and not self._trusted_somewhere():
-                    fresh_room = min(rep_room, self.options.slots - len(self._unjudged))
+                running_rep = {t for t in self.running if self._replicated(t)}
+                rep_room = self.options.slots - len(running_rep)
+                fresh_room, started_room = self._unjudged_rooms(running_rep, me_id, now)
                 kept = []
                 for t in cands:
                     if self._replicated(t):
                         info = self.node.queue.info(t)
                         started = info is not None and bool(info.replica_done)
-                        if rep_room <= 0 or (not started and fresh_room <= 0):
+                        if rep_room <= 0 or (started_room if started else fresh_room) <= 0:
                             continue
                         rep_room -= 1
-                        if not started:
-                            fresh_room -= 1
+                        fresh_room -= 1
+                        started_room -= 1
                     kept.append(t)
                 if cands and not kept:
                     await self.node.wait_changed(q, 0.25)
@@ -237,6 +229,39 @@ class Runner:
                         continue
                     self.running.add(t)
                     nursery.start_soon(self._run_one, t, holder.n)
+
+    def _unjudged_rooms(self, running_rep: set[CID], me: str, now: int) -> tuple[int, int]:
+        """How many more replicas we may claim now: (fresh tasks, tasks others started).
+
+        Until verdicts vouch for us, our replicas awaiting judgement (running
+        or recorded) stay few (BOINC limits new hosts the same way): a runner
+        whose engine misbehaves is then caught after a handful of results
+        instead of after a whole backlog.  The cap covers *every* replica: a
+        task another runner already ran used to be exempt, and a lying runner
+        then took all of those (27 results before its ban under load), each
+        one judged only after a third runner broke the tie.  Tasks others
+        started get ``slots`` more room than fresh ones: finishing them yields
+        the verdicts every runner is waiting for, so runners that each hold
+        ``slots`` fresh replicas never deadlock at the cap.
+        """
+        slots = self.options.slots
+        self._unjudged = {t for t in self._unjudged if self._awaiting_verdict(t, me, now)}
+        if self._trusted_somewhere():
+            return slots, slots
+        outstanding = len(self._unjudged | running_rep)
+        return slots - outstanding, 2 * slots - outstanding
+
+    def _awaiting_verdict(self, t: CID, me: str, now: int) -> bool:
+        """Whether our replica of ``t`` still waits for a verdict that will come."""
+        if self.node.trust.judged(t, me):
+            return False
+        info = self.node.queue.info(t)
+        if info is None or any(f.get("final") for f in info.failures):
+            return False  # failed for good (no quorum): no verdict will judge it
+        # Completed without judging us: a verifier judges a late replica at
+        # once, unless it restarted in between; stop waiting after a lease.
+        done_at = min((c["at"] for c in info.completions if type(c.get("at")) is int), default=None)
+        return done_at is None or now - done_at < self.options.lease_ms
 
     def _trusted_somewhere(self) -> bool:
         me = self.node.peer_id
