@@ -33,6 +33,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 import trio
 from docker.types import LogConfig, Ulimit
 
@@ -207,6 +208,7 @@ class DockerRunner:
         self._client: docker.DockerClient | None = None
         self._warm: OrderedDict[tuple, dio.WarmSlot] = OrderedDict()
         self._stats = DockerRunnerStatistics()
+        self._live: set[str] = set()  # ids of containers created and not yet removed
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -243,6 +245,39 @@ class DockerRunner:
         if self._client is not None:
             client, self._client = self._client, None
             await trio.to_thread.run_sync(client.close)
+
+    def container_ids(self) -> tuple[str, ...]:
+        """Containers this runner created and has not removed yet (cold runs
+        in flight and warm containers).  Thread-safe (one atomic copy)."""
+        return tuple(self._live)
+
+    def kill_containers(self, timeout_s: float = 3.0) -> tuple[str, ...]:
+        """Force-remove every container of :meth:`container_ids`, synchronously.
+
+        For a forced shutdown, from any thread (the event loop may be stuck):
+        it uses a client of its own, so it never waits on a docker-py call in
+        flight.  Errors are ignored (best effort, bounded by ``timeout_s``
+        per request).
+
+        Returns:
+            The ids it asked Docker to remove.
+        """
+        ids = self.container_ids()
+        if not ids:
+            return ()
+        try:
+            api = docker.APIClient(base_url=self.options.docker_host, timeout=max(1, int(math.ceil(timeout_s))))
+        except docker.errors.DockerException:
+            return ()
+        try:
+            for cid in ids:
+                try:
+                    api.remove_container(cid, force=True)
+                except (docker.errors.DockerException, OSError, requests.exceptions.RequestException):
+                    pass
+        finally:
+            api.close()
+        return ids
 
     @property
     def client(self) -> docker.DockerClient:
@@ -442,6 +477,7 @@ class DockerRunner:
         # nobody knows the id of. It is one short API call.
         with trio.CancelScope(shield=True):
             container = await self._call(self._create, image_ref, cmd, limits, mode)
+        self._live.add(container.id)
         # No checkpoint between here and the caller's try/finally that
         # removes it, so a pending cancellation cannot leak the container.
         return container
@@ -500,6 +536,7 @@ class DockerRunner:
         with trio.move_on_after(self.options.cleanup_timeout_s):
             try:
                 await self._call(dio.force_remove, container)
+                self._live.discard(container.id)
                 self._bump(containers_removed=1)
             except (dio.TaskFailed, EngineMissing, RunnerUnavailable):
                 pass

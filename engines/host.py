@@ -54,6 +54,7 @@ from .manifest import (DockerManifest, EngineSignature, NativeManifest, Platform
 from .native import PYTHON_SHIM, NativeOptions, NativeRunner, check_timeout
 from .outcome import Outcome
 from .pool import PoolOptions, WarmPool, WorkerSpec
+from .sandbox import kill_group
 
 if TYPE_CHECKING:  # pragma: no cover
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -166,6 +167,31 @@ class EngineHost:
     def statistics(self) -> HostStatistics:
         return HostStatistics(self._runs, self._refused, self._cold, self._warm, self._docker, len(self._pools),
                               self._hits, self._misses, self.native.statistics().network_isolated)
+
+    def process_groups(self) -> tuple[int, ...]:
+        """Process groups of every engine process this host runs now: cold
+        runs and warm pool workers (for a forced shutdown).
+
+        Safe to call from another thread while the host runs (it only copies
+        and reads), which is what a shutdown watchdog does when the event
+        loop is stuck.
+        """
+        groups = list(self.native.process_groups())
+        for pool, _ in tuple(self._pools.values()):
+            groups.extend(pool.process_groups())
+        return tuple(groups)
+
+    def kill_engines(self) -> tuple[int, ...]:
+        """SIGKILL every engine process group :meth:`process_groups` names.
+
+        Synchronous and thread-safe, for a forced shutdown; the graceful path
+        is cancellation (see :meth:`serve`).  Docker containers are the
+        Docker backend's (see ``engines.docker.DockerRunner.kill_containers``).
+
+        Returns:
+            The groups that were still there to kill.
+        """
+        return tuple(g for g in self.process_groups() if kill_group(g))
 
     async def serve(self, *, task_status: trio.TaskStatus[EngineHost] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the host until cancelled.

@@ -31,6 +31,8 @@ from .outcome import Outcome
 from .sandbox import SandboxLimits, clean_env, describe_exit, kill_group, make_preexec, network_isolation_available
 
 _READ = 65536
+#: Longest wait for a SIGKILLed engine to be reaped before giving up on it.
+_REAP_S = 5.0
 
 #: ``python -c`` shim that runs a protocol-"python" engine cold: argv[1] is
 #: ``module:function``; the engine directory is the working directory.
@@ -103,9 +105,17 @@ class NativeRunner:
         self.options = options
         self._runs = self._ok = self._failed = self._timeouts = self._running = 0
         self._netns: bool | None = None
+        self._groups: set[int] = set()  # process groups of runs in flight
 
     def statistics(self) -> NativeStatistics:
         return NativeStatistics(self._runs, self._ok, self._failed, self._timeouts, self._running, self._netns)
+
+    def process_groups(self) -> tuple[int, ...]:
+        """Process groups of the engines running now (for a forced shutdown).
+
+        Safe to call from another thread: one atomic copy of a set of ints.
+        """
+        return tuple(self._groups)
 
     async def isolation(self) -> bool:
         """Whether runs get network isolation (probes once, in a thread)."""
@@ -179,6 +189,9 @@ class NativeRunner:
                 preexec_fn=make_preexec(limits, isolate_network=isolated))
         except (OSError, subprocess.SubprocessError) as exc:
             return Outcome(ok=False, error=f"cannot start engine: {exc}", runner=runner)
+        # No checkpoint between the start and the try/finally below, so a
+        # cancellation cannot leave the group unkilled.
+        self._groups.add(proc.pid)
         out = bytearray()
         err = bytearray()
         flooded = False
@@ -218,13 +231,21 @@ class NativeRunner:
                     # Stragglers the engine forked would hold the pipes open.
                     kill_group(proc.pid)
         finally:
+            # Shielded but bounded: after SIGKILL the group leader exits at
+            # once (unless stuck in the kernel, in uninterruptible sleep).
             kill_group(proc.pid)
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True) as reap:
+                reap.deadline = trio.current_time() + _REAP_S
                 await proc.wait()
                 for stream in (proc.stdin, proc.stdout, proc.stderr):
                     if stream is not None:
                         await stream.aclose()
+            if proc.returncode is not None:
+                self._groups.discard(proc.pid)
         stderr = err.decode("utf-8", "replace")
+        if proc.returncode is None:
+            return Outcome(ok=False, error=f"engine did not exit within {_REAP_S:g} s of SIGKILL", stderr=stderr,
+                           runner=runner)
         if scope.cancelled_caught:
             return Outcome(ok=False, error=f"timeout after {timeout:g} s", stderr=stderr, runner=runner)
         if flooded:

@@ -190,6 +190,15 @@ class WarmPool:
         return PoolStatistics(len(self._workers), len(self._idle), busy, len(self._pending), self._ok,
                               self._failed, self._started, self._recycled, self._died, self._netns, self._broken)
 
+    def process_groups(self) -> tuple[int, ...]:
+        """Process groups of the live workers (each worker leads its own group,
+        which holds its engine child): for a forced shutdown.
+
+        Safe to call from another thread (it only copies and reads).
+        """
+        return tuple(w.proc.pid for w in tuple(self._workers.values())
+                     if w.proc is not None and w.proc.returncode is None)
+
     async def serve(self, *, task_status: trio.TaskStatus[WarmPool] = trio.TASK_STATUS_IGNORED) -> None:
         """Start the workers, report ready, and route tasks until cancelled.
 
@@ -239,14 +248,18 @@ class WarmPool:
                 self._finish(w.task, Outcome(ok=False, error="pool stopped", runner="native-warm"))
             while self._pending:
                 self._finish(self._pending.popleft(), Outcome(ok=False, error="pool stopped", runner="native-warm"))
-            with trio.CancelScope(shield=True):
+            # Shielded but bounded: SIGKILLed workers exit at once, unless
+            # stuck in the kernel; a stop must not wait on those forever.
+            with trio.CancelScope(shield=True) as reap:
+                reap.deadline = trio.current_time() + self.options.stop_grace_s
                 for w in list(self._workers.values()):
                     if w.proc is not None:
                         await w.proc.wait()
-            if self._sock is not None:
-                self._sock.close(0)
-                self._sock = None
-            ctx.term()
+            self._sock = None
+            # destroy(), not term(): term() blocks until every socket is
+            # closed, and a socket left open by a failed bind would hang the
+            # stop forever; destroy closes them (linger 0) first.
+            ctx.destroy(linger=0)
             shutil.rmtree(self._home, ignore_errors=True)
 
     async def run(self, task_input: Any, *, timeout_s: float | None = None) -> Outcome:

@@ -9,14 +9,16 @@ step that fails stops the ones before it):
 3. start the object host (group commit), the engine host, the HTTP API, and
    the roles named in ``[node] roles``.
 
-SIGTERM or SIGINT cancels the nursery: in-flight engine runs are killed, the
+SIGTERM or SIGINT, from the start of start-up on, cancels the node: in-flight
+engine runs are killed, a run that already finished is still recorded, the
 API stops, and whatever was acknowledged is already on disk (see
-:mod:`meshd.objects`).
+:mod:`meshd.objects`).  A stop that takes longer than ``[node]
+shutdown_grace_s``, or a second signal, kills the engines and exits hard
+(:mod:`meshd.shutdown`).
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
@@ -49,6 +51,7 @@ from .p2p import P2POptions, Transport
 from .errors import ConfigError, MeshdError
 from lattice.errors import StoreError
 from .roles import ALWAYS_ROUTED, RoleContext, role_module
+from .shutdown import Shutdown, ShutdownOptions
 
 log = get_logger("meshd.daemon")
 
@@ -72,8 +75,13 @@ def _policy(config: Any, own_key: bytes) -> AuthPolicy:
     return AuthPolicy(trusted_publishers=frozenset(keys), allow_cids=frozenset(allow))
 
 
-async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-    """Compose and serve one node until cancelled."""
+async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = None,
+                     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+    """Compose and serve one node until cancelled.
+
+    ``shutdown`` (when given) is told which engine host a forced stop must
+    clean up after.  Cancellation stops every service; see :mod:`meshd.shutdown`.
+    """
     identity = home.load_identity()
     signer = Signer.from_seed(identity.seed)
     store = _open_store(home, config)
@@ -101,6 +109,8 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
                                                 nofile=4096)),
             _policy(config, signer.public),
         )
+        if shutdown is not None:
+            shutdown.own(host)
         async with trio.open_nursery() as nursery:
             await nursery.start(objects.serve)
             # [engines/docker] the Docker backend: None (logged) when off or unreachable.
@@ -158,14 +168,11 @@ async def serve_node(home: Home, config: Any, *, task_status: trio.TaskStatus[No
         store.close()
 
 
-async def _main(home: Home, config: Any) -> int:
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            await nursery.start(serve_node, home, config)
-            async for sig in signals:
-                log.info("shutting_down", signal=signal.Signals(sig).name)
-                nursery.cancel_scope.cancel()
-                break
+async def _main(home: Home, config: Any, shutdown: Shutdown) -> int:
+    """Serve until the first stop signal cancels the node (start-up included)."""
+    with trio.CancelScope() as scope:
+        shutdown.attach(scope)
+        await serve_node(home, config, shutdown=shutdown)
     return 0
 
 
@@ -177,9 +184,13 @@ def run(home_path: Path, overrides: dict[str, Any] | None = None) -> int:
     for name in config.node.roles:
         if name != "manager" and role_module(name) is None:
             raise ConfigError(f"[node] roles: this build has no {name!r} role")
+    # Installed before start-up: one SIGTERM stops the daemon whatever it is
+    # doing, within [node] shutdown_grace_s, or forces (see meshd.shutdown).
+    shutdown = Shutdown(ShutdownOptions(grace_s=config.node.shutdown_grace_s))
     with home.lock():
+        shutdown.install()
         try:
-            return trio.run(_main, home, config)
+            return trio.run(_main, home, config, shutdown)
         except KeyboardInterrupt:
             return 130
         except (OSError, MeshdError, BaseExceptionGroup) as exc:
@@ -190,6 +201,11 @@ def run(home_path: Path, overrides: dict[str, Any] | None = None) -> int:
                 raise
             print(f"error: {leaf}", file=sys.stderr)
             return 1
+        finally:
+            shutdown.restore()
+            # Cancellation killed every engine; anything still here (a group
+            # that could not be reaped in time) is killed before we go.
+            shutdown.kill_engines_left()
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

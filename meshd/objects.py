@@ -141,14 +141,20 @@ class ObjectHost:
     async def serve(self, *, task_status: trio.TaskStatus["ObjectHost"] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the flusher nursery until cancelled.
 
-        Cancellation may interrupt a batch that was not flushed: its callers
-        are cancelled too (they never got an acknowledgement), so nothing
-        acknowledged is lost.
+        Cancellation flushes every batch still waiting for company (a flush
+        is synchronous and short), so a caller that shields its commit (the
+        runner recording a finished task) is never left waiting on a flusher
+        that is gone; unshielded callers are cancelled before their
+        acknowledgement, and their ops may or may not be on disk, as after a
+        crash.  A commit made after ``serve`` ended is flushed inline.
         """
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started(self)
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
 
     async def commit(self, obj: Followed, ops: list[list[Any]], blocks: list[tuple[CID, bytes]] = ()) -> None:
         """Add ``ops`` to ``obj`` durably; returns once they are on disk.
@@ -161,30 +167,53 @@ class ObjectHost:
         if not ops:
             return
         batch = obj.batch
+        fresh = batch is None
         if batch is None:
             batch = obj.batch = _Batch()
-            assert self._nursery is not None, "ObjectHost.serve is not running"
-            self._nursery.start_soon(self._flush_later, obj, batch)
         batch.ops.extend(ops)
         batch.blocks.extend(blocks)
+        if fresh and not self._start_flusher(obj, batch):
+            # serve() is ending or has ended (shutdown): nobody would flush
+            # this batch later, so its caller flushes it now.
+            self._flush(obj, batch)
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
+
+    def _start_flusher(self, obj: Followed, batch: _Batch) -> bool:
+        nursery = self._nursery
+        if nursery is None:
+            return False
+        try:
+            nursery.start_soon(self._flush_later, obj, batch)
+        except RuntimeError:  # the nursery is closed to new arrivals: serve() is ending
+            return False
+        return True
 
     async def _flush_later(self, obj: Followed, batch: _Batch) -> None:
         # Let every task that is already runnable add its ops (a few
         # scheduler passes cost microseconds), then wait up to window_s only
         # while the batch keeps growing: a lone op is flushed at once (low
         # latency), a burst shares one delta (high throughput).
-        for _ in range(3):
-            await trio.lowlevel.checkpoint()
-        if self.options.window_s:
-            with trio.move_on_after(self.options.window_s):
-                seen = -1
-                while seen != len(batch.ops) and len(batch.ops) < self.options.max_ops:
-                    seen = len(batch.ops)
-                    await trio.sleep(self.options.window_s / 4)
-        obj.batch = None  # later callers start the next batch
+        try:
+            for _ in range(3):
+                await trio.lowlevel.checkpoint()
+            if self.options.window_s:
+                with trio.move_on_after(self.options.window_s):
+                    seen = -1
+                    while seen != len(batch.ops) and len(batch.ops) < self.options.max_ops:
+                        seen = len(batch.ops)
+                        await trio.sleep(self.options.window_s / 4)
+        finally:
+            # Flushed even when cancelled (shutdown) while waiting for
+            # company: a shielded caller waits on batch.done, and nothing
+            # else would ever set it (the hang of issue 11).
+            self._flush(obj, batch)
+
+    def _flush(self, obj: Followed, batch: _Batch) -> None:
+        """Write ``batch`` (synchronously) and release its callers."""
+        if obj.batch is batch:
+            obj.batch = None  # later callers start the next batch
         try:
             ops = batch.ops
             if batch.blocks:

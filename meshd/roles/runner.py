@@ -34,6 +34,10 @@ from ..verify import spot_checked
 
 log = get_logger("meshd.runner")
 
+#: Longest a finished run may take to be recorded once it is shielded from
+#: cancellation (the daemon's shutdown grace is longer).
+_RECORD_GRACE_S = 5.0
+
 
 @dataclass(frozen=True)
 class RunnerOptions:
@@ -327,8 +331,19 @@ class Runner:
             log.error("run_crashed", task=str(t), error=repr(exc))
             outcome, rec = Outcome(ok=False, error=f"internal error: {exc!r}"[:500]), None
         try:
-            with trio.CancelScope(shield=True):
+            if not outcome.ok and trio.current_effective_deadline() == float("-inf"):
+                # Shutting down: a failure now is most likely the shutdown's
+                # own doing (pool stopped, host gone), not the task's.  Record
+                # nothing; the lease is voided on this runner's next start.
+                return
+            # Shielded so a run that finished is recorded even while the
+            # daemon stops, but bounded: a record that cannot finish must not
+            # hold the shutdown (the task then runs again, a duplicate result
+            # at worst, never a lost one).
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _RECORD_GRACE_S) as scope:
                 await self._record(t, attempt, outcome, rec, time.perf_counter() - started)
+            if scope.cancelled_caught:
+                log.warning("record_abandoned", task=str(t), seconds=_RECORD_GRACE_S)
         except StoreError as exc:
             # Could not record (store down): the lease expires and the task
             # runs again; nothing half-recorded is acknowledged.
