@@ -48,6 +48,8 @@ from .mesh_secret import SealedTransport
 from .node import Node
 from .objects import ObjectHost
 from .p2p import P2POptions, Transport
+from .quarantine import Quarantine
+from .supervisor import Health, supervise
 from .errors import ConfigError, MeshdError
 from lattice.errors import StoreError
 from .roles import ALWAYS_ROUTED, RoleContext, role_module
@@ -86,6 +88,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
     signer = Signer.from_seed(identity.seed)
     store = _open_store(home, config)
     heads = HeadsStore.open(home.path / "heads.db")
+    quarantine = Quarantine.open(home.path / "rejected.db")
     try:
         replica_options = None
         if config.p2p.allow_peers:
@@ -96,7 +99,9 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         objects = ObjectHost(store, heads, signer, replica_options=replica_options)
         t0 = time.perf_counter()
         objects.load()
-        node = Node(objects=objects, peer_id=identity.peer_id, identity_seed=identity.seed, config=config)
+        health = Health()
+        node = Node(objects=objects, peer_id=identity.peer_id, identity_seed=identity.seed, config=config,
+                    quarantine=quarantine, health=health)
         log.info("node_loaded", peer_id=node.peer_id, objects=len(objects.objects),
                  tasks=len(node.queue), seconds=round(time.perf_counter() - t0, 3))
         host = EngineHost(
@@ -159,11 +164,14 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             bound = await nursery.start(httpserver.serve, app, home.api_options(config))
             node.api_url = bound.url
             for name, role in roles:
-                await nursery.start(role.serve)
+                # Supervised: a role that fails is restarted with backoff (and
+                # counted in /v1/node health) instead of stopping the daemon.
+                await nursery.start(supervise, name, role.serve, health)
                 ctx.roles[name] = role
             log.info("node_ready", peer_id=node.peer_id, api=bound.url, roles=",".join(config.node.roles))
             task_status.started(node)
     finally:
+        quarantine.close()
         heads.close()
         store.close()
 

@@ -24,7 +24,7 @@ import trio
 
 from engines.errors import EngineMissing
 from engines.outcome import Outcome
-from lattice import codec, dataset, queue, results, task
+from lattice import codec, dataset, queue, results
 from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, StoreError
 
@@ -107,23 +107,52 @@ class Runner:
         self._accept_cache: dict[CID, bool] = {}
         self._first_seen: dict[CID, float] = {}
         self._unjudged: set[CID] = set()  # our replicas no verdict has judged yet
+        self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
         self._slot_freed = trio.Event()
         self._engine_slots = trio.CapacityLimiter(options.slots)
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
 
     def _accept(self, t: CID) -> bool:
-        ok = self._accept_cache.get(t)
-        if ok is None:
-            try:
-                rec = self.node.task_record(t)
-            except BlockNotFound:
-                return False  # body not here yet; the mesh prefetches it
-            ok = constraints_ok(task.constraints_of(rec), self.node.inventory)
-            if len(self._accept_cache) > 100_000:
-                self._accept_cache.clear()
-            self._accept_cache[t] = ok
-        return ok and self._preferred(t)
+        """Whether to claim ``t`` now (called by ``QueueView.next`` per candidate).
+
+        Isolated per item: a task body or definition that fails validation is
+        rejected for good (the node quarantines its CID and the queue stops
+        offering it), and any other failure on one task is logged, counted
+        and skips that task only, so no peer's data can stop this loop.
+        """
+        try:
+            ok = self._accept_cache.get(t)
+            if ok is None:
+                try:
+                    rec = self.node.task_record(t)
+                    td: dict[str, Any] | None = self.node.task_definition(rec)
+                except BlockNotFound:
+                    if not isinstance(rec := self._body(t), dict):
+                        return False  # body not here yet; the mesh prefetches it
+                    td = None  # a linked definition is fetched when the task runs
+                except BadInput:
+                    self.node.queue.reject(t)  # counted and logged by the node's quarantine
+                    return False
+                constraints = list(rec.get("constraints", ())) + list((td or {}).get("constraints", ()))
+                ok = constraints_ok(constraints, self.node.inventory)
+                if td is None:
+                    return ok and self._preferred(t)  # judged again once the definition is here
+                if len(self._accept_cache) > 100_000:
+                    self._accept_cache.clear()
+                self._accept_cache[t] = ok
+            return ok and self._preferred(t)
+        except Exception:  # noqa: BLE001 - one task's defect must not stop the runner
+            self._accept_cache[t] = False
+            self.node.count("role_item_errors")
+            log.exception("task_skipped", task=str(t))
+            return False
+
+    def _body(self, t: CID) -> dict[str, Any] | None:
+        try:
+            return self.node.task_record(t)
+        except (BlockNotFound, BadInput):
+            return None
 
     def _preferred(self, t: CID) -> bool:
         """Rendezvous preference: the top-ranked live runner takes a task at
@@ -358,14 +387,22 @@ class Runner:
             rec = self.node.task_record(t)
         except BlockNotFound:
             return Outcome(ok=False, error=f"task body {t} is not available"), None
-        td = rec["taskDefinition"]
-        if type(td) is CID:
+        except BadInput as exc:
+            return Outcome(ok=False, error=f"invalid task: {exc}"[:500]), None
+        try:
             try:
-                td = codec.decode_trusted(self.node.store.get(td))
+                td = self.node.task_definition(rec)
             except BlockNotFound:
-                return Outcome(ok=False, error=f"task definition {td} is not available"), rec
-        runner = td.get("runner", {}) if isinstance(td, dict) else {}
-        engine = runner.get("engine")
+                # Linked definitions are not prefetched with the queue: fetch it now.
+                await self.node.fetch_blocks([rec["taskDefinition"]], timeout_s=15.0)
+                td = self.node.task_definition(rec)
+        except BlockNotFound:
+            return Outcome(ok=False, error=f"task definition {rec['taskDefinition']} is not available"), rec
+        except BadInput as exc:
+            # Content-addressed, so invalid for good: fail the task at once.
+            self._invalid.add(t)
+            return Outcome(ok=False, error=f"invalid task definition: {exc}"[:500]), rec
+        engine = td["runner"].get("engine")
         if type(engine) is not CID:
             return Outcome(ok=False, error="task names no engine (runner.engine)"), rec
         inp = rec["input"]
@@ -443,7 +480,8 @@ class Runner:
             return
         limit = (rec or {}).get("max_attempts") or self.options.max_attempts
         failures = node.queue.failures(t) + 1
-        final = failures >= limit
+        final = failures >= limit or t in self._invalid
+        self._invalid.discard(t)
         op = queue.fail_op(t, me, now, attempt, outcome.error or "failed", final)
         op[2]["stderr"] = (outcome.stderr or "")[-2000:]
         await node.objects.commit(node.queue_obj, [op])
