@@ -52,6 +52,3 @@ class CorruptBlock(BlockNotFound):
 class StoreError(LatticeError):
     """The block store failed for a reason other than a missing block."""
 
-
-class QueueError(LatticeError):
-    """A queue operation was refused (e.g. completing an unknown task)."""

@@ -191,9 +191,6 @@ class Replica:
         """Count of applied deltas; changes whenever the state may have changed."""
         return self._version
 
-    def is_applied(self, cid: CID) -> bool:
-        return cid.raw in self._applied
-
     def is_known(self, cid: CID) -> bool:
         return cid.raw in self._applied or cid in self._pending
 

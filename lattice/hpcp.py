@@ -65,15 +65,6 @@ class Outgoing:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Announce:
-    genesis: CID
-    heads: tuple[CID, ...]
-    snap: CID | None
-    seq: int
-    author: bytes
-
-
 @dataclass(frozen=True)
 class SyncOptions:
     """Options of the sync logic.

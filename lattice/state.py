@@ -137,19 +137,5 @@ class State:
             == {k: p.order() + (p.value,) for k, p in other._regs.items()}
         )
 
-    def fingerprint(self) -> bytes:
-        """A digest of the whole state: equal states give equal fingerprints."""
-        import hashlib
-
-        h = hashlib.sha256()
-        for key in sorted(self._sets):
-            h.update(b"S" + key.encode() + b"\x00")
-            for v in sorted(self._sets[key]):
-                h.update(len(v).to_bytes(4, "big") + v)
-        for key in sorted(self._regs):
-            p = self._regs[key]
-            h.update(b"R" + key.encode() + b"\x00" + p.value)
-        return h.digest()
-
     def statistics(self) -> StateStatistics:
         return StateStatistics(len(self._sets), self._elements, len(self._regs))

@@ -145,7 +145,3 @@ def format_peers(info: dict[str, Any]) -> str:
             rows.append((str(p), ""))
     return _table(rows)
 
-
-def format_dataset(answer: dict[str, Any]) -> str:
-    """A dataset value as indented JSON."""
-    return json.dumps(answer.get("value"), indent=2, sort_keys=True)

@@ -187,7 +187,13 @@ class Mesh:
         return live
 
     def statistics(self) -> MeshStatistics:
-        return MeshStatistics(len(self.peers), len(self.live_runners()), rejected=dict(self.rejected), **self._stats)
+        # HPCP rejections are counted per object by its syncer: sum them here
+        # (copying each syncer's count over the last one lost all but one object's).
+        rejected = dict(self.rejected)
+        for syncer in self.syncers.values():
+            for k, v in syncer.stats.rejected.items():
+                rejected[f"hpcp_{k}"] = rejected.get(f"hpcp_{k}", 0) + v
+        return MeshStatistics(len(self.peers), len(self.live_runners()), rejected=rejected, **self._stats)
 
     def peer_list(self) -> list[dict[str, Any]]:
         conn = {getattr(p, "peer_id", str(p)): p for p in self.transport.peers()}
@@ -385,8 +391,6 @@ class Mesh:
             if t == "hpcp/announce":
                 self._last_sender[g] = peer
             outs = syncer.receive_untrusted(peer, data, time.time())
-            for k, v in syncer.stats.rejected.items():
-                self.rejected[f"hpcp_{k}"] = v
             await self._dispatch(g, outs)
 
     def _on_presence_untrusted(self, peer: str, obj: dict[str, Any]) -> None:

@@ -82,3 +82,18 @@ def test_rendezvous_rank_is_deterministic_and_spreads_tasks() -> None:
     assert firsts == [rendezvous_rank(t, list(reversed(peers)))[0] for t in tasks]
     for p in peers:
         assert 60 < firsts.count(p) < 140
+
+
+async def test_rejections_are_summed_over_every_object(tmp_path) -> None:
+    # Each object's syncer counts what it refused; the mesh's statistics must
+    # add them up (it used to copy each syncer's count over the previous one).
+    signer = Signer.from_seed(b"\x09" * 32)
+    heads = HeadsStore.open(tmp_path / "heads.db")
+    host = ObjectHost(MemoryBlockStore(), heads, signer)
+    mesh = Mesh(host, Hub().transport(peer_id_from_public_key(signer.public)), roles=["runner"],
+                inventory={"os": "linux"})
+    for name in ("a", "b", "c"):
+        syncer = mesh._syncer(host.follow("dataset", name))
+        assert syncer.receive_untrusted("12D3KooWpeer", b"\xff", 0.0) == []
+    assert mesh.statistics().rejected["hpcp_BadEncoding"] == 3
+    heads.close()
