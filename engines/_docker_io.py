@@ -198,6 +198,19 @@ def force_remove(container: Any) -> None:
             raise
 
 
+def remove_labelled(api: Any, label: str) -> tuple[str, ...]:
+    """Force-remove every container (running or not) carrying ``label``
+    (``key=value``); one that cannot be removed is skipped.  Returns the ids removed."""
+    removed = []
+    for c in api.containers(all=True, quiet=True, filters={"label": label}):
+        try:
+            api.remove_container(c["Id"], force=True)
+            removed.append(c["Id"])
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            pass
+    return tuple(removed)
+
+
 def close(stream: Any) -> None:
     if stream is None:
         return

@@ -47,11 +47,14 @@ __all__ = [
     "DockerOptions",
     "DockerRunner",
     "DockerRunnerStatistics",
+    "HOME_LABEL",
     "RUNNER_LABEL",
     "open_docker_runner",
 ]
 
 RUNNER_LABEL = "org.meshd.runner"
+#: Label naming the daemon (home) that created a container (``DockerOptions.owner``).
+HOME_LABEL = "org.meshd.home"
 MiB = 1024 * 1024
 
 
@@ -97,6 +100,11 @@ class DockerOptions:
             used idle one is removed beyond this (8).
         api_timeout_s: Timeout of one Docker API request (60 s).
         cleanup_timeout_s: Longest wait to remove a container (15 s).
+        owner: Value of the ``org.meshd.home`` label every container gets
+            (the daemon passes a hash of its home; default "", no label).
+            One daemon runs per home, so at start-up any container with its
+            label is a leftover of a previous life that was SIGKILLed or
+            crashed: :meth:`DockerRunner.remove_leftovers` removes them.
     """
 
     docker_host: str = "unix:///var/run/docker.sock"
@@ -111,6 +119,7 @@ class DockerOptions:
     max_warm_containers: int = 8
     api_timeout_s: float = 60.0
     cleanup_timeout_s: float = 15.0
+    owner: str = ""
 
     def __post_init__(self) -> None:
         if not self.docker_host or "://" not in self.docker_host:
@@ -126,6 +135,8 @@ class DockerOptions:
                 raise ValueError(f"{name} must be a positive int")
         if self.max_warm_containers < 0:
             raise ValueError("max_warm_containers must be >= 0")
+        if not isinstance(self.owner, str) or len(self.owner) > 64:
+            raise ValueError(f"owner must be a string of at most 64 characters, got {self.owner!r}")
         if ":" not in self.user or self.user.split(":")[0] in ("0", "root"):
             raise ValueError(f"user must be a non-root uid:gid, got {self.user!r}")
 
@@ -245,6 +256,18 @@ class DockerRunner:
         if self._client is not None:
             client, self._client = self._client, None
             await trio.to_thread.run_sync(client.close)
+
+    async def remove_leftovers(self) -> tuple[str, ...]:
+        """Force-remove the containers labelled with ``options.owner`` (call
+        after :meth:`open`, before the first run: they are a previous
+        daemon's).  Errors on one container are ignored.
+
+        Returns:
+            The ids removed.  Cancellation leaves the rest for the next start.
+        """
+        if not self.options.owner:
+            return ()
+        return await self._call(dio.remove_labelled, self.client.api, f"{HOME_LABEL}={self.options.owner}")
 
     def container_ids(self) -> tuple[str, ...]:
         """Containers this runner created and has not removed yet (cold runs
@@ -511,7 +534,8 @@ class DockerRunner:
                 user=o.user,
                 stdin_open=True,  # with detach=False: attach stdin, StdinOnce
                 environment={"MESHD_ENGINE_MODE": mode},
-                labels={RUNNER_LABEL: "docker", f"{RUNNER_LABEL}.mode": mode},
+                labels={RUNNER_LABEL: "docker", f"{RUNNER_LABEL}.mode": mode,
+                        **({HOME_LABEL: o.owner} if o.owner else {})},
                 network_disabled=True,
                 host_config=host_config,
                 use_config_proxy=False,

@@ -48,6 +48,7 @@ from lattice.errors import BlockNotFound
 
 from .auth import AuthPolicy, authorize
 from .errors import BadManifest, EngineCorrupt, EngineError, EngineMissing, EngineNotAuthorized
+from .ledger import GroupLedger
 from .manifest import (DockerManifest, EngineSignature, NativeManifest, PlatformBuild, Resources, encode_manifest,
                        load_manifest, missing_file_blocks, put_file, read_file, sign_manifest,
                        signature_from_untrusted)
@@ -108,6 +109,10 @@ class HostOptions:
         max_pools: Warm pools kept at once; idle ones are stopped beyond it
             (oldest first).  Default 8.
         max_resources: Per-field ceiling applied to manifest resources.
+        ledger_path: File where the process group of every native engine
+            (cold run or warm worker) is recorded while it runs, for the next
+            daemon to kill what a crash left (see :mod:`engines.ledger`);
+            default None, nothing recorded.
     """
 
     cache_dir: str | None = None
@@ -118,6 +123,7 @@ class HostOptions:
     warm_default: bool = False
     max_pools: int = 8
     max_resources: Resources = Resources(cpu_s=3600, memory_mb=65536, timeout_s=3600.0, nofile=4096)
+    ledger_path: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "interpreters", MappingProxyType(dict(self.interpreters)))
@@ -152,7 +158,8 @@ class EngineHost:
         self.options = options
         self.policy = policy
         self.docker = docker
-        self.native = NativeRunner(options.native)
+        self.ledger = GroupLedger(options.ledger_path) if options.ledger_path is not None else None
+        self.native = NativeRunner(options.native, ledger=self.ledger)
         self._nursery: trio.Nursery | None = None
         self._cache: Path | None = None
         self._dirs: dict[tuple[CID, str, str], Path] = {}
@@ -376,7 +383,7 @@ class EngineHost:
         done = self._starting[cid] = trio.Event()
         try:
             self._evict()
-            pool = WarmPool(spec, self.options.pool, self.options.native)
+            pool = WarmPool(spec, self.options.pool, self.options.native, ledger=self.ledger)
             scope = trio.CancelScope()
 
             async def service(*, task_status: trio.TaskStatus[WarmPool] = trio.TASK_STATUS_IGNORED) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import trio
 
+from .ledger import GroupLedger
 from .manifest import Resources
 from .outcome import Outcome
 from .sandbox import SandboxLimits, clean_env, describe_exit, kill_group, make_preexec, network_isolation_available
@@ -99,10 +100,18 @@ class NativeStatistics:
 
 
 class NativeRunner:
-    """Runs engines cold, one sandboxed process per task.  Safe to share between tasks."""
+    """Runs engines cold, one sandboxed process per task.  Safe to share between tasks.
 
-    def __init__(self, options: NativeOptions = NativeOptions()) -> None:
+    Args:
+        options: Sandbox and output limits.
+        ledger: Where each run's process group is recorded while it runs, so
+            that the next daemon kills it if this one dies without clean-up
+            (see :mod:`engines.ledger`); None records nothing.
+    """
+
+    def __init__(self, options: NativeOptions = NativeOptions(), *, ledger: GroupLedger | None = None) -> None:
         self.options = options
+        self.ledger = ledger
         self._runs = self._ok = self._failed = self._timeouts = self._running = 0
         self._netns: bool | None = None
         self._groups: set[int] = set()  # process groups of runs in flight
@@ -192,6 +201,8 @@ class NativeRunner:
         # No checkpoint between the start and the try/finally below, so a
         # cancellation cannot leave the group unkilled.
         self._groups.add(proc.pid)
+        if self.ledger is not None:
+            self.ledger.record(proc.pid)
         out = bytearray()
         err = bytearray()
         flooded = False
@@ -242,6 +253,8 @@ class NativeRunner:
                         await stream.aclose()
             if proc.returncode is not None:
                 self._groups.discard(proc.pid)
+                if self.ledger is not None:
+                    self.ledger.forget(proc.pid)
         stderr = err.decode("utf-8", "replace")
         if proc.returncode is None:
             return Outcome(ok=False, error=f"engine did not exit within {_REAP_S:g} s of SIGKILL", stderr=stderr,

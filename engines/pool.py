@@ -45,6 +45,7 @@ import trio
 import zmq
 
 from .errors import EngineError
+from .ledger import GroupLedger
 from .manifest import Resources
 from .native import NativeOptions
 from .outcome import Outcome
@@ -165,8 +166,9 @@ class WarmPool:
     """A pool of warm workers for one engine.  Start with ``nursery.start(pool.serve)``."""
 
     def __init__(self, spec: WorkerSpec, options: PoolOptions = PoolOptions(),
-                 sandbox: NativeOptions = NativeOptions()) -> None:
+                 sandbox: NativeOptions = NativeOptions(), *, ledger: GroupLedger | None = None) -> None:
         self.spec = spec
+        self.ledger = ledger  # records each worker's group while it lives (see engines.ledger)
         self.options = options
         self.sandbox = sandbox
         self._sock: zmq.Socket | None = None
@@ -255,6 +257,7 @@ class WarmPool:
                 for w in list(self._workers.values()):
                     if w.proc is not None:
                         await w.proc.wait()
+                        self._forget(w)
             self._sock = None
             # destroy(), not term(): term() blocks until every socket is
             # closed, and a socket left open by a failed bind would hang the
@@ -440,7 +443,8 @@ class WarmPool:
         wid = b"w" + n.to_bytes(4, "big")
         w = _Worker(wid, os.path.join(self._home, f"worker-{n}.stderr"))
         spec = {"mode": self.spec.mode, "cwd": self.spec.cwd, "entry": self.spec.entry,
-                "argv": list(self.spec.argv), "stdout_limit": self.sandbox.stdout_limit}
+                "argv": list(self.spec.argv), "stdout_limit": self.sandbox.stdout_limit,
+                "parent": os.getpid()}
         res = self.spec.resources
         limits = SandboxLimits(memory_mb=res.memory_mb, nofile=max(res.nofile, 64), cpu_s=None,
                                fsize_mb=self.sandbox.fsize_mb, nproc=self.sandbox.nproc)
@@ -461,6 +465,8 @@ class WarmPool:
                 w.ready.set()
                 self._start_failed(w.fail_reason)
                 return w
+        if self.ledger is not None:
+            self.ledger.record(w.proc.pid)
         self._started += 1
         assert self._nursery is not None
         self._nursery.start_soon(self._monitor, w)
@@ -470,6 +476,7 @@ class WarmPool:
         assert w.proc is not None
         await w.proc.wait()
         kill_group(w.proc.pid)  # the worker's engine child, if it outlived it
+        self._forget(w)
         self._workers.pop(w.id, None)
         was = w.state
         w.state = "dead"
@@ -492,6 +499,11 @@ class WarmPool:
             self._died += 1
         if self._broken is None:
             await self._spawn()
+
+    def _forget(self, w: _Worker) -> None:
+        """Drop a reaped worker's group from the ledger."""
+        if self.ledger is not None and w.proc is not None and w.proc.returncode is not None:
+            self.ledger.forget(w.proc.pid)
 
     def _start_failed(self, reason: str) -> None:
         self._start_failures += 1

@@ -11,7 +11,9 @@ so it must work without the repository on ``sys.path``.
 ``spec`` is ``{"mode": "python", "entry": "mod:fn", "cwd": dir,
 "stdout_limit": n}`` (the function is imported in-process) or ``{"mode":
 "jsonl", "argv": [...], "cwd": dir, "stdout_limit": n}`` (a long-lived engine
-child speaking one JSON object per line).
+child speaking one JSON object per line), both with ``"parent": pid``, the
+daemon's pid: the worker kills its own process group once that process is
+gone, busy or not.
 
 Wire protocol over a DEALER socket (the pool is a ROUTER; frames listed
 without the identity frame the ROUTER adds):
@@ -35,9 +37,15 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 import traceback
+
+#: How often the lifeline thread checks that the pool's process is alive.
+_PARENT_CHECK_S = 0.25
 
 
 def _rss(procs: list) -> int:
@@ -48,6 +56,24 @@ def _rss(procs: list) -> int:
         except Exception:  # noqa: BLE001 - a vanished child simply has no RSS
             pass
     return total
+
+
+def _die_with(parent: int) -> None:
+    """Kill this worker's process group (itself and its engine child) as soon
+    as ``parent``, the daemon that runs the pool, is gone.
+
+    It runs in a thread of its own because the main thread may be busy for
+    the whole task (an engine call or a blocking read of the engine's
+    output): a SIGKILLed daemon cleans nothing up, and a busy worker would
+    otherwise run until its task ends, however long.  ``getppid`` names the
+    parent *process* (a dead daemon's children are reparented to init or a
+    subreaper), so it is immune to the thread caveat of ``PR_SET_PDEATHSIG``,
+    which fires when the forking *thread* exits: the pool forks from trio's
+    thread cache, whose threads come and go (see :mod:`engines.ledger`).
+    """
+    while os.getppid() == parent:
+        time.sleep(_PARENT_CHECK_S)
+    os.killpg(0, signal.SIGKILL)
 
 
 def main(argv: list[str]) -> int:
@@ -62,7 +88,10 @@ def main(argv: list[str]) -> int:
     sock.setsockopt(zmq.IDENTITY, ident)
     sock.setsockopt(zmq.LINGER, 1000)
     sock.connect(endpoint)
-    parent = os.getppid()
+    # The pool passes its pid: a daemon that died before this line would
+    # otherwise leave getppid() == 1 looking like the parent.
+    parent = int(spec.get("parent", os.getppid()))
+    threading.Thread(target=_die_with, args=(parent,), name="lifeline", daemon=True).start()
     child = None
     call = None
     try:

@@ -12,6 +12,7 @@ Example ``config.toml`` (every key optional)::
     [node]
     roles = ["manager", "runner"]
     name = "build-box"
+    shutdown_grace_s = 8.0
 
     [api]
     listen = "127.0.0.1:7600"

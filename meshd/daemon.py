@@ -19,6 +19,7 @@ shutdown_grace_s``, or a second signal, kills the engines and exits hard
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ import trio
 
 from engines.auth import AuthPolicy
 from engines.host import EngineHost, HostOptions
+from engines.ledger import LEDGER_NAME, kill_recorded
 from engines.manifest import Resources
 from engines.native import NativeOptions
 from engines.pool import PoolOptions
@@ -104,9 +106,15 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
                     quarantine=quarantine, health=health)
         log.info("node_loaded", peer_id=node.peer_id, objects=len(objects.objects),
                  tasks=len(node.queue), seconds=round(time.perf_counter() - t0, 3))
+        # Engines a previous daemon on this home started and could not clean
+        # up (it was SIGKILLed, or crashed): killed before any engine starts.
+        orphans = kill_recorded(home.path / LEDGER_NAME)
+        if orphans:
+            log.warning("orphaned_engines_killed", engine_groups=",".join(map(str, orphans)))
         host = EngineHost(
             store,
             HostOptions(cache_dir=str(home.path / "engines"), native=NativeOptions(),
+                        ledger_path=str(home.path / LEDGER_NAME),
                         interpreters={"python3": sys.executable, "python": sys.executable,
                                       **dict(config.engines.interpreters)},
                         pool=PoolOptions(workers=max(1, min(config.runner.slots, 4))), warm_default=config.runner.warm,
@@ -120,7 +128,8 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             await nursery.start(objects.serve)
             # [engines/docker] the Docker backend: None (logged) when off or unreachable.
             host.docker = await nursery.start(serve_docker, DockerBackendOptions(
-                host=config.docker.host, task_timeout_s=config.runner.task_timeout_s))
+                host=config.docker.host, task_timeout_s=config.runner.task_timeout_s,
+                owner=hashlib.sha256(str(home.path.resolve()).encode()).hexdigest()[:16]))
             await nursery.start(host.serve)
             if config.p2p.listen:
                 transport = Transport(identity.seed, P2POptions(

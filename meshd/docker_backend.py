@@ -40,11 +40,15 @@ class DockerBackendOptions:
             socket (``unix:///var/run/docker.sock``, used only if it exists).
         connect_timeout_s: Longest wait for dockerd to answer at start-up; default 10.
         task_timeout_s: Default per-task timeout of the runner; default 60.
+        owner: Label value marking this daemon's containers (a hash of the
+            home; see ``engines.docker.DockerOptions.owner``); default "",
+            unlabelled, and no leftovers are removed at start.
     """
 
     host: str = ""
     connect_timeout_s: float = 10.0
     task_timeout_s: float = 60.0
+    owner: str = ""
 
     def __post_init__(self) -> None:
         if self.host not in ("", "off") and "://" not in self.host:
@@ -76,7 +80,7 @@ async def serve_docker(options: DockerBackendOptions, *,
         log.info("docker_disabled", reason="off" if options.host == "off" else f"no {DEFAULT_SOCKET}")
         task_status.started(None)
         return
-    runner = DockerRunner(DockerOptions(docker_host=host, timeout_s=options.task_timeout_s))
+    runner = DockerRunner(DockerOptions(docker_host=host, timeout_s=options.task_timeout_s, owner=options.owner))
     try:
         with trio.fail_after(options.connect_timeout_s):
             await runner.open()
@@ -87,6 +91,14 @@ async def serve_docker(options: DockerBackendOptions, *,
         task_status.started(None)
         return
     try:
+        try:
+            # Containers a previous daemon on this home left (SIGKILL, crash).
+            leftovers = await runner.remove_leftovers()
+        except (EngineError, TaskFailed, DockerException) as exc:
+            log.warning("orphaned_containers_not_removed", error=str(exc))
+        else:
+            if leftovers:
+                log.warning("orphaned_containers_removed", containers=",".join(c[:12] for c in leftovers))
         log.info("docker_ready", host=host)
         task_status.started(runner)
         await trio.sleep_forever()
