@@ -22,27 +22,13 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from lattice.signing import peer_id_of
+
 from .errors import IdentityError
-
-_PROTOBUF_ED25519_PREFIX: Final = b"\x08\x01\x12\x20"
-_IDENTITY_MULTIHASH_PREFIX: Final = b"\x00\x24"
-_B58: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def _b58encode(data: bytes) -> str:
-    num = int.from_bytes(data, "big")
-    out = []
-    while num:
-        num, rem = divmod(num, 58)
-        out.append(_B58[rem])
-    pad = len(data) - len(data.lstrip(b"\x00"))
-    return "1" * pad + "".join(reversed(out))
-
 
 def peer_id_from_public_key(public_key: bytes) -> str:
     """The libp2p peer id ("12D3KooW…") of a raw 32-byte Ed25519 public key.
@@ -50,9 +36,11 @@ def peer_id_from_public_key(public_key: bytes) -> str:
     Raises:
         IdentityError: ``public_key`` is not 32 bytes.
     """
-    if len(public_key) != 32:
+    # One derivation for the whole code base: lattice.signing.peer_id_of.
+    peer_id = peer_id_of(bytes(public_key))
+    if peer_id is None:
         raise IdentityError(f"Ed25519 public key must be 32 bytes, got {len(public_key)}")
-    return _b58encode(_IDENTITY_MULTIHASH_PREFIX + _PROTOBUF_ED25519_PREFIX + bytes(public_key))
+    return peer_id
 
 
 @dataclass(frozen=True)
