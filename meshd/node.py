@@ -37,7 +37,7 @@ from . import __version__
 from .errors import BadRequest, NotFound
 from .objects import Followed, ObjectHost
 from .quarantine import Quarantine
-from .verify import ReplicationPolicy, VerifyOptions
+from .verify import ReplicationPolicy
 
 #: Kinds of well-known objects.
 QUEUE, RESULTS, ENGINES, VERDICTS, DATASET = "queue", "results", "engines", "verdicts", "dataset"
@@ -98,9 +98,7 @@ class Node:
         vc = config.verify
         self.trust = TrustView(self.verdicts_obj.replica, TrustOptions(trust_after=vc.trust_after, ban_after=vc.ban_after))
         self.results_view = results.ResultsView(self.results_obj.replica)
-        self.policy = ReplicationPolicy(self, self.trust, VerifyOptions(
-            trust_after=vc.trust_after, ban_after=vc.ban_after, spot_check=vc.spot_check,
-            max_extra_replicas=vc.max_extra_replicas))
+        self.policy = ReplicationPolicy(self, self.trust, vc)  # [verify], validated once by the config
         self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted)
         self._banned_seen: frozenset[str] = self.trust.banned_peers()
         for cid in self.quarantine:  # rejected in an earlier life: never offered again

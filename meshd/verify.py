@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from lattice.cid import CID
@@ -27,15 +26,7 @@ from lattice.errors import BadInput, BlockNotFound
 from lattice.queue import TaskInfo
 from lattice.trust import TrustView
 
-
-@dataclass(frozen=True)
-class VerifyOptions:
-    """See ``[verify]`` in :mod:`meshd.config`."""
-
-    trust_after: int = 5
-    ban_after: int = 2
-    spot_check: int = 10
-    max_extra_replicas: int = 3
+from .config import VerifyConfig
 
 
 def spot_checked(task: CID, every: int) -> bool:
@@ -91,7 +82,7 @@ def group_outputs(records: list[dict[str, Any]], load: Any, comparator: dict[str
 class ReplicationPolicy:
     """Adaptive replication over a node's queue, results and trust views."""
 
-    def __init__(self, node: Any, trust: TrustView, options: VerifyOptions) -> None:
+    def __init__(self, node: Any, trust: TrustView, options: VerifyConfig) -> None:
         self.node = node
         self.trust = trust
         self.options = options
