@@ -44,14 +44,24 @@ def _config(d: Daemon, interpreter: Path | None = None) -> None:
 
 
 def _canonical_output(d: Daemon, cid: str):
+    """The output the verdict chose, once its block has reached ``d``.
+
+    Blocks travel separately from the records naming them, so the output may
+    arrive a little after the verdict: wait for it (bounded) rather than
+    read it once.
+    """
     st = d.get(f"/v1/tasks/{cid}").json()
     verdict = st["verification"]["verdict"]
     assert verdict is not None, st
     out_cid = verdict["output"]["/"]
-    for r in d.get(f"/v1/results/{cid}").json()["results"]:
-        if r["output_cid"] == out_cid and r["output"] is not None:
-            return r["output"]
-    raise AssertionError(f"canonical output of {cid} not visible")
+
+    def visible():
+        for r in d.get(f"/v1/results/{cid}").json()["results"]:
+            if r["output_cid"] == out_cid and r["output"] is not None:
+                return [r["output"]]
+        return None
+
+    return wait_for(visible, timeout=60, what=f"canonical output of {cid} to be visible")[0]
 
 
 def test_dishonest_node_is_detected_banned_and_outvoted(daemon_factory, tmp_path: Path) -> None:
