@@ -96,6 +96,10 @@ class MeshOptions:
             raise ValueError("max_requests and prefetch_batch must be >= 1")
 
 
+#: Times a prefetch that found no provider is retried, backing off 1, 2, 4 … 30 s (about 2.5 min in all).
+PREFETCH_RETRIES = 8
+
+
 @dataclass
 class PeerState:
     peer_id: str
@@ -547,7 +551,7 @@ class Mesh:
                     self._nursery.start_soon(self._prefetch_batch, p, cids)
                 await trio.sleep(0)
 
-    async def _prefetch_batch(self, peer: str | None, cids: list[CID]) -> None:
+    async def _prefetch_batch(self, peer: str | None, cids: list[CID], attempt: int = 0) -> None:
         try:
             candidates = ([peer] if peer else []) + self._connected_first([p for p in self.peers if p != peer])
             for p in candidates[:6]:
@@ -557,6 +561,16 @@ class Mesh:
                     break
         finally:
             self._inflight_prefetch.difference_update(cids)
+        if cids and attempt < PREFETCH_RETRIES:
+            # Nobody answered (a request timed out while a connection was still
+            # settling, the holder was busy): ask again later instead of giving
+            # up, since a runner waits for a task body through this prefetch only.
+            await trio.sleep(min(30.0, 2.0 ** attempt))
+            cids = [c for c in cids if c not in self._prefetch and c not in self._inflight_prefetch
+                    and not self.store.has(c)]
+            if cids:
+                self._inflight_prefetch.update(cids)
+                await self._prefetch_batch(peer, cids, attempt + 1)
 
     async def _request_blocks(self, peer: str, cids: list[CID]) -> None:
         async with self._limiter:

@@ -16,6 +16,8 @@ class Hub:
     def __init__(self) -> None:
         self.nodes: dict[str, "FakeTransport"] = {}
         self.down: set[str] = set()
+        #: ``refuse(src, dst, data)``: True makes that request fail (a timeout, a broken stream).
+        self.refuse: Callable[[str, str, bytes], bool] = lambda src, dst, data: False
 
     def transport(self, peer_id: str) -> "FakeTransport":
         t = FakeTransport(self, peer_id)
@@ -57,6 +59,8 @@ class FakeTransport:
         other = self.hub.nodes.get(peer_id)
         if other is None or other._handler is None or peer_id in self.hub.down or self._peer_id in self.hub.down:
             raise ConnectionError(f"peer {peer_id} unreachable")
+        if self.hub.refuse(self._peer_id, peer_id, data):
+            raise TimeoutError(f"no response from {peer_id} (refused by the test)")
         with trio.fail_after(timeout_s or 10):
             return await other._handler(self._peer_id, data)
 

@@ -42,7 +42,7 @@ def pipeline(name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, ApiClient]]:
     daemon = Daemon(tmp_path_factory.mktemp("jobs") / "node", roles=("manager", "runner", "evaluator")).init()
-    client = ApiClient(daemon.url)
+    client = ApiClient(daemon.url, token=daemon.token())
     try:
         daemon.start()
         publish_examples(client)

@@ -97,3 +97,28 @@ async def test_rejections_are_summed_over_every_object(tmp_path) -> None:
         assert syncer.receive_untrusted("12D3KooWpeer", b"\xff", 0.0) == []
     assert mesh.statistics().rejected["hpcp_BadEncoding"] == 3
     heads.close()
+
+
+async def test_a_prefetch_nobody_answered_is_retried_until_the_blocks_arrive(tmp_path) -> None:
+    # The only holder of the task bodies fails the first requests for them
+    # (as a peer whose connection is still settling does): the bodies must
+    # still arrive, since a runner waits for a body through prefetch only.
+    hub = Hub()
+    async with trio.open_nursery() as nursery:
+        (h0, q0, _), (h1, q1, _) = [await _node(nursery, hub, tmp_path, i) for i in range(2)]
+        cid, data = codec.encode_block({"t": "meshd/task", "v": 1, "input": {"value": "retry"}})
+        h0.store.put(cid, data)
+        refused = []
+
+        def refuse(src: str, dst: str, payload: bytes) -> bool:
+            if cid.raw in payload and len(refused) < 2:
+                refused.append(dst)
+                return True
+            return False
+
+        hub.refuse = refuse
+        await h0.commit(q0, queue.enqueue_ops([cid]))
+        await _wait(lambda: q1.replica.state.count("available") == 1)
+        await _wait(lambda: h1.store.has(cid), timeout=30)
+        assert len(refused) == 2
+        nursery.cancel_scope.cancel()

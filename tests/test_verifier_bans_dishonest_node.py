@@ -85,6 +85,13 @@ def test_dishonest_node_is_detected_banned_and_outvoted(daemon_factory, tmp_path
                  timeout=60, what=f"{d.home.name} to see the mesh")
 
     engine = a.add_echo_engine()
+    # Every node publishes the same engine itself (content-addressed: the same
+    # CID), so its blocks are local everywhere.  This test is about judging
+    # results; moving engine blocks between daemons is covered elsewhere
+    # (test_engines_in_daemon, test_mesh_daemons), and a block fetch that
+    # times out under load must not decide whether the liar gets to lie.
+    for d in [*honest, bad]:
+        assert d.add_echo_engine() == engine
     # Everyone (the liar included) has caught up with the mesh before work arrives.
     wait_for(lambda: all(any(e["cid"] == engine for e in d.get("/v1/engines").json()["engines"]) for d in nodes),
              timeout=60, what="every node to see the engine")
