@@ -64,6 +64,10 @@ def _canonical_output(d: Daemon, cid: str):
     return wait_for(visible, timeout=60, what=f"canonical output of {cid} to be visible")[0]
 
 
+# The waits below add up to more than the suite's 300 s default: phase 1
+# (240 s), the ban (60 s) and phase 2 (240 s).  Under load, block requests
+# that time out (see the closing note of issue 11) make phase 2 the slow part.
+@pytest.mark.timeout(900)
 def test_dishonest_node_is_detected_banned_and_outvoted(daemon_factory, tmp_path: Path) -> None:
     liar = tmp_path / "liar-python"
     liar.write_text(f"#!{sys.executable}\n" + LIAR)
