@@ -264,9 +264,17 @@ class EngineHost:
                 self._manifests.pop(next(iter(self._manifests)))
             self._manifests[engine_cid] = manifest
         if engine_cid not in self._authorized:
+            sigs, missing = self._signatures(signatures)
             try:
-                authorize(engine_cid, self._signatures(signatures), self.policy)
+                # Decide on the signatures at hand first: one trusted local
+                # signature (or the allow-list) is enough, so a signature
+                # block that is slow to arrive, or that nobody serves, never
+                # holds up an engine that is already authorized.
+                authorize(engine_cid, sigs, self.policy)
             except EngineNotAuthorized as exc:
+                if missing:  # the trusted signature may be one of these: fetch, then try again
+                    raise EngineMissing(f"{len(missing)} signature block(s) are not in the local store",
+                                        missing) from None
                 self._refused += 1
                 return Outcome(ok=False, error=f"not authorized: {exc}")
             # The policy is fixed for the host's life and a valid signature
@@ -280,8 +288,10 @@ class EngineHost:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _signatures(self, items: Iterable[EngineSignature | CID]) -> list[EngineSignature]:
-        sigs, missing = [], []
+    def _signatures(self, items: Iterable[EngineSignature | CID]) -> tuple[list[EngineSignature], list[CID]]:
+        """The signatures that decode from the local store, and the CIDs not in it."""
+        sigs: list[EngineSignature] = []
+        missing: list[CID] = []
         for item in items:
             if isinstance(item, EngineSignature):
                 sigs.append(item)
@@ -292,9 +302,7 @@ class EngineHost:
                 missing.append(item)
             except BadManifest:
                 continue  # a malformed signature authorizes nothing
-        if missing:
-            raise EngineMissing(f"{len(missing)} signature block(s) are not in the local store", missing)
-        return sigs
+        return sigs, missing
 
     def _clamp(self, res: Resources, timeout_s: float | None) -> Resources:
         cap = self.options.max_resources

@@ -140,3 +140,26 @@ async def test_missing_manifest_chunks_or_signatures_raise_engine_missing(tmp_pa
         assert info.value.missing == [sig_cid]
         nursery.cancel_scope.cancel()
 
+
+
+async def test_a_signature_block_nobody_has_does_not_hold_up_an_authorized_engine(engine_file, tmp_path):
+    # The registry may name signature blocks this node lacks (another
+    # publisher's, or a bogus CID): one trusted local signature, or the
+    # allow-list, is enough; the missing ones are asked for only when the
+    # local ones do not authorize.
+    store = MemoryBlockStore()
+    cid = publish_native(store, engine_file, "marker", interpreter="python3")
+    sig_cid = publish_signature(store, cid, PUBLISHER)
+    nobody_has = CID.for_block(DAG_CBOR, b"a signature nobody serves")
+    async with trio.open_nursery() as nursery:
+        host = await start_host(nursery, store, policy())
+        outcome = await host.run(cid, {"marker": str(tmp_path / "m1")}, signatures=[nobody_has, sig_cid])
+        assert outcome.ok, outcome
+        allowed = await start_host(nursery, store, AuthPolicy(allow_cids=frozenset({cid})))
+        outcome = await allowed.run(cid, {"marker": str(tmp_path / "m2")}, signatures=[nobody_has])
+        assert outcome.ok, outcome
+        untrusted = await start_host(nursery, store, AuthPolicy())
+        with pytest.raises(EngineMissing) as info:  # not authorized by what is here: fetch the rest
+            await untrusted.run(cid, {}, signatures=[sig_cid, nobody_has])
+        assert info.value.missing == [nobody_has]
+        nursery.cancel_scope.cancel()
