@@ -352,7 +352,9 @@ async def test_cross_process_peer_echoes_gossip_and_requests_then_dies(nursery):
                 echoed.add(data)
 
         started = time.perf_counter()
-        with trio.fail_after(40):
+        # Generous: the outcome (every message echoed) is asserted, the speed
+        # only reported; on a loaded 2-core machine the burst took over 40 s.
+        with trio.fail_after(120):
             async with trio.open_nursery() as inner:
                 inner.start_soon(collect)
                 for i in range(n):
