@@ -119,6 +119,21 @@ class Daemon:
             raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
         return httpx.get(self.url + "/v1/health", timeout=1).status_code == 200
 
+    def notable_log(self, limit: int = 40) -> str:
+        """The log's last ``limit`` lines that are not routine (not ``info``), and a
+        count of every event, for a failed test's report."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        events: dict[str, int] = {}
+        for line in lines:
+            if " event=" in line:
+                ev = line.split(" event=", 1)[1].split(" ", 1)[0]
+                events[ev] = events.get(ev, 0) + 1
+        odd = [ln[:300] for ln in lines if " info " not in ln[:40] or "failed" in ln or "error" in ln]
+        return "\n".join(odd[-limit:] + ["events: " + ", ".join(f"{k}={v}" for k, v in sorted(events.items()))])
+
     def log(self) -> str:
         try:
             return self.log_path.read_text()[-4000:]
@@ -196,13 +211,19 @@ class Daemon:
         return r.json()["cid"]
 
     def wait_state(self, cid: str, state: str, timeout: float = 60) -> dict:
+        last: list[Any] = [None]
+
         def cond() -> dict | None:
             r = self.get(f"/v1/tasks/{cid}")
+            last[0] = r.json() if r.status_code == 200 else r.status_code
             if r.status_code == 200 and r.json()["state"] == state:
                 return r.json()
             return None
 
-        return wait_for(cond, timeout=timeout, what=f"task {cid} to be {state}")
+        try:
+            return wait_for(cond, timeout=timeout, what=f"task {cid} to be {state}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen: {str(last[0])[:1500]}") from None
 
 
 def echo_task(engine: str, value: Any, **extra: Any) -> dict:
