@@ -1,0 +1,400 @@
+"""The peer table: signed presence, liveness, roles, inventory and addresses.
+
+Every node broadcasts a signed ``meshd/presence`` v1 record every
+``presence_interval_s``.  It names the peer, the roles it runs, its inventory
+(what task constraints are matched against), its API URL and its listen
+addresses, and a sequence number that only grows.  A :class:`PeerTable` keeps
+what it has heard from each peer; a peer is *live* while its last accepted
+presence is younger than ``live_periods`` presence intervals.
+
+The wire format (byte for byte what meshd sent before this module existed;
+``tests/test_peer_table_liveness_and_presence.py`` pins it)::
+
+    {"t": "meshd/presence", "v": 1, "peer": <peer id>, "roles": [str],
+     "inv": {str: str | int | bool | list}, "api": <url or "">,
+     "addrs": [<multiaddr>, ... at most 8], "seq": <int>,
+     "a": <32-byte Ed25519 key>, "s": <64-byte signature>}
+
+``s`` signs the canonical DAG-CBOR encoding of the record without ``s``.
+
+Like the rest of ``lattice`` this is pure: no sockets, no clocks.  Two times
+are passed in:
+
+* :meth:`PeerTable.encode_presence` takes the *wall clock* (seconds since the
+  epoch): the sequence number is derived from it, so it keeps growing across
+  restarts and peers do not take a restarted node's presence for a replay;
+* everything else (:meth:`~PeerTable.receive_presence_untrusted`,
+  :meth:`~PeerTable.live`, :meth:`~PeerTable.peer_list`) takes the table's
+  clock, any clock that does not jump back (the daemon uses
+  ``time.monotonic()``), as long as it is the same one in every call.
+
+Assumed of the transport: presence is gossip; it may be lost, duplicated,
+delayed or reordered.  A lost presence only ages a peer; a duplicate or an
+older one arriving late is counted as ``presence_replayed`` and changes
+nothing.  Two peers, with nothing but bytes between them::
+
+    from lattice.peers import PeerTable
+    from lattice.signing import Signer, peer_id_of
+
+    a, b = Signer.generate(), Signer.generate()
+    ta = PeerTable(peer_id_of(a.public), roles=["runner"])
+    tb = PeerTable(peer_id_of(b.public), roles=["runner"])
+    msg = ta.encode_presence(a, roles=["runner"], inventory={"cpus": 2}, now=1_700_000_000.0)
+    tb.receive_presence_untrusted(ta.me, msg, now=0.0)
+    assert tb.live(1.0, "runner") == sorted([ta.me, tb.me])
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import codec
+from .errors import BadInput
+from .signing import Signer, peer_id_of, verify_signature
+
+#: The record type of a presence message.
+PRESENCE_TYPE = "meshd/presence"
+#: Its only version.
+PRESENCE_VERSION = 1
+#: Largest presence message accepted as bytes (the gossip ceiling, ``hpcp.MAX_MESSAGE``).
+MAX_PRESENCE = 8 * 1024 * 1024
+#: Roles kept per peer; longer lists are cut.
+MAX_ROLES = 16
+#: Longest role name kept; longer names are dropped.
+MAX_ROLE_LEN = 64
+#: Listen addresses sent and kept per peer.
+MAX_ADDRS = 8
+
+
+@dataclass(frozen=True)
+class PeerTableOptions:
+    """Presence timing and limits.
+
+    Attributes:
+        presence_interval_s: How often a node broadcasts its presence
+            (default 2 s; the daemon's ``MeshOptions.presence_interval_s``).
+        live_periods: A peer is live while its last presence is younger than
+            this many intervals (default 3, so one or two lost messages do
+            not make a peer dead).
+        dial_interval_s: At most one dial per peer in this time (default 10 s).
+        max_peers: Peers the table holds (default 10,000); a new peer beyond
+            it is refused and counted as ``peer_table_full``, so forged keys
+            cannot grow the table without bound.
+    """
+
+    presence_interval_s: float = 2.0
+    live_periods: int = 3
+    dial_interval_s: float = 10.0
+    max_peers: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not self.presence_interval_s > 0 or not self.dial_interval_s >= 0:
+            raise ValueError("presence_interval_s must be > 0 and dial_interval_s >= 0")
+        if self.live_periods < 1 or self.max_peers < 1:
+            raise ValueError("live_periods and max_peers must be >= 1")
+
+    @property
+    def horizon_s(self) -> float:
+        """How long after its last presence a peer stays live."""
+        return self.live_periods * self.presence_interval_s
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """What the table knows of one peer (replaced, never mutated, on each presence).
+
+    Attributes:
+        peer_id: The peer's libp2p id.
+        roles: The roles it announced.
+        inventory: Its inventory as JSON (bytes and links in DAG-JSON form).
+        api: Its HTTP API URL, or None.
+        addrs: Its listen multiaddrs.
+        last_seen: Table-clock time of its last accepted presence; None when
+            the peer is known only from other gossip.
+        seq: The sequence number of that presence (0: none yet).
+    """
+
+    peer_id: str
+    roles: tuple[str, ...] = ()
+    inventory: Mapping[str, Any] = field(default_factory=dict)
+    api: str | None = None
+    addrs: tuple[str, ...] = ()
+    last_seen: float | None = None
+    seq: int = 0
+
+
+class Received(enum.Enum):
+    """What :meth:`PeerTable.receive_presence_untrusted` did with a message."""
+
+    #: Bad or replayed: counted in ``rejected``, nothing changed.
+    REJECTED = "rejected"
+    #: Accepted from a peer we had a presence from already.
+    ACCEPTED = "accepted"
+    #: The first presence accepted from this peer: a new peer to sync with.
+    NEW_PEER = "new_peer"
+
+    @property
+    def accepted(self) -> bool:
+        return self is not Received.REJECTED
+
+
+def _inventory_wire(inventory: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in inventory.items() if isinstance(v, (str, int, bool, list))}
+
+
+class PeerTable:
+    """The peers this node has heard of, and which of them are live.
+
+    Args:
+        me: This node's peer id.
+        roles: This node's roles: :meth:`live` counts this node for a role
+            it runs.
+        options: Timing and limits (defaults: :class:`PeerTableOptions`).
+
+    Attributes:
+        rejected: Counts of refused presence by reason: ``bad_presence``
+            (malformed, wrong version, not signed by the peer it names, bad
+            signature), ``presence_replayed`` (a sequence number not above
+            the last accepted one) and ``peer_table_full``.
+    """
+
+    def __init__(self, me: str, *, roles: Iterable[str] = (), options: PeerTableOptions | None = None) -> None:
+        self.me = me
+        self.roles: tuple[str, ...] = tuple(roles)
+        self.options = options or PeerTableOptions()
+        self.rejected: dict[str, int] = {}
+        self._peers: dict[str, PeerInfo] = {}
+        self._seq = 0
+        self._dialed: dict[str, float] = {}
+
+    # -- our presence -----------------------------------------------------------------
+
+    def encode_presence(self, signer: Signer, *, roles: Iterable[str] | None = None,
+                        inventory: Mapping[str, Any] | None = None, api: str | None = None,
+                        addrs: Iterable[str] = (), now: float) -> bytes:
+        """Sign and encode this node's next presence message.
+
+        Args:
+            signer: This node's key (its peer id must be ``me``).
+            roles: Roles to announce (default: the table's ``roles``).
+            inventory: Inventory to announce; values other than str, int,
+                bool and list are left out.
+            api: This node's API URL, if it serves one.
+            addrs: Listen multiaddrs; the first 8 are sent.
+            now: Wall-clock seconds since the epoch (the sequence number is
+                ``max(last + 1, now in ms)``).
+
+        Returns:
+            The DAG-CBOR bytes to broadcast.
+
+        Raises:
+            ValueError: ``signer`` is not the key of ``me``.
+        """
+        if peer_id_of(signer.public) != self.me:
+            raise ValueError("the signer's peer id is not this table's peer id")
+        self._seq = max(self._seq + 1, int(now * 1000))
+        body = {"t": PRESENCE_TYPE, "v": PRESENCE_VERSION, "peer": self.me,
+                "roles": list(self.roles if roles is None else roles),
+                "inv": _inventory_wire(inventory or {}), "api": api or "",
+                "addrs": list(addrs)[:MAX_ADDRS], "seq": self._seq, "a": signer.public}
+        body["s"] = signer.sign(codec.encode(body))
+        return codec.encode(body)
+
+    # -- their presence ---------------------------------------------------------------
+
+    def _reject(self, why: str) -> Received:
+        self.rejected[why] = self.rejected.get(why, 0) + 1
+        return Received.REJECTED
+
+    def note_peer(self, peer: str) -> bool:
+        """Remember a peer heard through other gossip (not live until its presence).
+
+        Returns:
+            True when the peer was not known before.
+        """
+        if peer in self._peers or peer == self.me:
+            return False
+        if len(self._peers) >= self.options.max_peers:
+            self._reject("peer_table_full")
+            return False
+        self._peers[peer] = PeerInfo(peer)
+        return True
+
+    def receive_presence_untrusted(self, peer: str, message: bytes | Mapping[str, Any], now: float) -> Received:
+        """Take a presence message that ``peer`` sent.
+
+        Never raises: a message that is malformed, not signed by ``peer``,
+        or not newer than the last one accepted changes nothing and is
+        counted in :attr:`rejected`.  This node's own presence, echoed
+        back, is ignored (and not counted).
+
+        Args:
+            peer: The transport's id of the sender.
+            message: The message bytes, or the map they decoded to.
+            now: Table-clock time of arrival.
+
+        Returns:
+            What was done with it.
+        """
+        obj: Any = message
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            try:
+                obj = codec.decode_untrusted(bytes(message), max_size=MAX_PRESENCE)
+            except BadInput:
+                return self._reject("bad_presence")
+        if not isinstance(obj, Mapping):
+            return self._reject("bad_presence")
+        try:
+            pk, sig, seq = obj["a"], obj["s"], obj.get("seq")
+            if obj.get("t") != PRESENCE_TYPE or obj.get("v") != PRESENCE_VERSION:
+                return self._reject("bad_presence")
+            if type(peer) is not str or obj.get("peer") != peer or peer_id_of(pk) != peer:
+                return self._reject("bad_presence")  # not from its signer (peer_id_of: None for a bad key)
+            unsigned = codec.encode({k: v for k, v in obj.items() if k != "s"})
+            if not verify_signature(pk, sig, unsigned):
+                return self._reject("bad_presence")
+            roles = obj.get("roles", [])
+            inv = obj.get("inv")
+            api = obj.get("api")
+            addrs = obj.get("addrs")
+            info = PeerInfo(
+                peer,
+                roles=tuple(r for r in roles if type(r) is str and len(r) <= MAX_ROLE_LEN)[:MAX_ROLES]
+                if type(roles) is list else (),
+                # Served as JSON by GET /v1/peers: a peer's bytes or links must not break it.
+                inventory=codec.to_json(dict(inv)) if type(inv) is dict else {},
+                api=api if type(api) is str and api else None,
+                addrs=tuple(a for a in addrs if type(a) is str and a.startswith("/"))[:MAX_ADDRS]
+                if type(addrs) is list else (),
+                last_seen=now,
+                seq=seq if type(seq) is int else 0,
+            )
+        except (KeyError, TypeError, ValueError, BadInput):
+            return self._reject("bad_presence")
+        old = self._peers.get(peer)
+        if old is None:
+            # A verified signer is remembered even when its seq is bad (as gossip would).
+            if not self.note_peer(peer):
+                return Received.REJECTED  # table full (counted) or our own id
+            old = self._peers[peer]
+        if type(seq) is not int or seq <= old.seq:
+            return self._reject("presence_replayed")
+        self._peers[peer] = info
+        return Received.NEW_PEER if old.last_seen is None else Received.ACCEPTED
+
+    # -- views ------------------------------------------------------------------------
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self._peers
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._peers))
+
+    def peer(self, peer: str) -> PeerInfo | None:
+        """What the table knows of ``peer``, or None."""
+        return self._peers.get(peer)
+
+    def any_presence(self) -> bool:
+        """Whether a presence from any peer was ever accepted."""
+        return any(p.last_seen is not None for p in self._peers.values())
+
+    def is_live(self, peer: str, now: float) -> bool:
+        """Whether ``peer``'s last presence is younger than the horizon (this node: always)."""
+        if peer == self.me:
+            return True
+        p = self._peers.get(peer)
+        return p is not None and p.last_seen is not None and p.last_seen >= now - self.options.horizon_s
+
+    def live(self, now: float, role: str | None = None) -> list[str]:
+        """Live peers, sorted, that run ``role`` (any role when None).
+
+        This node counts when it runs ``role`` (always when ``role`` is None).
+        """
+        horizon = now - self.options.horizon_s
+        out = {p.peer_id for p in self._peers.values()
+               if p.last_seen is not None and p.last_seen >= horizon and (role is None or role in p.roles)}
+        if role is None or role in self.roles:
+            out.add(self.me)
+        return sorted(out)
+
+    def inventory(self, peer: str) -> Mapping[str, Any]:
+        """``peer``'s announced inventory ({} when unknown)."""
+        p = self._peers.get(peer)
+        return p.inventory if p is not None else {}
+
+    def capacity(self, peer: str) -> int:
+        """Tasks ``peer`` can run at once: its announced ``slots``, else its ``cpus``, else 1."""
+        inv = self.inventory(peer)
+        for key in ("slots", "cpus"):
+            v = inv.get(key)
+            if type(v) is int and v > 0:
+                return v
+        return 1
+
+    def api(self, peer: str) -> str | None:
+        """``peer``'s API URL, or None."""
+        p = self._peers.get(peer)
+        return p.api if p is not None else None
+
+    def addrs(self, peer: str) -> list[str]:
+        """``peer``'s announced listen multiaddrs."""
+        p = self._peers.get(peer)
+        return list(p.addrs) if p is not None else []
+
+    def dial_addrs(self, peer: str, now: float, *, connected: bool) -> list[str]:
+        """Full multiaddrs to dial ``peer`` at, or [] when not to dial now.
+
+        Gossip reaches a node through relays, but block requests need a
+        direct stream, so a peer we hear of but are not connected to is
+        dialled, at most once per ``dial_interval_s``.  Calling this with a
+        non-empty result records the dial.
+        """
+        addrs = self.addrs(peer)
+        if connected or not addrs or peer == self.me:
+            return []
+        if now - self._dialed.get(peer, float("-inf")) < self.options.dial_interval_s:
+            return []
+        self._dialed[peer] = now
+        return [a if "/p2p/" in a else f"{a}/p2p/{peer}" for a in addrs]
+
+    def peer_list(self, now: float, *, connected: Mapping[str, Iterable[str]] | None = None,
+                  heads: Mapping[str, Mapping[str, list[str]]] | None = None) -> list[dict[str, Any]]:
+        """The peers as ``GET /v1/peers`` serves them, sorted by peer id.
+
+        Args:
+            now: Table-clock time (for ``last_seen_s``).
+            connected: Connected peer ids with their connection addresses
+                (from the transport); such peers are listed even if unknown.
+            heads: Per peer, the heads it announced per object (from HPCP).
+        """
+        conn = connected or {}
+        heads = heads or {}
+        out = []
+        for pid in sorted(set(conn) | set(self._peers)):
+            p = self._peers.get(pid)
+            out.append({
+                "peer_id": pid,
+                "connected": pid in conn,
+                "addresses": list(conn.get(pid, ())),
+                "roles": list(p.roles) if p else [],
+                "inventory": dict(p.inventory) if p else {},
+                "api": p.api if p else None,
+                "last_seen_s": round(now - p.last_seen, 1) if p and p.last_seen is not None else None,
+                "heads": dict(heads.get(pid, {})),
+            })
+        return out
+
+    def forget(self, peer: str) -> None:
+        """Drop ``peer`` (e.g. removed from the allow-list)."""
+        self._peers.pop(peer, None)
+        self._dialed.pop(peer, None)
+
+
+__all__ = ["MAX_ADDRS", "MAX_PRESENCE", "MAX_ROLES", "PRESENCE_TYPE", "PRESENCE_VERSION", "PeerInfo",
+           "PeerTable", "PeerTableOptions", "Received"]
