@@ -431,7 +431,7 @@ def _rule_seeds() -> dict[str, bytes]:
 
 
 def _frame() -> tuple:
-    from meshd.p2p_wire import BadFrame, decode_frame_untrusted
+    from meshd.p2p.wire import BadFrame, decode_frame_untrusted
 
     def run(d: bytes) -> None:
         rest = d
@@ -444,7 +444,7 @@ def _frame() -> tuple:
 def _frame_reader() -> tuple:
     import trio
 
-    from meshd.p2p_wire import BadFrame, FrameReader
+    from meshd.p2p.wire import BadFrame, FrameReader
 
     class Stream:
         """Hands out the input in chunks whose sizes come from the input itself."""
@@ -468,7 +468,7 @@ def _frame_reader() -> tuple:
 
 
 def _frame_seeds() -> dict[str, bytes]:
-    from meshd.p2p_wire import encode_frame
+    from meshd.p2p.wire import encode_frame
 
     return {"one": encode_frame(b"hello"), "two": encode_frame(b"a") + encode_frame(b"b" * 300),
             "empty-frame": encode_frame(b""), "truncated": encode_frame(b"hello")[:-1],
@@ -479,7 +479,7 @@ def _frame_seeds() -> dict[str, bytes]:
 def _rules_record() -> tuple:
     from conditions import ConditionOptions
 
-    from meshd.jobs import rules_from_record_untrusted
+    from meshd.roles.jobs import rules_from_record_untrusted
 
     options = ConditionOptions()
     return (lambda d: rules_from_record_untrusted(_cbor(d), options)), ()  # documented: never raises
@@ -500,7 +500,7 @@ def _rules_record_seeds() -> dict[str, bytes]:
 
 def _pipeline() -> tuple:
     from meshd.errors import ApiError
-    from meshd.jobs import Pipeline
+    from meshd.roles.jobs import Pipeline
 
     return (lambda d: Pipeline.from_json_untrusted(_json(d))), (ApiError,)
 
@@ -518,31 +518,27 @@ def _pipeline_seeds() -> dict[str, bytes]:
     return out
 
 
-def _stub_mesh() -> Any:
-    from types import SimpleNamespace
-
-    from meshd.mesh import Mesh
-
-    transport = SimpleNamespace(peer_id="me", peers=lambda: [])
-    return Mesh(SimpleNamespace(store=None), transport, roles=[], inventory={})  # type: ignore[arg-type]
-
-
 def _presence_peer() -> str:
-    from meshd.identity import peer_id_from_public_key
+    from lattice.signing import peer_id_of
 
-    return peer_id_from_public_key(fx().signer.public)
+    peer = peer_id_of(fx().signer.public)
+    assert peer is not None
+    return peer
 
 
 def _presence() -> tuple:
+    from lattice.peers import PeerTable
+
     peer = _presence_peer()
 
     def run(d: bytes) -> None:
+        table = PeerTable("me")
+        # The raw bytes, as a transport hands them over, and the decoded map, as the daemon's receive loop does.
+        table.receive_presence_untrusted(peer, d, _NOW)
         obj = _cbor(d)
-        if type(obj) is not dict:  # the receive loop drops these before presence handling
-            raise _Skip()
-        mesh = _stub_mesh()
-        mesh._on_presence_untrusted(peer, obj)
-        json.dumps(mesh.peer_list())  # what GET /v1/peers serves must stay JSON
+        table.receive_presence_untrusted(peer, obj, _NOW)
+        json.dumps(table.peer_list(_NOW + 1))  # what GET /v1/peers serves must stay JSON
+        json.dumps(table.rejected)
 
     return run, ()  # documented: malformed presence is counted, never raised
 
@@ -566,14 +562,14 @@ def _presence_seeds() -> dict[str, bytes]:
 
 
 def _mesh_secret() -> tuple:
-    from meshd.mesh_secret import mesh_key, open_untrusted
+    from meshd.p2p.secret import mesh_key, open_untrusted
 
     key = mesh_key("correct horse battery staple")
     return (lambda d: open_untrusted(key, d)), ()  # documented: returns None, never raises
 
 
 def _mesh_secret_seeds() -> dict[str, bytes]:
-    from meshd.mesh_secret import mesh_key, seal
+    from meshd.p2p.secret import mesh_key, seal
 
     key = mesh_key("correct horse battery staple")
     good = seal(key, b"payload")
@@ -582,7 +578,7 @@ def _mesh_secret_seeds() -> dict[str, bytes]:
 
 
 def _publisher_key() -> tuple:
-    from meshd.engine_admin import publisher_key_untrusted
+    from meshd.api.engine_admin import publisher_key_untrusted
     from meshd.errors import ApiError
 
     return (lambda d: publisher_key_untrusted(_text(d))), (ApiError,)
@@ -595,7 +591,7 @@ def _publisher_seeds() -> dict[str, bytes]:
 
 
 def _admin_cid() -> tuple:
-    from meshd.engine_admin import _cid_untrusted
+    from meshd.api.engine_admin import _cid_untrusted
     from meshd.errors import ApiError
 
     return (lambda d: _cid_untrusted(_text(d), "engine CID")), (ApiError,)
@@ -611,7 +607,7 @@ def _add_signature() -> tuple:
     import trio
 
     from lattice import blockstore
-    from meshd.engine_admin import EngineAdmin
+    from meshd.api.engine_admin import EngineAdmin
     from meshd.errors import ApiError
 
     class Objects:
@@ -658,7 +654,7 @@ def _asgi_request(body: bytes) -> Any:
 def _api_read_json() -> tuple:
     import trio
 
-    from meshd.api import _read_json_untrusted
+    from meshd.api.app import _read_json_untrusted
     from meshd.errors import ApiError
 
     async def run(d: bytes) -> None:
@@ -670,7 +666,7 @@ def _api_read_json() -> tuple:
 def _api_json_object() -> tuple:
     import trio
 
-    from meshd.api_engines import _json_object_untrusted
+    from meshd.api.engines import _json_object_untrusted
     from meshd.errors import ApiError
 
     async def run(d: bytes) -> None:
@@ -685,8 +681,8 @@ _API_MODELS = ("TaskIn", "BulkTasksIn", "DatasetCreateIn", "DatasetPutIn", "Engi
 def _api_validate() -> tuple:
     from pydantic import TypeAdapter
 
-    from meshd import api_models
-    from meshd.api import _validate_untrusted
+    from meshd.api import models as api_models
+    from meshd.api.app import _validate_untrusted
     from meshd.errors import ApiError
 
     adapters = [TypeAdapter(getattr(api_models, n)) for n in _API_MODELS]
@@ -719,7 +715,7 @@ def _api_validate_seeds() -> dict[str, bytes]:
 
 
 def _upload_fields() -> tuple:
-    from meshd.api_engines import upload_fields_untrusted
+    from meshd.api.engines import upload_fields_untrusted
     from meshd.errors import ApiError
 
     return (lambda d: upload_fields_untrusted(d)), (ApiError,)
@@ -733,7 +729,7 @@ def _upload_seeds() -> dict[str, bytes]:
 
 
 def _api_guard() -> tuple:
-    from meshd.api_guard import Access, GuardPolicy, check_untrusted
+    from meshd.api.guard import Access, GuardPolicy, check_untrusted
     from meshd.config import ApiOptions
     from meshd.errors import ApiError
 
@@ -762,13 +758,13 @@ def _api_guard_seeds() -> dict[str, bytes]:
 
 def _archive_version() -> tuple:
     from lattice.errors import BadInput
-    from meshd.archive import version_from_untrusted
+    from meshd.store.archive import version_from_untrusted
 
     return _hashed(version_from_untrusted), (BadInput,)
 
 
 def _archive_version_seeds() -> dict[str, bytes]:
-    from meshd.archive import version_record
+    from meshd.store.archive import version_record
 
     f = fx()
     rec = version_record(f.genesis, [f.delta_cid], 1, 1000)
@@ -780,13 +776,13 @@ def _archive_version_seeds() -> dict[str, bytes]:
 
 def _pin_record() -> tuple:
     from lattice.errors import BadInput
-    from meshd.archive import pin_record_untrusted
+    from meshd.store.archive import pin_record_untrusted
 
     return (lambda d: pin_record_untrusted(_cbor(d))), (BadInput,)
 
 
 def _pin_seeds() -> dict[str, bytes]:
-    from meshd.archive import pin_record
+    from meshd.store.archive import pin_record
 
     f = fx()
     rec = pin_record(f.signer, f.genesis, f.dag_cid, 1000)
@@ -861,28 +857,29 @@ def _targets() -> list[Target]:
                                    deep="(" * 500 + "1" + ")" * 500, unterminated="'abc",
                                    not_not="!!!!exist(x)")),
         Target("rule", "conditions.actions.Rule.from_json_untrusted", _rule, _rule_seeds),
-        Target("frame", "meshd.p2p_wire.decode_frame_untrusted (and _decode_varint_untrusted)", _frame,
+        Target("frame", "meshd.p2p.wire.decode_frame_untrusted (and _decode_varint_untrusted)", _frame,
                _frame_seeds),
-        Target("frame_reader", "meshd.p2p_wire.FrameReader.read_frame_untrusted", _frame_reader, _frame_seeds),
-        Target("rules_record", "meshd.jobs.rules_from_record_untrusted", _rules_record, _rules_record_seeds),
-        Target("pipeline", "meshd.pipeline.Pipeline.from_json_untrusted", _pipeline, _pipeline_seeds),
-        Target("presence", "meshd.mesh.Mesh._on_presence_untrusted", _presence, _presence_seeds),
-        Target("mesh_secret", "meshd.mesh_secret.open_untrusted", _mesh_secret, _mesh_secret_seeds),
-        Target("publisher_key", "meshd.engine_admin.publisher_key_untrusted", _publisher_key, _publisher_seeds),
-        Target("admin_cid", "meshd.engine_admin._cid_untrusted", _admin_cid, _cid_text_seeds),
-        Target("add_signature", "meshd.engine_admin.EngineAdmin.add_signature_untrusted", _add_signature,
+        Target("frame_reader", "meshd.p2p.wire.FrameReader.read_frame_untrusted", _frame_reader, _frame_seeds),
+        Target("rules_record", "meshd.roles.jobs.rules_from_record_untrusted", _rules_record, _rules_record_seeds),
+        Target("pipeline", "meshd.roles.pipeline.Pipeline.from_json_untrusted", _pipeline, _pipeline_seeds),
+        Target("presence", "lattice.peers.PeerTable.receive_presence_untrusted (what the daemon's "
+               "Mesh._on_presence_untrusted is to call)", _presence, _presence_seeds),
+        Target("mesh_secret", "meshd.p2p.secret.open_untrusted", _mesh_secret, _mesh_secret_seeds),
+        Target("publisher_key", "meshd.api.engine_admin.publisher_key_untrusted", _publisher_key, _publisher_seeds),
+        Target("admin_cid", "meshd.api.engine_admin._cid_untrusted", _admin_cid, _cid_text_seeds),
+        Target("add_signature", "meshd.api.engine_admin.EngineAdmin.add_signature_untrusted", _add_signature,
                _add_signature_seeds),
-        Target("api_read_json", "meshd.api._read_json_untrusted", _api_read_json,
+        Target("api_read_json", "meshd.api.app._read_json_untrusted", _api_read_json,
                lambda: _json_seeds(obj={"a": [1, 2]})),
-        Target("api_validate", "meshd.api._validate_untrusted (every request model)", _api_validate,
+        Target("api_validate", "meshd.api.app._validate_untrusted (every request model)", _api_validate,
                _api_validate_seeds),
-        Target("api_json_object", "meshd.api_engines._json_object_untrusted", _api_json_object,
+        Target("api_json_object", "meshd.api.engines._json_object_untrusted", _api_json_object,
                lambda: _json_seeds(obj={"publisher": "ab" * 32})),
-        Target("upload_fields", "meshd.api_engines.upload_fields_untrusted", _upload_fields, _upload_seeds),
-        Target("api_guard", "meshd.api_guard.check_untrusted (Host, Origin, token, scope, type)", _api_guard,
+        Target("upload_fields", "meshd.api.engines.upload_fields_untrusted", _upload_fields, _upload_seeds),
+        Target("api_guard", "meshd.api.guard.check_untrusted (Host, Origin, token, scope, type)", _api_guard,
                _api_guard_seeds),
-        Target("archive_version", "meshd.archive.version_from_untrusted", _archive_version, _archive_version_seeds),
-        Target("pin_record", "meshd.archive.pin_record_untrusted", _pin_record, _pin_seeds),
+        Target("archive_version", "meshd.store.archive.version_from_untrusted", _archive_version, _archive_version_seeds),
+        Target("pin_record", "meshd.store.archive.pin_record_untrusted", _pin_record, _pin_seeds),
     ]
 
 

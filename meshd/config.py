@@ -192,7 +192,7 @@ class ApiOptions:
     """``[api]``: the local HTTP API's options (also the API component's options).
 
     Every request but ``GET /v1/health`` needs a bearer token, on loopback
-    too (see :mod:`meshd.api_guard` for why and for the scopes).
+    too (see :mod:`meshd.api.guard` for why and for the scopes).
 
     Attributes:
         listen: ``HOST:PORT`` to bind; default ``127.0.0.1:7600``.  Port 0
@@ -320,7 +320,7 @@ class P2PConfig:
         requests_per_s: Block requests served per second per peer (burst
             twice that).  Default 200.
         secret: A shared mesh secret: when set, every message must carry its
-            HMAC (a private mesh, see :mod:`meshd.mesh_secret`); default "".
+            HMAC (a private mesh, see :mod:`meshd.p2p.secret`); default "".
     """
 
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4601",)

@@ -12,9 +12,9 @@ step that fails stops the ones before it):
 SIGTERM or SIGINT, from the start of start-up on, cancels the node: in-flight
 engine runs are killed, a run that already finished is still recorded, the
 API stops, and whatever was acknowledged is already on disk (see
-:mod:`meshd.objects`).  A stop that takes longer than ``[node]
+:mod:`meshd.store.objects`).  A stop that takes longer than ``[node]
 shutdown_grace_s``, or a second signal, kills the engines and exits hard
-(:mod:`meshd.shutdown`).
+(:mod:`meshd.runtime.shutdown`).
 """
 
 from __future__ import annotations
@@ -35,34 +35,37 @@ from engines.native import NativeOptions
 from engines.pool import PoolOptions
 from lattice.cid import CID
 from lattice.diskstore import DiskBlockStore, DiskStoreOptions
+from lattice.errors import StoreError
 from lattice.goho import ReplicaOptions
 from lattice.signing import Signer, peer_id_of
 
-from . import __version__, api_engines, api_mesh, httpserver
-from .api import create_app
-from .docker_backend import DockerBackendOptions, serve_docker
-from .engine_admin import EngineAdmin
-from .heads import HeadsStore
-from .home import Home
-from .logs import get_logger
-from .mesh import Mesh, MeshOptions
-from .mesh_secret import SealedTransport
-from .node import Node
-from .objects import ObjectHost
-from .p2p import P2POptions, Transport
-from .quarantine import Quarantine
-from .supervisor import Health, supervise
+from . import __version__
+from .api import engines as api_engines
+from .api import mesh as api_mesh
+from .api import server as httpserver
+from .api.app import create_app
+from .api.engine_admin import EngineAdmin
 from .errors import ConfigError, MeshdError
-from lattice.errors import StoreError
+from .home import Home
+from .node import Node
+from .p2p import P2POptions, Transport
+from .p2p.mesh import Mesh, MeshOptions
+from .p2p.secret import SealedTransport
 from .roles import ALWAYS_ROUTED, RoleContext, role_module
-from .shutdown import Shutdown, ShutdownOptions
+from .runtime.docker_backend import DockerBackendOptions, serve_docker
+from .runtime.logs import get_logger
+from .runtime.shutdown import Shutdown, ShutdownOptions
+from .runtime.supervisor import Health, supervise
+from .store.heads import HeadsStore
+from .store.objects import ObjectHost
+from .store.quarantine import Quarantine
 
 log = get_logger("meshd.daemon")
 
 
 def _open_store(home: Home, config: Any) -> Any:
     if config.ipfs.api:
-        from .ipfsstore import IpfsBlockStore, IpfsOptions
+        from .store.ipfs import IpfsBlockStore, IpfsOptions
 
         return IpfsBlockStore.open(IpfsOptions(api=config.ipfs.api, retries=3))
     # synchronous=normal in WAL mode: a committed write survives a process
@@ -84,7 +87,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
     """Compose and serve one node until cancelled.
 
     ``shutdown`` (when given) is told which engine host a forced stop must
-    clean up after.  Cancellation stops every service; see :mod:`meshd.shutdown`.
+    clean up after.  Cancellation stops every service; see :mod:`meshd.runtime.shutdown`.
     """
     identity = home.load_identity()
     signer = Signer.from_seed(identity.seed)
@@ -202,7 +205,7 @@ def run(home_path: Path, overrides: dict[str, Any] | None = None) -> int:
         if name != "manager" and role_module(name) is None:
             raise ConfigError(f"[node] roles: this build has no {name!r} role")
     # Installed before start-up: one SIGTERM stops the daemon whatever it is
-    # doing, within [node] shutdown_grace_s, or forces (see meshd.shutdown).
+    # doing, within [node] shutdown_grace_s, or forces (see meshd.runtime.shutdown).
     shutdown = Shutdown(ShutdownOptions(grace_s=config.node.shutdown_grace_s))
     with home.lock():
         shutdown.install()

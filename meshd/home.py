@@ -4,7 +4,7 @@ Layout (``meshd init`` creates all of it)::
 
     <home>/              mode 0700
         config.toml      the configuration (meshd.config)
-        identity.key     Ed25519 seed, mode 0600 (meshd.identity)
+        identity.key     Ed25519 seed, mode 0600 (meshd.p2p.identity)
         api.token        the API's admin bearer token, mode 0600 (the CLI uses it)
         api-submit.token the API's submit-scope token, mode 0600
         api-read.token   the API's read-scope token, mode 0600
@@ -29,12 +29,12 @@ from typing import Any, Final
 
 from .config import CONFIG_FILE, ApiOptions, Config, config_from_mapping, load_config, write_default_config
 from .errors import AlreadyRunning, HomeError, IdentityError
-from .identity import Identity, check_private_mode, load_identity, save_identity, write_private_file
+from .p2p.identity import Identity, check_private_mode, load_identity, save_identity, write_private_file
 
 DEFAULT_HOME: Final = "~/.meshd"
 IDENTITY_FILE: Final = "identity.key"
 TOKEN_FILE: Final = "api.token"
-#: Token file of each API scope (see meshd.api_guard); api.token predates scopes and is admin.
+#: Token file of each API scope (see meshd.api.guard); api.token predates scopes and is admin.
 TOKEN_FILES: Final = {"admin": TOKEN_FILE, "submit": "api-submit.token", "read": "api-read.token"}
 BLOCKS_DIR: Final = "blocks"
 LOCK_FILE: Final = "lock"

@@ -1,6 +1,6 @@
 """The node: one meshd's GOHOs, block store, engines and roles, behind the API.
 
-:class:`Node` implements :class:`meshd.api.NodeService`.  It follows three
+:class:`Node` implements :class:`meshd.api.app.NodeService`.  It follows three
 well-known objects per mesh — the *queue*, the *results* and the *engine
 registry*, whose genesis CIDs derive from the mesh name so every member
 agrees on them without talking — plus every dataset it creates or sees.
@@ -35,9 +35,9 @@ from lattice.trust import TrustOptions, TrustView
 
 from . import __version__
 from .errors import BadRequest, NotFound
-from .objects import Followed, ObjectHost
-from .quarantine import Quarantine
-from .verify import ReplicationPolicy
+from .roles.verify import ReplicationPolicy
+from .store.objects import Followed, ObjectHost
+from .store.quarantine import Quarantine
 
 #: Kinds of well-known objects.
 QUEUE, RESULTS, ENGINES, VERDICTS, DATASET = "queue", "results", "engines", "verdicts", "dataset"
@@ -83,11 +83,11 @@ class Node:
         # Peer blocks that failed validation (persistent when the daemon
         # passes one opened on the home), and validated task bodies by CID.
         self.quarantine = quarantine if quarantine is not None else Quarantine()
-        self.role_health = health  # meshd.supervisor.Health once the daemon supervises roles
+        self.role_health = health  # meshd.runtime.supervisor.Health once the daemon supervises roles
         self._records: dict[CID, dict[str, Any]] = {}
         self._definitions: dict[CID, dict[str, Any]] = {}
         self.api_url: str | None = None
-        self.mesh: Any = None  # meshd.mesh.Mesh once the p2p layer runs
+        self.mesh: Any = None  # meshd.p2p.mesh.Mesh once the p2p layer runs
         self.local_origin: set[CID] = set()  # tasks enqueued through this node's API
         self.p2p_addrs: list[str] = []
         mesh = config.node.mesh
@@ -133,7 +133,7 @@ class Node:
         return obj
 
     def _groups(self, recs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        from .verify import group_outputs
+        from .roles.verify import group_outputs
 
         return group_outputs(recs, self.output_value, None)
 
@@ -527,7 +527,7 @@ class Node:
 
     async def health(self) -> dict:
         # Liveness stays ok while the process serves; "healthy" says whether
-        # its roles are stable (see meshd.supervisor).
+        # its roles are stable (see meshd.runtime.supervisor).
         return {"ok": True, "healthy": self.health_report()["healthy"], "peer_id": self.peer_id,
                 "version": __version__}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from meshd.localmesh import LocalNode, start_mesh, wait_peers
+from meshd.bench.localmesh import LocalNode, start_mesh, wait_peers
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "engines" / "examples"

@@ -74,7 +74,7 @@ PUBLISHER = Ed25519PrivateKey.from_private_bytes(_seed("publisher"))  # an engin
 
 
 def _peer_id(public: bytes) -> str:
-    from meshd.identity import peer_id_from_public_key
+    from meshd.p2p.identity import peer_id_from_public_key
 
     return peer_id_from_public_key(public)
 
@@ -369,7 +369,7 @@ def build() -> str:
     from types import SimpleNamespace
     from unittest import mock
 
-    from meshd.mesh import Mesh
+    from meshd.p2p.mesh import Mesh
 
     alice_addr = f"/ip4/192.0.2.10/tcp/4601/p2p/{alice_id}"
     m_alice = Mesh(SimpleNamespace(store=MemoryBlockStore(), signer=ALICE),
@@ -377,7 +377,7 @@ def build() -> str:
                    roles=["manager", "runner"],
                    inventory={"os": "linux", "arch": "x86_64", "cpus": 8, "memory": 17179869184, "gpu": False},
                    api_url=lambda: "http://127.0.0.1:7600", addrs=lambda: [alice_addr])
-    with mock.patch("meshd.mesh.time.time", return_value=T0_S):
+    with mock.patch("meshd.p2p.mesh.time.time", return_value=T0_S):
         presence = m_alice._presence()
     m_bob = Mesh(SimpleNamespace(store=MemoryBlockStore(), signer=BOB),
                  SimpleNamespace(peer_id=bob_id, peers=lambda: []), roles=["runner"], inventory={})
@@ -387,7 +387,7 @@ def build() -> str:
     assert m_bob.rejected == {"presence_replayed": 1}, "a replayed presence must be refused"
 
     # ---- archivist: a version root of the queue and its signed pin record -----------------------
-    from meshd import archive
+    from meshd.store import archive
 
     v1 = archive.version_record(gen_cid, [c1], 1, T0_MS + 10_000)
     v1_cid, v1_data = codec.encode_block(v1)
@@ -401,7 +401,7 @@ def build() -> str:
     # ---- a job: the fibsum pipeline's spec and rules ----------------------------------------------
     from conditions import ConditionOptions
 
-    from meshd import jobs
+    from meshd.roles import jobs
 
     stage_engines = []
     for stage in ("split", "map", "reduce"):
@@ -595,7 +595,7 @@ def build() -> str:
         ("s", "bytes(64)", "signature by `a` over the record without `s`"),
     ])
     d.example("alice's presence", None, presence,
-              note="Built by `meshd.mesh.Mesh` itself (clock fixed at T0); bob's mesh accepted it, then "
+              note="Built by `meshd.p2p.mesh.Mesh` itself (clock fixed at T0); bob's mesh accepted it, then "
                    "refused the same bytes again as `presence_replayed`.")
 
     # task
@@ -771,7 +771,7 @@ def build() -> str:
 
     # archivist
     d.add("### meshd/version", "")
-    d.para("The Archivist's name for one version of an object (`meshd/archive.py`). A GOHO has no single "
+    d.para("The Archivist's name for one version of an object (`meshd/store/archive.py`). A GOHO has no single "
            "root, so the archivist stores this small block, which links the heads, and pins it "
            "recursively. `prev` links the archivist's previous root of the same object, so the newest root "
            "reaches every older one. Not signed. The decoder refuses unknown fields and more than 1,024 heads.")
@@ -806,7 +806,7 @@ def build() -> str:
 
     # jobs
     d.add("### Job records: meshd/job and meshd/rules", "")
-    d.para("A job (`POST /v1/jobs`, `meshd/jobs.py`) is a dataset whose genesis is `goho/genesis "
+    d.para("A job (`POST /v1/jobs`, `meshd/roles/jobs.py`) is a dataset whose genesis is `goho/genesis "
            "{kind: \"dataset\", name: \"job/<name>\", nonce: 8 random bytes}`; its CID is the job id. "
            "Submitting writes the stages' task-definition blocks, then one delta of three `put` ops: "
            "`_job/spec` (a `meshd/job` record), `_job/rules` (a `meshd/rules` record) and "

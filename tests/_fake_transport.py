@@ -1,4 +1,4 @@
-"""An in-process transport hub: the same interface as meshd.p2p.Transport.
+"""An in-process transport hub: the same interface as meshd.p2p.transport.Transport.
 
 Used to test the mesh logic of several nodes inside one trio run without
 sockets (httpx's MockTransport pattern: a fake behind the interface).

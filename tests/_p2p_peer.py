@@ -1,7 +1,7 @@
 """A child-process peer for the cross-process transport test.
 
 Run as ``python -m tests._p2p_peer [bootstrap multiaddr]``.  It serves one
-:class:`meshd.p2p.Transport` on ``/ip4/127.0.0.1/tcp/0``, prints one JSON line
+:class:`meshd.p2p.transport.Transport` on ``/ip4/127.0.0.1/tcp/0``, prints one JSON line
 ``{"peer_id": ..., "addrs": [...]}`` on stdout once listening, then:
 
 * answers every request with the request's bytes, except ``b"hang"``, which

@@ -26,9 +26,9 @@ from lattice.cid import CID
 from lattice.codec import DAG_CBOR
 from lattice.diskstore import DiskBlockStore
 from lattice.signing import Signer
-from meshd.heads import HeadsStore
 from meshd.home import Home
-from meshd.objects import ObjectHost
+from meshd.store.heads import HeadsStore
+from meshd.store.objects import ObjectHost
 
 
 def _raw_block(data: bytes) -> tuple[CID, bytes]:

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from lattice.cid import CID
 from lattice.codec import cid_of
 from lattice.task import task_from_json_untrusted
-from meshd.api import NodeService, create_app
+from meshd.api.app import NodeService, create_app
+from meshd.api.server import BoundAddress, serve
 from meshd.config import ApiOptions
 from meshd.errors import BadRequest, NotFound
-from meshd.httpserver import BoundAddress, serve
 
 TOKEN = "t" * 32  # admin
 SUBMIT_TOKEN = "s" * 32

@@ -5,7 +5,7 @@ Any page the user opens can reach 127.0.0.1.  A browser sends cross-origin
 page on the API's own origin.  Uploading an engine or trusting a publisher
 key that way is code execution as the daemon's user, so these tests attack:
 
-* the gate rule by rule, in process (:func:`meshd.api_guard.check_untrusted`
+* the gate rule by rule, in process (:func:`meshd.api.guard.check_untrusted`
   through the real app), including that it answers before reading the body;
 * every route of the OpenAPI document, which must name its scope and refuse
   a token one scope too weak;
@@ -36,12 +36,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from meshd import api_engines, api_mesh
-from meshd.api import create_app
-from meshd.api_guard import ROUTE_SCOPES, Access
+from meshd.api import engines as api_engines
+from meshd.api import mesh as api_mesh
+from meshd.api.app import create_app
+from meshd.api.guard import ROUTE_SCOPES, Access
 from meshd.config import ROLES
 from meshd.home import Home
-from meshd.identity import Identity
+from meshd.p2p.identity import Identity
 from meshd.roles import role_module
 from tests._daemons import ECHO, Daemon
 from tests.test_api_contract_inprocess import (
@@ -259,7 +260,7 @@ async def test_every_route_in_the_openapi_document_has_a_scope_and_refuses_a_wea
         for path, operations in document["paths"].items():
             for method, operation in operations.items():
                 key = (method.upper(), path)
-                assert key in ROUTE_SCOPES, f"{method.upper()} {path} has no scope in meshd.api_guard.ROUTE_SCOPES"
+                assert key in ROUTE_SCOPES, f"{method.upper()} {path} has no scope in meshd.api.guard.ROUTE_SCOPES"
                 scope = ROUTE_SCOPES[key]
                 assert operation["x-meshd-scope"] == scope.label
                 checked.add(key)

@@ -20,12 +20,12 @@ from lattice.blockstore import MemoryBlockStore
 from lattice.cid import CID
 from lattice.errors import BadRecord
 from lattice.signing import Signer
-from meshd.archive import (
+from meshd.store.archive import (
     PinRecord, dag_blocks, droppable, holders, pin_record, pin_record_untrusted, version_from_untrusted,
     version_record,
 )
-from meshd import cli
-from meshd.identity import peer_id_from_public_key
+from meshd.cli import commands as cli
+from meshd.p2p.identity import peer_id_from_public_key
 from meshd.roles.archivist import ArchivistOptions
 
 from . import _ipfs_env
@@ -204,7 +204,7 @@ def test_embedded_store_pins_newest_version_and_keeps_old_ones_readable(daemon_f
     d = _make(daemon_factory, "embedded")
     _check_three_versions(d, None)
     # `meshd pin ls` and `meshd archive GENESIS` (registered as a CLI extension).
-    monkeypatch.setattr(cli, "EXTENSIONS", tuple(dict.fromkeys([*cli.EXTENSIONS, "meshd.cli_archive"])))
+    monkeypatch.setattr(cli, "EXTENSIONS", tuple(dict.fromkeys([*cli.EXTENSIONS, "meshd.cli.archive"])))
     capsys.readouterr()
     assert cli.main(["pin", "ls", "--home", str(d.home)]) == 0
     out = capsys.readouterr().out

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import trio
 
-from meshd.api import create_app
-from meshd.cli import main
+from meshd.api.app import create_app
+from meshd.api.server import serve
+from meshd.cli.commands import main
 from meshd.config import ApiOptions
 from meshd.home import Home, init_home
-from meshd.httpserver import serve
 from tests.test_api_contract_inprocess import FakeNode, listing2_task
 
 

@@ -24,7 +24,7 @@ from engines.manifest import load_manifest, public_key_bytes, sign_manifest
 from lattice.cid import CID
 from lattice.codec import decode_trusted
 from lattice.diskstore import DiskBlockStore
-from meshd.identity import peer_id_from_public_key
+from meshd.p2p.identity import peer_id_from_public_key
 
 from ._daemons import Daemon, wait_for
 from ._docker_env import docker_client, docker_host, require_docker_host  # noqa: F401 - fixtures

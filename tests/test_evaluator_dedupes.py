@@ -21,7 +21,7 @@ from lattice.blockstore import MemoryBlockStore
 from lattice.cid import CID
 from lattice.goho import Replica
 from lattice.signing import Signer
-from meshd import jobs
+from meshd.roles import jobs
 from meshd.roles.evaluator import RuleBook
 
 OPTIONS = ConditionOptions()
@@ -180,9 +180,9 @@ def test_a_malformed_rule_is_reported_and_the_others_still_fire(genesis: CID) ->
 def make_node(tmp_path: Path, i: int) -> Any:
     from types import SimpleNamespace
 
-    from meshd.heads import HeadsStore
     from meshd.node import Node
-    from meshd.objects import ObjectHost
+    from meshd.store.heads import HeadsStore
+    from meshd.store.objects import ObjectHost
 
     seed = bytes([50 + i]) * 32
     objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / f"heads{i}.db"), Signer.from_seed(seed))

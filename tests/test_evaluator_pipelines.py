@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from engines.examples import EXAMPLES_DIR
-from meshd.cli import ApiClient
+from meshd.cli.commands import ApiClient
 from meshd.errors import ClientError
-from meshd.jobs import publish_examples
+from meshd.roles.jobs import publish_examples
 
 from ._daemons import Daemon, wait_for
 

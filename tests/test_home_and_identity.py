@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from meshd.config import ApiOptions, Config, load_config, write_default_config
 from meshd.errors import AlreadyRunning, ConfigError, HomeError, IdentityError
 from meshd.home import Home, init_home
-from meshd.identity import Identity, load_identity, peer_id_from_public_key
+from meshd.p2p.identity import Identity, load_identity, peer_id_from_public_key
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from lattice import codec
 from lattice.blockstore import BlockStore, BlockStoreStatistics
 from lattice.cid import CID, DAG_CBOR, RAW
 from lattice.errors import BadBlock, BlockNotFound, StoreError
-from meshd.ipfsstore import IpfsBlockStore, IpfsOptions, IpfsStatistics
+from meshd.store.ipfs import IpfsBlockStore, IpfsOptions, IpfsStatistics
 
 from . import _ipfs_env
 

@@ -7,9 +7,9 @@ import trio
 from lattice import codec, goho, queue
 from lattice.blockstore import MemoryBlockStore
 from lattice.signing import Signer, peer_id_of
-from meshd.heads import HeadsStore
-from meshd.mesh import Mesh, MeshOptions, TokenBucket
-from meshd.objects import ObjectHost
+from meshd.p2p.mesh import Mesh, MeshOptions, TokenBucket
+from meshd.store.heads import HeadsStore
+from meshd.store.objects import ObjectHost
 
 from ._fake_transport import Hub
 
@@ -71,7 +71,7 @@ def test_token_bucket_limits_bursts_per_peer() -> None:
 
 
 async def _sealed_node(nursery, hub, tmp_path, i, secret):
-    from meshd.mesh_secret import SealedTransport
+    from meshd.p2p.secret import SealedTransport
 
     signer = Signer.from_seed(bytes([i + 60]) * 32)
     pid = peer_id_of(signer.public)

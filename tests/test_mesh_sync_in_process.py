@@ -9,10 +9,10 @@ import trio
 from lattice import codec, queue, records
 from lattice.blockstore import MemoryBlockStore
 from lattice.signing import Signer
-from meshd.heads import HeadsStore
-from meshd.identity import peer_id_from_public_key
-from meshd.mesh import Mesh, MeshOptions, rendezvous_rank
-from meshd.objects import ObjectHost
+from meshd.p2p.identity import peer_id_from_public_key
+from meshd.p2p.mesh import Mesh, MeshOptions, rendezvous_rank
+from meshd.store.heads import HeadsStore
+from meshd.store.objects import ObjectHost
 
 from ._fake_transport import Hub
 

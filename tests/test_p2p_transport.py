@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshd.identity import Identity, peer_id_from_public_key
 from meshd.p2p import (
     BadFrame,
     MessageTooLarge,
@@ -29,7 +28,8 @@ from meshd.p2p import (
     Transport,
     TransportError,
 )
-from meshd.p2p_wire import FrameReader, decode_frame_untrusted, encode_frame
+from meshd.p2p.identity import Identity, peer_id_from_public_key
+from meshd.p2p.wire import FrameReader, decode_frame_untrusted, encode_frame
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024

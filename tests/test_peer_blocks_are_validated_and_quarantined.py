@@ -16,8 +16,8 @@ from lattice import codec, task
 from lattice.cid import CID
 from lattice.codec import DAG_CBOR
 from lattice.errors import BadInput
-from meshd.quarantine import Quarantine
-from meshd.supervisor import Health, SupervisorOptions, supervise
+from meshd.runtime.supervisor import Health, SupervisorOptions, supervise
+from meshd.store.quarantine import Quarantine
 
 ENGINE = codec.cid_of({"engine": 1})
 TD = {"runner": {"type": "bin-json-runner", "engine": ENGINE}}

@@ -44,9 +44,9 @@ class EchoHost:
 
 def _node(tmp_path: Path) -> Any:
     from meshd.config import VerifyConfig
-    from meshd.heads import HeadsStore
     from meshd.node import Node
-    from meshd.objects import ObjectHost
+    from meshd.store.heads import HeadsStore
+    from meshd.store.objects import ObjectHost
 
     seed = b"\x33" * 32
     signer = Signer.from_seed(seed)

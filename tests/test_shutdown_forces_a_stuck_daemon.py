@@ -1,9 +1,9 @@
-"""A stop that does not finish is forced: ``[node] shutdown_grace_s`` and meshd.shutdown.
+"""A stop that does not finish is forced: ``[node] shutdown_grace_s`` and meshd.runtime.shutdown.
 
 The graceful path (tests/test_daemon_stops_on_one_sigterm.py) relies on every
 task honouring cancellation.  These tests run a small program that does not
 (a shielded sleep, or a blocking ``time.sleep`` on the trio thread) and owns
-an engine-like process group, under :class:`meshd.shutdown.Shutdown`, and
+an engine-like process group, under :class:`meshd.runtime.shutdown.Shutdown`, and
 check that one SIGTERM still ends it after the grace period, and that a
 second one ends it at once: exit status ``FORCED_EXIT_STATUS``, a
 ``shutdown_forced`` log line, and the engine's process group gone.
@@ -24,7 +24,7 @@ import pytest
 
 from meshd.config import NodeConfig
 from meshd.errors import ConfigError
-from meshd.shutdown import FORCED_EXIT_STATUS
+from meshd.runtime.shutdown import FORCED_EXIT_STATUS
 
 from ._daemons import REPO, wait_for
 
@@ -53,10 +53,10 @@ STUCK = textwrap.dedent("""
     import subprocess, sys, time
     import trio
     from engines.sandbox import kill_group
-    from meshd.logs import configure_logging
-    from meshd.shutdown import Shutdown, ShutdownOptions
+    from meshd.runtime.logs import configure_logging
+    from meshd.runtime.shutdown import Shutdown, ShutdownOptions
 
-    class Engines:  # what Shutdown.own expects (meshd.shutdown.EngineOwner)
+    class Engines:  # what Shutdown.own expects (meshd.runtime.shutdown.EngineOwner)
         docker = None
         def __init__(self, groups):
             self.groups = groups

@@ -1,6 +1,6 @@
 """``meshd bench ipfs``: block throughput and archivist pin cost on a real IPFS node.
 
-Wraps :func:`meshd.bench_ipfs.run_ipfs_bench` (store vs plain HTTP put/get,
+Wraps :func:`meshd.bench.ipfs_throughput.run_ipfs_bench` (store vs plain HTTP put/get,
 see there) and adds the Archivist's figure: how long moving a recursive pin
 from one version root of a GOHO to the next takes as the object grows
 (``pin_move_s``; js-ipfs has no ``pin/update``, so each move re-walks the DAG,
@@ -23,9 +23,9 @@ from typing import Any
 
 from lattice import codec, goho, records, signing
 
-from ..archive import version_record
-from ..bench_ipfs import run_ipfs_bench
-from ..ipfsstore import IpfsBlockStore, IpfsOptions
+from ..store.archive import version_record
+from ..store.ipfs import IpfsBlockStore, IpfsOptions
+from .ipfs_throughput import run_ipfs_bench
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001"
 START = Path(__file__).resolve().parents[2] / "scripts" / "start-ipfs.sh"

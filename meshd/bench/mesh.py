@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from ..localmesh import start_mesh, wait_peers
+from .localmesh import start_mesh, wait_peers
 
 ECHO = Path(__file__).resolve().parents[2] / "engines" / "examples" / "echo.py"
 

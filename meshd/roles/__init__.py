@@ -9,6 +9,11 @@ The daemon starts the roles named in ``[node] roles`` with ``nursery.start``
 (``manager`` is built in: it is the node's task API).  A role may also add
 routes that exist whatever the roles (e.g. ``/v1/archive`` answers 404s with
 a reason when the archivist is off) by being listed in :data:`ALWAYS_ROUTED`.
+
+The package also holds what the roles share that is not a role: the
+replication policy and output grouping (``verify``) and job records and
+pipelines (``jobs``, ``pipeline``).  ``[node] roles`` accepts only the names
+in :data:`meshd.config.ROLES`, so these modules are never started as roles.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Whitepaper §4.1 ``Pin(hash, [genesis])``.  The role watches every GOHO the
 node follows (:meth:`ObjectHost.on_change` fires for local commits and merges
 from peers alike).  When an object changes it captures a *version root* (see
-:mod:`meshd.archive`), pins it recursively and unpins the object's previous
+:mod:`meshd.store.archive`), pins it recursively and unpins the object's previous
 root (``pin/update`` where the store has it, else pin-new-then-unpin-old).
 Bursts are coalesced: at most one pin per object per ``interval_s``, and the
 newest state is always captured at the trailing edge of a burst.
@@ -16,7 +16,7 @@ Pins live in the IPFS node when ``[ipfs] api`` is set; with the embedded
 store the ``pins`` table of ``<home>/archive.db`` is the pin set.  Each
 placed version is also announced, signed, in the mesh's ``pins`` GOHO (at
 most once per object per ``announce_interval_s``) so peers can apply the
-drop policy (:func:`meshd.archive.droppable`) once HPCP carries it.
+drop policy (:func:`meshd.store.archive.droppable`) once HPCP carries it.
 
 Failure handling: a store that fails (IPFS down) or a DAG with a missing
 block leaves the previous pin in place; the object is retried with
@@ -46,12 +46,12 @@ from lattice.cid import CID
 from lattice.errors import BadCID, BadInput, BlockNotFound, LatticeError, StoreError
 from lattice.state import decode_value
 
-from ..archive import (
+from ..store.archive import (
     PINS, ArchiveError, ArchiveIndex, IpfsPinner, LocalPinner, Pinner, PinsView, pin_op, pin_record,
     version_from_untrusted, version_record,
 )
 from ..errors import ApiError, MeshdError, NotFound
-from ..logs import get_logger
+from ..runtime.logs import get_logger
 
 log = get_logger("meshd.archivist")
 

@@ -11,7 +11,7 @@ the next stage.
 
 Where rules live (each set of rules has an *origin*):
 
-* a job dataset's ``_job/rules`` record (``meshd/jobs.py``): origin is the
+* a job dataset's ``_job/rules`` record (``meshd/roles/jobs.py``): origin is the
   dataset's genesis; reloaded whenever that register changes;
 * a task's ``taskDefinition.conditions`` (Listing 3): origin is the task
   definition block's CID when linked (shared by every task using it), the
@@ -52,10 +52,10 @@ from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound
 from lattice.goho import Replica
 
-from .. import jobs
-from ..api import _call, _read_json_untrusted
-from ..logs import get_logger
+from ..api.app import _call, _read_json_untrusted
 from ..node import DATASET, now_ms, parse_cid
+from ..runtime.logs import get_logger
+from . import jobs
 
 log = get_logger("meshd.evaluator")
 
@@ -495,7 +495,7 @@ def router(ctx: Any) -> APIRouter:
 
     @routes.post("/v1/jobs", status_code=201, tags=["jobs"])
     async def submit_job(request: Request) -> JSONResponse:
-        """Submit a pipeline (see ``meshd/jobs.py``); the answer names the job."""
+        """Submit a pipeline (see ``meshd/roles/jobs.py``); the answer names the job."""
         body = await _read_json_untrusted(request)
         out = await _call("submit_job", jobs.submit_job(ctx.node, body, options=options.conditions,
                                                         now_ms=now_ms()))

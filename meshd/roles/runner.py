@@ -28,9 +28,9 @@ from lattice import codec, dataset, queue, results
 from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, StoreError
 
-from ..logs import get_logger
 from ..node import Node, now_ms
-from ..verify import spot_checked
+from ..runtime.logs import get_logger
+from .verify import spot_checked
 
 log = get_logger("meshd.runner")
 
@@ -167,7 +167,7 @@ class Runner:
         live = [p for p in mesh.live_runners() if not self.node.trust.banned(p)]
         if len(live) <= 1:
             return True
-        from ..mesh import rendezvous_rank
+        from ..p2p.mesh import rendezvous_rank
 
         ranked = rendezvous_rank(t, live)
         if self.node.peer_id not in ranked:

@@ -28,9 +28,9 @@ from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, StoreError
 from lattice.trust import verdict_op, verdict_record
 
-from ..logs import get_logger
 from ..node import Node, now_ms
-from ..verify import group_outputs
+from ..runtime.logs import get_logger
+from .verify import group_outputs
 
 log = get_logger("meshd.verifier")
 
@@ -73,7 +73,7 @@ class Verifier:
             return True
         import time as _time
 
-        from ..mesh import rendezvous_rank
+        from ..p2p.mesh import rendezvous_rank
 
         horizon = _time.monotonic() - 3 * mesh.options.presence_interval_s
         live = [p.peer_id for p in mesh.peers.values() if "verifier" in p.roles and p.last_seen >= horizon]

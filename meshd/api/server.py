@@ -1,0 +1,91 @@
+"""Serve an ASGI application with Hypercorn's trio worker, as a trio service.
+
+Usage::
+
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(serve, app, options)
+        print(bound.url)          # e.g. http://127.0.0.1:40123 when port was 0
+        ...
+        nursery.cancel_scope.cancel()   # stops the server
+
+The service reports the address it actually bound, so tests and the daemon
+can ask for port 0 and learn the port the OS picked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from ..config import ApiOptions
+from ..runtime.logs import get_logger
+
+_log = get_logger("meshd.httpserver")  # the logger name predates meshd/api/
+
+
+@dataclass(frozen=True)
+class BoundAddress:
+    """Where the server listens.
+
+    Attributes:
+        host: The bound IP address (no brackets for IPv6).
+        port: The bound port (the real one when 0 was requested).
+    """
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:7600``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _hypercorn_config(options: ApiOptions) -> hypercorn.config.Config:
+    config = hypercorn.config.Config()
+    host, port = options.host, options.port
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    # Route hypercorn's own messages into our logging; no access log (the
+    # daemon logs what matters itself, and per-request lines drown it).
+    config.errorlog = logging.getLogger("meshd.http")
+    config.accesslog = None
+    config.graceful_timeout = 2.0
+    # Hypercorn's own cap is a fallback; BodyLimitMiddleware gives the 413.
+    config.h11_max_incomplete_size = 64 * 1024
+    return config
+
+
+async def serve(
+    app: Any,
+    options: ApiOptions,
+    *,
+    task_status: trio.TaskStatus[BoundAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``options.listen`` until cancelled.
+
+    Args:
+        app: An ASGI application (see :func:`meshd.api.app.create_app`).
+        options: The listen address (``HOST:PORT``; port 0 picks a free port).
+        task_status: Receives the :class:`BoundAddress` once the socket listens.
+
+    Raises:
+        OSError: The address cannot be bound (e.g. already in use).
+
+    Cancellation closes the listener and in-flight connections; nothing
+    persists.
+    """
+    config = _hypercorn_config(options)
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(partial(hypercorn.trio.serve, app, config))
+        parts = urlsplit(binds[0])
+        bound = BoundAddress(parts.hostname or options.host, parts.port or options.port)
+        _log.info("api_listening", url=bound.url)
+        task_status.started(bound)

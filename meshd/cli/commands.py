@@ -1,0 +1,491 @@
+"""The ``meshd`` command line.
+
+``meshd init`` and ``meshd run`` manage the local node; every other command is
+a thin client of the local HTTP API (``/v1``).  This is the only module in the
+package that reads environment variables: ``MESHD_HOME`` picks the home when
+``--home`` is not given (default ``~/.meshd``).
+
+Exit codes: 0 success, 1 a failed request or a refused operation (message
+on stderr, never a traceback), 2 bad usage or a missing optional component.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import io
+import json
+import os
+import sys
+import tarfile
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from ..config import parse_host_port
+from ..errors import ClientError, MeshdError, NotRunning
+from ..home import DEFAULT_HOME, Home, init_home
+from . import format as fmt
+
+BENCHES = ("lattice", "engines", "mesh", "ipfs")
+DEFAULT_API = "127.0.0.1:7600"
+_TERMINAL_STATES = frozenset({"completed", "failed"})
+_SPINNER = "|/-\\"
+
+
+# ----------------------------------------------------------------- client
+
+
+class ApiClient:
+    """A small synchronous client of the local API.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:7600``.
+        token: Bearer token, sent when given (the API refuses every request
+            but ``/v1/health`` without one; the CLI uses the home's admin token).
+        timeout: Per-request timeout in seconds.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one request and return the decoded JSON answer.
+
+        Raises:
+            NotRunning: Nothing listens at the base URL.
+            ClientError: The API answered with an error (message from its body).
+        """
+        # The API takes bodies as application/json only, even an empty one.
+        headers = {"Content-Type": "application/json"} if method in ("POST", "PUT", "PATCH", "DELETE") else None
+        content = json.dumps(body).encode() if body is not None else None
+        try:
+            response = self._http.request(method, path, content=content, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise NotRunning(f"meshd is not running at {self.base_url} (start it with `meshd run`)") from None
+        except httpx.TransportError as exc:
+            raise ClientError(f"request to {self.base_url} failed: {exc.__class__.__name__}: {exc}") from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.is_success:
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            message = f"{error.get('code', 'error')}: {error.get('message', '')}"
+        else:
+            message = f"HTTP {response.status_code}: {response.text[:200]}"
+        if response.status_code == 401:
+            message += " (the API needs the token from <home>/api.token; check --home)"
+        raise ClientError(message)
+
+
+def _resolve_home(args: argparse.Namespace) -> Home:
+    # The only place that reads the environment (STYLE: only the CLI does).
+    raw = args.home or os.environ.get("MESHD_HOME") or DEFAULT_HOME
+    return Home(Path(raw).expanduser())
+
+
+def _client_url(listen: str) -> str:
+    host, port = parse_host_port(listen)
+    # A wildcard bind is reached through loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    home = _resolve_home(args)
+    listen = args.api
+    token = None
+    if home.config_path.exists():
+        if listen is None:
+            listen = home.load_config().api.listen
+        if home.token_path.exists():
+            try:
+                token = home.read_token()
+            except MeshdError:
+                token = None  # the API's 401 (with a hint below) will explain
+    return ApiClient(_client_url(listen or DEFAULT_API), token=token, timeout=args.timeout_http)
+
+
+def _emit(args: argparse.Namespace, answer: Any, render: Any, out: TextIO) -> None:
+    print(fmt.pretty_json(answer) if args.json else render(answer), file=out)
+
+
+# ----------------------------------------------------------------- commands
+
+
+def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    home = _resolve_home(args)
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.api:
+        overrides["api"] = {"listen": args.api}
+    if args.listen:
+        overrides["p2p"] = {"listen": list(args.listen)}
+    init_home(home.path, force=args.force, **overrides)
+    identity = home.load_identity()
+    if args.json:
+        print(fmt.pretty_json({"home": str(home.path), "peer_id": identity.peer_id}), file=out)
+    else:
+        print(f"initialised {home.path}\npeer id: {identity.peer_id}", file=out)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    home = _resolve_home(args)
+    home.require_initialised()
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.api:
+        overrides["api"] = {"listen": args.api}
+    if args.listen or args.bootstrap:
+        overrides["p2p"] = {}
+        if args.listen:
+            overrides["p2p"]["listen"] = list(args.listen)
+        if args.bootstrap:
+            overrides["p2p"]["bootstrap"] = list(args.bootstrap)
+    config = home.load_config(overrides)  # fail fast, before importing the daemon
+    if os.environ.get("DOCKER_HOST") and not config.docker.host:
+        # Only the CLI reads the environment: hand DOCKER_HOST to the daemon as config.
+        overrides["docker"] = {"host": os.environ["DOCKER_HOST"]}
+        config = home.load_config(overrides)
+    from ..runtime.logs import configure_logging
+
+    configure_logging(config.log.level)
+    try:
+        daemon = importlib.import_module("meshd.daemon")
+    except ModuleNotFoundError as exc:
+        if exc.name != "meshd.daemon":
+            raise
+        print("error: this meshd build has no daemon (meshd.daemon is missing)", file=sys.stderr)
+        return 2
+    result = daemon.run(home.path, overrides)
+    return result if isinstance(result, int) else 0
+
+
+def _read_json_input(source: str) -> Any:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise ClientError(f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ClientError(f"{source} is not valid JSON: {exc}") from None
+
+
+def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
+    body = _read_json_input(args.file)
+    if isinstance(body, list):
+        body = {"tasks": body}
+    with _closing(_client(args)) as client:
+        answer = client.request("POST", "/v1/tasks", body)
+    _emit(args, answer, fmt.format_enqueued, out)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("GET", f"/v1/tasks/{args.cid}")
+    _emit(args, answer, fmt.format_status, out)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
+    params = [f"limit={args.limit}"] + ([f"state={args.state}"] if args.state else [])
+    params += [f"after={args.after}"] if args.after else []
+    with _closing(_client(args)) as client:
+        answer = client.request("GET", "/v1/tasks?" + "&".join(params))
+    _emit(args, answer, fmt.format_task_list, out)
+    return 0
+
+
+def _wait_for_task(client: ApiClient, cid: str, timeout: float, progress: TextIO) -> dict[str, Any]:
+    """Poll the task until it completes or fails, drawing a spinner on ``progress``."""
+    start = time.monotonic()
+    interval = 0.1
+    tick = 0
+    tty = progress.isatty()
+    last_state = None
+    try:
+        while True:
+            status = client.request("GET", f"/v1/tasks/{cid}")
+            state = status.get("state")
+            elapsed = time.monotonic() - start
+            if tty:
+                progress.write(f"\r{_SPINNER[tick % 4]} {cid[:16]}… {state} {elapsed:5.1f}s ")
+                progress.flush()
+            elif state != last_state:
+                progress.write(f"waiting: {cid} {state} after {elapsed:.1f}s\n")
+            last_state, tick = state, tick + 1
+            if state in _TERMINAL_STATES:
+                return status
+            if elapsed >= timeout:
+                raise ClientError(f"timed out after {timeout:g}s waiting for {cid} (state: {state})")
+            # Polling a local API: start fast for quick tasks, back off to 1s.
+            time.sleep(min(interval, max(0.0, timeout - elapsed)))
+            interval = min(interval * 1.5, 1.0)
+    finally:
+        if tty:
+            progress.write("\r\x1b[K")
+            progress.flush()
+
+
+def cmd_result(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        status = None
+        if args.wait:
+            status = _wait_for_task(client, args.cid, args.timeout, sys.stderr)
+        answer = client.request("GET", f"/v1/results/{args.cid}")
+    _emit(args, answer, fmt.format_results, out)
+    if status is not None and status.get("state") == "failed":
+        last = (status.get("attempts") or [{}])[-1]
+        print(f"error: task failed: {last.get('error') or 'no error message'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("GET", "/v1/queue")
+    _emit(args, answer, fmt.format_queue, out)
+    return 0
+
+
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
+
+
+def _engine_files(path: Path) -> dict[str, bytes]:
+    """Files of an engine: one file, a directory tree, or a tar/zip archive."""
+    if path.is_dir():
+        return {
+            p.relative_to(path).as_posix(): p.read_bytes()
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        }
+    data = path.read_bytes()
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return {i.filename: archive.read(i) for i in archive.infolist() if not i.is_dir()}
+    if path.name.endswith(_ARCHIVE_SUFFIXES):
+        files = {}
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive.getmembers():
+                if member.isfile():
+                    extracted = archive.extractfile(member)
+                    assert extracted is not None  # isfile() members always have data
+                    files[member.name.removeprefix("./")] = extracted.read()
+        return files
+    return {path.name: data}
+
+
+def cmd_engine_add(args: argparse.Namespace, out: TextIO) -> int:
+    path = Path(args.path)
+    try:
+        files = _engine_files(path)
+    except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+        raise ClientError(f"cannot read engine {path}: {exc}") from None
+    manifest: dict[str, Any] = {}
+    if "manifest.json" in files:
+        try:
+            manifest = json.loads(files.pop("manifest.json"))
+        except ValueError as exc:
+            raise ClientError(f"{path}/manifest.json is not valid JSON: {exc}") from None
+    if not files:
+        raise ClientError(f"{path} holds no files")
+    executable = args.executable or manifest.get("executable") or (next(iter(files)) if len(files) == 1 else None)
+    if executable is None:
+        raise ClientError(f"{path} holds several files; name the entry point with --executable")
+    name = args.name or manifest.get("name") or path.name.split(".")[0]
+    manifest.update({"name": name, "executable": executable})
+    if args.interpreter:
+        manifest["interpreter"] = args.interpreter
+    if args.protocol:
+        manifest["protocol"] = args.protocol
+    if args.arg:
+        manifest["args"] = list(args.arg)
+    if args.serve_arg:
+        manifest["serve_args"] = list(args.serve_arg)
+    if args.entry:
+        manifest["entry"] = args.entry
+    if args.timeout:
+        manifest.setdefault("resources", {})["timeout_s"] = args.timeout
+    body = {"manifest": manifest, "files": {k: base64.b64encode(v).decode() for k, v in files.items()}}
+    with _closing(_client(args)) as client:
+        answer = client.request("POST", "/v1/engines", body)
+    _emit(args, answer, lambda a: f"engine {name}: {a.get('cid', '?')}", out)
+    return 0
+
+
+def cmd_engine_list(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("GET", "/v1/engines")
+    _emit(args, answer, fmt.format_engines, out)
+    return 0
+
+
+def cmd_node(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("GET", "/v1/node")
+    _emit(args, answer, fmt.format_node, out)
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("GET", "/v1/node")
+    _emit(args, answer.get("peers", []), lambda _: fmt.format_peers(answer), out)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    module_name = f"meshd.bench.{args.bench}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (module_name, "meshd.bench"):
+            raise
+        print(f"error: benchmark {args.bench!r} is not available in this build ({module_name} is missing)",
+              file=sys.stderr)
+        return 2
+    rest = list(args.rest) + (["--json"] if args.json else [])
+    result = module.main(rest)
+    return result if isinstance(result, int) else 0
+
+
+class _closing:
+    # contextlib.closing, typed for ApiClient.
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    def __enter__(self) -> ApiClient:
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+
+# ----------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", help="meshd home (default: $MESHD_HOME or ~/.meshd)")
+    common.add_argument("--json", action="store_true", help="print raw JSON")
+    client = argparse.ArgumentParser(add_help=False, parents=[common])
+    client.add_argument("--api", metavar="HOST:PORT", help="API address (default: from the home's config)")
+    client.add_argument("--timeout-http", type=float, default=30.0, metavar="S", help=argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(prog="meshd", description="A peer-to-peer mesh computer.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="create a home: config, identity, token")
+    p.add_argument("--force", action="store_true", help="replace an existing home's identity and config")
+    p.add_argument("--api", metavar="HOST:PORT", help="API listen address to write into config.toml")
+    p.add_argument("--listen", action="append", metavar="MULTIADDR", help="p2p listen address (repeatable)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    p.add_argument("--api", metavar="HOST:PORT", help="override [api] listen")
+    p.add_argument("--listen", action="append", metavar="MULTIADDR", help="override [p2p] listen (repeatable)")
+    p.add_argument("--bootstrap", action="append", metavar="MULTIADDR", help="override [p2p] bootstrap (repeatable)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("enqueue", parents=[client], help="enqueue tasks from a JSON file (- for stdin)")
+    p.add_argument("file", metavar="FILE|-")
+    p.set_defaults(func=cmd_enqueue)
+
+    p = sub.add_parser("status", parents=[client], help="show a task's state and attempts")
+    p.add_argument("cid")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tasks", parents=[client], help="list tasks")
+    p.add_argument("--state", choices=["available", "assigned", "completed", "failed"])
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--after", metavar="CID")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("result", parents=[client], help="show a task's results")
+    p.add_argument("cid")
+    p.add_argument("--wait", action="store_true", help="wait until the task completes or fails")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="give up waiting after S seconds")
+    p.set_defaults(func=cmd_result)
+
+    p = sub.add_parser("queue", parents=[client], help="task counts by state")
+    p.set_defaults(func=cmd_queue)
+
+    engine = sub.add_parser("engine", help="manage engines").add_subparsers(
+        dest="engine_command", required=True, metavar="ACTION"
+    )
+    p = engine.add_parser("add", parents=[client], help="add an engine: a file, a directory or a tar/zip")
+    p.add_argument("path")
+    p.add_argument("--name", help="engine name (default: the file name without extension)")
+    p.add_argument("--interpreter", help="run the executable with this interpreter, e.g. python3")
+    p.add_argument("--executable", help="entry point inside a directory or archive")
+    p.add_argument("--protocol", help="engine protocol: json (default), jsonl or python")
+    p.add_argument("--arg", action="append", default=[], help="argument passed to the executable (repeatable)")
+    p.add_argument("--serve-arg", action="append", default=[],
+                   help="argument that makes a json engine serve JSON lines, for warm pools (e.g. --serve-arg=--jsonl)")
+    p.add_argument("--entry", help="module:function for protocol python")
+    p.add_argument("--timeout", type=float, help="per-task timeout in seconds (manifest resources.timeout_s)")
+    p.set_defaults(func=cmd_engine_add)
+    p = engine.add_parser("list", parents=[client], help="list engines")
+    p.set_defaults(func=cmd_engine_list)
+
+    p = sub.add_parser("node", parents=[client], help="this node's identity and inventory")
+    p.set_defaults(func=cmd_node)
+    p = sub.add_parser("peers", parents=[client], help="connected peers")
+    p.set_defaults(func=cmd_peers)
+
+    p = sub.add_parser("bench", parents=[common], help="run a benchmark")
+    p.add_argument("bench", choices=BENCHES)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    p.set_defaults(func=cmd_bench)
+    _register_extensions(sub, common, client)
+    return parser
+
+
+#: CLI modules that add their own commands: each has ``register(sub, common,
+#: client)``.  Keeps this file small and lets each feature own its commands.
+EXTENSIONS = ("meshd.cli.jobs", "meshd.cli.engines", "meshd.cli.archive", "meshd.cli.mesh")
+
+
+def _register_extensions(sub: Any, common: argparse.ArgumentParser, client: argparse.ArgumentParser) -> None:
+    for name in EXTENSIONS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        mod.register(sub, common, client)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code.
+
+    Args:
+        argv: Arguments without the program name (default ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args, sys.stdout))
+    except MeshdError as exc:  # every expected failure; anything else is a bug worth a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+

@@ -1,0 +1,162 @@
+"""``meshd job …``: submit pipelines and watch them run (a CLI extension module).
+
+Commands::
+
+    meshd job submit PIPELINE.json [--watch]   print the job id (or watch it)
+    meshd job watch JOB [--timeout S]          progress on stderr, then the result
+    meshd job status JOB                       one progress snapshot
+    meshd job list                             jobs this node follows
+    meshd job publish-examples                 publish the example engines by name
+
+``watch`` redraws one progress line (``split 1/1  map 5/8  reduce 0/1``) on a
+terminal, or writes a line whenever the progress changes otherwise; when the
+job completes it prints the final value on stdout (the whole status with
+``--json``) and exits 0; a failed job exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, TextIO
+
+from ..errors import ClientError
+from ..roles.jobs import publish_examples
+from . import format as fmt
+from .commands import ApiClient, _client, _closing, _emit, _read_json_input
+
+
+def progress_line(status: dict[str, Any]) -> str:
+    """``split 1/1  map 3/8  reduce 0/1`` (``?`` for a total not known yet), plus failures."""
+    parts = []
+    for stage in status.get("stages", []):
+        total = "?" if stage.get("total") is None else stage["total"]
+        failed = f" ({stage['failed']} failed)" if stage.get("failed") else ""
+        parts.append(f"{stage.get('name')} {stage.get('done', 0)}/{total}{failed}")
+    return "  ".join(parts)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [f"job:    {status.get('job')} ({status.get('name')})", f"state:  {status.get('state')}",
+             f"stages: {progress_line(status)}"]
+    if status.get("result") is not None:
+        lines.append(f"result: {fmt.pretty_json(status['result'])}")
+    for error in status.get("errors", []):
+        lines.append(f"error:  rule {error.get('index')} {error.get('rule') or ''}: {error.get('error')}")
+    return "\n".join(lines)
+
+
+def watch(client: ApiClient, job: str, *, timeout: float, progress: TextIO) -> dict[str, Any]:
+    """Poll ``GET /v1/jobs/{job}`` until it completes or fails; draw progress on ``progress``.
+
+    Raises:
+        ClientError: on timeout, or as the API reports.
+    """
+    start = time.monotonic()
+    interval = 0.1
+    tty = progress.isatty()
+    last = None
+    try:
+        while True:
+            status = client.request("GET", f"/v1/jobs/{job}")
+            elapsed = time.monotonic() - start
+            line = f"{progress_line(status)}  [{status.get('state')}]"
+            if tty:
+                progress.write(f"\r\x1b[K{line} {elapsed:5.1f}s")
+                progress.flush()
+            elif line != last:
+                progress.write(f"{line} {elapsed:.1f}s\n")
+                progress.flush()
+            last = line
+            if status.get("state") in ("completed", "failed"):
+                return status
+            if elapsed >= timeout:
+                raise ClientError(f"timed out after {timeout:g}s waiting for job {job} ({progress_line(status)})")
+            # A local API: poll fast for short jobs, back off to once a second.
+            time.sleep(min(interval, max(0.0, timeout - elapsed)))
+            interval = min(interval * 1.5, 1.0)
+    finally:
+        if tty:
+            progress.write("\n")
+            progress.flush()
+
+
+def _finish(args: argparse.Namespace, status: dict[str, Any], out: TextIO) -> int:
+    if status.get("state") == "failed":
+        print(format_status(status), file=sys.stderr)
+        print(f"error: job {status.get('job')} failed", file=sys.stderr)
+        return 1
+    print(fmt.pretty_json(status if args.json else status.get("result")), file=out)
+    return 0
+
+
+def cmd_job_submit(args: argparse.Namespace, out: TextIO) -> int:
+    body = _read_json_input(args.file)
+    with _closing(_client(args)) as client:
+        answer = client.request("POST", "/v1/jobs", body)
+        if not args.watch:
+            _emit(args, answer, lambda a: a["job"], out)
+            if not answer.get("evaluator"):
+                print("note: this node runs no evaluator; another node of the mesh must fire the "
+                      "next stages", file=sys.stderr)
+            return 0
+        print(answer["job"], file=sys.stderr)
+        status = watch(client, answer["job"], timeout=args.timeout, progress=sys.stderr)
+    return _finish(args, status, out)
+
+
+def cmd_job_watch(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        status = watch(client, args.job, timeout=args.timeout, progress=sys.stderr)
+    return _finish(args, status, out)
+
+
+def cmd_job_status(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("GET", f"/v1/jobs/{args.job}")
+    _emit(args, answer, format_status, out)
+    return 0
+
+
+def cmd_job_list(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("GET", f"/v1/jobs?limit={args.limit}")
+
+    def render(a: dict[str, Any]) -> str:
+        rows = [f"{j['job']}  {j['state']:<9}  {j['name']}" for j in a["jobs"]]
+        return "\n".join(rows) if rows else "no jobs"
+
+    _emit(args, answer, render, out)
+    return 0
+
+
+def cmd_job_publish_examples(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = publish_examples(client)
+    _emit(args, answer, lambda a: "\n".join(f"{cid}  {name}" for name, cid in a.items()), out)
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser, client: argparse.ArgumentParser) -> None:
+    """Add ``meshd job …`` to the CLI (called by ``meshd.cli``)."""
+    job = sub.add_parser("job", help="pipelines: submit and watch jobs").add_subparsers(
+        dest="job_command", required=True, metavar="ACTION")
+    p = job.add_parser("submit", parents=[client], help="submit a pipeline file (- for stdin); prints the job id")
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument("--watch", action="store_true", help="then watch it until it finishes")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up watching after S seconds")
+    p.set_defaults(func=cmd_job_submit)
+    p = job.add_parser("watch", parents=[client], help="show progress until the job finishes, then its result")
+    p.add_argument("job")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up after S seconds")
+    p.set_defaults(func=cmd_job_watch)
+    p = job.add_parser("status", parents=[client], help="a job's progress now")
+    p.add_argument("job")
+    p.set_defaults(func=cmd_job_status)
+    p = job.add_parser("list", parents=[client], help="jobs this node follows")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_job_list)
+    p = job.add_parser("publish-examples", parents=[client],
+                       help="publish the example engines (fibsum-*, wordcount-*) by name")
+    p.set_defaults(func=cmd_job_publish_examples)

@@ -1,0 +1,41 @@
+"""The network under HPCP: the libp2p transport and what runs over it.
+
+``transport`` is the py-libp2p host (gossipsub broadcast plus request/response),
+with its framing and errors in ``wire``, its options and records in
+``options``, the request streams in ``requests`` and opt-in mDNS in ``mdns``.
+``mesh`` drives one HPCP syncer per followed object over a transport;
+``secret`` seals a transport with a shared mesh key; ``ratelimit`` holds the
+per-peer token buckets; ``identity`` is the node's Ed25519 key and peer id.
+
+``from meshd.p2p import Transport`` (and the other names of
+``meshd.p2p.transport.__all__``) works, but loads the transport only when such
+a name is first used: importing py-libp2p is slow and takes over logging, and
+``meshd.p2p.identity`` or ``meshd.p2p.mesh`` must not pay for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_TRANSPORT_NAMES = frozenset({
+    "BLOCKS_PROTOCOL",
+    "MAX_BROADCAST_BYTES",
+    "BadFrame",
+    "MessageTooLarge",
+    "P2POptions",
+    "PeerInfo",
+    "PeerUnreachable",
+    "RemoteHandlerError",
+    "RequestTimeout",
+    "Transport",
+    "TransportClosed",
+    "TransportError",
+    "TransportStatistics",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRANSPORT_NAMES:
+        return getattr(importlib.import_module(".transport", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,549 @@
+"""The daemon's libp2p transport: gossipsub broadcast plus request/response.
+
+HPCP (:mod:`lattice.hpcp`) is a sync engine over bytes; this module is the
+network under it.  It offers two things over one py-libp2p host (TCP, Noise,
+yamux, identity = the node's Ed25519 key):
+
+* **Broadcast** — gossipsub on one topic.  :meth:`Transport.broadcast` publishes,
+  :meth:`Transport.receive` yields ``(origin peer id, data)`` for every message
+  from *another* peer (our own are filtered out).
+* **Requests** — protocol ``/meshd/blocks/1.0.0``, one stream per request, one
+  length-prefixed frame each way (see :mod:`meshd.p2p.wire` for the bytes).
+
+py-libp2p runs on its own ``async_service`` framework.  :meth:`Transport.serve`
+hides it: it is a plain trio service (``await nursery.start(t.serve)``) that
+enters py-libp2p's context managers in order, host, then pubsub, then the
+gossipsub router, and leaves them in reverse when cancelled.  Cancelling
+``serve`` therefore closes every connection and stream (peers see them
+reset), stops libp2p's tasks and unregisters mDNS; the transport can't be
+restarted afterwards.  Pending :meth:`receive`/:meth:`request`/:meth:`broadcast`
+calls in other tasks then fail with :class:`TransportClosed` (or a
+:class:`TransportError` mapped from the broken stream).
+
+Two-peer use::
+
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(Transport(seed_a, P2POptions()).serve)
+        b = await nursery.start(Transport(seed_b, P2POptions(bootstrap=tuple(a.listen_addrs()))).serve)
+        await a.wait_peers(1)
+        await b.broadcast(b"hello")
+        assert await a.receive() == (b.peer_id, b"hello")
+
+py-libp2p 0.8.1 quirks handled here (search for "Quirk"): gossipsub spam
+protection, the silently dropping 32-RPC outgoing queue, the 120 s default
+heartbeat, the 250 ms connect delay, the 32-message subscription channel, the
+1 MiB pubsub RPC limit, the plaintext/secio/TLS defaults, and its logging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any, Final
+
+import multiaddr
+import trio
+
+import libp2p  # noqa: F401  (importing it reconfigures logging; undone right below)
+
+from .wire import (
+    BadFrame,
+    MessageTooLarge,
+    PeerUnreachable,
+    RemoteHandlerError,
+    RequestTimeout,
+    TransportClosed,
+    TransportError,
+    adopt_libp2p_logging,
+    ed25519_key_pair,
+)
+
+# Quirk: `import libp2p` takes over the "libp2p" logger; hand it back to ours.
+adopt_libp2p_logging()
+
+from libp2p import new_host  # noqa: E402
+from libp2p.crypto.x25519 import create_new_key_pair as _x25519_key_pair  # noqa: E402
+from libp2p.custom_types import TProtocol  # noqa: E402
+from libp2p.network.config import ConnectionConfig  # noqa: E402
+from libp2p.peer.id import ID  # noqa: E402
+from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub  # noqa: E402
+from libp2p.pubsub.pubsub import Pubsub  # noqa: E402
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID  # noqa: E402
+from libp2p.security.noise.transport import Transport as NoiseTransport  # noqa: E402
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID  # noqa: E402
+from libp2p.stream_muxer.yamux.yamux import Yamux  # noqa: E402
+from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
+
+from ..runtime.logs import get_logger  # noqa: E402
+from .mdns import serve_mdns  # noqa: E402
+from .options import P2POptions, PeerInfo, TransportStatistics  # noqa: E402
+from .requests import RequestHandler, answer_stream, call_over_stream, reset_quietly  # noqa: E402
+
+__all__ = [
+    "BLOCKS_PROTOCOL",
+    "MAX_BROADCAST_BYTES",
+    "BadFrame",
+    "MessageTooLarge",
+    "P2POptions",
+    "PeerInfo",
+    "PeerUnreachable",
+    "RemoteHandlerError",
+    "RequestTimeout",
+    "Transport",
+    "TransportClosed",
+    "TransportError",
+    "TransportStatistics",
+]
+
+BLOCKS_PROTOCOL: Final = TProtocol("/meshd/blocks/1.0.0")
+# Quirk: py-libp2p's per-peer RpcQueue splits RPCs at 1 MiB and drops (at
+# debug level) any single message that does not fit, so a gossip payload must
+# stay below 1 MiB minus the RPC envelope (signature, key, seqno, topic, the
+# sender's signed peer record).  We refuse larger broadcasts loudly instead.
+MAX_BROADCAST_BYTES: Final = 1024 * 1024 - 16 * 1024
+# Quirk: publish() drops silently when a peer's outgoing queue (32 RPCs) is
+# full.  We only publish while every subscribed peer's queue is below this
+# mark, leaving room for control RPCs and for messages we forward for others.
+_QUEUE_HIGH_WATER: Final = 16
+_BACKOFF_MIN_S: Final = 0.0005
+_BACKOFF_MAX_S: Final = 0.002
+_POLL_S: Final = 0.01
+_CLOSE_TIMEOUT_S: Final = 2.0
+
+log = get_logger("meshd.p2p")
+
+class _Notifee:
+    """Tracks connections for :meth:`Transport.peers`; libp2p calls it."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        self._t._on_connected(str(conn.muxed_conn.peer_id))
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        self._t._on_disconnected(str(conn.muxed_conn.peer_id))
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def listen(self, network: Any, addr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, addr: Any) -> None:
+        pass
+
+
+class Transport:
+    """One libp2p host speaking gossipsub and ``/meshd/blocks/1.0.0``.
+
+    Args:
+        seed: The node's 32-byte Ed25519 private seed; the peer id derives
+            from it exactly as :func:`meshd.p2p.identity.peer_id_from_public_key`.
+        options: Validated here; nothing is opened until :meth:`serve`.
+
+    Raises:
+        ValueError: bad seed or options.
+    """
+
+    def __init__(self, seed: bytes, options: P2POptions) -> None:
+        options.validate()
+        self._options = options
+        self._key_pair = ed25519_key_pair(seed)
+        self._id = ID.from_pubkey(self._key_pair.public_key)
+        self._peer_id = self._id.to_base58()
+        self._handler: RequestHandler | None = None
+        self._host: Any = None
+        self._pubsub: Pubsub | None = None
+        self._serving = False
+        self._recv_send, self._recv_recv = trio.open_memory_channel[tuple[str, bytes]](options.receive_buffer)
+        self._publish_lock = trio.Lock()
+        self._conns: dict[str, int] = defaultdict(int)
+        self._since: dict[str, float] = {}
+        self._serve_limits: dict[str, trio.Semaphore] = {}
+        self._serve_users: dict[str, int] = defaultdict(int)
+        self._counts: dict[str, int] = defaultdict(int)
+
+    # -- public API -----------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        """Our libp2p peer id ("12D3KooW…")."""
+        return self._peer_id
+
+    def listen_addrs(self) -> list[str]:
+        """Our full listen multiaddrs, ``/p2p/<id>`` included, real ports."""
+        if self._host is None:
+            return []
+        return [str(a) for a in self._host.get_addrs()]
+
+    def set_request_handler(self, handler: RequestHandler) -> None:
+        """Serve ``/meshd/blocks/1.0.0`` requests with ``handler(peer_id, data)``.
+
+        May be called before or after :meth:`serve`; without a handler every
+        request is answered with the handler-failed status.
+        """
+        self._handler = handler
+
+    async def serve(self, *, task_status: trio.TaskStatus[Transport] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the host until cancelled.
+
+        Starts the host, listens, subscribes to the topic, then reports
+        ``started(self)`` and keeps (re)dialling the bootstrap peers and, if
+        enabled, mDNS-discovered peers.  Cancellation first closes the host
+        (every connection, stream and listener, bounded by 2 s, so peers see
+        their streams end at once), then stops py-libp2p's services in
+        reverse start order (gossipsub router, pubsub, swarm).  Pending
+        :meth:`receive` calls then raise :class:`TransportClosed`; this
+        transport can't serve again.
+
+        Raises:
+            TransportError: the host could not listen.
+        """
+        if self._serving or self._host is not None:
+            raise TransportError("a Transport serves once")
+        opts = self._options
+        # Quirk: new_host defaults offer plaintext, secio and TLS next to
+        # Noise; we pin Noise and yamux only.
+        host = new_host(
+            key_pair=self._key_pair,
+            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(self._key_pair, noise_privkey=_x25519_key_pair().private_key)},
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+            listen_addrs=[multiaddr.Multiaddr(a) for a in opts.listen],
+            # Quirk: without max_connections_per_peer=1 every connect() waits
+            # 250 ms for extra connections to the same peer.
+            connection_config=ConnectionConfig(max_connections_per_peer=1),
+        )
+        router = GossipSub(
+            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+            # Quirk: with degree_low < degree a small mesh stays under-grafted
+            # until enough peers appear; equal bounds graft every peer we have.
+            degree=6,
+            degree_low=6,
+            degree_high=12,
+            # Quirk: the default heartbeat is 120 s; mesh repair needs ~1 s.
+            heartbeat_interval=opts.heartbeat_s,  # type: ignore[arg-type]  # a float works
+            heartbeat_initial_delay=min(0.1, opts.heartbeat_s),
+            # Quirk: spam protection drops > 10 msgs/s per peer per topic,
+            # far below HPCP's rate; peers are authenticated by signatures.
+            spam_protection_enabled=False,
+            # Quirk: eclipse protection wants 3 distinct IPs in the mesh and
+            # prunes/ignores same-host meshes (tests, one LAN box).
+            eclipse_protection_enabled=False,
+        )
+        pubsub = Pubsub(
+            host,
+            router,
+            strict_signing=True,
+            # Quirk: pubsub refuses inbound RPCs over 1 MiB by default.
+            max_inbound_rpc_size=MAX_BROADCAST_BYTES + 64 * 1024,
+            allowed_topics={opts.topic},
+        )
+        host.get_network().register_notifee(_Notifee(self))
+        host.set_stream_handler(BLOCKS_PROTOCOL, self._handle_stream)
+        self._host = host
+        self._pubsub = pubsub
+        # Quirk: when a cancellation reaches py-libp2p's own tasks, their
+        # teardown (Swarm.run -> close) is itself cancelled before it closes
+        # any socket, and marks the connections closed so a later close() is
+        # a no-op: the TCP sockets stay open until garbage collection and
+        # peers never notice we left (their requests hang until timeout).
+        # So the stack runs under a shielded scope of its own; when *we* are
+        # cancelled we first close the host while its tasks still run, then
+        # cancel the stack.
+        stack_scope = trio.CancelScope(shield=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._run_stack, host, pubsub, router, stack_scope)
+                self._serving = True
+                log.info("p2p_listening", peer_id=self._peer_id, addrs=",".join(self.listen_addrs()))
+                task_status.started(self)
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._serving = False
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLOSE_TIMEOUT_S):
+                        try:
+                            await host.close()  # every connection, stream and listener
+                        except Exception as exc:  # best effort: the sockets die with the process anyway
+                            log.warning("p2p_close_failed", error=repr(exc))
+                    stack_scope.cancel()
+        except OSError as exc:
+            raise TransportError(f"libp2p host failed: {exc}") from exc
+        finally:
+            self._serving = False
+            self._recv_send.close()
+
+    async def _run_stack(
+        self,
+        host: Any,
+        pubsub: Pubsub,
+        router: GossipSub,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """py-libp2p's services in start order; they stop in reverse when ``scope`` is cancelled."""
+        opts = self._options
+        with scope:
+            async with (
+                host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in opts.listen]),
+                background_trio_service(pubsub),
+                background_trio_service(router),
+            ):
+                await pubsub.wait_until_ready()
+                subscription = await pubsub.subscribe(opts.topic)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump, subscription)
+                    for addr in opts.bootstrap:
+                        nursery.start_soon(self._keep_connected, addr)
+                    if opts.mdns:
+                        await nursery.start(serve_mdns, self, host, opts.mdns_interfaces, opts.heartbeat_s)
+                    task_status.started()
+                    await trio.sleep_forever()
+
+    async def broadcast(self, data: bytes) -> None:
+        """Publish ``data`` on the topic to every subscribed peer.
+
+        Applies backpressure: waits while any subscribed peer's outgoing
+        queue is above a high-water mark, so py-libp2p never drops the
+        message for being full.  A peer stalled longer than
+        ``request_timeout_s`` stops holding everyone back: the message is
+        published anyway, may be dropped for that peer only (gossipsub's
+        IHAVE/IWANT and HPCP's own sync repair that) and is counted in
+        ``broadcast_overflows`` with a warning.  Cancellation while waiting
+        publishes nothing; once publishing started it completes or not at all
+        for each peer queue.
+
+        Raises:
+            MessageTooLarge: ``data`` exceeds :data:`MAX_BROADCAST_BYTES`.
+            TransportClosed: not serving.
+        """
+        if len(data) > MAX_BROADCAST_BYTES:
+            raise MessageTooLarge(f"broadcast of {len(data)} bytes exceeds {MAX_BROADCAST_BYTES}")
+        pubsub = self._require_pubsub()
+        async with self._publish_lock:  # one publisher at a time keeps our order
+            await self._wait_for_queue_room(pubsub)
+            await pubsub.publish(self._options.topic, bytes(data))
+        self._counts["broadcasts_sent"] += 1
+        self._counts["broadcast_bytes_sent"] += len(data)
+
+    async def receive(self) -> tuple[str, bytes]:
+        """The next gossip message from another peer: ``(origin peer id, data)``.
+
+        Cancellation loses nothing: the message stays buffered.
+
+        Raises:
+            TransportClosed: the transport stopped serving and the buffer is empty.
+        """
+        try:
+            return await self._recv_recv.receive()
+        except trio.EndOfChannel:
+            raise TransportClosed("transport stopped") from None
+
+    async def request(self, peer_id: str, data: bytes, *, timeout_s: float | None = None) -> bytes:
+        """Send one request to ``peer_id`` and return its response.
+
+        Dials the peer if needed (addresses from bootstrap, mDNS or earlier
+        connections), opens a fresh stream, writes one frame, reads one.
+        Cancellation or timeout resets the stream; the peer's handler may
+        still run to completion on its side.
+
+        Raises:
+            MessageTooLarge: ``data`` exceeds ``max_message_bytes``.
+            PeerUnreachable: no connection, or it broke before the response.
+            RequestTimeout: no response within ``timeout_s`` (default
+                ``request_timeout_s``).
+            BadFrame: the response is malformed or oversize.
+            RemoteHandlerError: the peer's handler failed.
+            TransportClosed: not serving.
+        """
+        opts = self._options
+        if len(data) > opts.max_message_bytes:
+            raise MessageTooLarge(f"request of {len(data)} bytes exceeds {opts.max_message_bytes}")
+        host = self._require_host()
+        timeout = opts.request_timeout_s if timeout_s is None else timeout_s
+        self._counts["requests_sent"] += 1
+        stream = None
+        try:
+            with trio.fail_after(timeout):
+                try:
+                    target = ID.from_base58(peer_id)
+                except Exception as exc:
+                    raise PeerUnreachable(f"malformed peer id {peer_id!r}") from exc
+                try:
+                    stream = await host.new_stream(target, [BLOCKS_PROTOCOL])
+                except Exception as exc:
+                    raise PeerUnreachable(f"cannot open a stream to {peer_id}: {exc}") from exc
+                return await call_over_stream(stream, peer_id, data, opts.max_message_bytes)
+        except trio.TooSlowError:
+            self._counts["requests_failed"] += 1
+            await reset_quietly(stream)
+            raise RequestTimeout(f"no response from {peer_id} within {timeout} s") from None
+        except BaseException:
+            self._counts["requests_failed"] += 1
+            await reset_quietly(stream)
+            raise
+
+    async def connect(self, multiaddr_: str) -> str:
+        """Dial ``/…/p2p/<id>`` (no-op if connected) and return the peer id.
+
+        Cancellation may leave the connection being set up; it is then kept.
+
+        Raises:
+            PeerUnreachable: malformed address or the dial failed.
+            TransportClosed: not serving.
+        """
+        host = self._require_host()
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(multiaddr_))
+        except Exception as exc:
+            raise PeerUnreachable(f"malformed peer address {multiaddr_!r}: {exc}") from exc
+        if info.peer_id == self._id:
+            raise PeerUnreachable("refusing to dial ourselves")
+        try:
+            with trio.fail_after(self._options.request_timeout_s):
+                await host.connect(info)
+        except trio.TooSlowError:
+            raise PeerUnreachable(f"dial to {multiaddr_} timed out") from None
+        except Exception as exc:
+            raise PeerUnreachable(f"dial to {multiaddr_} failed: {exc}") from exc
+        return info.peer_id.to_base58()
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers we hold a connection to."""
+        host = self._host
+        if host is None:
+            return []
+        store = host.get_peerstore()
+        out = []
+        for pid in host.get_connected_peers():
+            key = pid.to_base58()
+            try:
+                addrs = tuple(str(a) for a in store.addrs(pid))
+            except Exception:  # the peerstore raises when it holds no address
+                addrs = ()
+            out.append(PeerInfo(key, addrs, self._since.get(key, time.time())))
+        return out
+
+    async def wait_peers(self, n: int) -> None:
+        """Wait until ``n`` peers are connected *and* subscribed to our topic.
+
+        "Subscribed" matters: a broadcast reaches only peers whose
+        subscription has arrived, so start-up and tests wait for that.
+        Cancellation changes nothing.
+        """
+        pubsub = self._require_pubsub()
+        while True:
+            connected = {p.to_base58() for p in self._host.get_connected_peers()}
+            subscribed = {p.to_base58() for p in pubsub.peer_topics.get(self._options.topic, ())}
+            if len(connected & subscribed) >= n:
+                return
+            # py-libp2p has no event for "subscription received": poll.
+            await trio.sleep(_POLL_S)
+
+    def statistics(self) -> TransportStatistics:
+        """A snapshot of the counters."""
+        c = self._counts
+        return TransportStatistics(
+            peers=len(self._host.get_connected_peers()) if self._host is not None else 0,
+            **{f: c[f] for f in TransportStatistics.__dataclass_fields__ if f != "peers"},
+        )
+
+    # -- internals --------------------------------------------------------------
+
+    def _require_host(self) -> Any:
+        if self._host is None or not self._serving:
+            raise TransportClosed("transport is not serving")
+        return self._host
+
+    def _require_pubsub(self) -> Pubsub:
+        self._require_host()
+        assert self._pubsub is not None
+        return self._pubsub
+
+    def _on_connected(self, peer_id: str) -> None:
+        self._conns[peer_id] += 1
+        if self._conns[peer_id] == 1:
+            self._since[peer_id] = time.time()
+            self._counts["connects"] += 1
+            log.debug("p2p_peer_connected", peer_id=peer_id)
+
+    def _on_disconnected(self, peer_id: str) -> None:
+        self._conns[peer_id] -= 1
+        if self._conns[peer_id] <= 0:
+            self._conns.pop(peer_id, None)
+            self._since.pop(peer_id, None)
+            self._counts["disconnects"] += 1
+            log.debug("p2p_peer_disconnected", peer_id=peer_id)
+
+    async def _wait_for_queue_room(self, pubsub: Pubsub) -> None:
+        topic_peers = pubsub.peer_topics.get(self._options.topic, ())
+        backoff = _BACKOFF_MIN_S
+        deadline = None
+        while True:
+            full = [p for p in topic_peers if len(pubsub.peer_queues.get(p, ())) >= _QUEUE_HIGH_WATER]
+            if not full:
+                return
+            now = trio.current_time()
+            if deadline is None:
+                self._counts["broadcast_waits"] += 1
+                deadline = now + self._options.request_timeout_s
+            elif now >= deadline:
+                self._counts["broadcast_overflows"] += 1
+                log.warning("p2p_broadcast_overflow", stalled_peers=",".join(p.to_base58() for p in full))
+                return
+            # RpcQueue exposes no "drained" event: back off exponentially
+            # (0.5 ms .. 20 ms) while the sender tasks drain the queues.
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _pump(self, subscription: Any) -> None:
+        # Quirk: py-libp2p's subscription channel holds 32 messages and drops
+        # (send_nowait) when full, so this task only moves messages into our
+        # own larger buffer and never blocks on the consumer.
+        while True:
+            msg = await subscription.get()
+            origin = ID(msg.from_id)
+            if origin == self._id:
+                continue
+            try:
+                self._recv_send.send_nowait((origin.to_base58(), bytes(msg.data)))
+            except trio.WouldBlock:
+                self._counts["messages_dropped"] += 1
+                continue
+            self._counts["messages_received"] += 1
+            self._counts["message_bytes_received"] += len(msg.data)
+
+    async def _keep_connected(self, addr: str) -> None:
+        """Dial a bootstrap peer, and redial every ``reconnect_s`` while it is away."""
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        key = info.peer_id.to_base58()
+        while True:
+            if key not in self._since:
+                try:
+                    await self.connect(addr)
+                except TransportError as exc:
+                    log.debug("p2p_bootstrap_dial_failed", addr=addr, error=str(exc))
+            await trio.sleep(self._options.reconnect_s)
+
+    async def _handle_stream(self, stream: Any) -> None:
+        """Serve one request stream; runs in a py-libp2p task, never raises."""
+        peer_id = stream.muxed_conn.peer_id.to_base58()
+        limit = self._serve_limits.get(peer_id)
+        if limit is None:
+            limit = self._serve_limits[peer_id] = trio.Semaphore(self._options.max_concurrent_requests)
+        self._serve_users[peer_id] += 1
+        try:
+            async with limit:
+                served = await answer_stream(stream, peer_id, self._handler, self._options)
+            self._counts[served.value] += 1
+        finally:
+            self._serve_users[peer_id] -= 1
+            if self._serve_users[peer_id] == 0:
+                del self._serve_users[peer_id]
+                self._serve_limits.pop(peer_id, None)

@@ -1,0 +1,490 @@
+"""Jobs: pipelines of stages chained by Evaluator rules (whitepaper section 6).
+
+A *job* is a dataset GOHO whose genesis CID is the job id.  Submitting a
+pipeline writes, in **one** delta of that dataset:
+
+* ``_job/spec``  — ``{"t": "meshd/job", "v": 1, "name", "created_ms",
+  "result": "<last stage>/results", "stages": [{"name", "action", "engine",
+  "definition", "source", "split", "results"}]}`` (``engine`` and
+  ``definition`` are links);
+* ``_job/rules`` — ``{"t": "meshd/rules", "v": 1, "rules": [{"rule": <rule>,
+  "keyed": bool}]}``, one entry per stage, ``<rule>`` being the
+  :class:`conditions.Rule` JSON (``docs/conditions.md``) with real links;
+* ``<first stage>/input`` — the pipeline's ``input``.
+
+Every node that syncs the dataset therefore has the rules, and its evaluator
+(``meshd/roles/evaluator.py``) fires them whenever the dataset changes; the
+first stage's task is also enqueued at once by the submitting node.  Tasks
+are content-addressed, so any number of evaluators firing the same rule
+enqueue each task once.
+
+**Keyed map results.**  A dataset ``append`` is a grow-only *set*: two map
+tasks with equal outputs (``fib`` ranges with equal sums, two identical text
+chunks) would collapse into one element and the reduce, which waits for as
+many results as split elements, would never fire.  A ``keyed`` map entry
+therefore rewrites each generated task's result to ``set`` at
+``<results>/<index>``; ``<results>`` then reads back as ``{"0": r0, "1": r1,
+…}`` and the reduce gets the results in index order.  The rewrite is a pure
+function of the task, so CIDs stay identical on every evaluator.
+
+Pipeline JSON (``POST /v1/jobs``; examples in ``engines/examples/pipelines``)::
+
+    {"name": "fibsum",                    # [A-Za-z0-9._-], at most 64
+     "input": {"n": 200, "chunks": 8},    # written at <first stage>/input
+     "stages": [                          # 1..16 stages
+       {"name": "split", "engine_name": "fibsum-split"},
+       {"name": "map", "engine_name": "fibsum-map", "action": "map"},
+       {"name": "reduce", "engine_name": "fibsum-reduce", "action": "reduce"}]}
+
+Stage fields: ``name`` ([a-z0-9_-], unique); exactly one of ``engine``
+(``{"/": cid}``) or ``engine_name`` (looked up at ``name/<engine_name>`` in
+the node's engine registry); ``action`` (``enqueue``, the default, ``map`` or
+``reduce``; the first stage cannot reduce); ``source`` (dataset path in the
+job; default ``<first>/input`` for the first stage, else the previous stage's
+``<name>/results``); ``split`` (reduce only; default: the previous map stage's
+source); ``condition`` (optional: replaces the default condition; ``$JOB`` in
+it stands for the job id); ``constraints`` (task constraints, copied into the
+stage's task definition).  Default conditions, with ``R`` the stage's results:
+
+* enqueue / map: ``exist(source) && !exist(R)``
+* reduce: ``len(source) == len(split) && !exist(R)`` (and :func:`conditions.fire`
+  itself waits until every map result exists).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from conditions import BadCondition, ConditionError, ConditionOptions, Rule, fire, parse_untrusted
+from engines.examples import EXAMPLES_DIR
+from lattice import codec, dataset, queue, records, task
+from lattice.cid import CID
+from lattice.errors import BadInput, BlockNotFound
+from lattice.goho import Replica
+
+from ..errors import BadRequest, NotFound
+from .pipeline import MAX_STAGES, Pipeline, Stage
+
+# Pipeline, Stage and MAX_STAGES live in meshd/roles/pipeline.py (pure validation of
+# the pipeline file) and are re-exported here, where callers have always found them.
+__all__ = [
+    "EXAMPLE_ENGINES", "JOB_PLACEHOLDER", "JOB_TYPE", "MAX_RULES", "MAX_STAGES", "RULES_PATH",
+    "RULES_TYPE", "SPEC_PATH", "JobPlan", "Pipeline", "ReplicaResolver", "Requester", "RuleEntry",
+    "Stage", "default_condition", "enqueue_blocks", "fire_entry", "job_status", "list_jobs",
+    "node_resolver", "plan_job", "publish_examples", "read_path", "resolve_engine", "rules_from_record_untrusted",
+    "rules_record", "submit_job", "task_blocks",
+]
+
+JOB_TYPE = "meshd/job"
+RULES_TYPE = "meshd/rules"
+SPEC_PATH = "_job/spec"
+RULES_PATH = "_job/rules"
+#: Stands for the job id in a stage's custom ``condition``.
+JOB_PLACEHOLDER = "$JOB"
+#: Most rule entries one ``_job/rules`` record may hold (bounds evaluation).
+MAX_RULES = 64
+_DATASET_KIND = "dataset"  # meshd.node.DATASET; not imported to keep jobs free of the node
+
+
+# ----------------------------------------------------------------- rule records
+
+
+@dataclass(frozen=True, slots=True)
+class RuleEntry:
+    """One rule as stored in a ``meshd/rules`` record.
+
+    Attributes:
+        rule: The decoded rule.
+        keyed: Map rules only: each task writes ``set`` at ``<results>/<index>``
+            instead of the rule's own result (see the module doc).
+    """
+
+    rule: Rule
+    keyed: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        return {"rule": codec.from_json(self.rule.to_json()), "keyed": self.keyed}
+
+
+def rules_record(entries: Sequence[RuleEntry]) -> dict[str, Any]:
+    """The ``_job/rules`` value holding ``entries``."""
+    return {"t": RULES_TYPE, "v": 1, "rules": [e.to_record() for e in entries]}
+
+
+def rules_from_record_untrusted(value: Any, options: ConditionOptions
+                                ) -> tuple[list[RuleEntry | None], list[tuple[int, str]]]:
+    """Decode a ``meshd/rules`` record written by any peer.
+
+    Returns the entries (None where one is malformed, so indexes stay those of
+    the record) and ``(index, message)`` for each malformed one; index -1 means
+    the record itself is malformed.  Never raises on bad data.
+    """
+    if type(value) is not dict or value.get("t") != RULES_TYPE or value.get("v") != 1 \
+            or type(value.get("rules")) is not list:
+        return [], [(-1, f"{RULES_PATH} is not a {RULES_TYPE} v1 record")]
+    raw = value["rules"]
+    if len(raw) > MAX_RULES:
+        return [], [(-1, f"{RULES_PATH} holds {len(raw)} rules, more than {MAX_RULES}")]
+    entries: list[RuleEntry | None] = []
+    errors: list[tuple[int, str]] = []
+    for i, item in enumerate(raw):
+        try:
+            if type(item) is not dict or set(item) - {"rule", "keyed"} or type(item.get("keyed", False)) is not bool:
+                raise ValueError('an entry must be {"rule": {...}, "keyed": bool}')
+            rule = Rule.from_json_untrusted(item.get("rule"), options)
+            keyed = item.get("keyed", False)
+            if keyed and (rule.action != "map" or rule.result.action != "set"):
+                raise ValueError("only a map rule whose result action is set can be keyed")
+            entries.append(RuleEntry(rule, keyed))
+        except (ConditionError, ValueError) as exc:
+            entries.append(None)
+            errors.append((i, f"{type(exc).__name__}: {exc}"))
+    return entries, errors
+
+
+def fire_entry(entry: RuleEntry, resolver: Any, options: ConditionOptions) -> list[dict[str, Any]]:
+    """:func:`conditions.fire`, plus the keyed-result rewrite of map tasks.
+
+    Raises:
+        ConditionError: as :func:`conditions.fire`.
+    """
+    tasks = fire(entry.rule, resolver, options)
+    if entry.keyed:
+        dest = entry.rule.result.destination
+        for t in tasks:
+            t["result"] = {"action": "set",
+                           "destination": {"dataset": dest.genesis, "path": f"{dest.path}/{t['input']['index']}"}}
+    return tasks
+
+
+def task_blocks(tasks: Sequence[dict[str, Any]]) -> list[tuple[CID, bytes]]:
+    """Validate generated tasks exactly as ``POST /v1/tasks`` does; their blocks.
+
+    Going through :func:`lattice.task.task_from_json_untrusted` means a task an
+    evaluator enqueues has the CID a client enqueueing the same JSON gets.
+
+    Raises:
+        BadInput: a task is not a valid ``meshd/task`` (e.g. a map over a
+            dict, whose inputs carry a ``key`` that tasks do not accept).
+    """
+    out = []
+    for t in tasks:
+        cid, data, _ = task.task_from_json_untrusted(codec.to_json(t))
+        out.append((cid, data))
+    return out
+
+
+async def enqueue_blocks(node: Any, blocks: Sequence[tuple[CID, bytes]]) -> list[CID]:
+    """Store task blocks and add the ones not yet queued; returns those CIDs.
+
+    The bodies are stored before the queue names them.  Cancellation before
+    the commit returns leaves the tasks unqueued (re-fired later).
+    """
+    new = list(dict.fromkeys(c for c, _ in blocks if c not in node.queue))
+    if not new:
+        return []
+    wanted = set(new)
+    node.store.put_many([b for b in blocks if b[0] in wanted])
+    await node.objects.commit(node.queue_obj, queue.enqueue_ops(new))
+    node.count("tasks_enqueued", len(new))
+    return new
+
+
+# ----------------------------------------------------------------- reading datasets
+
+
+def read_path(replica: Replica, path: str) -> Any:
+    """The value at ``path`` of a dataset replica (the whole dataset for ``""``); None if absent."""
+    if not path:
+        out: dict[str, Any] = {}
+        for key in replica.state.keys():
+            first = key.split("/", 1)[0]
+            if first not in out:
+                out[first] = dataset.get(replica, first)
+        return out or None
+    try:
+        return dataset.get(replica, path)
+    except ValueError:
+        return None
+
+
+class ReplicaResolver:
+    """A :class:`conditions.Resolver` over dataset replicas and a block store.
+
+    Args:
+        replica_of: The replica of a dataset genesis, None when not followed.
+        store: Block store for ``dataset(<cid>)``; blocks that are missing or
+            do not decode read as None (the condition sees "no data yet").
+    """
+
+    def __init__(self, replica_of: Callable[[CID], Replica | None], store: Any) -> None:
+        self._replica_of = replica_of
+        self._store = store
+
+    def resolve_path(self, genesis: CID, path: str) -> object | None:
+        replica = self._replica_of(genesis)
+        return None if replica is None else read_path(replica, path)
+
+    def get_block(self, cid: CID) -> object | None:
+        try:
+            return codec.decode_untrusted(self._store.get(cid))
+        except (BlockNotFound, BadInput):
+            return None
+
+
+def node_resolver(node: Any) -> ReplicaResolver:
+    """A resolver over the datasets ``node`` follows."""
+    def replica_of(genesis: CID) -> Replica | None:
+        obj = node.objects.get(genesis)
+        return obj.replica if obj is not None and obj.kind == _DATASET_KIND else None
+
+    return ReplicaResolver(replica_of, node.store)
+
+
+# ----------------------------------------------------------------- job plans
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """Everything a submit writes, computed without I/O by :func:`plan_job`.
+
+    Attributes:
+        genesis: The job id.
+        blocks: Task-definition blocks, to store before anything names them.
+        ops: The dataset ops of the one submit delta (spec, rules, input).
+        entries: The rules, one per stage.
+    """
+
+    genesis: CID
+    blocks: tuple[tuple[CID, bytes], ...]
+    ops: tuple[list[Any], ...]
+    entries: tuple[RuleEntry, ...]
+
+
+def default_condition(stage: Stage, genesis: CID) -> str:
+    def ref(path: str) -> str:
+        return f"dataset(hpcp('{genesis}/{path}'))"
+
+    guard = f"!exist({ref(stage.results)})"
+    if stage.action == "reduce":
+        assert stage.split is not None
+        return f"len({ref(stage.source)}) == len({ref(stage.split)}) && {guard}"
+    return f"exist({ref(stage.source)}) && {guard}"
+
+
+def plan_job(pipeline: Pipeline, genesis: CID, engines: Sequence[CID], *, created_ms: int,
+             options: ConditionOptions) -> JobPlan:
+    """The blocks, ops and rules of a job (pure: no I/O, no clock).
+
+    Args:
+        engines: The resolved engine of every stage, in order.
+
+    Raises:
+        BadRequest: ``bad_condition`` when a stage's condition does not parse
+            (the message says where and what was expected), ``bad_rule`` for
+            any other rule problem.
+    """
+    blocks: list[tuple[CID, bytes]] = []
+    entries: list[RuleEntry] = []
+    spec_stages: list[dict[str, Any]] = []
+    g = {"/": str(genesis)}
+    for stage, engine in zip(pipeline.stages, engines, strict=True):
+        definition: dict[str, Any] = {"runner": {"type": "bin-json-runner", "engine": engine}}
+        if stage.constraints:
+            definition["constraints"] = list(stage.constraints)
+        def_cid, def_data = codec.encode_block(definition)
+        blocks.append((def_cid, def_data))
+        if stage.condition is not None:
+            condition = stage.condition.replace(JOB_PLACEHOLDER, str(genesis))
+        else:
+            condition = default_condition(stage, genesis)
+        keyed = stage.action == "map"
+        rule_json: dict[str, Any] = {
+            "name": f"{pipeline.name}/{stage.name}", "condition": condition, "action": stage.action,
+            "taskDefinition": {"/": str(def_cid)},
+            "source": {"dataset": g, "path": stage.source},
+            "result": {"action": "set", "destination": {"dataset": g, "path": stage.results}}}
+        if stage.split is not None:
+            rule_json["split"] = {"dataset": g, "path": stage.split}
+        try:
+            rule = Rule.from_json_untrusted(rule_json, options)
+        except BadCondition as exc:
+            raise BadRequest(f"stage {stage.name!r}: condition: {exc}", code="bad_condition") from None
+        except ConditionError as exc:
+            raise BadRequest(f"stage {stage.name!r}: {exc}", code="bad_rule") from None
+        entries.append(RuleEntry(rule, keyed))
+        spec_stages.append({"name": stage.name, "action": stage.action, "engine": engine,
+                            "definition": def_cid, "source": stage.source, "split": stage.split,
+                            "results": stage.results})
+    spec = {"t": JOB_TYPE, "v": 1, "name": pipeline.name, "created_ms": created_ms,
+            "result": pipeline.stages[-1].results, "stages": spec_stages}
+    ops = (dataset.set_op(SPEC_PATH, spec), dataset.set_op(RULES_PATH, rules_record(entries)),
+           dataset.set_op(f"{pipeline.stages[0].name}/input", pipeline.input))
+    return JobPlan(genesis, tuple(blocks), ops, tuple(entries))
+
+
+# ----------------------------------------------------------------- node operations
+
+
+def resolve_engine(node: Any, stage: Stage) -> CID:
+    """The engine CID of ``stage``; BadRequest ``unknown_engine`` when the node has none."""
+    if stage.engine is not None:
+        if not node.engine_known(stage.engine):
+            raise BadRequest(f"stage {stage.name!r}: unknown engine {stage.engine} "
+                             "(publish it with POST /v1/engines)", code="unknown_engine")
+        return stage.engine
+    found = node.engines_obj.replica.state.register(f"name/{stage.engine_name}")
+    if type(found) is not CID:
+        raise BadRequest(f"stage {stage.name!r}: no engine named {stage.engine_name!r} "
+                         "(publish it with POST /v1/engines)", code="unknown_engine")
+    return found
+
+
+async def submit_job(node: Any, body: object, *, options: ConditionOptions, now_ms: int) -> dict[str, Any]:
+    """Create the job dataset of pipeline ``body`` and enqueue its first task.
+
+    Write order (crash safety): definition blocks, then the one delta holding
+    spec, rules and input, then the first task.  A crash after the delta
+    loses nothing: the first stage's rule fires on any evaluator's next pass.
+    Cancellation leaves one of those prefixes.
+
+    Raises:
+        BadRequest: ``bad_pipeline``, ``bad_cid``, ``unknown_engine``,
+            ``bad_condition`` or ``bad_rule``; nothing was written.
+    """
+    pipeline = Pipeline.from_json_untrusted(body)
+    engines = [resolve_engine(node, s) for s in pipeline.stages]
+    name, nonce = f"job/{pipeline.name}", os.urandom(8)
+    genesis, _ = records.make_genesis(_DATASET_KIND, name, nonce)
+    plan = plan_job(pipeline, genesis, engines, created_ms=now_ms, options=options)
+    node.store.put_many(list(plan.blocks))
+    obj = node.objects.follow(_DATASET_KIND, name, nonce)
+    assert obj.genesis == genesis
+    await node.objects.commit(obj, list(plan.ops))
+    try:
+        first = task_blocks(fire_entry(plan.entries[0], node_resolver(node), options))
+    except (ConditionError, BadInput):
+        first = []  # reported by the evaluator, which fires the same rule
+    await enqueue_blocks(node, first)
+    return {"job": str(genesis), "name": pipeline.name,
+            "stages": [s.name for s in pipeline.stages], "tasks": [str(c) for c, _ in first]}
+
+
+def _job_obj(node: Any, job: CID) -> tuple[Any, dict[str, Any]]:
+    obj = node.objects.get(job)
+    spec = obj.replica.state.register(SPEC_PATH) if obj is not None and obj.kind == _DATASET_KIND else None
+    if type(spec) is not dict or spec.get("t") != JOB_TYPE or type(spec.get("stages")) is not list:
+        raise NotFound(f"job {job} is not known to this node", code="job_not_found")
+    return obj, spec
+
+
+def _expected_tasks(entry: RuleEntry, resolver: Any, options: ConditionOptions) -> list[CID]:
+    # The stage's tasks as its rule fires them once its condition holds.
+    always = dataclasses.replace(entry.rule, condition="true", expr=parse_untrusted("true", options))
+    try:
+        return [c for c, _ in task_blocks(fire_entry(RuleEntry(always, entry.keyed), resolver, options))]
+    except (ConditionError, BadInput):
+        return []
+
+
+def job_status(node: Any, job: CID, *, options: ConditionOptions, now_ms: int,
+               errors: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Per-stage progress, state and final value of a job.
+
+    ``done``/``failed``/``running`` count the stage's tasks by queue state;
+    ``total`` is how many tasks the stage has (None while a map's source is
+    not written yet).  The state is ``completed`` once the last stage's result
+    exists, ``failed`` when a task failed for good or a rule errors, else
+    ``running``.
+
+    Raises:
+        NotFound: ``job_not_found``.
+    """
+    obj, spec = _job_obj(node, job)
+    entries = rules_from_record_untrusted(obj.replica.state.register(RULES_PATH), options)[0]
+    resolver = node_resolver(node)
+    stages_out: list[dict[str, Any]] = []
+    failed = False
+    for i, st in enumerate(spec["stages"]):
+        st = st if type(st) is dict else {}
+        entry = entries[i] if i < len(entries) else None
+        cids = _expected_tasks(entry, resolver, options) if entry is not None else []
+        states = [s.state for c in cids if (s := node.queue.status(c, now_ms)) is not None]
+        total: int | None = 1
+        if st.get("action") == "map":
+            source = read_path(obj.replica, str(st.get("source", "")))
+            total = len(cids) if source is not None else None
+        stage_failed = states.count(queue.FAILED)
+        failed = failed or stage_failed > 0
+        stages_out.append({"name": st.get("name"), "action": st.get("action"),
+                           "done": states.count(queue.COMPLETED), "total": total,
+                           "running": states.count(queue.ASSIGNED), "failed": stage_failed,
+                           "enqueued": len(states)})
+    result_path = spec.get("result")
+    result = read_path(obj.replica, result_path) if type(result_path) is str else None
+    active = [e for e in errors if e.get("active")]
+    # The runner writes a stage's output before it completes the task (so a
+    # crash re-runs rather than loses it): wait for both before "completed".
+    all_done = all(s["total"] is not None and s["done"] >= s["total"] for s in stages_out)
+    state = "completed" if result is not None and all_done else ("failed" if failed or active else "running")
+    return {"job": str(job), "name": spec.get("name"), "created_ms": spec.get("created_ms"),
+            "state": state, "stages": stages_out, "result_path": result_path,
+            "result": None if result is None else codec.to_json(result), "errors": list(errors)}
+
+
+def list_jobs(node: Any, *, limit: int = 100) -> list[dict[str, Any]]:
+    """The jobs this node follows, newest first: ``{"job", "name", "created_ms", "state"}``.
+
+    ``state`` here is only ``completed`` or ``running`` (the cheap check);
+    ``GET /v1/jobs/{job}`` gives the full status.
+    """
+    out = []
+    for obj in list(node.objects.objects.values()):
+        if obj.kind != _DATASET_KIND:
+            continue
+        spec = obj.replica.state.register(SPEC_PATH)
+        if type(spec) is not dict or spec.get("t") != JOB_TYPE:
+            continue
+        result = spec.get("result")
+        done = type(result) is str and read_path(obj.replica, result) is not None
+        out.append({"job": str(obj.genesis), "name": spec.get("name"), "created_ms": spec.get("created_ms"),
+                    "state": "completed" if done else "running"})
+    out.sort(key=lambda j: (-(j["created_ms"] or 0), j["job"]))
+    return out[:limit]
+
+
+# ----------------------------------------------------------------- example engines
+
+
+class Requester(Protocol):
+    """What :func:`publish_examples` needs (``meshd.cli.commands.ApiClient`` has it)."""
+
+    def request(self, method: str, path: str, body: Any = None) -> Any: ...
+
+
+#: Engine name -> (script in engines/examples, stage argument).
+EXAMPLE_ENGINES: dict[str, tuple[str, str]] = {
+    f"{job}-{stage}": (f"{job}.py", stage)
+    for job in ("fibsum", "wordcount") for stage in ("split", "map", "reduce")
+}
+
+
+def publish_examples(client: Requester, names: Sequence[str] | None = None) -> dict[str, str]:
+    """Publish the example engines that the example pipelines name; ``{name: cid}``.
+
+    Each is the script run as ``python3 <script> <stage>``, warm-capable with
+    ``--jsonl`` (the host appends ``serve_args`` to ``args``).
+    """
+    out = {}
+    for name in names or EXAMPLE_ENGINES:
+        script, stage = EXAMPLE_ENGINES[name]
+        body = {"manifest": {"name": name, "executable": script, "interpreter": "python3",
+                             "args": [stage], "serve_args": ["--jsonl"]},
+                "files": {script: base64.b64encode((EXAMPLES_DIR / script).read_bytes()).decode()}}
+        out[name] = client.request("POST", "/v1/engines", body)["cid"]
+    return out
