@@ -22,7 +22,9 @@ What the transport must provide: best-effort delivery.  Messages may be
 dropped, duplicated, delayed or reordered; wants that get no answer time out
 (:meth:`Syncer.tick`) and are asked again, from another provider if one is
 known, and periodic re-announcement (anti-entropy) repairs lost
-announcements.
+announcements.  Which peer is asked for which block, in-flight wants, retries
+and backoff belong to :class:`lattice.fetcher.Fetcher`, which may be shared
+with the node's other block fetches.
 
 A two-peer loop, runnable as is::
 
@@ -50,6 +52,7 @@ from typing import Any
 from . import codec, records
 from .cid import CID
 from .errors import BadInput, BadMessage, BadRecord, BlockNotFound
+from .fetcher import Ask, Fetcher, FetchOptions
 from .goho import BlockSource, Replica
 from .signing import Signer, verify_signature
 
@@ -268,24 +271,49 @@ def _delta_parents(data: bytes) -> list[CID]:
 
 
 class Syncer:
-    """The HPCP state of one local replica towards all peers."""
+    """The HPCP state of one local replica towards all peers.
 
-    def __init__(self, replica: Replica, signer: Signer, options: SyncOptions | None = None) -> None:
+    Which peer to ask for which delta, in-flight wants, timeouts and backoff
+    are the :class:`~lattice.fetcher.Fetcher`'s; the syncer decides *what* to
+    want (announced heads, missing parents, a snapshot and its parts) and
+    applies what arrives.
+
+    Args:
+        replica: The local replica.
+        signer: Signs our announcements.
+        options: See :class:`SyncOptions`.
+        fetcher: A fetcher shared with other consumers (one backoff table and
+            in-flight limit per node); its ``has`` must be true for this
+            replica's known deltas and for stored snapshot blocks (the node's
+            block store is: the replica stores every delta it accepts).  By
+            default the syncer builds its own from ``options``.
+    """
+
+    def __init__(
+        self, replica: Replica, signer: Signer, options: SyncOptions | None = None, *, fetcher: Fetcher | None = None
+    ) -> None:
         self.replica = replica
         self.signer = signer
         self.options = options or SyncOptions()
+        o = self.options
+        # The backoff after n unreachable tries is 0.25 * 2**n s, capped at the want timeout.
+        self.fetcher = fetcher or Fetcher(self._has, FetchOptions(
+            batch=o.batch, max_inflight=o.max_inflight, want_timeout_s=o.want_timeout_s,
+            backoff_base_s=min(0.5, o.want_timeout_s), backoff_cap_s=o.want_timeout_s,
+        ))
+        self._owner = replica.genesis  # our CIDs in a shared fetcher
         self._seq = 0
         self._last_seq: dict[bytes, int] = {}
-        self._providers: dict[CID, set[str]] = {}  # wanted CID -> peers that should have it
-        self._inflight: dict[CID, tuple[str, float]] = {}
         self._peer_heads: dict[str, tuple[CID, ...]] = {}
         self._snap: CID | None = None  # snapshot being fetched
         self._snap_obj: records.Snapshot | None = None
         self._snap_parts: dict[CID, dict[str, Any] | None] = {}
+        self._snap_blocks: set[CID] = set()  # snapshot blocks taken (not deltas, so not "known")
         self._deferred_heads: dict[CID, set[str]] = {}
-        self._backoff: dict[str, float] = {}  # peer -> time before which we do not ask it
-        self._failures: dict[str, int] = {}
         self.stats = SyncStatistics()
+
+    def _has(self, cid: CID) -> bool:
+        return self.replica.is_known(cid) or cid in self._snap_blocks
 
     # -- generating ------------------------------------------------------------------
 
@@ -301,7 +329,7 @@ class Syncer:
     @property
     def syncing(self) -> bool:
         """True while blocks are wanted (a fetch is in progress)."""
-        return bool(self._providers) or self._snap is not None
+        return self.fetcher.count_wanted(owner=self._owner) > 0 or self._snap is not None
 
     def peer_heads(self) -> dict[str, tuple[CID, ...]]:
         return dict(self._peer_heads)
@@ -367,78 +395,65 @@ class Syncer:
         snap = msg["snap"]
         if snap is not None and self.replica.version == 0 and self._snap is None and not self.replica.is_known(snap):
             self._snap = snap
-            self._providers.setdefault(snap, set()).add(peer)
-        for h in unknown:
-            if self._snap is not None:
+            self._want([snap], peer, now)
+        if self._snap is not None:
+            # Heads are fetched after the snapshot is installed: most of their
+            # history is then covered and need not be walked.
+            for h in unknown:
                 self._deferred_heads.setdefault(h, set()).add(peer)
-            else:
-                self._providers.setdefault(h, set()).add(peer)
+        else:
+            self._want(unknown, peer, now)
         # A peer that claims heads we lack holds their whole history: it can
         # also serve the CIDs that are stuck without a provider.
-        for cid, provs in self._providers.items():
-            if not provs:
-                provs.add(peer)
+        self.fetcher.add_peers([peer], owner=self._owner)
         return self._plan(now)
+
+    def _want(self, cids: list[CID], peer: str, now: float) -> None:
+        self.fetcher.want(cids, peer, now, owner=self._owner)
 
     def _on_blocks(self, peer: str, msg: dict[str, Any], now: float) -> list[Outgoing]:
-        # The want this answers: CIDs it asked for that are neither in the
-        # answer nor reported missing were left out for size; release them so
-        # the next plan asks again right away instead of after the timeout.
-        answered = {c for c, _ in msg["blocks"]} | set(msg["missing"])
-        groups = {self._inflight[c] for c in answered if c in self._inflight and self._inflight[c][0] == peer}
-        for cid in [c for c, g in self._inflight.items() if g in groups and c not in answered]:
-            del self._inflight[cid]
-        self._failures.pop(peer, None)
-        self._backoff.pop(peer, None)
-        for cid in msg["missing"]:
-            if self._inflight.get(cid, ("",))[0] == peer:
-                del self._inflight[cid]
-                provs = self._providers.get(cid)
-                if provs is not None:
-                    provs.discard(peer)
+        taken: list[CID] = []
         for cid, data in msg["blocks"]:
             self.stats.blocks_in += 1
-            if cid not in self._providers:
+            if not self.fetcher.is_wanted(cid, owner=self._owner):
                 if not self.replica.is_awaited(cid):
                     continue  # unsolicited or duplicate
-                self._providers[cid] = {peer}  # an ancestor sent along: a pending delta waits on it
-            self._inflight.pop(cid, None)
+                self._want([cid], peer, now)  # an ancestor sent along: a pending delta waits on it
+            taken.append(cid)
             try:
-                self._take_block(peer, cid, data)
+                self._take_block(peer, cid, data, now)
             except BadInput as exc:
+                # The fetcher sees the block is still absent and stops asking this peer for it.
                 self._reject(type(exc).__name__)
-                provs = self._providers.get(cid)
-                if provs is not None:
-                    provs.discard(peer)
-                continue
-            self._providers.pop(cid, None)
+        # The fetcher releases what the answer left out (for size), drops this
+        # peer as a provider of what it lacks, and ends the wants now present.
+        self.fetcher.on_answer(peer, taken, msg["missing"], now)
         return self._plan(now)
 
-    def _take_block(self, peer: str, cid: CID, data: bytes) -> None:
+    def _take_block(self, peer: str, cid: CID, data: bytes, now: float) -> None:
         if cid == self._snap:
             snap = records.snapshot_from_untrusted(cid, data)
             if snap.genesis != self.replica.genesis:
                 raise BadRecord("snapshot of another object")
             self.replica.store.put(cid, data)
             self._snap_obj = snap
+            self._snap_blocks.add(cid)
             for part in snap.parts:
                 self._snap_parts[part] = None
-                self._providers.setdefault(part, set()).add(peer)
-            self._maybe_install()
+            self._want(list(snap.parts), peer, now)
+            self._maybe_install(now)
             return
         if cid in self._snap_parts:
             self._snap_parts[cid] = records.part_from_untrusted(cid, data)
             self.replica.store.put(cid, data)
-            self._providers.pop(cid, None)
-            self._maybe_install()
+            self._snap_blocks.add(cid)
+            self._maybe_install(now)
             return
         receipt = self.replica.receive_untrusted(cid, data)
         self.stats.deltas_applied += len(receipt.applied)
-        for parent in receipt.missing:
-            if not self.replica.is_known(parent):
-                self._providers.setdefault(parent, set()).add(peer)
+        self._want([p for p in receipt.missing if not self.replica.is_known(p)], peer, now)
 
-    def _maybe_install(self) -> None:
+    def _maybe_install(self, now: float) -> None:
         snap = self._snap_obj
         if snap is None or any(v is None for v in self._snap_parts.values()):
             return
@@ -446,8 +461,8 @@ class Syncer:
         self.replica.install_snapshot(snap, parts)  # type: ignore[arg-type]
         self._snap, self._snap_obj, self._snap_parts = None, None, {}
         for h, provs in self._deferred_heads.items():
-            if not self.replica.is_known(h):
-                self._providers.setdefault(h, set()).update(provs)
+            for p in sorted(provs):
+                self._want([h], p, now)
         self._deferred_heads = {}
 
     # -- planning -------------------------------------------------------------------------
@@ -456,62 +471,27 @@ class Syncer:
         """The transport could not reach ``peer``: re-plan its wants elsewhere now.
 
         ``peer`` stays a provider only where it is the only one (it may come
-        back); the timeout path would reach the same state, just later.
+        back), and is backed off (exponentially, up to ``want_timeout_s``) so
+        that an unreachable sole provider is not asked again in a tight loop;
+        the timeout path would reach the same state, just later.
         """
-        for cid in [c for c, (p, _) in self._inflight.items() if p == peer]:
-            del self._inflight[cid]
-            provs = self._providers.get(cid)
-            if provs is not None and len(provs) > 1:
-                provs.discard(peer)
-        # Back off from that peer (exponentially, up to want_timeout_s): an
-        # unreachable sole provider must not be asked again in a tight loop.
-        n = self._failures.get(peer, 0) + 1
-        self._failures[peer] = n
-        self._backoff[peer] = now + min(self.options.want_timeout_s, 0.25 * 2 ** min(n, 8))
+        self.fetcher.on_failure(peer, now)
         return self._plan(now)
 
     def tick(self, now: float) -> list[Outgoing]:
         """Expire unanswered wants and plan new ones; call it periodically."""
-        expired = [c for c, (_, deadline) in self._inflight.items() if deadline <= now]
-        if expired:
+        before = self.fetcher.statistics().timeouts
+        asks = self.fetcher.tick(now, owner=self._owner)
+        if self.fetcher.statistics().timeouts != before:
             self.stats.timeouts += 1
-            for c in expired:
-                peer, _ = self._inflight.pop(c)
-                provs = self._providers.get(c)
-                # Rotate: try another provider first, but keep this one as a
-                # fallback (a dropped message is not a dead peer).
-                if provs is not None and len(provs) > 1:
-                    provs.discard(peer)
-        return self._plan(now)
+        return self._outgoing(asks)
 
     def _plan(self, now: float) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        # Drop wants we no longer need (applied via another path).
-        for cid in [c for c in self._providers if self.replica.is_known(c)]:
-            self._providers.pop(cid, None)
-            self._inflight.pop(cid, None)
-        outstanding = len(set(self._inflight.values()))
-        if outstanding >= self.options.max_inflight:
-            return out
-        by_peer: dict[str, list[CID]] = {}
-        for cid, provs in self._providers.items():
-            if cid in self._inflight or not provs:
-                continue
-            ready = [p for p in provs if self._backoff.get(p, 0.0) <= now]
-            if not ready:
-                continue  # every provider is backing off; tick() plans again later
-            peer = min(ready, key=lambda p: (len(by_peer.get(p, ())), p))
-            lst = by_peer.setdefault(peer, [])
-            if len(lst) < self.options.batch:
-                lst.append(cid)
-        deadline = now + self.options.want_timeout_s
-        for peer in sorted(by_peer, key=lambda p: -len(by_peer[p])):
-            if outstanding >= self.options.max_inflight:
-                break
-            cids = by_peer[peer]
-            for c in cids:
-                self._inflight[c] = (peer, deadline)
-            outstanding += 1
-            self.stats.wants_out += 1
-            out.append(Outgoing(peer, encode_want(cids)))
-        return out
+        return self._outgoing(self.fetcher.plan(now, owner=self._owner))
+
+    def _outgoing(self, asks: list[Ask]) -> list[Outgoing]:
+        # Nobody reads which wants ended (the replica shows it); drain the list
+        # so it does not grow.
+        self.fetcher.take_finished(owner=self._owner)
+        self.stats.wants_out += len(asks)
+        return [Outgoing(a.peer, encode_want(a.cids)) for a in asks]
