@@ -55,6 +55,7 @@ from .roles import ALWAYS_ROUTED, RoleContext, role_module
 from .runtime.docker_backend import DockerBackendOptions, serve_docker
 from .runtime.logs import get_logger
 from .runtime.shutdown import Shutdown, ShutdownOptions
+from .runtime.loopwatch import LoopWatch
 from .runtime.supervisor import Health, supervise
 from .store.heads import HeadsStore
 from .store.objects import ObjectHost
@@ -128,6 +129,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         if shutdown is not None:
             shutdown.own(host)
         async with trio.open_nursery() as nursery:
+            await nursery.start(LoopWatch(on_stall=lambda _late: node.count("loop_stalls")).serve)
             await nursery.start(objects.serve)
             # [engines/docker] the Docker backend: None (logged) when off or unreachable.
             host.docker = await nursery.start(serve_docker, DockerBackendOptions(

@@ -53,9 +53,13 @@ def test_nodes_converge_and_work_enqueued_on_one_runs_on_others(daemon_factory, 
         res = wait_for(lambda c=c: [r for r in a.get(f"/v1/results/{c}").json()["results"] if r["output"] is not None],
                        timeout=60, what=f"output of task {i} on A")
         assert res[0]["output"] == i
-        runners.add(res[0]["runner"])
+        # Every runner that returned a result ran the task.  With the 1 s
+        # lease of this test a runner's claim can lapse while it still runs,
+        # so a task may run on several nodes; which result is listed first is
+        # not a measure of who ran what.
+        runners.update(r["runner"] for r in res)
     assert a.peer_id not in runners
-    assert len(runners) >= 2, "work spread over several nodes"
+    assert len(runners) >= 2, "work ran on several nodes"
     # Every replica converges to the same queue.
     wait_for(lambda: all(_queue(d)["completed"] == 30 for d in nodes), timeout=60, what="all queues converge")
     heads = {d.get("/v1/node").json()["objects"]["queue"] for d in nodes}
