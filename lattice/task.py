@@ -210,15 +210,27 @@ def definition_from_block_untrusted(data: bytes) -> dict[str, Any]:
     return value
 
 
-def engine_of(task: dict[str, Any]) -> CID | None:
-    """The engine CID named by an inline task definition (None if linked).
+def engine_of(task: dict[str, Any], definition: dict[str, Any] | None = None) -> CID | None:
+    """The engine CID a task names (its definition's ``runner.engine``).
 
-    ``task`` must be a validated record (:func:`task_from_block_untrusted`).
+    The one home of this rule: the API's submit check, the runner and the
+    replication policy (through ``Node.task_engine``) all ask here.
+
+    Args:
+        task: A validated task record (:func:`task_from_block_untrusted`).
+        definition: Its linked definition, validated
+            (:func:`definition_from_block_untrusted`), when the caller has
+            resolved the link; ignored when the definition is inline.
+
+    Returns:
+        The engine, or None when the definition is linked and not given, or
+        names no engine.
     """
     td = task.get("taskDefinition")
-    if type(td) is dict:
-        return td.get("runner", {}).get("engine")
-    return None
+    if type(td) is not dict:
+        td = definition
+    engine = td.get("runner", {}).get("engine") if type(td) is dict else None
+    return engine if type(engine) is CID else None
 
 
 def constraints_of(task: dict[str, Any]) -> list[dict[str, Any]]:

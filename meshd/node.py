@@ -205,10 +205,10 @@ class Node:
     def task_engine(self, cid: CID) -> CID | None:
         """The engine a task names, or None when its body or definition is missing or invalid."""
         try:
-            engine = self.task_definition(self.task_record(cid))["runner"].get("engine")
+            rec = self.task_record(cid)
+            return task.engine_of(rec, self.task_definition(rec))
         except (BlockNotFound, BadInput):
             return None
-        return engine if type(engine) is CID else None
 
     def output_value(self, cid: CID) -> Any:
         """A result output block, decoded as untrusted DAG-CBOR.

@@ -190,6 +190,18 @@ class Mesh:
             live.append(self.peer_id)
         return live
 
+    def live_peers(self, role: str) -> list[str]:
+        """Peer ids (ours included when we have ``role``) with ``role`` that were seen lately."""
+        horizon = time.monotonic() - 3 * self.options.presence_interval_s
+        live = [p.peer_id for p in self.peers.values() if p.last_seen >= horizon and role in p.roles]
+        if role in self.roles:
+            live.append(self.peer_id)
+        return live
+
+    def any_presence(self) -> bool:
+        """Whether any peer's presence has arrived."""
+        return any(p.last_seen for p in self.peers.values())
+
     def statistics(self) -> MeshStatistics:
         # HPCP rejections are counted per object by its syncer: sum them here
         # (copying each syncer's count over the last one lost all but one object's).

@@ -11,6 +11,7 @@ routes that exist whatever the roles (e.g. ``/v1/archive`` answers 404s with
 a reason when the archivist is off) by being listed in :data:`ALWAYS_ROUTED`.
 
 The package also holds what the roles share that is not a role: the
+Protocols through which roles see the node and the mesh (``ports``), the
 replication policy and output grouping (``verify``) and job records and
 pipelines (``jobs``, ``pipeline``).  ``[node] roles`` accepts only the names
 in :data:`meshd.config.ROLES`, so these modules are never started as roles.
@@ -20,9 +21,17 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
+
+if TYPE_CHECKING:
+    from engines.host import EngineHost
+
+    from ..config import Config
+    from ..home import Home
+    from ..node import Node
+    from ..p2p.mesh import Mesh
 
 #: Role modules whose ``router`` is mounted even when the role is not enabled.
 ALWAYS_ROUTED: tuple[str, ...] = ("archivist", "evaluator", "verifier")
@@ -38,13 +47,18 @@ class Role(Protocol):
 
 @dataclass
 class RoleContext:
-    """What a role may use: the node, the engine host, the config, the mesh."""
+    """What a role may use: the node, the engine host, the config, the mesh.
 
-    node: Any
-    host: Any
-    config: Any
-    home: Any
-    mesh: Any = None
+    A role hands its parts on as the narrow Protocols it declares (e.g.
+    ``meshd.roles.runner.RunnerNode``, :mod:`meshd.roles.ports`), which
+    ``Node`` and ``Mesh`` satisfy structurally.
+    """
+
+    node: Node
+    host: EngineHost
+    config: Config
+    home: Home
+    mesh: Mesh | None = None
     roles: dict[str, Any] = field(default_factory=dict)  # started roles by name
 
 

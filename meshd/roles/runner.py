@@ -17,8 +17,9 @@ after their lease expires.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -26,11 +27,25 @@ from engines.errors import EngineMissing
 from engines.outcome import Outcome
 from lattice import codec, dataset, queue, results
 from lattice.cid import CID
+from lattice.claims import TaskFacts, runner_claim_delay
 from lattice.errors import BadInput, BlockNotFound, StoreError
+from lattice.task import engine_of
 
-from ..node import Node, now_ms
+from ..node import now_ms
 from ..runtime.logs import get_logger
-from .verify import spot_checked
+from .ports import (
+    Counts,
+    Datasets,
+    PeerView,
+    QueuePort,
+    TaskSource,
+    TrustPort,
+    write_destination,
+)
+
+if TYPE_CHECKING:
+    from ..store.objects import Followed
+    from . import RoleContext
 
 log = get_logger("meshd.runner")
 
@@ -55,7 +70,11 @@ class RunnerOptions:
         warm: Run engines in warm worker pools when they support it.
         idle_poll_s: Longest sleep between queue checks (lease expiry).
         defer_s: In a mesh, how long the k-th preferred runner of a task
-            waits (times k) before claiming it (rendezvous hashing).
+            waits (times k) before claiming it (rendezvous hashing,
+            :func:`lattice.claims.runner_claim_delay`).
+        catch_up: Before claiming, wait (at most 5 s) for a peer's presence
+            and the queue's first answers: set when the node joins a mesh
+            through bootstrap peers (``[p2p] bootstrap``).
     """
 
     slots: int = 1
@@ -65,6 +84,7 @@ class RunnerOptions:
     warm: bool = True
     idle_poll_s: float = 1.0
     defer_s: float = 0.5
+    catch_up: bool = False
 
     def __post_init__(self) -> None:
         if self.slots < 1 or self.max_attempts < 1 or self.lease_s <= 0 or self.task_timeout_s <= 0:
@@ -94,12 +114,57 @@ def constraints_ok(constraints: list[dict[str, Any]], inv: dict[str, Any]) -> bo
     return True
 
 
+class RunnerMesh(PeerView, Protocol):
+    """The mesh as the runner uses it: the peer view, plus catching up with an object."""
+
+    @property
+    def syncers(self) -> Mapping[CID, Any]:
+        """Per object genesis, its syncer (``.syncing`` while a catch-up is under way)."""
+        ...
+
+    async def query(self, obj: Followed) -> None:
+        """Ask peers for ``obj``'s state now."""
+        ...
+
+
+class RunnerNode(QueuePort, TaskSource, Datasets, TrustPort, Counts, Protocol):
+    """What the runner uses of the node (``meshd.node.Node`` satisfies it)."""
+
+    @property
+    def mesh(self) -> RunnerMesh | None:
+        """None on a node without the p2p layer."""
+        ...
+
+    @property
+    def results_obj(self) -> Followed: ...
+
+    @property
+    def verdicts_obj(self) -> Followed: ...
+
+    @property
+    def inventory(self) -> dict[str, Any]:
+        """This node's inventory, for task constraints."""
+        ...
+
+    @property
+    def local_origin(self) -> set[CID]:
+        """Tasks enqueued through this node's API."""
+        ...
+
+
+class EngineRunner(Protocol):
+    """Runs a task's input on an engine (``engines.host.EngineHost``)."""
+
+    async def run(self, engine_cid: CID, task_input: Any, *, warm: bool | None = ...,
+                  signatures: Iterable[CID] = ...) -> Outcome: ...
+
+
 class Runner:
     """Runs tasks from the queue on this node's engines."""
 
     name = "runner"
 
-    def __init__(self, node: Node, host: Any, options: RunnerOptions) -> None:
+    def __init__(self, node: RunnerNode, host: EngineRunner, options: RunnerOptions) -> None:
         self.node = node
         self.host = host
         self.options = options
@@ -155,42 +220,28 @@ class Runner:
             return None
 
     def _preferred(self, t: CID) -> bool:
-        """Rendezvous preference: the top-ranked live runner takes a task at
-        once; the k-th ranked one only after ``k * defer_s`` (so a dead or busy
-        preferred node is covered without a coordinator)."""
+        """Whether the claim planner lets this runner claim ``t`` now
+        (:func:`lattice.claims.runner_claim_delay` over the live runners)."""
         mesh = self.node.mesh
         if mesh is None:
             return True
-        info = self.node.queue.info(t)
-        if t in self.node.local_origin and (info is None or info.replication is None):
-            return True  # submitted here: run locally first; peers take what we leave
-        live = [p for p in mesh.live_runners() if not self.node.trust.banned(p)]
-        if len(live) <= 1:
-            return True
-        from ..p2p.mesh import rendezvous_rank
-
-        ranked = rendezvous_rank(t, live)
-        if self.node.peer_id not in ranked:
-            return True
-        rank = ranked.index(self.node.peer_id)
-        wanted = self.node.queue.wanted(t)
-        if wanted > 1 and info is not None and info.replication is not None and not info.assignments:
-            # Nobody has claimed yet: if the preferred runner is trusted, the
-            # task will want one replica only (adaptive replication), so the
-            # others hold back instead of all claiming at once.
-            pol = self.node.policy
-            if pol.trust.trusted(ranked[0], pol.engine_of(t)) and not spot_checked(t, pol.options.spot_check):
-                wanted = 1
-        if rank < wanted:  # a replicated task wants several runners at once
+        node = self.node
+        info = node.queue.info(t)
+        replicated = info is not None and info.replication is not None
+        facts = TaskFacts(wanted=node.queue.wanted(t), replicated=replicated,
+                          claimed=info is not None and bool(info.assignments),
+                          submitted_here=t in node.local_origin,
+                          spot_checked=replicated and node.policy.spot_checked(t))
+        delay = runner_claim_delay(t, node.peer_id, mesh.live_peers("runner"), facts, defer_s=self.options.defer_s,
+                                   trusted=lambda p: node.trust.trusted(p, node.policy.engine_of(t)),
+                                   banned=node.trust.banned_peers())
+        if delay == 0:
             return True
         now = time.monotonic()
         first = self._first_seen.setdefault(t, now)
         if len(self._first_seen) > 200_000:
             self._first_seen.clear()
-        # Verified work waits longer before a backup runner steps in: an
-        # extra replica costs a whole run, a late one only latency.
-        defer = self.options.defer_s * (4 if info is not None and info.replication is not None else 1)
-        return now - first >= (rank - wanted + 1) * defer
+        return now - first >= delay
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run tasks until cancelled.
@@ -327,11 +378,11 @@ class Runner:
         tasks its peers finished while it was away.  Bounded, so a node whose
         peers are all down still starts working."""
         mesh = self.node.mesh
-        if mesh is None or not self.node.config.p2p.bootstrap:
+        if mesh is None or not self.options.catch_up:
             return
         genesis = self.node.queue_obj.genesis
         with trio.move_on_after(timeout_s):
-            while not any(p.last_seen for p in mesh.peers.values()):  # a peer's presence arrived
+            while not mesh.any_presence():
                 await trio.sleep(0.05)
             await self.node.wait_changed(self.node.queue_obj, 1.0)  # the answers to our query
             while (s := mesh.syncers.get(genesis)) is not None and s.syncing:
@@ -402,8 +453,8 @@ class Runner:
             # Content-addressed, so invalid for good: fail the task at once.
             self._invalid.add(t)
             return Outcome(ok=False, error=f"invalid task definition: {exc}"[:500]), rec
-        engine = td["runner"].get("engine")
-        if type(engine) is not CID:
+        engine = engine_of(rec, td)
+        if engine is None:
             return Outcome(ok=False, error="task names no engine (runner.engine)"), rec
         inp = rec["input"]
         if "value" in inp:
@@ -470,9 +521,7 @@ class Runner:
                 return
             dest = (rec or {}).get("result")
             if dest:
-                ds = node.dataset_obj(dest["destination"]["dataset"], create=True)
-                assert ds is not None
-                await node.objects.commit(ds, [dataset.write_op(dest["action"], dest["destination"]["path"], output)])
+                await write_destination(node, dest, output)
             await node.objects.commit(node.queue_obj, [queue.complete_op(t, me, now, rcid)])
             self.stats["ok"] += 1
             node.count("tasks_completed")
@@ -492,7 +541,8 @@ class Runner:
 
 
 
-def create(ctx: Any) -> Runner:
+def create(ctx: RoleContext) -> Runner:
     rc = ctx.config.runner
     return Runner(ctx.node, ctx.host, RunnerOptions(slots=rc.slots, max_attempts=rc.max_attempts, lease_s=rc.lease_s,
-                                                   task_timeout_s=rc.task_timeout_s, warm=rc.warm))
+                                                   task_timeout_s=rc.task_timeout_s, warm=rc.warm,
+                                                   catch_up=bool(ctx.config.p2p.bootstrap)))

@@ -17,28 +17,64 @@ the completion — the verdict is idempotent.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from fastapi import APIRouter
 
 from engines.manifest import load_manifest
-from lattice import codec, dataset, queue
+from lattice import codec, queue
+from lattice.blockstore import BlockStore
 from lattice.cid import CID
+from lattice.claims import verifier_claim_delay
 from lattice.errors import BadInput, BlockNotFound, StoreError
 from lattice.trust import verdict_op, verdict_record
 
-from ..node import Node, now_ms
+from ..node import now_ms
 from ..runtime.logs import get_logger
+from .ports import (
+    Counts,
+    Datasets,
+    PeerView,
+    QueuePort,
+    TaskSource,
+    TrustPort,
+    write_destination,
+)
 from .verify import group_outputs
 
+if TYPE_CHECKING:
+    from ..store.objects import Followed
+    from . import RoleContext
+
 log = get_logger("meshd.verifier")
+
+
+class VerifierNode(QueuePort, TaskSource, Datasets, TrustPort, Counts, Protocol):
+    """What the verifier uses of the node (``meshd.node.Node`` satisfies it)."""
+
+    @property
+    def mesh(self) -> PeerView | None:
+        """None on a node without the p2p layer."""
+        ...
+
+    @property
+    def results_obj(self) -> Followed: ...
+
+    @property
+    def verdicts_obj(self) -> Followed: ...
+
+    @property
+    def store(self) -> BlockStore:
+        """Where engine manifests are read from (their comparators)."""
+        ...
 
 
 class Verifier:
     name = "verifier"
 
-    def __init__(self, node: Node, *, debounce_s: float = 0.02, defer_s: float = 1.0) -> None:
+    def __init__(self, node: VerifierNode, *, debounce_s: float = 0.02, defer_s: float = 1.0) -> None:
         self.node = node
         self.debounce_s = debounce_s
         self.defer_s = defer_s
@@ -65,24 +101,17 @@ class Verifier:
             await trio.sleep(self.debounce_s)
 
     def _my_turn(self, task: CID) -> bool:
-        """Rendezvous among live verifiers: the preferred one judges at once,
-        the k-th only after k seconds, so one verdict (not one per verifier)
-        is the usual case and a dead verifier is still covered."""
+        """Whether the claim planner lets this verifier judge ``task`` now
+        (:func:`lattice.claims.verifier_claim_delay` over the live verifiers):
+        the preferred one judges at once, the k-th only after ``k * defer_s``."""
         mesh = self.node.mesh
         if mesh is None:
             return True
-        import time as _time
-
-        from ..p2p.mesh import rendezvous_rank
-
-        horizon = _time.monotonic() - 3 * mesh.options.presence_interval_s
-        live = [p.peer_id for p in mesh.peers.values() if "verifier" in p.roles and p.last_seen >= horizon]
-        ranked = rendezvous_rank(task, live + [self.node.peer_id])
-        rank = ranked.index(self.node.peer_id)
-        if rank == 0:
+        delay = verifier_claim_delay(task, self.node.peer_id, mesh.live_peers("verifier"), defer_s=self.defer_s)
+        if delay == 0:
             return True
-        first = self._first_ready.setdefault(task, _time.monotonic())
-        return _time.monotonic() - first >= rank * self.defer_s
+        first = self._first_ready.setdefault(task, time.monotonic())
+        return time.monotonic() - first >= delay
 
     def _comparator(self, engine: CID | None) -> dict[str, Any] | None:
         if engine is None:
@@ -195,17 +224,15 @@ class Verifier:
                 if not await node.fetch_blocks([canonical["output"]], timeout_s=5.0):
                     return
                 output = node.output_value(canonical["output"])
-            ds = node.dataset_obj(dest["destination"]["dataset"], create=True)
-            assert ds is not None
-            await node.objects.commit(ds, [dataset.write_op(dest["action"], dest["destination"]["path"], output)])
+            await write_destination(node, dest, output)
         await node.objects.commit(node.queue_obj, [queue.complete_op(task, me, now, rcid)])
 
 
-def create(ctx: Any) -> Verifier:
+def create(ctx: RoleContext) -> Verifier:
     return Verifier(ctx.node)
 
 
-def router(ctx: Any) -> APIRouter:
+def router(ctx: RoleContext) -> APIRouter:
     r = APIRouter(tags=["verify"])
     node = ctx.node
 

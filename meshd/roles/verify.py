@@ -89,7 +89,7 @@ class ReplicationPolicy:
         self._engine: dict[CID, CID | None] = {}
 
     def engine_of(self, task: CID) -> CID | None:
-        """The task's engine; None while its body is missing, or when it is invalid."""
+        """The task's engine (``Node.task_engine``, cached); None while its body is missing, or when it is invalid."""
         if task not in self._engine:
             eng = self.node.task_engine(task)
             if eng is None:
@@ -99,14 +99,17 @@ class ReplicationPolicy:
             self._engine[task] = eng
         return self._engine[task]
 
+    def spot_checked(self, task: CID) -> bool:
+        """Whether ``task`` is picked for full replication whatever the trust (``[verify] spot_check``)."""
+        return spot_checked(task, self.options.spot_check)
+
     def base(self, task: CID, info: TaskInfo) -> tuple[int, int]:
         """(replicas, quorum) before any escalation."""
         assert info.replication is not None
         k, q = info.replication
         claims = sorted((a for a in info.assignments if not self.trust.banned(a.by)), key=lambda a: a.key())
         first = claims[0].by if claims else None
-        if first is not None and self.trust.trusted(first, self.engine_of(task)) \
-                and not spot_checked(task, self.options.spot_check):
+        if first is not None and self.trust.trusted(first, self.engine_of(task)) and not self.spot_checked(task):
             return 1, 1
         return k, q
 
