@@ -215,6 +215,19 @@ class Fetcher:
                 if w.hint is None:
                     w.hint = hint
 
+    def abandon(self, cids: Iterable[CID]) -> None:
+        """Stop wanting ``cids`` (a consumer's own retry limit): they end as abandoned.
+
+        An ask still carrying one is left to finish; its answer is then
+        unsolicited for that CID.
+        """
+        for cid in cids:
+            w = self._wanted.get(cid)
+            if w is not None:
+                if w.ask is not None:
+                    self._unask(cid, w)
+                self._finish(cid, False)
+
     def add_provider(self, cid: CID, peer: str) -> None:
         """``peer`` holds ``cid``; ignored unless ``cid`` is wanted."""
         w = self._wanted.get(cid)
@@ -236,6 +249,15 @@ class Fetcher:
     def is_wanted(self, cid: CID, *, owner: Hashable = ALL) -> bool:
         w = self._wanted.get(cid)
         return w is not None and (owner is ALL or w.owner == owner)
+
+    def stuck(self, *, owner: Hashable = ALL) -> list[CID]:
+        """Wanted CIDs of ``owner`` that have no provider left."""
+        return [c for c, w in self._wanted.items() if not w.providers and (owner is ALL or w.owner == owner)]
+
+    def owner_of(self, cid: CID) -> Hashable | None:
+        """The owner of a wanted ``cid``, or None when it is not wanted."""
+        w = self._wanted.get(cid)
+        return w.owner if w is not None else None
 
     def count_wanted(self, *, owner: Hashable = ALL) -> int:
         if owner is ALL:

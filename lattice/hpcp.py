@@ -315,6 +315,13 @@ class Syncer:
     def _has(self, cid: CID) -> bool:
         return self.replica.is_known(cid) or cid in self._snap_blocks
 
+    def has(self, cid: CID) -> bool:
+        """Whether ``cid`` is a delta this replica knows or a snapshot block it took.
+
+        A shared fetcher's ``has`` must answer this for the syncer's own CIDs.
+        """
+        return self._has(cid)
+
     # -- generating ------------------------------------------------------------------
 
     def announce(self, now: float) -> bytes:

@@ -1,0 +1,721 @@
+"""The mesh core: everything a node decides about its peers, as pure code.
+
+:class:`MeshCore` joins the pure pieces of the mesh into the one object that
+the daemon's pump and the simulation both drive:
+
+* one :class:`~lattice.hpcp.Syncer` per followed object, all fetching through
+  ONE :class:`~lattice.fetcher.Fetcher` (one in-flight limit and one backoff
+  table per node; a syncer's owner in it is its genesis);
+* *linked blocks*: blocks that records link to but HPCP does not walk (task
+  bodies named in the queue, result outputs, engine signatures).  Every CID
+  found in a newly applied op is wanted from the fetcher, first from the peer
+  the record names (``runner``/``by``) or else the peer that sent the delta,
+  and given up after ``prefetch_retries`` asks ended without it; callers add
+  their own wants with :meth:`MeshCore.want`;
+* the :class:`~lattice.peers.PeerTable` (signed presence, liveness, dials);
+* when to announce: local changes within ``announce_coalesce_s`` share one
+  announcement, every object is re-announced every ``announce_interval_s``
+  (anti-entropy), and all objects are queried at start and when a new peer
+  appears;
+* admission: the allow-list and per-peer token buckets for gossip and block
+  requests, and every rejection counter.
+
+Nothing here does network I/O or reads a clock.  Inputs are method calls
+that take ``now`` (wall-clock seconds: HPCP and presence sequence numbers are
+derived from it); each returns the outputs to carry out, typed records
+(:class:`Broadcast`, :class:`Request`, :class:`Dial`, :class:`Follow`,
+:class:`Changed`, :class:`Fetched`).  The one resource the core touches is
+the node's synchronous block store (:class:`lattice.blockstore.BlockStore`),
+which may be slow (IPFS over HTTP): a driver calls the core from a worker
+thread, one call at a time.  :meth:`MeshCore.deadline` says when the core
+next wants :meth:`MeshCore.tick`.
+
+What the driver must do with the outputs:
+
+* ``Broadcast(data)``: gossip ``data`` to every peer (best effort);
+* ``Request(ask_id, peer, data)``: send ``data`` to ``peer`` as a request and
+  hand the answer to :meth:`MeshCore.on_response` (``None`` when it failed or
+  timed out: every request must be answered exactly once);
+* ``Dial(peer, addrs)``: connect to ``peer`` unless connected already;
+* ``Follow(genesis)``: a peer announced an object we do not follow; follow it
+  (or not) and hand its replica to :meth:`MeshCore.follow`, which replays the
+  announcement;
+* ``Changed(genesis)``: peers' deltas advanced that replica (persist its
+  heads, wake whoever waits on it);
+* ``Fetched(done, abandoned)``: linked-block wants that ended.
+
+A two-node loop, runnable as is::
+
+    from lattice import codec, goho, queue, records
+    from lattice.blockstore import MemoryBlockStore
+    from lattice.meshcore import Broadcast, MeshCore, Request
+    from lattice.signing import Signer, peer_id_of
+    g = records.make_genesis("queue", "demo")[0]
+    nodes = {}
+    for seed in (b"a", b"b"):
+        s = Signer.from_seed(seed * 32)
+        core = MeshCore(peer_id_of(s.public), s, MemoryBlockStore())
+        core.follow(goho.Replica.empty(g, core.store), 0.0)
+        nodes[core.me] = core
+    a, b = nodes.values()
+    body, data = codec.encode_block({"task": 1})
+    a.store.put(body, data)
+    a.syncers[g].replica.update(queue.enqueue_ops([body]), a.signer)
+    inbox = [(a.me, o) for o in a.local_change(g, 0.0) + a.tick(1.0)]
+    while inbox:
+        src, o = inbox.pop(0)
+        for dst in nodes.values():
+            if isinstance(o, Broadcast) and dst.me != src:
+                inbox += [(dst.me, x) for x in dst.receive(src, o.data, 1.0)]
+        if isinstance(o, Request):
+            answer = nodes[o.peer].serve(src, o.data, 1.0)
+            inbox += [(src, x) for x in nodes[src].on_response(o.ask_id, answer, 1.0)]
+    assert b.store.has(body) and b.syncers[g].replica.heads == a.syncers[g].replica.heads
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec, hpcp
+from .cid import CID
+from .errors import BadInput, StoreError
+from .fetcher import Fetcher, FetchOptions
+from .goho import Change, Replica
+from .peers import PRESENCE_TYPE, PeerTable, PeerTableOptions, Received
+from .signing import Signer, peer_id_of
+from .state import decode_value
+
+__all__ = ["Broadcast", "Changed", "Dial", "Fetched", "Follow", "MeshCore", "MeshCoreOptions",
+           "MeshStatistics", "Output", "Request", "TokenBucket"]
+
+#: The fetcher owner of linked-block wants (syncers own theirs by genesis).
+LINKED: Hashable = ("meshcore", "linked")
+#: Announcements of objects we do not follow (yet) kept for :meth:`MeshCore.follow`.
+MAX_STASHED = 256
+#: Most block CIDs served for one request.
+MAX_SERVED_CIDS = 1024
+#: Most block bytes in one answer.
+MAX_SERVED_BYTES = 4 * 1024 * 1024
+#: Peers besides the hint offered as providers of one linked block.
+LINK_PROVIDERS = 6
+
+
+@dataclass(frozen=True)
+class MeshCoreOptions:
+    """Mesh timing and limits; validated once, here.
+
+    Attributes:
+        announce_coalesce_s: Local changes within this window share one
+            announcement (default 0.02 s): keeps gossip far below the
+            transport's message ceiling under load.
+        announce_interval_s: Anti-entropy re-announcement period (5 s).
+        presence_interval_s: Presence broadcast period (2 s); a peer unseen
+            for 3 periods is no longer live.
+        tick_s: How often unanswered wants are expired and retried (0.5 s).
+        request_timeout_s: Deadline of one block request, applied by the
+            driver (10 s).
+        want_timeout_s: An ask not answered within this is asked again,
+            elsewhere when possible (5 s; below ``request_timeout_s``, since
+            a lost message is likelier than a slow peer).
+        max_requests: Block requests in flight at once (16).
+        prefetch_batch: Most CIDs in one request (256).
+        prefetch_retries: Rounds in which a linked block that every peer
+            asked lacked is offered to the live peers again (one round per
+            ``announce_interval_s``) before it is abandoned (8).
+        backoff_cap_s: Longest backoff of an unreachable peer (10 s).
+        allow_peers: Membership allow-list (None: open mesh).  Anyone else's
+            gossip and block requests are refused and counted.
+        gossip_per_s: Per-peer gossip rate limit (token bucket, burst 2x).
+        requests_per_s: Per-peer block-request rate limit (burst 2x).
+    """
+
+    announce_coalesce_s: float = 0.02
+    announce_interval_s: float = 5.0
+    presence_interval_s: float = 2.0
+    tick_s: float = 0.5
+    request_timeout_s: float = 10.0
+    want_timeout_s: float = 5.0
+    max_requests: int = 16
+    prefetch_batch: int = 256
+    prefetch_retries: int = 8
+    backoff_cap_s: float = 10.0
+    allow_peers: frozenset[str] | None = None
+    gossip_per_s: float = 500.0
+    requests_per_s: float = 200.0
+
+    def __post_init__(self) -> None:
+        for name in ("announce_coalesce_s", "announce_interval_s", "presence_interval_s", "tick_s",
+                     "request_timeout_s", "want_timeout_s", "backoff_cap_s", "gossip_per_s", "requests_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.max_requests < 1 or self.prefetch_batch < 1 or self.prefetch_retries < 1:
+            raise ValueError("max_requests, prefetch_batch and prefetch_retries must be >= 1")
+        if self.allow_peers is not None and not isinstance(self.allow_peers, frozenset):
+            raise ValueError("allow_peers must be a frozenset of peer ids or None")
+
+
+# -- outputs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Gossip ``data`` to every peer."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Send ``data`` to ``peer`` as a request; answer with ``on_response(ask_id, ...)``."""
+
+    ask_id: int
+    peer: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Connect to ``peer`` at one of ``addrs`` (full multiaddrs) unless connected."""
+
+    peer: str
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """A peer announced ``genesis``, which we do not follow."""
+
+    genesis: CID
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """Peers' deltas advanced the replica of ``genesis``."""
+
+    genesis: CID
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """Linked-block wants that ended: arrived (``done``) or given up (``abandoned``)."""
+
+    done: tuple[CID, ...] = ()
+    abandoned: tuple[CID, ...] = ()
+
+
+Output = Broadcast | Request | Dial | Follow | Changed | Fetched
+
+
+@dataclass(frozen=True)
+class MeshStatistics:
+    """Counters of one mesh core (``rejected`` sums every reason, HPCP's per object)."""
+
+    peers: int
+    live_runners: int
+    announces_out: int
+    gossip_in: int
+    requests_out: int
+    requests_in: int
+    prefetched: int
+    rejected: dict[str, int]
+
+
+class TokenBucket:
+    """One token bucket per peer: ``rate`` per second, bursts of twice that.
+
+    Hand-written: the mesh needs nothing a library would add (no shared
+    state, no async waits: excess is dropped).
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, 2 * rate
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def allow(self, peer: str, now: float) -> bool:
+        tokens, last = self._state.get(peer, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        if tokens < 1.0:
+            self._state[peer] = (tokens, now)
+            return False
+        self._state[peer] = (tokens - 1.0, now)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An outstanding :class:`Request`: an object's want, or a linked-block ask."""
+
+    peer: str
+    genesis: CID | None  # None: a linked-block ask
+    fetch_id: int = 0
+    cids: frozenset[CID] = frozenset()
+
+
+def _links(value: Any, out: list[CID], depth: int = 0) -> None:
+    t = type(value)
+    if t is CID:
+        out.append(value)
+    elif depth < 8 and t is dict:
+        for v in value.values():
+            _links(v, out, depth + 1)
+    elif depth < 8 and t is list:
+        for v in value:
+            _links(v, out, depth + 1)
+
+
+class MeshCore:
+    """HPCP, presence, linked blocks and admission for one node (sans-I/O).
+
+    Args:
+        me: This node's peer id.
+        signer: This node's key (signs announcements and presence).
+        store: The node's block store; read to serve wants and to skip
+            blocks we hold, written with fetched linked blocks.
+        roles: This node's roles (announced; counted by :meth:`live`).
+        inventory: What this node announces it can run.
+        api_url: This node's API URL at presence time (or None).
+        addrs: This node's listen multiaddrs at presence time.
+        options: See :class:`MeshCoreOptions`.
+    """
+
+    def __init__(self, me: str, signer: Signer, store: Any, *, roles: Iterable[str] = (),
+                 inventory: Mapping[str, Any] | None = None, api_url: Callable[[], str | None] = lambda: None,
+                 addrs: Callable[[], Iterable[str]] = lambda: (), options: MeshCoreOptions | None = None) -> None:
+        self.me = me
+        self.signer = signer
+        self.store = store
+        self.options = o = options or MeshCoreOptions()
+        self.roles = list(roles)
+        self.inventory = inventory if inventory is not None else {}
+        self._api_url = api_url
+        self._addrs = addrs
+        self.fetcher = Fetcher(self._has, FetchOptions(
+            batch=o.prefetch_batch, max_inflight=o.max_requests, want_timeout_s=o.want_timeout_s,
+            backoff_base_s=min(0.5, o.backoff_cap_s), backoff_cap_s=o.backoff_cap_s))
+        self.peers = PeerTable(me, roles=self.roles, options=PeerTableOptions(presence_interval_s=o.presence_interval_s))
+        self.syncers: dict[CID, hpcp.Syncer] = {}
+        self.rejected: dict[str, int] = {}
+        self._counts = dict.fromkeys(("announces_out", "gossip_in", "requests_out", "requests_in", "prefetched"), 0)
+        self._gossip_bucket = TokenBucket(o.gossip_per_s)
+        self._request_bucket = TokenBucket(o.requests_per_s)
+        # Replica observers may run on another thread (a local commit): they
+        # only append here, and the next call into the core handles it.
+        self._changes: deque[tuple[CID, Change]] = deque()
+        self._requests: dict[int, _Pending] = {}
+        self._next_ask = 1
+        self._last_sender: dict[CID, str] = {}
+        self._stash: dict[CID, tuple[str, bytes]] = {}  # announce of an object not followed yet
+        self._linked: set[CID] = set()  # linked CIDs wanted
+        self._arrived: set[CID] = set()  # ... of which the core stored the block
+        self._rounds: dict[CID, int] = {}  # ... stuck ones: times offered to the live peers again
+        self._dirty: set[CID] = set()
+        self._announce_at: float | None = None
+        self._started = False
+        self._next_presence = self._next_anti_entropy = self._next_tick = 0.0
+
+    # -- objects ---------------------------------------------------------------------
+
+    @property
+    def followed(self) -> frozenset[CID]:
+        return frozenset(self.syncers)
+
+    def follow(self, replica: Replica, now: float) -> list[Output]:
+        """Sync ``replica`` with the mesh from now on (no-op when followed already).
+
+        A stashed announcement of it (see :class:`Follow`) is replayed; once
+        started, the object is also queried.
+        """
+        g = replica.genesis
+        out: list[Output] = []
+        if g in self.syncers:
+            return out
+        self.syncers[g] = hpcp.Syncer(replica, self.signer, hpcp.SyncOptions(
+            batch=self.options.prefetch_batch, want_timeout_s=self.options.want_timeout_s), fetcher=self.fetcher)
+        replica.subscribe(lambda ch, g=g: self._changes.append((g, ch)))
+        stashed = self._stash.pop(g, None)
+        if self._started:
+            out.append(Broadcast(hpcp.encode_query(g)))
+        if stashed is not None:
+            out += self.receive(stashed[0], stashed[1], now, admitted=True)
+        return self._end(out, now)
+
+    def syncing(self, genesis: CID) -> bool:
+        """Whether blocks of ``genesis`` are being fetched (a catch-up is under way)."""
+        s = self.syncers.get(genesis)
+        return s is not None and s.syncing
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Output]:
+        """Begin: our presence, and a query for every object."""
+        self._started = True
+        o = self.options
+        self._next_anti_entropy = now + o.announce_interval_s
+        self._next_tick = now + o.tick_s
+        self._next_presence = now + o.presence_interval_s
+        out: list[Output] = [Broadcast(self._presence(now))]
+        out += [Broadcast(s.query()) for s in self.syncers.values()]
+        return self._end(out, now)
+
+    def receive(self, peer: str, data: bytes, now: float, *, admitted: bool = False) -> list[Output]:
+        """One gossip message from ``peer`` (an announce, a query or a presence)."""
+        out: list[Output] = []
+        if not admitted:
+            self._counts["gossip_in"] += 1
+            if not self._admit(peer, self._gossip_bucket, now):
+                return out
+        try:
+            obj = codec.decode_untrusted(data, max_size=hpcp.MAX_MESSAGE)
+        except BadInput:
+            self.reject("bad_gossip")
+            return out
+        t = obj.get("t") if type(obj) is dict else None
+        if t == PRESENCE_TYPE:
+            self._on_presence(peer, obj, now, out)
+            return self._end(out, now)
+        g = obj.get("g") if type(obj) is dict else None
+        if t not in ("hpcp/announce", "hpcp/query") or type(g) is not CID:
+            self.reject("bad_gossip")
+            return out
+        syncer = self.syncers.get(g)
+        if syncer is None:
+            if t == "hpcp/announce":
+                # Follow what the mesh shares (datasets of jobs, other nodes' objects).
+                if g not in self._stash:
+                    if len(self._stash) >= MAX_STASHED:
+                        self.reject("stash_full")
+                        return out
+                    out.append(Follow(g))
+                self._stash[g] = (peer, data)
+            return out
+        self.peers.note_peer(peer)
+        if t == "hpcp/announce":
+            self._last_sender[g] = peer
+        self._dispatch(g, syncer.receive_untrusted(peer, data, now), out)
+        return self._end(out, now)
+
+    def serve(self, peer: str, data: bytes, now: float) -> bytes:
+        """Answer ``peer``'s block request (an ``hpcp/want``) from the store."""
+        self._counts["requests_in"] += 1
+        if not self._admit(peer, self._request_bucket, now):
+            return hpcp.encode_blocks([], [])
+        try:
+            msg = hpcp.decode_message_untrusted(data, verify=False)
+        except BadInput:
+            msg = None
+        if msg is None or msg["t"] != "hpcp/want":
+            self.reject("bad_request")
+            return hpcp.encode_blocks([], [])
+        return hpcp.serve_want(self.store, msg["cids"][:MAX_SERVED_CIDS], MAX_SERVED_BYTES)
+
+    def on_response(self, ask_id: int, data: bytes | None, now: float) -> list[Output]:
+        """The answer to ``Request(ask_id)``; None when it failed or timed out."""
+        out: list[Output] = []
+        p = self._requests.pop(ask_id, None)
+        if p is None:
+            return out
+        if p.genesis is not None:
+            syncer = self.syncers[p.genesis]
+            if data is None:
+                self._dispatch(p.genesis, syncer.request_failed(p.peer, now), out)
+                self._dial(p.peer, now, out)
+                return self._end(out, now)
+            self._last_sender[p.genesis] = p.peer
+            before = syncer.replica.version
+            self._dispatch(p.genesis, syncer.receive_untrusted(p.peer, data, now), out)
+            if syncer.replica.version != before:
+                out.append(Changed(p.genesis))
+                if not syncer.syncing:
+                    # Publish the merged heads once the fetch is complete, not mid-way.
+                    self._mark_dirty(p.genesis, now)
+        elif data is None:
+            self.fetcher.on_failure(p.fetch_id, now)
+            self._dial(p.peer, now, out)
+        else:
+            self._on_linked_blocks(p, data, now)
+        return self._end(out, now)
+
+    def local_change(self, genesis: CID, now: float) -> list[Output]:
+        """This node changed ``genesis``: announce it within ``announce_coalesce_s``."""
+        out: list[Output] = []
+        if genesis in self.syncers:
+            self._mark_dirty(genesis, now)
+        return self._end(out, now)
+
+    def _mark_dirty(self, genesis: CID, now: float) -> None:
+        self._dirty.add(genesis)
+        if self._announce_at is None:
+            self._announce_at = now + self.options.announce_coalesce_s
+
+    def want(self, cids: Iterable[CID], hint: str | None, now: float, *,
+             providers: Iterable[str] = ()) -> list[Output]:
+        """Fetch linked blocks into the store.
+
+        Args:
+            cids: The blocks; those already stored end at once (in the
+                returned :class:`Fetched`).
+            hint: A peer that surely holds them, asked first.
+            now: The current time.
+            providers: Further peers that may hold them (e.g. connected
+                peers); live peers are added too.
+        """
+        out: list[Output] = []
+        here: list[CID] = []
+        new: list[CID] = []
+        for c in dict.fromkeys(cids):
+            if self.fetcher.is_wanted(c):
+                new.append(c)
+            elif self.store.has(c):
+                here.append(c)
+            else:
+                new.append(c)
+        if here:
+            out.append(Fetched(done=tuple(here)))
+        self._want_linked(new, hint, now, extra=list(providers))
+        return self._end(out, now)
+
+    def tick(self, now: float) -> list[Output]:
+        """Run what is due: announcements, anti-entropy, presence, retries."""
+        out: list[Output] = []
+        o = self.options
+        if self._announce_at is not None and now >= self._announce_at:
+            dirty, self._dirty, self._announce_at = self._dirty, set(), None
+            out += [self._announce(g, now) for g in sorted(dirty, key=lambda c: c.raw) if g in self.syncers]
+        if not self._started:
+            return self._end(out, now)
+        if now >= self._next_anti_entropy:
+            self._next_anti_entropy = now + o.announce_interval_s
+            out += [self._announce(g, now) for g, s in self.syncers.items() if s.replica.heads]
+            self._retry_stuck(now)
+        if now >= self._next_presence:
+            self._next_presence = now + o.presence_interval_s
+            out.append(Broadcast(self._presence(now)))
+        if now >= self._next_tick:
+            self._next_tick = now + o.tick_s
+            for g, s in list(self.syncers.items()):
+                if s.syncing:
+                    self._dispatch(g, s.tick(now), out)
+            self._requests_for(self.fetcher.tick(now, owner=LINKED), out)
+        return self._end(out, now)
+
+    def deadline(self) -> float | None:
+        """When :meth:`tick` has something to do next (None: not before an input)."""
+        times = [t for t in (self._announce_at,) if t is not None]
+        if self._started:
+            times += [self._next_anti_entropy, self._next_presence, self._next_tick]
+        return min(times, default=None)
+
+    def reject(self, why: str) -> None:
+        """Count one refused input (also the transport's, e.g. ``bad_mesh_secret``)."""
+        self.rejected[why] = self.rejected.get(why, 0) + 1
+
+    # -- views -----------------------------------------------------------------------
+
+    def live(self, now: float, role: str | None = None) -> list[str]:
+        """Live peers (ours included) with ``role``; see :meth:`PeerTable.live`."""
+        return self.peers.live(now, role)
+
+    def peer_list(self, now: float, connected: Mapping[str, Iterable[str]] | None = None) -> list[dict[str, Any]]:
+        """``GET /v1/peers``: every known or connected peer, with the heads it announced."""
+        heads: dict[str, dict[str, list[str]]] = {}
+        for g, s in self.syncers.items():
+            for pid, h in s.peer_heads().items():
+                heads.setdefault(pid, {})[str(g)] = [str(c) for c in h]
+        return self.peers.peer_list(now, connected=connected, heads=heads)
+
+    def all_rejected(self) -> dict[str, int]:
+        """Every rejection count: ours, the peer table's, and HPCP's summed over objects."""
+        rejected = dict(self.rejected)
+        for k, v in self.peers.rejected.items():
+            rejected[k] = rejected.get(k, 0) + v
+        for syncer in self.syncers.values():
+            for k, v in syncer.stats.rejected.items():
+                rejected[f"hpcp_{k}"] = rejected.get(f"hpcp_{k}", 0) + v
+        return rejected
+
+    def statistics(self, now: float) -> MeshStatistics:
+        return MeshStatistics(len(self.peers), len(self.live(now, "runner")), rejected=self.all_rejected(),
+                              **self._counts)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _has(self, cid: CID) -> bool:
+        """The shared fetcher's test: is ``cid`` here for whoever wants it."""
+        owner = self.fetcher.owner_of(cid)
+        if owner == LINKED or (owner is None and cid in self._linked):
+            # Only blocks the core stored count (the store was asked when
+            # the want began): a slow store is not asked on every plan.
+            return cid in self._arrived
+        s = self.syncers.get(owner) if owner is not None else None
+        if s is not None:
+            return s.has(cid)
+        return any(s.has(cid) for s in self.syncers.values())
+
+    def _admit(self, peer: str, bucket: TokenBucket, now: float) -> bool:
+        allow = self.options.allow_peers
+        if allow is not None and peer not in allow:
+            self.reject("not_member")
+            return False
+        if not bucket.allow(peer, now):
+            self.reject("rate_limited")
+            return False
+        return True
+
+    def _presence(self, now: float) -> bytes:
+        return self.peers.encode_presence(self.signer, roles=self.roles, inventory=self.inventory,
+                                          api=self._api_url(), addrs=list(self._addrs()), now=now)
+
+    def _on_presence(self, peer: str, obj: dict[str, Any], now: float, out: list[Output]) -> None:
+        got = self.peers.receive_presence_untrusted(peer, obj, now)
+        if got is Received.NEW_PEER:
+            # A new peer: ask it (and everyone) for the newest heads of our
+            # objects, and offer it for linked blocks nobody else could serve.
+            out += [Broadcast(s.query()) for s in self.syncers.values()]
+            self.fetcher.add_peers([peer], owner=LINKED)
+        if got.accepted:
+            self._dial(peer, now, out)
+
+    def _dial(self, peer: str, now: float, out: list[Output]) -> None:
+        # The core does not know who is connected: the driver skips a dial to
+        # a connected peer, and the table allows one per dial_interval_s.
+        addrs = self.peers.dial_addrs(peer, now, connected=False)
+        if addrs:
+            out.append(Dial(peer, tuple(addrs)))
+
+    def _announce(self, g: CID, now: float) -> Broadcast:
+        self._counts["announces_out"] += 1
+        return Broadcast(self.syncers[g].announce(now))
+
+    def _dispatch(self, genesis: CID, outs: list[hpcp.Outgoing], out: list[Output]) -> None:
+        for o in outs:
+            if o.to is not None and codec.decode_trusted(o.data).get("t") == "hpcp/want":
+                ask_id = self._new_ask(_Pending(o.to, genesis))
+                out.append(Request(ask_id, o.to, o.data))
+            else:  # an announcement (one answering a query too: gossip it, everyone benefits)
+                out.append(Broadcast(o.data))
+
+    def _new_ask(self, pending: _Pending) -> int:
+        ask_id = self._next_ask
+        self._next_ask += 1
+        self._requests[ask_id] = pending
+        self._counts["requests_out"] += 1
+        return ask_id
+
+    def _requests_for(self, asks: list[Any], out: list[Output]) -> None:
+        for a in asks:
+            ask_id = self._new_ask(_Pending(a.peer, None, a.id, frozenset(a.cids)))
+            out.append(Request(ask_id, a.peer, hpcp.encode_want(a.cids)))
+
+    def _want_linked(self, cids: list[CID], hint: str | None, now: float, *, extra: list[str] = ()) -> None:
+        if not cids:
+            return
+        self._linked.update(cids)
+        self.fetcher.want(cids, hint, now, owner=LINKED)
+        others = [p for p in dict.fromkeys([*extra, *self.peers.live(now)]) if p not in (self.me, hint)]
+        for c in cids:
+            for p in others[:LINK_PROVIDERS]:
+                self.fetcher.add_provider(c, p)
+
+    def _retry_stuck(self, now: float) -> None:
+        """Offer linked blocks that every provider lacked to the live peers again.
+
+        A peer that said it lacks a block may have fetched it since (it
+        relayed the record before the block): ask again a few rounds, then
+        give up, so a block nobody holds is not wanted forever.
+        """
+        stuck = self.fetcher.stuck(owner=LINKED)
+        give_up = []
+        for c in stuck:
+            n = self._rounds[c] = self._rounds.get(c, 0) + 1
+            if n > self.options.prefetch_retries:
+                give_up.append(c)
+        self.fetcher.abandon(give_up)
+        peers = [p for p in self.peers.live(now) if p != self.me]
+        if peers and len(stuck) > len(give_up):
+            self.fetcher.add_peers(peers, owner=LINKED)
+
+    def _on_linked_blocks(self, p: _Pending, data: bytes, now: float) -> None:
+        try:
+            msg = hpcp.decode_message_untrusted(data, verify=False)
+        except BadInput:
+            msg = None
+        if msg is None or msg["t"] != "hpcp/blocks":
+            self.reject("bad_blocks")
+            self.fetcher.on_failure(p.fetch_id, now)
+            return
+        got: dict[CID, None] = {}
+        good: list[tuple[CID, bytes]] = []
+        for c, d in msg["blocks"]:
+            if c in p.cids and c not in got:
+                got[c] = None
+                if c.verify(d):
+                    good.append((c, d))
+        if len(good) != len(got):
+            self.reject("block_hash_mismatch")  # the fetcher stops asking this peer for them
+        if good:
+            try:
+                self.store.put_many(good)
+            except StoreError:
+                self.reject("store_error")
+                self.fetcher.on_failure(p.fetch_id, now)
+                return
+            self._arrived.update(c for c, _ in good)
+            self._counts["prefetched"] += len(good)
+        self.fetcher.on_answer(p.fetch_id, list(got), [c for c in msg["missing"] if c in p.cids], now)
+
+    def _discover_links(self, now: float) -> None:
+        """Want every block that newly applied ops link to and we lack."""
+        while self._changes:
+            g, change = self._changes.popleft()
+            syncer = self.syncers.get(g)
+            if syncer is None:
+                continue
+            # The delta's author wrote the op, so it held what the op links;
+            # the peer that sent the delta may hold it too.
+            author = peer_id_of(change.delta.author)
+            sender = author if author is not None and author != self.me else self._last_sender.get(g)
+            found: dict[CID, str | None] = {}
+
+            def collect(value: Any) -> None:
+                links: list[CID] = []
+                _links(value, links)
+                # A record written by a runner names it ("runner"/"by"): it
+                # surely holds the blocks it links (its output), so ask it first.
+                hint = None
+                if type(value) is dict:
+                    for k in ("runner", "by"):
+                        v = value.get(k)
+                        if isinstance(v, str) and v in self.peers:
+                            hint = v
+                            break
+                for c in links:
+                    found.setdefault(c, hint or sender)
+
+            for _, enc in change.adds:
+                collect(decode_value(enc))
+            for key in change.puts:
+                collect(syncer.replica.state.register(key))
+            by_hint: dict[str | None, list[CID]] = {}
+            for c, hint in found.items():
+                if c in self.syncers or self.fetcher.is_wanted(c) or self.store.has(c):
+                    continue
+                by_hint.setdefault(hint, []).append(c)
+            for hint, cids in by_hint.items():
+                self._want_linked(cids, hint, now)
+
+    def _end(self, out: list[Output], now: float) -> list[Output]:
+        """Finish an input: links of applied ops, linked-block asks and endings."""
+        self._discover_links(now)
+        self._requests_for(self.fetcher.plan(now, owner=LINKED), out)
+        fin = self.fetcher.take_finished(owner=LINKED)
+        if fin.done or fin.abandoned:
+            for c in fin.done + fin.abandoned:
+                self._linked.discard(c)
+                self._arrived.discard(c)
+                self._rounds.pop(c, None)
+            out.append(Fetched(fin.done, fin.abandoned))
+        return out
