@@ -862,8 +862,8 @@ def _targets() -> list[Target]:
         Target("frame_reader", "meshd.p2p.wire.FrameReader.read_frame_untrusted", _frame_reader, _frame_seeds),
         Target("rules_record", "meshd.roles.jobs.rules_from_record_untrusted", _rules_record, _rules_record_seeds),
         Target("pipeline", "meshd.roles.pipeline.Pipeline.from_json_untrusted", _pipeline, _pipeline_seeds),
-        Target("presence", "lattice.peers.PeerTable.receive_presence_untrusted (what the daemon's "
-               "Mesh._on_presence_untrusted is to call)", _presence, _presence_seeds),
+        Target("presence", "lattice.peers.PeerTable.receive_presence_untrusted (what "
+               "lattice.meshcore.MeshCore.receive calls)", _presence, _presence_seeds),
         Target("mesh_secret", "meshd.p2p.secret.open_untrusted", _mesh_secret, _mesh_secret_seeds),
         Target("publisher_key", "meshd.api.engine_admin.publisher_key_untrusted", _publisher_key, _publisher_seeds),
         Target("admin_cid", "meshd.api.engine_admin._cid_untrusted", _admin_cid, _cid_text_seeds),

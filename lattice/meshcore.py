@@ -170,11 +170,17 @@ class Broadcast:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """Send ``data`` to ``peer`` as a request; answer with ``on_response(ask_id, ...)``."""
+    """Send ``data`` to ``peer`` as a request; answer with ``on_response(ask_id, ...)``.
+
+    ``genesis`` names the object whose replica the answer may change (an
+    HPCP want), so that a driver can hold that object's lock around
+    :meth:`MeshCore.on_response`; None for a linked-block ask.
+    """
 
     ask_id: int
     peer: str
     data: bytes
+    genesis: CID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -594,7 +600,7 @@ class MeshCore:
         for o in outs:
             if o.to is not None and codec.decode_trusted(o.data).get("t") == "hpcp/want":
                 ask_id = self._new_ask(_Pending(o.to, genesis))
-                out.append(Request(ask_id, o.to, o.data))
+                out.append(Request(ask_id, o.to, o.data, genesis))
             else:  # an announcement (one answering a query too: gossip it, everyone benefits)
                 out.append(Broadcast(o.data))
 

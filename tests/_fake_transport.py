@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import trio
 
+from meshd.p2p.wire import PeerUnreachable, RemoteHandlerError, RequestTimeout
+
 
 class Hub:
     def __init__(self) -> None:
@@ -58,11 +60,16 @@ class FakeTransport:
     async def request(self, peer_id: str, data: bytes, *, timeout_s: float | None = None) -> bytes:
         other = self.hub.nodes.get(peer_id)
         if other is None or other._handler is None or peer_id in self.hub.down or self._peer_id in self.hub.down:
-            raise ConnectionError(f"peer {peer_id} unreachable")
+            raise PeerUnreachable(f"peer {peer_id} unreachable")
         if self.hub.refuse(self._peer_id, peer_id, data):
-            raise TimeoutError(f"no response from {peer_id} (refused by the test)")
-        with trio.fail_after(timeout_s or 10):
-            return await other._handler(self._peer_id, data)
+            raise RequestTimeout(f"no response from {peer_id} (refused by the test)")
+        # Like the real transport, every failure is a TransportError.
+        with trio.move_on_after(timeout_s or 10):
+            try:
+                return await other._handler(self._peer_id, data)
+            except Exception as exc:  # the real transport answers "handler failed"
+                raise RemoteHandlerError(f"{peer_id}'s handler failed: {exc!r}") from exc
+        raise RequestTimeout(f"no response from {peer_id} within {timeout_s or 10} s")
 
     def peers(self) -> list[FakePeer]:
         return [FakePeer(p) for p in self.hub.nodes if p != self._peer_id and p not in self.hub.down]

@@ -1,27 +1,19 @@
 """Per-peer rate limits for the mesh (gossip and block requests).
 
-Hand-written: a token bucket is a dozen lines, and the mesh needs nothing a
-library would add (no shared state, no async waits: excess is dropped).
+The bucket itself is pure and lives in :mod:`lattice.meshcore`, which admits
+messages on the clock it is given; this subclass reads the monotonic clock
+when none is passed, for callers outside the core.
 """
 
 from __future__ import annotations
 
 import time
 
+from lattice.meshcore import TokenBucket as _PureBucket
 
-class TokenBucket:
+
+class TokenBucket(_PureBucket):
     """One token bucket per peer: ``rate`` per second, bursts of twice that."""
 
-    def __init__(self, rate: float) -> None:
-        self.rate, self.burst = rate, 2 * rate
-        self._state: dict[str, tuple[float, float]] = {}
-
-    def allow(self, peer: str) -> bool:
-        now = time.monotonic()
-        tokens, last = self._state.get(peer, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._state[peer] = (tokens, now)
-            return False
-        self._state[peer] = (tokens - 1.0, now)
-        return True
+    def allow(self, peer: str, now: float | None = None) -> bool:
+        return super().allow(peer, time.monotonic() if now is None else now)

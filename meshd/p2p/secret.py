@@ -19,6 +19,12 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .wire import TransportError
+
+
+class SecretRefused(TransportError):
+    """A peer's answer did not carry the mesh secret."""
+
 MAGIC = b"MS1"
 TAG = 32
 
@@ -88,5 +94,5 @@ class SealedTransport:
         payload = open_untrusted(self._key, resp)
         if payload is None:
             self.on_reject("bad_mesh_secret")
-            raise ConnectionError(f"peer {peer_id} did not prove the mesh secret")
+            raise SecretRefused(f"peer {peer_id} did not prove the mesh secret")
         return payload
