@@ -23,6 +23,8 @@ This module does no I/O beyond the synchronous block store it is given.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -96,6 +98,52 @@ class ReplicaStatistics:
 Observer = Callable[[Change], None]
 
 
+class Cursor:
+    """A reader's position in a replica's change feed (see :meth:`Replica.cursor`).
+
+    Views pull the changes they have not seen yet with :meth:`pull`, when they
+    are read; nothing calls into them.  The replica keeps a change only while
+    some open cursor has not pulled it; a cursor that is closed or garbage
+    collected stops holding anything.
+    """
+
+    __slots__ = ("_replica", "_seq", "__weakref__")
+
+    def __init__(self, replica: "Replica", seq: int) -> None:
+        self._replica: Replica | None = replica
+        self._seq = seq
+
+    @property
+    def seq(self) -> int:
+        """Changes this cursor has consumed (its position in the feed)."""
+        return self._seq
+
+    def pending(self) -> bool:
+        """Whether :meth:`pull` would return something."""
+        rep = self._replica
+        return rep is not None and rep._feed_end() != self._seq
+
+    def pull(self) -> list[Change]:
+        """The changes applied since the last pull, oldest first (empty when closed)."""
+        rep = self._replica
+        if rep is None:
+            return []
+        with rep._feed_lock:
+            start, feed = rep._feed
+            out = feed[self._seq - start:]
+            self._seq = start + len(feed)
+        if out:
+            rep._trim()
+        return out
+
+    def close(self) -> None:
+        """Stop reading: the replica no longer keeps changes for this cursor."""
+        rep, self._replica = self._replica, None
+        if rep is not None:
+            rep._cursors.discard(self)
+            rep._trim()
+
+
 class Replica:
     """One replica of one GOHO, named by its genesis CID.
 
@@ -114,6 +162,13 @@ class Replica:
         self._pending: dict[CID, tuple[Delta, int]] = {}
         self._waiting: dict[CID, list[CID]] = {}
         self._observers: list[Observer] = []
+        # The change feed: (sequence number of feed[0], feed), holding only
+        # what some open cursor has not pulled yet.  The lock makes appends
+        # and pulls safe when a replica is mutated off the reader's thread
+        # (a driver applying deltas in a worker thread).
+        self._feed: tuple[int, list[Change]] = (0, [])
+        self._feed_lock = threading.Lock()
+        self._cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
         self.base: CID | None = None  # snapshot this replica was bootstrapped from
         self._version = 0
 
@@ -170,11 +225,48 @@ class Replica:
             self._offer(d)
         return missing
 
-    # -- observers --------------------------------------------------------------
+    # -- the change feed -----------------------------------------------------------
 
-    def subscribe(self, observer: Observer) -> None:
-        """Call ``observer(change)`` after every applied delta (synchronously)."""
+    def cursor(self) -> Cursor:
+        """A reader positioned at the current end of the change feed.
+
+        This is how views follow a replica: they hold a cursor and pull the
+        changes when they are read, so building a view registers nothing and
+        dropping it (or :meth:`Cursor.close`) frees what the feed kept for it.
+        """
+        with self._feed_lock:
+            cur = Cursor(self, self._feed_end())
+            self._cursors.add(cur)
+        return cur
+
+    def _feed_end(self) -> int:
+        start, feed = self._feed
+        return start + len(feed)
+
+    def _trim(self) -> None:
+        with self._feed_lock:
+            start, feed = self._feed
+            if not feed:
+                return
+            low = min((c._seq for c in self._cursors), default=start + len(feed))
+            if low > start:
+                self._feed = (low, feed[low - start:])
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(change)`` after every applied delta (synchronously).
+
+        Compatibility hook, kept until the mesh pump uses cursors: new code
+        pulls changes with :meth:`cursor` (views) or waits through
+        ``meshd.store.objects.ObjectHost`` (tasks).  Returns a function that
+        removes the observer.
+        """
         self._observers.append(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return unsubscribe
 
     # -- queries ---------------------------------------------------------------
 
@@ -284,10 +376,15 @@ class Replica:
             self._heads.discard(p)
         self._heads.add(d.cid)
         self._version += 1
-        if self._observers:
-            change = Change(d, adds, puts)
-            for obs in self._observers:
-                obs(change)
+        change = Change(d, adds, puts)
+        with self._feed_lock:
+            start, feed = self._feed
+            if self._cursors:
+                feed.append(change)
+            else:  # nobody reads: only the sequence number advances
+                self._feed = (start + len(feed) + 1, [])
+        for obs in list(self._observers):
+            obs(change)
 
     # -- local updates -------------------------------------------------------------
 
@@ -295,15 +392,30 @@ class Replica:
         """Create, store and apply a delta with ``ops`` on top of the current heads.
 
         Returns the delta block, which the caller announces.  Ops are
-        ``[["add", key, value], ["put", key, value], ...]``.
+        ``[["add", key, value], ["put", key, value], ...]``.  A driver that
+        keeps store I/O off its event loop does the same in three steps:
+        :meth:`tip` and :func:`lattice.records.sign_delta` (pure), the store
+        write (anywhere), then :meth:`apply_local`.
         """
-        parents = sorted(self._heads)
-        height = 1 + max((self._heights.get(p.raw, 0) for p in parents), default=0)
+        parents, height = self.tip()
         cid, data = records.sign_delta(signer, self.genesis, parents, height, ops)
         self.store.put(cid, data)
-        delta = records.delta_from_trusted(cid, data)
-        self._offer(delta)
+        self.apply_local(cid, data)
         return cid, data
+
+    def tip(self) -> tuple[list[CID], int]:
+        """The parents and height of the next local delta: the heads, one above the highest."""
+        parents = sorted(self._heads)
+        return parents, 1 + max((self._heights.get(p.raw, 0) for p in parents), default=0)
+
+    def apply_local(self, cid: CID, data: bytes) -> None:
+        """Apply a delta this node signed, whose block is already in the store.
+
+        Its parents are applied (they were heads when it was made), so it is
+        applied at once even if other deltas were applied meanwhile: the DAG
+        then simply forks, and the next update joins it.
+        """
+        self._offer(records.delta_from_trusted(cid, data))
 
     # -- snapshots -------------------------------------------------------------------
 

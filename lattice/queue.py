@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cid import CID
-from .goho import Change, Replica
+from .goho import Replica
 from .state import decode_value
 
 AVAILABLE = "available"
@@ -176,17 +176,25 @@ class QueueView:
         self._leased: set[CID] = set()  # have assignments and are not done
         self._done = 0
         self._failed = 0
+        # Reads pull what was applied after this point (see sync()); the
+        # view registers nothing with the replica.
+        self._cursor = replica.cursor()
         state = replica.state
         for key in (REPLICAS, AVAILABLE, ASSIGNED, COMPLETED, FAILED):
-            for enc in state.encoded_members(key):
+            for enc in list(state.encoded_members(key)):
                 self._on_add(key, enc)
-        replica.subscribe(self._on_change)
 
     # -- index maintenance -------------------------------------------------------
 
-    def _on_change(self, change: Change) -> None:
-        for key, enc in change.adds:
-            self._on_add(key, enc)
+    def sync(self) -> None:
+        """Catch up with the replica (every read does this first; the view registers nothing)."""
+        for change in self._cursor.pull():
+            for key, enc in change.adds:
+                self._on_add(key, enc)
+
+    def close(self) -> None:
+        """Stop following the replica (the view keeps answering from what it saw)."""
+        self._cursor.close()
 
     def _info(self, task: CID) -> TaskInfo:
         info = self._tasks.get(task)
@@ -273,6 +281,10 @@ class QueueView:
 
     def wanted(self, task: CID) -> int:
         """Replicas ``task`` needs now (1 for a plain task)."""
+        self.sync()
+        return self._wanted_now(task)
+
+    def _wanted_now(self, task: CID) -> int:
         info = self._tasks.get(task)
         if info is None or info.replication is None:
             return 1
@@ -284,6 +296,12 @@ class QueueView:
         """Live leases of ``task``: the winner for a plain task; for a
         replicated task, one per runner, as many as replicas are still needed
         (earliest claims first)."""
+        self.sync()
+        return self._holders(task, now_ms)
+
+    # Reads below call these unsynced helpers: a sync in the middle of a
+    # read could change the indexes it is iterating.
+    def _holders(self, task: CID, now_ms: int) -> list[Assignment]:
         info = self._tasks.get(task)
         if info is None or self.is_done(info):
             return []
@@ -296,7 +314,7 @@ class QueueView:
         )
         if info.replication is None:
             return live[:1]
-        room = max(0, self.wanted(task) - sum(1 for p in info.replica_done if not self._banned(p)))
+        room = max(0, self._wanted_now(task) - sum(1 for p in info.replica_done if not self._banned(p)))
         out: list[Assignment] = []
         seen: set[str] = set()
         for a in live:
@@ -307,22 +325,25 @@ class QueueView:
 
     def holder(self, task: CID, now_ms: int) -> Assignment | None:
         """The deterministic lease winner of ``task`` at ``now_ms`` (or None)."""
-        h = self.holders(task, now_ms)
+        self.sync()
+        h = self._holders(task, now_ms)
         return h[0] if h else None
 
     def holds(self, task: CID, peer: str, now_ms: int) -> Assignment | None:
         """``peer``'s winning lease on ``task``, if it has one."""
-        for a in self.holders(task, now_ms):
+        self.sync()
+        for a in self._holders(task, now_ms):
             if a.by == peer:
                 return a
         return None
 
     def status(self, task: CID, now_ms: int) -> TaskStatus | None:
         """Status(taskHash), or None when the task was never seen."""
+        self.sync()
         info = self._tasks.get(task)
         if info is None or not info.available:
             return None
-        holders = self.holders(task, now_ms)
+        holders = self._holders(task, now_ms)
         counted = [c for c in info.completions if not self._banned(c["by"])]
         if counted:
             state = COMPLETED
@@ -334,18 +355,20 @@ class QueueView:
             state = AVAILABLE
         return TaskStatus(
             task, state, holders[0] if holders else None, tuple(sorted(info.assignments, key=Assignment.key)),
-            tuple(counted), tuple(info.failures), info.replication, self.wanted(task),
+            tuple(counted), tuple(info.failures), info.replication, self._wanted_now(task),
             tuple(info.replica_done.values()), tuple(holders),
         )
 
     def rescan(self, now_ms: int) -> None:
         """Rebuild the ready list (after the ban set changed)."""
+        self.sync()
         self._ready = {t: None for t in self._order
                        if self._tasks[t].replication is None and not self.is_done(self._tasks[t])
-                       and self.holder(t, now_ms) is None}
+                       and not self._holders(t, now_ms)}
 
     def next_attempt(self, task: CID) -> int:
         """The attempt number a new assignment of ``task`` should carry."""
+        self.sync()
         info = self._tasks.get(task)
         if info is None:
             return 1
@@ -353,6 +376,7 @@ class QueueView:
         return 1 + max(seen, default=0)
 
     def failures(self, task: CID) -> int:
+        self.sync()
         info = self._tasks.get(task)
         return 0 if info is None else len({(f["by"], f["n"]) for f in info.failures if not f.get("void")})
 
@@ -362,7 +386,7 @@ class QueueView:
             _, raw = heapq.heappop(heap)
             task = CID(raw)
             info = self._tasks[task]
-            if info.available and info.replication is None and not info.done and self.holder(task, now_ms) is None:
+            if info.available and info.replication is None and not info.done and not self._holders(task, now_ms):
                 self._ready[task] = None
 
     def next(
@@ -381,6 +405,7 @@ class QueueView:
         node may not run costs bounded time.  Replicated tasks are offered
         only when ``me`` (the asking runner) is given.
         """
+        self.sync()
         self._expire(now_ms)
         out: list[CID] = []
         stale: list[CID] = []
@@ -390,7 +415,7 @@ class QueueView:
             if examined > scan:
                 break
             info = self._tasks[task]
-            if info.rejected or self.is_done(info) or self.holder(task, now_ms) is not None:
+            if info.rejected or self.is_done(info) or self._holders(task, now_ms):
                 stale.append(task)
                 continue
             if accept is not None and not accept(task):
@@ -419,8 +444,8 @@ class QueueView:
                 continue
             if me in info.replica_done or any(a.by == me and a.until > now_ms for a in info.assignments):
                 continue
-            busy = len(self.holders(task, now_ms)) + sum(1 for p in info.replica_done if not self._banned(p))
-            if busy >= self.wanted(task):
+            busy = len(self._holders(task, now_ms)) + sum(1 for p in info.replica_done if not self._banned(p))
+            if busy >= self._wanted_now(task):
                 continue
             if accept is not None and not accept(task):
                 continue
@@ -433,6 +458,7 @@ class QueueView:
 
     def open_replicated(self) -> list[CID]:
         """Replicated tasks not yet completed (what the Verifier watches)."""
+        self.sync()
         return [t for t in self._open_rep if not self._tasks[t].rejected]
 
     def reject(self, task: CID) -> None:
@@ -443,20 +469,23 @@ class QueueView:
         task's content-addressed body, so every peer that reads the body
         rejects the same tasks.
         """
+        self.sync()
         info = self._tasks.get(task)
         if info is None:
             info = self._info(task)
         info.rejected = True
 
     def info(self, task: CID) -> TaskInfo | None:
+        self.sync()
         return self._tasks.get(task)
 
     def counts(self, now_ms: int) -> dict[str, int]:
         """Counts per state (assigned is computed against ``now_ms``)."""
+        self.sync()
         self._expire(now_ms)
         total = len(self._order)
         completed = self._done - self._failed
-        assigned = sum(1 for t in self._leased if t in self and self.holder(t, now_ms) is not None)
+        assigned = sum(1 for t in self._leased if self._has(t) and self._holders(t, now_ms))
         return {
             AVAILABLE: max(0, total - self._done - assigned),
             ASSIGNED: assigned,
@@ -467,11 +496,17 @@ class QueueView:
 
     def tasks(self) -> Iterator[CID]:
         """Every enqueued task, in the order this replica saw them."""
+        self.sync()
         return iter(self._order)
 
     def __contains__(self, task: CID) -> bool:
+        self.sync()
+        return self._has(task)
+
+    def _has(self, task: CID) -> bool:
         info = self._tasks.get(task)
         return info is not None and info.available
 
     def __len__(self) -> int:
+        self.sync()
         return len(self._order)

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import codec
 from .cid import CID
-from .goho import Change, Replica
+from .goho import Replica
 from .signing import Signer, peer_id_of, verify_signature
 from .state import decode_value
 
@@ -70,14 +70,20 @@ class ResultsView:
         self.replica = replica
         self._by_task: dict[CID, list[dict[str, Any]]] = {}
         self._rejected = 0
+        self._cursor = replica.cursor()  # reads pull later changes; nothing is registered
         for key in replica.state.set_keys():
-            for enc in replica.state.encoded_members(key):
+            for enc in list(replica.state.encoded_members(key)):
                 self._on_add(key, enc)
-        replica.subscribe(self._on_change)
 
-    def _on_change(self, change: Change) -> None:
-        for key, enc in change.adds:
-            self._on_add(key, enc)
+    def sync(self) -> None:
+        """Catch up with the replica (every read does this first)."""
+        for change in self._cursor.pull():
+            for key, enc in change.adds:
+                self._on_add(key, enc)
+
+    def close(self) -> None:
+        """Stop following the replica."""
+        self._cursor.close()
 
     def _on_add(self, key: str, enc: bytes) -> None:
         rec = decode_value(enc)
@@ -88,10 +94,13 @@ class ResultsView:
 
     def results(self, task: CID) -> list[dict[str, Any]]:
         """Valid records for ``task``, oldest first (ties by runner)."""
+        self.sync()
         return sorted(self._by_task.get(task, ()), key=lambda r: (r["at"], r["runner"]))
 
     def has(self, task: CID) -> bool:
+        self.sync()
         return task in self._by_task
 
     def statistics(self) -> ResultsStatistics:
+        self.sync()
         return ResultsStatistics(len(self._by_task), sum(map(len, self._by_task.values())), self._rejected)

@@ -28,7 +28,7 @@ from typing import Any
 
 from . import codec
 from .cid import CID
-from .goho import Change, Replica
+from .goho import Replica
 from .signing import Signer, peer_id_of, verify_signature
 from .state import decode_value
 
@@ -113,14 +113,20 @@ class TrustView:
         self._cache_version = -1
         self._scores: dict[str, dict[Any, Score]] = {}
         self._banned: frozenset[str] = frozenset()
-        for enc in replica.state.encoded_members(VERDICTS):
+        self._cursor = replica.cursor()  # reads pull later changes; nothing is registered
+        for enc in list(replica.state.encoded_members(VERDICTS)):
             self._on_add(enc)
-        replica.subscribe(self._on_change)
 
-    def _on_change(self, change: Change) -> None:
-        for key, enc in change.adds:
-            if key == VERDICTS:
-                self._on_add(enc)
+    def sync(self) -> None:
+        """Catch up with the replica (every read does this first)."""
+        for change in self._cursor.pull():
+            for key, enc in change.adds:
+                if key == VERDICTS:
+                    self._on_add(enc)
+
+    def close(self) -> None:
+        """Stop following the replica."""
+        self._cursor.close()
 
     def _on_add(self, enc: bytes) -> None:
         rec = decode_value(enc)
@@ -139,6 +145,7 @@ class TrustView:
         self._cache_version = -1
 
     def _compute(self) -> None:
+        self.sync()
         if self._cache_version == self.replica.version:
             return
         counts: dict[str, dict[Any, list[int]]] = {}
@@ -181,12 +188,15 @@ class TrustView:
 
     def judged(self, task: CID, peer: str) -> bool:
         """Whether some verdict already judged ``peer``'s result for ``task``."""
+        self.sync()
         return (task, peer) in self._judged
 
     def verdict(self, task: CID) -> dict[str, Any] | None:
+        self.sync()
         cur = self._by_task.get(task)
         return None if cur is None else cur[1]
 
     @property
     def rejected(self) -> int:
+        self.sync()
         return self._rejected

@@ -131,6 +131,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         async with trio.open_nursery() as nursery:
             await nursery.start(LoopWatch(on_stall=lambda _late: node.count("loop_stalls")).serve)
             await nursery.start(objects.serve)
+            await nursery.start(node.serve)  # the node's object listener lives as long as this
             # [engines/docker] the Docker backend: None (logged) when off or unreachable.
             host.docker = await nursery.start(serve_docker, DockerBackendOptions(
                 host=config.docker.host, task_timeout_s=config.runner.task_timeout_s,

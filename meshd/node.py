@@ -5,9 +5,14 @@ well-known objects per mesh — the *queue*, the *results* and the *engine
 registry*, whose genesis CIDs derive from the mesh name so every member
 agrees on them without talking — plus every dataset it creates or sees.
 
-Peers plug in through :meth:`ObjectHost.on_change` (announce after a local
+Peers plug in through :meth:`ObjectHost.subscribe` (announce after a local
 commit) and ``Replica.receive_untrusted`` (blocks from the mesh); nothing in
 this module assumes it is alone.
+
+Building a :class:`Node` registers nothing: its views pull replica changes
+when read, and :meth:`Node.serve` (started by the composition root) holds
+its one object listener for as long as it runs.  Store I/O on the API paths
+runs in worker threads.
 """
 
 from __future__ import annotations
@@ -104,7 +109,15 @@ class Node:
         for cid in self.quarantine:  # rejected in an earlier life: never offered again
             if self.queue.info(cid) is not None:
                 self.queue.reject(cid)
-        objects.on_change(self._on_object_change)
+
+    async def serve(self, *, task_status: trio.TaskStatus["Node"] = trio.TASK_STATUS_IGNORED) -> None:
+        """Watch the verdicts for new bans until cancelled (the listener goes with it)."""
+        unsubscribe = self.objects.subscribe(self._on_object_change)
+        try:
+            task_status.started(self)
+            await trio.sleep_forever()
+        finally:
+            unsubscribe()
 
     # -- helpers ------------------------------------------------------------------
 
@@ -279,6 +292,7 @@ class Node:
             raise BadRequest("at most 10,000 tasks per request", code="too_many_tasks")
         blocks: list[tuple[CID, bytes]] = []
         verify: dict[CID, dict[str, int]] = {}
+        engines: dict[CID, int] = {}  # engine -> first task naming it
         for i, t in enumerate(tasks):
             try:
                 cid, data, rec = task.task_from_json_untrusted(t)
@@ -291,11 +305,21 @@ class Node:
                     raise BadRequest(f"task {i}: verify.quorum cannot exceed verify.replicas", code="bad_task")
                 verify[cid] = v
             engine = task.engine_of(rec)
-            if engine is not None and not self.engine_known(engine):
+            if engine is not None:
+                engines.setdefault(engine, i)
+            blocks.append((cid, data))
+        # Engines signed in the registry are known at once; the rest are
+        # looked up in the store, in a worker thread (IPFS: HTTP calls).
+        unsigned = [e for e in engines if not self.engine_signatures(e)]
+        if unsigned:
+            stored = await self.objects.run_io(lambda: [self.store.has(e) for e in unsigned])
+            unknown = sorted((engines[e], e) for e, ok in zip(unsigned, stored) if not ok)
+            if unknown:
+                i, engine = unknown[0]
                 raise BadRequest(f"task {i}: unknown engine {engine} (publish it with POST /v1/engines)",
                                  code="unknown_engine")
-            blocks.append((cid, data))
-        self.store.put_many(blocks)  # task bodies first: the queue never names a missing task
+        # Task bodies first: the queue never names a missing task.
+        await self.objects.run_io(self.store.put_many, blocks)
         new = list(dict.fromkeys(c for c, _ in blocks if c not in self.queue))
         if new:
             # Replication requests go first in the delta, so no view ever sees
@@ -355,24 +379,28 @@ class Node:
             # Long poll: wake on every change of the results object.
             with trio.move_on_after(wait_s):
                 while not recs:
-                    await self.results_obj.changed.wait()
+                    await self.objects.wait_changed(self.results_obj)
                     recs = self.results_view.results(c)
         if not recs and c not in self.queue:
             raise NotFound(f"task {c} is not in the queue", code="task_not_found")
-        missing = [r for r in recs if not self.store.has(r["output"])]
+        present = await self.objects.run_io(lambda: [self.store.has(r["output"]) for r in recs])
+        missing = [r for r, ok in zip(recs, present) if not ok]
         if missing and self.mesh is not None:
             await self.mesh.fetch_blocks([r["output"] for r in missing], timeout_s=5.0,
                                          prefer=[r["runner"] for r in missing])
+        values = await self.objects.run_io(lambda: [self._output_or_none(r["output"]) for r in recs])
         out = []
-        for r in recs:
-            try:
-                output = codec.to_json(self.output_value(r["output"]))
-            except (BlockNotFound, BadInput):
-                output = None
+        for r, output in zip(recs, values):
             out.append({"runner": r["runner"], "output": output, "output_cid": str(r["output"]),
                         "signature": base64.b64encode(r["s"]).decode(), "at": r["at"],
                         "duration_s": r.get("duration_s"), "stderr": r.get("stderr", "")})
         return {"task": str(c), "results": out}
+
+    def _output_or_none(self, cid: CID) -> Any:
+        try:
+            return codec.to_json(self.output_value(cid))
+        except (BlockNotFound, BadInput):
+            return None
 
     async def queue_counts(self) -> dict:
         counts = self.queue.counts(now_ms())
@@ -385,7 +413,7 @@ class Node:
 
     async def create_dataset(self, name: str | None, value: dict | None) -> dict:
         nonce = os.urandom(8) if name is None else b""
-        obj = self.objects.follow(DATASET, name or "dataset", nonce)
+        obj = await self.objects.follow_async(DATASET, name or "dataset", nonce)
         if value:
             if not isinstance(value, dict):
                 raise BadRequest("value must be an object of path -> value", code="bad_value")
@@ -434,6 +462,13 @@ class Node:
             resources = Resources(**res) if isinstance(res, dict) else Resources()
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"invalid resources: {exc}", code="bad_manifest") from None
+        # Files, manifest and signature blocks: disk and store I/O, in a worker thread.
+        cid, sig = await self.objects.run_io(self._publish_engine, name, files, executable, manifest, resources)
+        await self.objects.commit(self.engines_obj, [["add", str(cid), sig], ["put", f"name/{name}", cid]])
+        return {"cid": str(cid), "name": name, "signature": str(sig)}
+
+    def _publish_engine(self, name: str, files: dict[str, bytes], executable: str, manifest: dict,
+                        resources: Resources) -> tuple[CID, CID]:
         with tempfile.TemporaryDirectory(prefix="meshd-upload-") as tmp:
             root = Path(tmp) / "engine"
             root.mkdir()
@@ -455,9 +490,7 @@ class Node:
                 )
             except (BadManifest, TypeError, ValueError) as exc:
                 raise BadRequest(f"invalid engine: {exc}", code="bad_manifest") from None
-        sig = publish_signature(self.store, cid, self.private_key())
-        await self.objects.commit(self.engines_obj, [["add", str(cid), sig], ["put", f"name/{name}", cid]])
-        return {"cid": str(cid), "name": name, "signature": str(sig)}
+        return cid, publish_signature(self.store, cid, self.private_key())
 
     async def list_engines(self) -> dict:
         state = self.engines_obj.replica.state
@@ -533,7 +566,7 @@ class Node:
 
     async def fetch_blocks(self, cids: list[CID], *, timeout_s: float = 10.0) -> bool:
         """Fetch blocks from peers into the store (False when alone or unavailable)."""
-        if all(self.store.has(c) for c in cids):
+        if await self.objects.run_io(lambda: all(self.store.has(c) for c in cids)):
             return True
         if self.mesh is None:
             return False
@@ -542,6 +575,5 @@ class Node:
     # -- waiting --------------------------------------------------------------------------
 
     async def wait_changed(self, obj: Followed, timeout_s: float) -> None:
-        """Return when ``obj`` changes or after ``timeout_s``."""
-        with trio.move_on_after(timeout_s):
-            await obj.changed.wait()
+        """Return when ``obj`` changes (or waiters should look again) or after ``timeout_s``."""
+        await self.objects.wait_changed(obj, timeout_s)

@@ -182,10 +182,12 @@ def make_node(tmp_path: Path, i: int) -> Any:
 
     from meshd.node import Node
     from meshd.store.heads import HeadsStore
-    from meshd.store.objects import ObjectHost
+    from meshd.store.objects import CommitOptions, ObjectHost
 
     seed = bytes([50 + i]) * 32
-    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / f"heads{i}.db"), Signer.from_seed(seed))
+    # Virtual time: store writes stay on the trio thread (autojump would skip past a worker thread).
+    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / f"heads{i}.db"), Signer.from_seed(seed),
+                         CommitOptions(io_in_threads=False))
     from meshd.config import VerifyConfig
 
     config = SimpleNamespace(node=SimpleNamespace(mesh="dedupe-mesh", labels=(), name=f"n{i}", roles=()),

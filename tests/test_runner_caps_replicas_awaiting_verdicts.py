@@ -46,11 +46,13 @@ def _node(tmp_path: Path) -> Any:
     from meshd.config import VerifyConfig
     from meshd.node import Node
     from meshd.store.heads import HeadsStore
-    from meshd.store.objects import ObjectHost
+    from meshd.store.objects import CommitOptions, ObjectHost
 
     seed = b"\x33" * 32
     signer = Signer.from_seed(seed)
-    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / "heads.db"), signer)
+    # Virtual time: store writes stay on the trio thread (autojump would skip past a worker thread).
+    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / "heads.db"), signer,
+                         CommitOptions(io_in_threads=False))
     config = SimpleNamespace(node=SimpleNamespace(mesh="cap-mesh", labels=(), name="n", roles=("runner",)),
                              verify=VerifyConfig())
     return Node(objects=objects, peer_id=peer_id_of(signer.public), identity_seed=seed, config=config)

@@ -1,7 +1,7 @@
 """The Archivist role: pin every object's newest version, keep its history.
 
 Whitepaper §4.1 ``Pin(hash, [genesis])``.  The role watches every GOHO the
-node follows (:meth:`ObjectHost.on_change` fires for local commits and merges
+node follows (:meth:`ObjectHost.subscribe` listeners fire for local commits and merges
 from peers alike).  When an object changes it captures a *version root* (see
 :mod:`meshd.store.archive`), pins it recursively and unpins the object's previous
 root (``pin/update`` where the store has it, else pin-new-then-unpin-old).
@@ -178,6 +178,7 @@ class Archivist:
         self._announced_at: dict[CID, float] = {}
         self._announce_retry_at = -math.inf
         self._outputs: set[CID] = set()
+        self._results_cursor: Any = None  # lattice.goho.Cursor over the results, while serving
         self._engines_dirty = False
         self._blobs_retry_at = -math.inf
         self._blob_fails = 0
@@ -203,12 +204,13 @@ class Archivist:
         """
         node = self.node
         self.index = await trio.to_thread.run_sync(ArchiveIndex.open, self.home.path / "archive.db")
+        unsubscribe: Any = None
         try:
             if self.config.ipfs.api:
                 self.pinner = IpfsPinner(self.config.ipfs.api, self.options.pin_timeout_s)
             else:
                 self.pinner = LocalPinner(node.store, self.index)
-            self._pins_obj = node.objects.follow(PINS, self.config.node.mesh)
+            self._pins_obj = await node.objects.follow_async(PINS, self.config.node.mesh)
             self.pins_view = PinsView(self._pins_obj.replica)
             for g in list(node.objects.objects):
                 cur = self.index.current(g)
@@ -216,7 +218,7 @@ class Archivist:
                     self._last_heads[g] = cur.heads
                 self._dirty[g] = None
             if self.options.pin_results:
-                node.results_obj.replica.subscribe(self._on_results)
+                self._results_cursor = node.results_obj.replica.cursor()
                 for key in node.results_obj.replica.state.set_keys():
                     try:
                         task = CID.parse_untrusted(key)
@@ -224,20 +226,28 @@ class Archivist:
                         continue
                     self._outputs.update(r["output"] for r in node.results_view.results(task))
             self._engines_dirty = self.options.pin_engines
-            node.objects.on_change(self._on_change)
+            unsubscribe = node.objects.subscribe(self._on_change)
             self._serving = True
             task_status.started()
             await self._loop()
         finally:
             self._serving = False
+            if unsubscribe is not None:
+                unsubscribe()
+            if self._results_cursor is not None:
+                self._results_cursor.close()
+                self._results_cursor = None
             if self.pinner is not None:
                 self.pinner.close()
             self.index.close()
 
     def _on_change(self, obj: Any) -> None:
-        # Called synchronously from ObjectHost.changed: record, never block.
+        # Called synchronously by ObjectHost after a change: record, never block.
         if not self._serving:
             return
+        if obj is self.node.results_obj and self._results_cursor is not None:
+            for change in self._results_cursor.pull():
+                self._on_results(change)
         self._dirty[obj.genesis] = None
         if obj.genesis == self.node.engines_obj.genesis and self.options.pin_engines:
             self._engines_dirty = True

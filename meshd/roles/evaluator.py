@@ -316,8 +316,7 @@ class Evaluator:
 
     def _on_change(self, obj: Any) -> None:
         # Called synchronously by ObjectHost after every commit or merge: only
-        # note the object and wake the loop.  ObjectHost cannot unregister a
-        # listener, so a stopped evaluator ignores the calls.
+        # note the object and wake the loop.  serve() unsubscribes on exit.
         if self._listening:
             self._dirty.add(obj.genesis)
             self._wake.set()
@@ -331,7 +330,7 @@ class Evaluator:
         fired are not queued, and fire again on the next start (every object
         is dirty then), or on any other evaluator.
         """
-        self.node.objects.on_change(self._on_change)
+        unsubscribe = self.node.objects.subscribe(self._on_change)
         self._listening = True
         try:
             self._dirty.update(self.node.objects.objects)
@@ -348,6 +347,7 @@ class Evaluator:
                 await self.run_pass(dirty)
         finally:
             self._listening = False
+            unsubscribe()
 
     async def run_pass(self, dirty: set[CID]) -> list[CID]:
         """One pass over the objects in ``dirty``; returns the CIDs it enqueued."""

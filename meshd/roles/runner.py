@@ -492,7 +492,7 @@ class Runner:
         await self.node.mesh.query(obj)
         with trio.move_on_after(timeout_s):
             while value is None:
-                await obj.changed.wait()
+                await self.node.wait_changed(obj, timeout_s)
                 value = dataset.get(obj.replica, path)
         return value
 

@@ -93,7 +93,7 @@ class Verifier:
             with trio.move_on_after(2.0):  # also re-check periodically (lease expiry, late blocks)
                 async with trio.open_nursery() as n:
                     async def wake(obj: Any) -> None:
-                        await obj.changed.wait()
+                        await node.wait_changed(obj, 2.0)
                         n.cancel_scope.cancel()
 
                     n.start_soon(wake, node.results_obj)

@@ -253,29 +253,42 @@ class PinsView:
     def __init__(self, replica: Any) -> None:
         self.replica = replica
         self._by_genesis: dict[CID, dict[tuple[str, CID], PinRecord]] = {}
-        self.rejected = 0
+        self._rejected = 0
+        self._cursor = replica.cursor()  # reads pull later changes; nothing is registered
         for key in replica.state.set_keys():
-            for enc in replica.state.encoded_members(key):
+            for enc in list(replica.state.encoded_members(key)):
                 self._on_add(key, enc)
-        replica.subscribe(self._on_change)
 
-    def _on_change(self, change: Any) -> None:
-        for key, enc in change.adds:
-            self._on_add(key, enc)
+    def sync(self) -> None:
+        """Catch up with the replica (every read does this first)."""
+        for change in self._cursor.pull():
+            for key, enc in change.adds:
+                self._on_add(key, enc)
+
+    def close(self) -> None:
+        """Stop following the replica."""
+        self._cursor.close()
+
+    @property
+    def rejected(self) -> int:
+        """Pin records refused (forged or misfiled)."""
+        self.sync()
+        return self._rejected
 
     def _on_add(self, key: str, enc: bytes) -> None:
         try:
             rec = pin_record_untrusted(decode_value(enc))
         except BadInput:
-            self.rejected += 1
+            self._rejected += 1
             return
         if str(rec.genesis) != key:
-            self.rejected += 1
+            self._rejected += 1
             return
         self._by_genesis.setdefault(rec.genesis, {})[(rec.archivist, rec.version)] = rec
 
     def records(self, genesis: CID | None = None) -> list[PinRecord]:
         """Records of ``genesis`` (all when None), oldest first."""
+        self.sync()
         groups = [self._by_genesis.get(genesis, {})] if genesis is not None else list(self._by_genesis.values())
         return sorted((r for g in groups for r in g.values()), key=lambda r: (r.at, r.archivist, r.version))
 

@@ -8,17 +8,36 @@ costs one delta, one block write and one heads write instead of 1,000.
 Durability order of a flush, so that a SIGKILL at any point loses nothing
 that was acknowledged:
 
-1. ``replica.update`` writes the delta block to the block store (committed);
+1. the blocks the ops link to, then the signed delta block, go into the
+   block store (committed);
 2. the heads row is written (heads last: they never name a missing block);
 3. only then are the waiting callers released (and the API answers 201).
 
 Observers (the HPCP broadcaster, the evaluator) are told after step 2.
+
+Threads.  Store and heads writes run in worker threads
+(``trio.to_thread.run_sync``): with the IPFS store they are HTTP calls, and
+the event loop keeps serving gossip, block requests and the API meanwhile.
+The replica itself is only changed on the trio thread (the delta is signed
+and written in a thread, then applied).  Each object has a lock
+(:meth:`ObjectHost.locked`): a flush holds it from its first write to its
+heads write, so flushes of one object never interleave and its heads row
+never goes backwards.  Anything else that changes a replica and writes its
+heads (the mesh merging peers' deltas) takes the same lock.
+
+Change notification (one mechanism).  Every followed object has a
+``version`` that :meth:`ObjectHost.notify` raises after its heads are saved.
+Synchronous listeners subscribe with :meth:`ObjectHost.subscribe`, which
+returns the function that unsubscribes them; tasks wait with
+:meth:`ObjectHost.wait_changed`.  Views over a replica's state pull its
+changes themselves (:meth:`lattice.goho.Replica.cursor`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +61,15 @@ class CommitOptions:
         window_s: Longest a batch keeps waiting for company while it is still
             growing (2 ms); a batch that stops growing is flushed at once.
         max_ops: A batch is flushed once it holds this many ops (5,000).
+        io_in_threads: Run store and heads writes in worker threads (default
+            True).  False runs them on the trio thread, as before: only for
+            tests on a virtual clock (``MockClock`` with autojump treats a
+            task waiting on a thread as idle and jumps time past it).
     """
 
     window_s: float = 0.002
     max_ops: int = 5_000
+    io_in_threads: bool = True
 
     def __post_init__(self) -> None:
         if self.window_s < 0 or self.max_ops < 1:
@@ -62,12 +86,25 @@ class _Batch:
 
 @dataclass
 class Followed:
+    """One followed object.
+
+    Attributes:
+        version: Raised by :meth:`ObjectHost.notify` each time the object's
+            change is durable (heads saved) or a waiter should look again.
+        changed: Compatibility only, kept until the mesh pump switches to
+            :meth:`ObjectHost.wait_changed` / :meth:`ObjectHost.notify`: an
+            event set (and replaced) on every notification.  Do not swap it
+            by hand in new code.
+    """
+
     genesis: CID
     kind: str
     name: str
     replica: goho.Replica
     changed: trio.Event = field(default_factory=trio.Event)
     batch: _Batch | None = None
+    version: int = 0
+    lock: trio.Lock = field(default_factory=trio.Lock, repr=False)
 
 
 @dataclass(frozen=True)
@@ -108,7 +145,11 @@ class ObjectHost:
                      deltas=rep.statistics().applied, seconds=round(time.perf_counter() - t0, 3))
 
     def follow(self, kind: str, name: str, nonce: bytes = b"", *, genesis: CID | None = None) -> Followed:
-        """Follow an object (creating its genesis block when we know the record)."""
+        """Follow an object (creating its genesis block when we know the record).
+
+        Synchronous store and heads writes: for start-up; the API and roles
+        use :meth:`follow_async`.
+        """
         if genesis is None:
             genesis, data = records.make_genesis(kind, name, nonce)
             self.store.put(genesis, data)
@@ -121,32 +162,132 @@ class ObjectHost:
         self.heads.save(genesis, kind, name, rep.heads, rep.base)
         return obj
 
+    async def follow_async(self, kind: str, name: str, nonce: bytes = b"", *,
+                           genesis: CID | None = None) -> Followed:
+        """:meth:`follow` with its block and heads writes in worker threads (API and role paths)."""
+        if genesis is None:
+            genesis, data = records.make_genesis(kind, name, nonce)
+            if genesis not in self.objects:
+                await self.run_io(self.store.put, genesis, data)
+        found = self.objects.get(genesis)
+        if found is not None:
+            return found
+        obj = self.objects[genesis] = Followed(genesis, kind, name, goho.Replica.empty(genesis, self.store, self.replica_options))
+        async with self.locked(obj):  # a first commit may already be flushing: heads never go back
+            await self.save_heads(obj)
+        return obj
+
     def get(self, genesis: CID) -> Followed | None:
         return self.objects.get(genesis)
 
-    def on_change(self, listener: Callable[[Followed], None]) -> None:
-        """Call ``listener(obj)`` after any object changes (local or remote)."""
+    # -- change notification ----------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[Followed], None]) -> Callable[[], None]:
+        """Call ``listener(obj)`` on the trio thread after any object changes.
+
+        Local commits and merged peer deltas both notify, once their heads are
+        saved.  The listener must not block (note the object, wake a task).
+
+        Returns:
+            A function that removes the listener (idempotent).
+        """
         self._listeners.append(listener)
 
-    def changed(self, obj: Followed) -> None:
-        """Record that ``obj``'s replica advanced: persist heads, wake waiters."""
-        self.heads.save(obj.genesis, obj.kind, obj.name, obj.replica.heads, obj.replica.base)
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def on_change(self, listener: Callable[[Followed], None]) -> None:
+        """Compatibility wrapper over :meth:`subscribe` (which can be undone); kept until the mesh switches."""
+        self.subscribe(listener)
+
+    async def wait_changed(self, obj: Followed, timeout_s: float = float("inf"), *, since: int | None = None) -> bool:
+        """Wait until ``obj`` is notified after version ``since`` (default: now), or ``timeout_s``.
+
+        A wake may carry no state change (:meth:`wake`: blocks the waiter
+        needs arrived), so callers re-check what they wait for.
+
+        Returns:
+            True when notified, False on timeout.
+        """
+        start = obj.version if since is None else since
+        if obj.version > start:
+            return True
+        with trio.move_on_after(timeout_s):
+            # notify() raises the version and sets this event together; a
+            # hand-set event (compatibility) wakes without a version bump.
+            await obj.changed.wait()
+            return True
+        return False
+
+    def notify(self, obj: Followed) -> None:
+        """Raise ``obj.version``, wake its waiters and call the listeners (trio thread, no I/O).
+
+        Call it after the object's changed heads are saved.
+        """
+        self.wake(obj)
+        for listener in list(self._listeners):
+            listener(obj)
+
+    def wake(self, obj: Followed) -> None:
+        """Wake ``obj``'s waiters without a state change (listeners are not called).
+
+        For when something they wait for arrived beside the object, e.g. the
+        linked blocks (task bodies, outputs) its records name.
+        """
+        obj.version += 1
         ev, obj.changed = obj.changed, trio.Event()
         ev.set()
-        for listener in self._listeners:
-            listener(obj)
+
+    @asynccontextmanager
+    async def locked(self, obj: Followed) -> AsyncIterator[Followed]:
+        """Hold ``obj``'s lock: no flush of ``obj`` runs meanwhile.
+
+        Take it around anything that changes ``obj.replica`` or writes its
+        heads off the trio thread, e.g. merging peers' deltas in a worker
+        thread, then :meth:`save_heads` and :meth:`notify` before leaving.
+        Hold it only for bounded work (never across a network wait): a
+        shutdown flush waits for it, shielded.
+        """
+        async with obj.lock:
+            yield obj
+
+    async def save_heads(self, obj: Followed) -> None:
+        """Write ``obj``'s current heads row in a worker thread (call under :meth:`locked`).
+
+        Written again if the replica moved on while the thread ran, so the
+        row ends at the heads the replica has when this returns.
+        """
+        for _ in range(8):
+            heads, base = obj.replica.heads, obj.replica.base
+            await self.run_io(self.heads.save, obj.genesis, obj.kind, obj.name, heads, base)
+            if obj.replica.heads == heads and obj.replica.base == base:
+                return
+        self.heads.save(obj.genesis, obj.kind, obj.name, obj.replica.heads, obj.replica.base)
+
+    def changed(self, obj: Followed) -> None:
+        """Compatibility: persist heads on the trio thread and notify.
+
+        Kept for the current mesh; new code holds :meth:`locked`, awaits
+        :meth:`save_heads`, then calls :meth:`notify`.
+        """
+        self.heads.save(obj.genesis, obj.kind, obj.name, obj.replica.heads, obj.replica.base)
+        self.notify(obj)
 
     # -- committing -----------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus["ObjectHost"] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the flusher nursery until cancelled.
 
-        Cancellation flushes every batch still waiting for company (a flush
-        is synchronous and short), so a caller that shields its commit (the
-        runner recording a finished task) is never left waiting on a flusher
-        that is gone; unshielded callers are cancelled before their
-        acknowledgement, and their ops may or may not be on disk, as after a
-        crash.  A commit made after ``serve`` ended is flushed inline.
+        Cancellation flushes every batch still waiting for company (shielded:
+        the flush finishes its writes in worker threads), so a caller that
+        shields its commit (the runner recording a finished task) is never
+        left waiting on a flusher that is gone; unshielded callers are
+        cancelled before their acknowledgement, and their ops may or may not
+        be on disk, as after a crash.  A commit made after ``serve`` ended is
+        flushed by its caller.
         """
         try:
             async with trio.open_nursery() as nursery:
@@ -162,7 +303,12 @@ class ObjectHost:
         ``blocks`` (verified by the store) are written in the same flush,
         before the delta: use it for blocks the ops link to (outputs, result
         records), so a batch costs one store transaction for all of them.
-        Concurrent callers within ``window_s`` share one delta.
+        Concurrent callers share one delta: those arriving within
+        ``window_s``, and those arriving while an earlier flush of ``obj``
+        still runs.
+
+        Cancellation: the ops stay in their batch, which is flushed anyway;
+        whether they are on disk when the caller is cancelled is unknown.
         """
         if not ops:
             return
@@ -175,7 +321,7 @@ class ObjectHost:
         if fresh and not self._start_flusher(obj, batch):
             # serve() is ending or has ended (shutdown): nobody would flush
             # this batch later, so its caller flushes it now.
-            self._flush(obj, batch)
+            await self._flush(obj, batch)
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
@@ -207,24 +353,69 @@ class ObjectHost:
         finally:
             # Flushed even when cancelled (shutdown) while waiting for
             # company: a shielded caller waits on batch.done, and nothing
-            # else would ever set it (the hang of issue 11).
-            self._flush(obj, batch)
+            # else would ever set it (the hang of issue 11).  _flush shields
+            # itself.
+            await self._flush(obj, batch)
 
-    def _flush(self, obj: Followed, batch: _Batch) -> None:
-        """Write ``batch`` (synchronously) and release its callers."""
-        if obj.batch is batch:
-            obj.batch = None  # later callers start the next batch
-        try:
-            ops = batch.ops
-            if batch.blocks:
-                self.store.put_many(batch.blocks)  # linked blocks first: ops never name a missing block
-            for i in range(0, len(ops), self.options.max_ops):
-                obj.replica.update(ops[i : i + self.options.max_ops], self.signer)
-            self._commits += 1
-            self._ops += len(ops)
-            self.changed(obj)
-        except Exception as exc:  # reported to every caller of this batch
-            log.error("commit_failed", genesis=str(obj.genesis), error=repr(exc))
-            batch.error = exc
-        finally:
-            batch.done.set()
+    async def _flush(self, obj: Followed, batch: _Batch) -> None:
+        """Write ``batch`` (store and heads I/O in worker threads) and release its callers.
+
+        Shielded from cancellation, so every caller of the batch is released
+        (with success or the error); the daemon's shutdown watchdog bounds a
+        store that never answers.
+        """
+        with trio.CancelScope(shield=True):
+            try:
+                async with obj.lock:
+                    # The batch stays open to new callers until the lock is
+                    # ours: callers that arrive while an earlier flush of
+                    # this object writes share this delta.
+                    if obj.batch is batch:
+                        obj.batch = None  # later callers start the next batch
+                    await self._write(obj, batch)
+            except Exception as exc:  # reported to every caller of this batch
+                log.error("commit_failed", genesis=str(obj.genesis), error=repr(exc))
+                batch.error = exc
+            finally:
+                batch.done.set()
+
+    async def _write(self, obj: Followed, batch: _Batch) -> None:
+        # Caller holds obj.lock.  Order: linked blocks, deltas, heads (see the
+        # module doc), and only then the in-memory apply, on the trio thread:
+        # nobody reads a commit (views, peers' requests) before it is durable.
+        ops, rep, step = batch.ops, obj.replica, self.options.max_ops
+        if batch.blocks:
+            await self.run_io(self.store.put_many, batch.blocks)  # ops never name a missing block
+        first, height = rep.tip()
+        parents, made = first, []
+        for i in range(0, len(ops), step):  # a long batch: a chain of deltas
+            made.append(await self.run_io(self._write_delta, rep.genesis, parents, height, ops[i : i + step]))
+            parents, height = [made[-1][0]], height + 1
+        # The heads the replica will have once the chain is applied (deltas
+        # merged from peers meanwhile included).
+        heads = sorted((set(rep.heads) - set(first)) | {made[-1][0]})
+        await self.run_io(self.heads.save, obj.genesis, obj.kind, obj.name, heads, rep.base)
+        for cid, data in made:
+            rep.apply_local(cid, data)
+        if rep.heads != heads:  # a merge landed while the row was written
+            await self.save_heads(obj)
+        self._commits += 1
+        self._ops += len(ops)
+        self.notify(obj)
+
+    async def run_io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread (inline when ``io_in_threads`` is off).
+
+        For blocking store, heads and file work on async paths (the API's too).
+        Not cancellable once started: the thread finishes its transaction.
+        """
+        if self.options.io_in_threads:
+            return await trio.to_thread.run_sync(fn, *args)
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
+
+    def _write_delta(self, genesis: CID, parents: list[CID], height: int, ops: list[list[Any]]) -> tuple[CID, bytes]:
+        # Worker thread: signing and encoding are pure, the put is the I/O.
+        cid, data = records.sign_delta(self.signer, genesis, parents, height, ops)
+        self.store.put(cid, data)
+        return cid, data
