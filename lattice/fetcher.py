@@ -262,7 +262,8 @@ class Fetcher:
     def count_wanted(self, *, owner: Hashable = ALL) -> int:
         if owner is ALL:
             return len(self._wanted)
-        return sum(1 for w in self._wanted.values() if w.owner == owner)
+        # list(): a C-level copy, so a reader on another thread never sees the dict change size.
+        return sum(1 for w in list(self._wanted.values()) if w.owner == owner)
 
     def take_finished(self, *, owner: Hashable = ALL) -> Finished:
         """The wants of ``owner`` that ended since the last call (and forget them).

@@ -520,6 +520,11 @@ class MeshCore:
         self.rejected[why] = self.rejected.get(why, 0) + 1
 
     # -- views -----------------------------------------------------------------------
+    #
+    # The views below may be called from another thread while a core call
+    # runs (the daemon's event loop must not wait for a slow store): they
+    # copy dicts before iterating, and every value they read is replaced,
+    # never changed in place, so they see a recent state, never a torn one.
 
     def live(self, now: float, role: str | None = None) -> list[str]:
         """Live peers (ours included) with ``role``; see :meth:`PeerTable.live`."""
@@ -528,7 +533,7 @@ class MeshCore:
     def peer_list(self, now: float, connected: Mapping[str, Iterable[str]] | None = None) -> list[dict[str, Any]]:
         """``GET /v1/peers``: every known or connected peer, with the heads it announced."""
         heads: dict[str, dict[str, list[str]]] = {}
-        for g, s in self.syncers.items():
+        for g, s in list(self.syncers.items()):
             for pid, h in s.peer_heads().items():
                 heads.setdefault(pid, {})[str(g)] = [str(c) for c in h]
         return self.peers.peer_list(now, connected=connected, heads=heads)
@@ -536,10 +541,10 @@ class MeshCore:
     def all_rejected(self) -> dict[str, int]:
         """Every rejection count: ours, the peer table's, and HPCP's summed over objects."""
         rejected = dict(self.rejected)
-        for k, v in self.peers.rejected.items():
+        for k, v in list(self.peers.rejected.items()):
             rejected[k] = rejected.get(k, 0) + v
-        for syncer in self.syncers.values():
-            for k, v in syncer.stats.rejected.items():
+        for syncer in list(self.syncers.values()):
+            for k, v in list(syncer.stats.rejected.items()):
                 rejected[f"hpcp_{k}"] = rejected.get(f"hpcp_{k}", 0) + v
         return rejected
 

@@ -302,7 +302,7 @@ class PeerTable:
 
     def any_presence(self) -> bool:
         """Whether a presence from any peer was ever accepted."""
-        return any(p.last_seen is not None for p in self._peers.values())
+        return any(p.last_seen is not None for p in list(self._peers.values()))
 
     def is_live(self, peer: str, now: float) -> bool:
         """Whether ``peer``'s last presence is younger than the horizon (this node: always)."""
@@ -317,7 +317,8 @@ class PeerTable:
         This node counts when it runs ``role`` (always when ``role`` is None).
         """
         horizon = now - self.options.horizon_s
-        out = {p.peer_id for p in self._peers.values()
+        # list(): a C-level copy, so a reader on another thread never sees the dict change size.
+        out = {p.peer_id for p in list(self._peers.values())
                if p.last_seen is not None and p.last_seen >= horizon and (role is None or role in p.roles)}
         if role is None or role in self.roles:
             out.add(self.me)

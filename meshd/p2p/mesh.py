@@ -20,7 +20,10 @@ broadcaster split):
 
 Threads.  The core reads and writes the block store, which may be slow
 (IPFS over HTTP), so every core call runs in a worker thread, under one
-lock: the core's state is never touched by two threads.  An answer that may
+lock: the core's state is never changed by two threads.  The read-only
+views (live peers, the peer list, statistics) are read on the event loop
+without that lock, which a slow store call may hold for long: the core
+copies before iterating, so they see a recent state, never a torn one.  An answer that may
 change a replica runs under that object's host lock as well (when the host
 has one), so it never interleaves with a local commit of the same object.
 
@@ -144,7 +147,7 @@ class Mesh:
 
     def live_peers(self, role: str) -> list[str]:
         """Peer ids (ours included when we have ``role``) with ``role`` that were seen lately."""
-        return self._locked(self.core.live, time.time(), role)
+        return self.core.live(time.time(), role)
 
     def live_runners(self) -> list[str]:
         """Peer ids (ours included when we run) that run tasks and were seen lately."""
@@ -152,14 +155,14 @@ class Mesh:
 
     def any_presence(self) -> bool:
         """Whether any peer's presence has arrived."""
-        return self._locked(self.core.peers.any_presence)
+        return self.core.peers.any_presence()
 
     def statistics(self) -> MeshStatistics:
-        return self._locked(self.core.statistics, time.time())
+        return self.core.statistics(time.time())
 
     def peer_list(self) -> list[dict[str, Any]]:
         conn = {getattr(p, "peer_id", str(p)): list(getattr(p, "addrs", ()) or ()) for p in self.transport.peers()}
-        return self._locked(self.core.peer_list, time.time(), conn)
+        return self.core.peer_list(time.time(), conn)
 
     def _reject(self, why: str) -> None:
         """Count a rejection seen below the mesh (the sealed transport's ``on_reject``); any thread."""
@@ -230,14 +233,14 @@ class Mesh:
 
     async def _tick_loop(self) -> None:
         while True:
-            deadline = self._locked(self.core.deadline)
+            deadline = self.core.deadline()
             delay = self.options.tick_s if deadline is None else min(self.options.tick_s, deadline - time.time())
             if delay > 0 and not self._local:
                 with trio.move_on_after(delay):
                     await self._wake.wait()
             self._wake = trio.Event()
             local, self._local = self._local, set()
-            followed = self._locked(lambda: self.core.followed)
+            followed = self.core.followed
             new = [o.replica for g, o in list(self.objects.objects.items()) if g not in followed]
             await self._carry(await self._call(self._tick, new, local, time.time()))
 
