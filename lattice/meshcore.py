@@ -81,10 +81,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec, hpcp
+from .admission import TokenBucket
 from .cid import CID
 from .errors import BadInput, StoreError
 from .fetcher import Fetcher, FetchOptions
 from .goho import Change, Replica
+from .meshout import Broadcast, Changed, Dial, Fetched, Follow, Output, Request
 from .peers import PRESENCE_TYPE, PeerTable, PeerTableOptions, Received
 from .signing import Signer, peer_id_of
 from .state import decode_value
@@ -158,64 +160,6 @@ class MeshCoreOptions:
             raise ValueError("allow_peers must be a frozenset of peer ids or None")
 
 
-# -- outputs ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    """Gossip ``data`` to every peer."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """Send ``data`` to ``peer`` as a request; answer with ``on_response(ask_id, ...)``.
-
-    ``genesis`` names the object whose replica the answer may change (an
-    HPCP want), so that a driver can hold that object's lock around
-    :meth:`MeshCore.on_response`; None for a linked-block ask.
-    """
-
-    ask_id: int
-    peer: str
-    data: bytes
-    genesis: CID | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Dial:
-    """Connect to ``peer`` at one of ``addrs`` (full multiaddrs) unless connected."""
-
-    peer: str
-    addrs: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Follow:
-    """A peer announced ``genesis``, which we do not follow."""
-
-    genesis: CID
-
-
-@dataclass(frozen=True, slots=True)
-class Changed:
-    """Peers' deltas advanced the replica of ``genesis``."""
-
-    genesis: CID
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """Linked-block wants that ended: arrived (``done``) or given up (``abandoned``)."""
-
-    done: tuple[CID, ...] = ()
-    abandoned: tuple[CID, ...] = ()
-
-
-Output = Broadcast | Request | Dial | Follow | Changed | Fetched
-
-
 @dataclass(frozen=True)
 class MeshStatistics:
     """Counters of one mesh core (``rejected`` sums every reason, HPCP's per object)."""
@@ -228,27 +172,6 @@ class MeshStatistics:
     requests_in: int
     prefetched: int
     rejected: dict[str, int]
-
-
-class TokenBucket:
-    """One token bucket per peer: ``rate`` per second, bursts of twice that.
-
-    Hand-written: the mesh needs nothing a library would add (no shared
-    state, no async waits: excess is dropped).
-    """
-
-    def __init__(self, rate: float) -> None:
-        self.rate, self.burst = rate, 2 * rate
-        self._state: dict[str, tuple[float, float]] = {}
-
-    def allow(self, peer: str, now: float) -> bool:
-        tokens, last = self._state.get(peer, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-        if tokens < 1.0:
-            self._state[peer] = (tokens, now)
-            return False
-        self._state[peer] = (tokens - 1.0, now)
-        return True
 
 
 @dataclass(frozen=True, slots=True)
