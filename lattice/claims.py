@@ -95,7 +95,7 @@ class TaskFacts:
         claimed: Some runner has claimed it (``TaskInfo.assignments``).
         submitted_here: It was enqueued through this node's API.
         spot_checked: Picked for full replication whatever the trust
-            (``meshd.verify.spot_checked``).
+            (``meshd.roles.verify.spot_checked``).
     """
 
     wanted: int = 1

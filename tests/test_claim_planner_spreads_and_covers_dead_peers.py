@@ -32,7 +32,7 @@ peer_sets = st.lists(st.text("abcdefgh", min_size=1, max_size=4), min_size=1, ma
 
 
 def _old_rank(task, peers):
-    """The formula meshd.mesh.rendezvous_rank used (the order must not change)."""
+    """The formula the old meshd.mesh.rendezvous_rank (now lattice.claims) used (the order must not change)."""
     return sorted(peers, key=lambda p: hashlib.sha256(p.encode() + task.raw).digest(), reverse=True)
 
 

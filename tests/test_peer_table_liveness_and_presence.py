@@ -24,7 +24,7 @@ ADDRS = [f"/ip4/10.0.0.{i}/tcp/4001" for i in range(10)]
 API = "http://127.0.0.1:8420"
 
 #: Frozen fixture: the presence meshd sent before the peer table moved to
-#: lattice (``meshd.mesh.Mesh._presence`` with the inputs above, wall clock
+#: lattice (the old ``meshd.mesh.Mesh._presence`` with the inputs above, wall clock
 #: WALL, roles runner+verifier).  Peers running that code must keep
 #: understanding what we send, and we theirs.
 PRESENCE_V1_HEX = (
