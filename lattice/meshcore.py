@@ -86,6 +86,7 @@ from .cid import CID
 from .errors import BadInput, StoreError
 from .fetcher import Fetcher, FetchOptions
 from .goho import Change, Replica
+from .meshoptions import MeshCoreOptions, MeshStatistics
 from .meshout import Broadcast, Changed, Dial, Fetched, Follow, Output, Request
 from .peers import PRESENCE_TYPE, PeerTable, PeerTableOptions, Received
 from .signing import Signer, peer_id_of
@@ -104,74 +105,6 @@ MAX_SERVED_CIDS = 1024
 MAX_SERVED_BYTES = 4 * 1024 * 1024
 #: Peers besides the hint offered as providers of one linked block.
 LINK_PROVIDERS = 6
-
-
-@dataclass(frozen=True)
-class MeshCoreOptions:
-    """Mesh timing and limits; validated once, here.
-
-    Attributes:
-        announce_coalesce_s: Local changes within this window share one
-            announcement (default 0.02 s): keeps gossip far below the
-            transport's message ceiling under load.
-        announce_interval_s: Anti-entropy re-announcement period (5 s).
-        presence_interval_s: Presence broadcast period (2 s); a peer unseen
-            for 3 periods is no longer live.
-        tick_s: How often unanswered wants are expired and retried (0.5 s).
-        request_timeout_s: Deadline of one block request, applied by the
-            driver (10 s).
-        want_timeout_s: An ask not answered within this is asked again,
-            elsewhere when possible (5 s; below ``request_timeout_s``, since
-            a lost message is likelier than a slow peer).
-        max_requests: Block requests in flight at once (16).
-        prefetch_batch: Most CIDs in one request (256).
-        prefetch_retries: Rounds in which a linked block that every peer
-            asked lacked is offered to the live peers again (one round per
-            ``announce_interval_s``) before it is abandoned (8).
-        backoff_cap_s: Longest backoff of an unreachable peer (10 s).
-        allow_peers: Membership allow-list (None: open mesh).  Anyone else's
-            gossip and block requests are refused and counted.
-        gossip_per_s: Per-peer gossip rate limit (token bucket, burst 2x).
-        requests_per_s: Per-peer block-request rate limit (burst 2x).
-    """
-
-    announce_coalesce_s: float = 0.02
-    announce_interval_s: float = 5.0
-    presence_interval_s: float = 2.0
-    tick_s: float = 0.5
-    request_timeout_s: float = 10.0
-    want_timeout_s: float = 5.0
-    max_requests: int = 16
-    prefetch_batch: int = 256
-    prefetch_retries: int = 8
-    backoff_cap_s: float = 10.0
-    allow_peers: frozenset[str] | None = None
-    gossip_per_s: float = 500.0
-    requests_per_s: float = 200.0
-
-    def __post_init__(self) -> None:
-        for name in ("announce_coalesce_s", "announce_interval_s", "presence_interval_s", "tick_s",
-                     "request_timeout_s", "want_timeout_s", "backoff_cap_s", "gossip_per_s", "requests_per_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0")
-        if self.max_requests < 1 or self.prefetch_batch < 1 or self.prefetch_retries < 1:
-            raise ValueError("max_requests, prefetch_batch and prefetch_retries must be >= 1")
-        if self.allow_peers is not None and not isinstance(self.allow_peers, frozenset):
-            raise ValueError("allow_peers must be a frozenset of peer ids or None")
-
-
-@dataclass(frozen=True)
-class MeshStatistics:
-    """Counters of one mesh core (``rejected`` sums every reason, HPCP's per object)."""
-
-    peers: int
-    live_runners: int
-    announces_out: int
-    gossip_in: int
-    requests_out: int
-    requests_in: int
-    prefetched: int
-    rejected: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)

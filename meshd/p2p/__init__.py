@@ -18,24 +18,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_TRANSPORT_NAMES = frozenset({
-    "BLOCKS_PROTOCOL",
-    "MAX_BROADCAST_BYTES",
-    "BadFrame",
-    "MessageTooLarge",
-    "P2POptions",
-    "PeerInfo",
-    "PeerUnreachable",
-    "RemoteHandlerError",
-    "RequestTimeout",
-    "Transport",
-    "TransportClosed",
-    "TransportError",
-    "TransportStatistics",
-})
-
-
 def __getattr__(name: str) -> Any:
-    if name in _TRANSPORT_NAMES:
-        return getattr(importlib.import_module(".transport", __name__), name)
+    # The names are the transport's own __all__ (one list, not a copy here);
+    # private and dunder probes never load py-libp2p.
+    if not name.startswith("_"):
+        transport = importlib.import_module(".transport", __name__)
+        if name in transport.__all__:
+            return getattr(transport, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
