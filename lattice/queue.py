@@ -176,6 +176,7 @@ class QueueView:
         self._leased: set[CID] = set()  # have assignments and are not done
         self._done = 0
         self._failed = 0
+        self._completed_by: dict[str, int] = {}  # runner -> completions (replicas included) seen
         # Reads pull what was applied after this point (see sync()); the
         # view registers nothing with the replica.
         self._cursor = replica.cursor()
@@ -242,6 +243,7 @@ class QueueView:
             if not _valid_record(rec, _COMPLETE_FIELDS):
                 return
             info = self._info(rec["task"])
+            self._completed_by[rec["by"]] = self._completed_by.get(rec["by"], 0) + 1
             if rec.get("replica") is True:
                 info.replica_done.setdefault(rec["by"], rec)
                 return
@@ -474,6 +476,16 @@ class QueueView:
         if info is None:
             info = self._info(task)
         info.rejected = True
+
+    def completed_by(self, peer: str) -> int:
+        """Completion records (replicas included) that name ``peer`` as runner.
+
+        What the claim planner caps a peer's advertised capacity by
+        (:func:`lattice.claims.effective_capacity`): a pure function of the
+        replicated sets, so peers with the same sets weigh alike.
+        """
+        self.sync()
+        return self._completed_by.get(peer, 0)
 
     def info(self, task: CID) -> TaskInfo | None:
         self.sync()

@@ -19,10 +19,13 @@ from lattice.claims import (
     TaskFacts,
     claim_at,
     claim_delay,
+    constraints_ok,
+    effective_capacity,
     rendezvous_rank,
     runner_claim_delay,
     runner_wanted,
     verifier_claim_delay,
+    weighted_rank,
 )
 from lattice.peers import PeerTable, PeerTableOptions
 from lattice.signing import Signer, peer_id_of
@@ -94,9 +97,11 @@ def test_work_spreads_evenly_over_the_runners() -> None:
 
 
 def _old_runner_delay(t, me, live_runners, banned, facts, trusted, defer_s):
-    """A transcription of meshd's Runner._preferred (before the planner), as a delay: None = at once."""
-    if facts.submitted_here and not facts.replicated:
-        return None
+    """A transcription of meshd's Runner._preferred (before the planner), as a delay: None = at once.
+
+    Less its "a task submitted here runs here first" rule, which issue 13
+    removed on purpose: the submitter runs its share, not everything.
+    """
     live = [p for p in live_runners if p not in banned]
     if len(live) <= 1:
         return None
@@ -114,14 +119,14 @@ def _old_runner_delay(t, me, live_runners, banned, facts, trusted, defer_s):
 
 
 facts_st = st.builds(TaskFacts, wanted=st.integers(1, 4), replicated=st.booleans(), claimed=st.booleans(),
-                     submitted_here=st.booleans(), spot_checked=st.booleans())
+                     spot_checked=st.booleans())
 
 
 @settings(max_examples=300, deadline=None)
 @given(task=tasks, peers=peer_sets, facts=facts_st, data=st.data())
 def test_the_runner_rule_decides_as_the_runner_did(task, peers, facts, data) -> None:
     if facts.wanted > 1 and not facts.replicated:
-        facts = TaskFacts(wanted=1, claimed=facts.claimed, submitted_here=facts.submitted_here)
+        facts = TaskFacts(wanted=1, claimed=facts.claimed)
     me = data.draw(st.sampled_from(peers + ["not-a-runner"]))
     banned = set(data.draw(st.lists(st.sampled_from(peers), max_size=3)))
     trusted_set = set(data.draw(st.lists(st.sampled_from(peers), max_size=len(peers))))
@@ -161,13 +166,65 @@ def test_adaptive_replication_lets_only_the_preferred_trusted_runner_claim() -> 
     assert plain == 4 * 0.5 and verified == (4 - 3 + 1) * 0.5 * REPLICATED_DEFER_FACTOR
 
 
-def test_a_task_submitted_here_runs_here_first_unless_it_is_verified() -> None:
+def test_where_a_task_was_submitted_plays_no_part() -> None:
+    """The submitter runs its share, not everything (issue 13): the last-ranked
+    runner waits its turn even for a task enqueued through its own API."""
     task = codec.cid_of({"task": "local"})
     runners = [f"r{i}" for i in range(5)]
     last = rendezvous_rank(task, runners)[-1]
-    assert runner_claim_delay(task, last, runners, TaskFacts(submitted_here=True), defer_s=0.5) == 0.0
-    assert runner_claim_delay(task, last, runners, TaskFacts(submitted_here=True, replicated=True),
-                              defer_s=0.5) > 0.0
+    assert runner_claim_delay(task, last, runners, TaskFacts(), defer_s=0.5) == 4 * 0.5
+
+
+@settings(max_examples=200, deadline=None)
+@given(task=tasks, peers=peer_sets, w=st.floats(0.5, 64))
+def test_equal_weights_rank_exactly_as_plain_rendezvous(task, peers, w) -> None:
+    assert weighted_rank(task, dict.fromkeys(peers, w)) == rendezvous_rank(task, peers)
+
+
+def test_weighted_shares_follow_capacity() -> None:
+    """Peers of weight 1, 2 and 4 rank first for about 1/7, 2/7 and 4/7 of all tasks."""
+    weights = {"one": 1, "two": 2, "four": 4}
+    firsts = Counter(weighted_rank(codec.cid_of({"task": i}), weights)[0] for i in range(7000))
+    for p, w in weights.items():
+        assert abs(firsts[p] - 1000 * w) <= 120, firsts  # binomial sd <= 41
+
+
+def test_removing_a_peer_moves_only_its_own_share() -> None:
+    weights = {"a": 1, "b": 3, "c": 2, "d": 5}
+    without_b = {p: w for p, w in weights.items() if p != "b"}
+    for i in range(2000):
+        t = codec.cid_of({"task": i})
+        top = weighted_rank(t, weights)[0]
+        if top != "b":
+            assert weighted_rank(t, without_b)[0] == top
+
+
+def test_weight_zero_or_less_is_no_candidate() -> None:
+    t = codec.cid_of({"task": 1})
+    assert weighted_rank(t, {"a": 0, "b": -1, "c": 2}) == ["c"]
+
+
+def test_advertised_capacity_counts_only_up_to_completed_work() -> None:
+    assert effective_capacity(10_000, 0) == 1  # a claimed 10,000 slots earns nothing yet
+    assert effective_capacity(10_000, 3) == 4
+    assert effective_capacity(4, 100) == 4  # never above what it advertises
+    assert effective_capacity(0, 100) == 1
+
+
+def test_a_runner_that_announces_huge_capacity_takes_a_small_share_until_it_proves_it() -> None:
+    liar, honest = "liar", ["h1", "h2", "h3"]
+    weights = {liar: effective_capacity(10_000, 0), **{h: effective_capacity(2, 50) for h in honest}}
+    firsts = Counter(weighted_rank(codec.cid_of({"task": i}), weights)[0] for i in range(3500))
+    assert firsts[liar] < 3500 / 7 + 100, firsts  # weight 1 of 7
+
+
+def test_constraints_are_matched_against_any_inventory() -> None:
+    inv = {"os": "linux", "arch": "x86_64", "memory": 8 << 30, "labels": ["ssd"], "gpu": False}
+    assert constraints_ok([{"type": "os", "value": "Linux"}, {"type": "arch", "value": "amd64"}], inv)
+    assert constraints_ok([{"type": "label", "value": "ssd"}, {"type": "min_memory", "value": 1 << 30}], inv)
+    assert not constraints_ok([{"type": "gpu", "value": True}], inv)
+    assert not constraints_ok([{"type": "label", "value": "gpu-box"}], inv)
+    assert not constraints_ok([{"type": "min_memory", "value": 1 << 30}], {})  # unknown memory is not enough
 
 
 def test_banned_runners_are_no_candidates() -> None:

@@ -30,6 +30,9 @@ class FakePeers:
     def any_presence(self) -> bool:
         return bool(self.live)
 
+    def live_inventories(self, role: str) -> dict[str, dict[str, Any]]:
+        return {p: {"slots": 1, "platform": "linux-x86_64"} for p in self.live.get(role, [])}
+
 
 class FakeTrust:
     def trusted(self, peer: str, engine: Any) -> bool:
@@ -42,13 +45,13 @@ class FakeTrust:
 def _claim_node(me: str, peers: FakePeers | None) -> Any:
     """Only what the runner's claim decision reads: queue facts, trust and policy, the peer view."""
     return SimpleNamespace(
-        peer_id=me, mesh=peers, local_origin=set(), trust=FakeTrust(),
-        queue=SimpleNamespace(info=lambda t: None, wanted=lambda t: 1),
+        peer_id=me, mesh=peers, trust=FakeTrust(),
+        queue=SimpleNamespace(info=lambda t: None, wanted=lambda t: 1, completed_by=lambda p: 0),
         policy=SimpleNamespace(engine_of=lambda t: None, spot_checked=lambda t: False))
 
 
 def test_the_runner_claims_as_the_planner_ranks_the_live_runners() -> None:
-    from meshd.roles.runner import Runner, RunnerOptions
+    from meshd.roles.runner import Runner, RunnerOptions, _Fit
 
     task = codec.cid_of({"task": "ports"})
     runners = ["r0", "r1", "r2"]
@@ -56,12 +59,36 @@ def test_the_runner_claims_as_the_planner_ranks_the_live_runners() -> None:
     peers = FakePeers({"runner": runners})
     options = RunnerOptions(defer_s=60.0)
 
-    assert Runner(_claim_node(top, peers), None, options)._preferred(task)
-    backup = Runner(_claim_node(second, peers), None, options)
-    assert not backup._preferred(task) and task in backup._first_seen  # waits defer_s from now
+    def runner(me: str, view: FakePeers | None) -> Runner:
+        r = Runner(_claim_node(me, view), None, options)
+        r._accept_cache[task] = _Fit(True, (), None)  # the task's body was read: no constraints
+        return r
+
+    assert runner(top, peers)._accept_share(task)
+    backup = runner(second, peers)
+    assert not backup._accept_share(task) and task in backup._first_seen  # another's share: its deferral starts
+    assert not backup._accept_steal(task)  # waits defer_s from then
     peers.live["runner"] = [second]  # the preferred runner died: nobody left to defer to
-    assert backup._preferred(task)
-    assert Runner(_claim_node(second, None), None, options)._preferred(task)  # no mesh: claim at once
+    backup._round = None
+    assert backup._accept_share(task)
+    assert runner(second, None)._accept_share(task)  # no mesh: claim at once
+
+
+def test_a_runner_that_cannot_run_the_engine_is_no_candidate() -> None:
+    """A runner whose platform the engine has no build for never ranks first:
+    the task goes to one that can, at once."""
+    from meshd.roles.runner import Runner, RunnerOptions, _Fit
+
+    task = codec.cid_of({"task": "platforms"})
+    top, second = rendezvous_rank(task, ["r0", "r1"])
+
+    class Mixed(FakePeers):
+        def live_inventories(self, role: str) -> dict[str, dict[str, Any]]:
+            return {top: {"slots": 1, "platform": "linux-aarch64"}, second: {"slots": 1, "platform": "linux-x86_64"}}
+
+    r = Runner(_claim_node(second, Mixed({"runner": [top, second]})), None, RunnerOptions(defer_s=60.0))
+    r._accept_cache[task] = _Fit(True, (), frozenset({"linux-x86_64"}))
+    assert r._accept_share(task)
 
 
 def test_the_verifier_judges_as_the_planner_ranks_the_live_verifiers() -> None:

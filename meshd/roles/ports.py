@@ -23,6 +23,7 @@ Each role composes the ports it needs into one Protocol beside it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from lattice import dataset
@@ -47,6 +48,11 @@ class PeerView(Protocol):
 
     def any_presence(self) -> bool:
         """Whether any peer's presence has arrived."""
+        ...
+
+    def live_inventories(self, role: str) -> Mapping[str, Mapping[str, Any]]:
+        """The live peers with ``role`` and their announced inventories
+        (``slots``, ``platform``, ``os``, ``labels``... see ``meshd.node.inventory``)."""
         ...
 
 

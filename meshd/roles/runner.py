@@ -27,7 +27,7 @@ from engines.errors import EngineMissing
 from engines.outcome import Outcome
 from lattice import codec, dataset, queue, results
 from lattice.cid import CID
-from lattice.claims import TaskFacts, runner_claim_delay
+from lattice.claims import TaskFacts, constraints_ok, effective_capacity, runner_claim_delay
 from lattice.errors import BadInput, BlockNotFound, StoreError
 from lattice.task import engine_of
 
@@ -72,6 +72,9 @@ class RunnerOptions:
         defer_s: In a mesh, how long the k-th preferred runner of a task
             waits (times k) before claiming it (rendezvous hashing,
             :func:`lattice.claims.runner_claim_delay`).
+        ahead_s: In a mesh, claim at most about this many seconds of work
+            per slot ahead of running it (default 2 s, one presence
+            interval): the rest stays in the shared queue for idle runners.
         catch_up: Before claiming, wait (at most 5 s) for a peer's presence
             and the queue's first answers: set when the node joins a mesh
             through bootstrap peers (``[p2p] bootstrap``).
@@ -84,10 +87,12 @@ class RunnerOptions:
     warm: bool = True
     idle_poll_s: float = 1.0
     defer_s: float = 0.5
+    ahead_s: float = 2.0
     catch_up: bool = False
 
     def __post_init__(self) -> None:
-        if self.slots < 1 or self.max_attempts < 1 or self.lease_s <= 0 or self.task_timeout_s <= 0:
+        if (self.slots < 1 or self.max_attempts < 1 or self.lease_s <= 0 or self.task_timeout_s <= 0
+                or self.ahead_s <= 0):
             raise ValueError("runner options must be positive")
 
     @property
@@ -95,23 +100,6 @@ class RunnerOptions:
         # A healthy attempt ends (or is killed) at task_timeout_s; the margin
         # covers recording it.  Never shorter than lease_s.
         return int(max(self.lease_s, self.task_timeout_s + min(10.0, self.task_timeout_s)) * 1000)
-
-
-def constraints_ok(constraints: list[dict[str, Any]], inv: dict[str, Any]) -> bool:
-    """Whether this node's inventory satisfies every constraint."""
-    for c in constraints:
-        t, v = c.get("type"), c.get("value")
-        if t == "os" and str(v).lower() != inv["os"]:
-            return False
-        if t == "arch" and str(v).lower() not in (inv["arch"], {"x86_64": "amd64", "aarch64": "arm64"}.get(inv["arch"])):
-            return False
-        if t == "label" and v not in inv.get("labels", ()):
-            return False
-        if t == "min_memory" and (not isinstance(v, (int, float)) or inv["memory"] < v):
-            return False
-        if t == "gpu" and bool(v) and not inv.get("gpu"):
-            return False
-    return True
 
 
 class RunnerMesh(PeerView, Protocol):
@@ -146,9 +134,8 @@ class RunnerNode(QueuePort, TaskSource, Datasets, TrustPort, Counts, Protocol):
         """This node's inventory, for task constraints."""
         ...
 
-    @property
-    def local_origin(self) -> set[CID]:
-        """Tasks enqueued through this node's API."""
+    def engine_platforms(self, engine: CID) -> frozenset[str] | None:
+        """Platform keys ``engine`` has builds for (None: any, or not known yet)."""
         ...
 
 
@@ -157,6 +144,15 @@ class EngineRunner(Protocol):
 
     async def run(self, engine_cid: CID, task_input: Any, *, warm: bool | None = ...,
                   signatures: Iterable[CID] = ...) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    """What one task asks of a runner, and whether this node meets it."""
+
+    ok: bool
+    constraints: tuple[Mapping[str, Any], ...]
+    platforms: frozenset[str] | None
 
 
 class Runner:
@@ -169,7 +165,8 @@ class Runner:
         self.host = host
         self.options = options
         self.running: set[CID] = set()
-        self._accept_cache: dict[CID, bool] = {}
+        self._accept_cache: dict[CID, _Fit] = {}
+        self._round: dict[str, tuple[int, Mapping[str, Any]]] | None = None
         self._first_seen: dict[CID, float] = {}
         self._unjudged: set[CID] = set()  # our replicas no verdict has judged yet
         self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
@@ -178,40 +175,75 @@ class Runner:
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
 
-    def _accept(self, t: CID) -> bool:
-        """Whether to claim ``t`` now (called by ``QueueView.next`` per candidate).
+    def _fit(self, t: CID) -> _Fit | None:
+        """What a task asks of a runner (constraints, engine platforms) and
+        whether this node meets it; None while its body or linked definition
+        is not here (the mesh prefetches bodies; definitions are fetched when
+        the task runs, so a task whose definition is missing is judged on its
+        body alone).
 
         Isolated per item: a task body or definition that fails validation is
         rejected for good (the node quarantines its CID and the queue stops
         offering it), and any other failure on one task is logged, counted
         and skips that task only, so no peer's data can stop this loop.
         """
+        fit = self._accept_cache.get(t)
+        if fit is not None:
+            return fit
         try:
-            ok = self._accept_cache.get(t)
-            if ok is None:
-                try:
-                    rec = self.node.task_record(t)
-                    td: dict[str, Any] | None = self.node.task_definition(rec)
-                except BlockNotFound:
-                    if not isinstance(rec := self._body(t), dict):
-                        return False  # body not here yet; the mesh prefetches it
-                    td = None  # a linked definition is fetched when the task runs
-                except BadInput:
-                    self.node.queue.reject(t)  # counted and logged by the node's quarantine
-                    return False
-                constraints = list(rec.get("constraints", ())) + list((td or {}).get("constraints", ()))
-                ok = constraints_ok(constraints, self.node.inventory)
-                if td is None:
-                    return ok and self._preferred(t)  # judged again once the definition is here
-                if len(self._accept_cache) > 100_000:
-                    self._accept_cache.clear()
-                self._accept_cache[t] = ok
-            return ok and self._preferred(t)
+            try:
+                rec = self.node.task_record(t)
+                td: dict[str, Any] | None = self.node.task_definition(rec)
+            except BlockNotFound:
+                if not isinstance(rec := self._body(t), dict):
+                    return None  # body not here yet; the mesh prefetches it
+                td = None
+            except BadInput:
+                self.node.queue.reject(t)  # counted and logged by the node's quarantine
+                return _Fit(False, (), None)
+            constraints = tuple(rec.get("constraints", ())) + tuple((td or {}).get("constraints", ()))
+            engine = engine_of(rec, td) if td is not None else None
+            platforms = self.node.engine_platforms(engine) if engine is not None else None
+            here = self.node.inventory
+            ok = constraints_ok(constraints, here) and (platforms is None or here.get("platform") in platforms)
+            fit = _Fit(ok, constraints, platforms)
+            if td is None:
+                return fit  # judged again once the definition is here
+            if len(self._accept_cache) > 100_000:
+                self._accept_cache.clear()
+            self._accept_cache[t] = fit
+            return fit
         except Exception:  # noqa: BLE001 - one task's defect must not stop the runner
-            self._accept_cache[t] = False
+            self._accept_cache[t] = _Fit(False, (), None)
             self.node.count("role_item_errors")
             log.exception("task_skipped", task=str(t))
+            return None
+
+    def _accept_share(self, t: CID) -> bool:
+        """Claim ``t`` now as this runner's own share (``QueueView.next`` filter).
+
+        Notes when this runner first saw a task of another runner's share
+        ready, which is when that task's deferral starts.
+        """
+        fit = self._fit(t)
+        if fit is None or not fit.ok:
             return False
+        if self._delay(t, fit) == 0:
+            return True
+        self._first_seen.setdefault(t, time.monotonic())
+        if len(self._first_seen) > 200_000:
+            self._first_seen.clear()
+        return False
+
+    def _accept_steal(self, t: CID) -> bool:
+        """Claim ``t`` now from another runner's share: its deferral has passed."""
+        fit = self._fit(t)
+        if fit is None or not fit.ok:
+            return False
+        delay = self._delay(t, fit)
+        if delay == 0:
+            return False  # our own share: offered by the first pass
+        return time.monotonic() - self._first_seen.setdefault(t, time.monotonic()) >= delay
 
     def _body(self, t: CID) -> dict[str, Any] | None:
         try:
@@ -219,29 +251,58 @@ class Runner:
         except (BlockNotFound, BadInput):
             return None
 
-    def _preferred(self, t: CID) -> bool:
-        """Whether the claim planner lets this runner claim ``t`` now
-        (:func:`lattice.claims.runner_claim_delay` over the live runners)."""
+    def _candidates(self) -> dict[str, tuple[int, Mapping[str, Any]]]:
+        """The live runners with their weights and inventories, for one claim round.
+
+        A runner's weight is its advertised ``slots`` capped by the
+        completions the queue has seen from it
+        (:func:`lattice.claims.effective_capacity`); this node weighs itself
+        by the same rule, so every node ranks alike.
+        """
         mesh = self.node.mesh
         if mesh is None:
-            return True
+            return {}
+        q = self.node.queue
+        banned = self.node.trust.banned_peers()
+        out: dict[str, tuple[int, Mapping[str, Any]]] = {}
+        for p, inv in mesh.live_inventories("runner").items():
+            if p in banned:
+                continue
+            slots = inv.get("slots")
+            slots = slots if type(slots) is int and slots > 0 else 1
+            out[p] = (effective_capacity(slots, q.completed_by(p)), inv)
+        return out
+
+    def _delay(self, t: CID, fit: _Fit) -> float:
+        """Seconds after first seeing ``t`` from which the claim planner lets
+        this runner claim it (:func:`lattice.claims.runner_claim_delay` over
+        the live runners that can run it, weighted by capacity)."""
         node = self.node
+        if node.mesh is None:
+            return 0.0
+        cands = self._round
+        if cands is None:
+            cands = self._round = self._candidates()
+        weights = {p: w for p, (w, inv) in cands.items()
+                   if (not fit.constraints or constraints_ok(fit.constraints, inv))
+                   and (fit.platforms is None or inv.get("platform") in fit.platforms)}
         info = node.queue.info(t)
         replicated = info is not None and info.replication is not None
         facts = TaskFacts(wanted=node.queue.wanted(t), replicated=replicated,
                           claimed=info is not None and bool(info.assignments),
-                          submitted_here=t in node.local_origin,
                           spot_checked=replicated and node.policy.spot_checked(t))
-        delay = runner_claim_delay(t, node.peer_id, mesh.live_peers("runner"), facts, defer_s=self.options.defer_s,
-                                   trusted=lambda p: node.trust.trusted(p, node.policy.engine_of(t)),
-                                   banned=node.trust.banned_peers())
-        if delay == 0:
-            return True
-        now = time.monotonic()
-        first = self._first_seen.setdefault(t, now)
-        if len(self._first_seen) > 200_000:
-            self._first_seen.clear()
-        return now - first >= delay
+        return runner_claim_delay(t, node.peer_id, weights, facts, defer_s=self.options.defer_s,
+                                  trusted=lambda p: node.trust.trusted(p, node.policy.engine_of(t)))
+
+    def _next(self, now: int, free: int) -> list[CID]:
+        """Up to ``free`` tasks to claim: this runner's own share first, then
+        tasks of other runners' shares whose deferral has passed (stealing)."""
+        self._round = None  # weights and the live set are read once per round
+        q, me = self.node.queue, self.node.peer_id
+        out = q.next(now, limit=free, accept=self._accept_share, me=me)
+        if len(out) < free and self.node.mesh is not None:
+            out += q.next(now, limit=free - len(out), accept=self._accept_steal, me=me)
+        return [t for t in out if t not in self.running]
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run tasks until cancelled.
@@ -249,6 +310,8 @@ class Runner:
         Cancellation kills running engines (their attempts stay leased until
         the lease expires, or are voided by this runner's next start).
         """
+        self.node.inventory["slots"] = self.options.slots
+        self._publish_load()
         await self._catch_up_first()
         await self._void_own_leases()
         async with trio.open_nursery() as nursery:
@@ -270,8 +333,7 @@ class Runner:
                     continue
                 q = self.node.queue_obj
                 now = now_ms()
-                cands = [t for t in self.node.queue.next(now, limit=free, accept=self._accept, me=self.node.peer_id)
-                         if t not in self.running]
+                cands = self._next(now, free)
                 # Verified work is not claimed ahead: a replica held in a local
                 # backlog delays its verdict, and verdicts are what let the mesh
                 # catch a bad runner early (few results before a ban).
@@ -313,6 +375,14 @@ class Runner:
                         continue
                     self.running.add(t)
                     nursery.start_soon(self._run_one, t, holder.n)
+                self._publish_load()
+
+    def _publish_load(self) -> None:
+        """Keep the load this node announces in its presence current: idle
+        engine slots (``free``) and tasks claimed but not started (``backlog``)."""
+        busy = int(self._engine_slots.borrowed_tokens)
+        self.node.inventory["free"] = self.options.slots - busy
+        self.node.inventory["backlog"] = max(0, len(self.running) - busy)
 
     def _unjudged_rooms(self, running_rep: set[CID], me: str, now: int) -> tuple[int, int]:
         """How many more replicas we may claim now: (fresh tasks, tasks others started).
@@ -360,11 +430,14 @@ class Runner:
 
         More than ``slots`` when tasks are short: claims, results and
         completions are then batched across many tasks (group commit), which
-        is where per-task overhead goes for tiny tasks.  Bounded so queued
-        claims finish well within their lease.
+        is where per-task overhead goes for tiny tasks.  In a mesh, bounded
+        to about ``ahead_s`` of work per slot, so a batch stays in the shared
+        queue where idle runners can take it (a claimed task waits for its
+        lease), rather than in one runner's backlog; alone, bounded so
+        queued claims finish well within their lease.
         """
-        lease_s = self.options.lease_ms / 1000
-        depth = int(min(64, max(1, (lease_s / 4) / max(self._avg_s, 1e-4))))
+        horizon = self.options.ahead_s if self.node.mesh is not None else self.options.lease_ms / 4000
+        depth = int(min(64, max(1, horizon / max(self._avg_s, 1e-4))))
         return self.options.slots * depth
 
     def _idle_sleep(self, now: int) -> float:
@@ -404,6 +477,7 @@ class Runner:
         started = time.perf_counter()
         try:
             async with self._engine_slots:
+                self._publish_load()
                 t0 = time.perf_counter()
                 outcome, rec = await self._execute(t)
                 self._avg_s = 0.9 * self._avg_s + 0.1 * (time.perf_counter() - t0)
@@ -430,6 +504,7 @@ class Runner:
             log.warning("record_failed", task=str(t), error=str(exc)[:200])
         finally:
             self.running.discard(t)
+            self._publish_load()
             ev, self._slot_freed = self._slot_freed, trio.Event()
             ev.set()
 
