@@ -27,8 +27,9 @@ from engines.errors import EngineMissing
 from engines.outcome import Outcome
 from lattice import codec, dataset, queue, results
 from lattice.cid import CID
-from lattice.claims import TaskFacts, constraints_ok, effective_capacity, runner_claim_delay
+from lattice.claims import TaskFacts
 from lattice.errors import BadInput, BlockNotFound, StoreError
+from lattice.planner import ClaimPlanner, Fit
 from lattice.task import engine_of
 
 from ..node import now_ms
@@ -135,7 +136,8 @@ class RunnerNode(QueuePort, TaskSource, Datasets, TrustPort, Counts, Protocol):
         ...
 
     def engine_platforms(self, engine: CID) -> frozenset[str] | None:
-        """Platform keys ``engine`` has builds for (None: any, or not known yet)."""
+        """Platform keys ``engine`` has builds for (None: any); BlockNotFound
+        while its manifest is not here."""
         ...
 
 
@@ -144,15 +146,6 @@ class EngineRunner(Protocol):
 
     async def run(self, engine_cid: CID, task_input: Any, *, warm: bool | None = ...,
                   signatures: Iterable[CID] = ...) -> Outcome: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Fit:
-    """What one task asks of a runner, and whether this node meets it."""
-
-    ok: bool
-    constraints: tuple[Mapping[str, Any], ...]
-    platforms: frozenset[str] | None
 
 
 class Runner:
@@ -165,9 +158,8 @@ class Runner:
         self.host = host
         self.options = options
         self.running: set[CID] = set()
-        self._accept_cache: dict[CID, _Fit] = {}
-        self._round: dict[str, tuple[int, Mapping[str, Any]]] | None = None
-        self._first_seen: dict[CID, float] = {}
+        self._accept_cache: dict[CID, Fit] = {}
+        self.planner = ClaimPlanner(node.peer_id, defer_s=options.defer_s)
         self._unjudged: set[CID] = set()  # our replicas no verdict has judged yet
         self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
         self._slot_freed = trio.Event()
@@ -175,7 +167,7 @@ class Runner:
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
 
-    def _fit(self, t: CID) -> _Fit | None:
+    def _fit(self, t: CID) -> Fit | None:
         """What a task asks of a runner (constraints, engine platforms) and
         whether this node meets it; None while its body or linked definition
         is not here (the mesh prefetches bodies; definitions are fetched when
@@ -200,50 +192,26 @@ class Runner:
                 td = None
             except BadInput:
                 self.node.queue.reject(t)  # counted and logged by the node's quarantine
-                return _Fit(False, (), None)
+                return Fit(False, (), None)
             constraints = tuple(rec.get("constraints", ())) + tuple((td or {}).get("constraints", ()))
             engine = engine_of(rec, td) if td is not None else None
-            platforms = self.node.engine_platforms(engine) if engine is not None else None
+            try:
+                platforms = self.node.engine_platforms(engine) if engine is not None else None
+            except BlockNotFound:
+                platforms, td = None, None  # manifest not here yet: do not remember this judgement
             here = self.node.inventory
-            ok = constraints_ok(constraints, here) and (platforms is None or here.get("platform") in platforms)
-            fit = _Fit(ok, constraints, platforms)
+            fit = Fit(Fit(True, constraints, platforms).runs_on(here), constraints, platforms)
             if td is None:
-                return fit  # judged again once the definition is here
+                return fit  # judged again once the definition and manifest are here
             if len(self._accept_cache) > 100_000:
                 self._accept_cache.clear()
             self._accept_cache[t] = fit
             return fit
         except Exception:  # noqa: BLE001 - one task's defect must not stop the runner
-            self._accept_cache[t] = _Fit(False, (), None)
+            self._accept_cache[t] = Fit(False, (), None)
             self.node.count("role_item_errors")
             log.exception("task_skipped", task=str(t))
             return None
-
-    def _accept_share(self, t: CID) -> bool:
-        """Claim ``t`` now as this runner's own share (``QueueView.next`` filter).
-
-        Notes when this runner first saw a task of another runner's share
-        ready, which is when that task's deferral starts.
-        """
-        fit = self._fit(t)
-        if fit is None or not fit.ok:
-            return False
-        if self._delay(t, fit) == 0:
-            return True
-        self._first_seen.setdefault(t, time.monotonic())
-        if len(self._first_seen) > 200_000:
-            self._first_seen.clear()
-        return False
-
-    def _accept_steal(self, t: CID) -> bool:
-        """Claim ``t`` now from another runner's share: its deferral has passed."""
-        fit = self._fit(t)
-        if fit is None or not fit.ok:
-            return False
-        delay = self._delay(t, fit)
-        if delay == 0:
-            return False  # our own share: offered by the first pass
-        return time.monotonic() - self._first_seen.setdefault(t, time.monotonic()) >= delay
 
     def _body(self, t: CID) -> dict[str, Any] | None:
         try:
@@ -251,58 +219,25 @@ class Runner:
         except (BlockNotFound, BadInput):
             return None
 
-    def _candidates(self) -> dict[str, tuple[int, Mapping[str, Any]]]:
-        """The live runners with their weights and inventories, for one claim round.
-
-        A runner's weight is its advertised ``slots`` capped by the
-        completions the queue has seen from it
-        (:func:`lattice.claims.effective_capacity`); this node weighs itself
-        by the same rule, so every node ranks alike.
-        """
-        mesh = self.node.mesh
-        if mesh is None:
-            return {}
-        q = self.node.queue
-        banned = self.node.trust.banned_peers()
-        out: dict[str, tuple[int, Mapping[str, Any]]] = {}
-        for p, inv in mesh.live_inventories("runner").items():
-            if p in banned:
-                continue
-            slots = inv.get("slots")
-            slots = slots if type(slots) is int and slots > 0 else 1
-            out[p] = (effective_capacity(slots, q.completed_by(p)), inv)
-        return out
-
-    def _delay(self, t: CID, fit: _Fit) -> float:
-        """Seconds after first seeing ``t`` from which the claim planner lets
-        this runner claim it (:func:`lattice.claims.runner_claim_delay` over
-        the live runners that can run it, weighted by capacity)."""
+    def _facts(self, t: CID) -> TaskFacts:
         node = self.node
-        if node.mesh is None:
-            return 0.0
-        cands = self._round
-        if cands is None:
-            cands = self._round = self._candidates()
-        weights = {p: w for p, (w, inv) in cands.items()
-                   if (not fit.constraints or constraints_ok(fit.constraints, inv))
-                   and (fit.platforms is None or inv.get("platform") in fit.platforms)}
         info = node.queue.info(t)
         replicated = info is not None and info.replication is not None
-        facts = TaskFacts(wanted=node.queue.wanted(t), replicated=replicated,
-                          claimed=info is not None and bool(info.assignments),
-                          spot_checked=replicated and node.policy.spot_checked(t))
-        return runner_claim_delay(t, node.peer_id, weights, facts, defer_s=self.options.defer_s,
-                                  trusted=lambda p: node.trust.trusted(p, node.policy.engine_of(t)))
+        return TaskFacts(wanted=node.queue.wanted(t), replicated=replicated,
+                         claimed=info is not None and bool(info.assignments),
+                         spot_checked=replicated and node.policy.spot_checked(t))
 
     def _next(self, now: int, free: int) -> list[CID]:
         """Up to ``free`` tasks to claim: this runner's own share first, then
-        tasks of other runners' shares whose deferral has passed (stealing)."""
-        self._round = None  # weights and the live set are read once per round
-        q, me = self.node.queue, self.node.peer_id
-        out = q.next(now, limit=free, accept=self._accept_share, me=me)
-        if len(out) < free and self.node.mesh is not None:
-            out += q.next(now, limit=free - len(out), accept=self._accept_steal, me=me)
-        return [t for t in out if t not in self.running]
+        tasks of other runners' shares whose deferral has passed
+        (:class:`lattice.planner.ClaimPlanner`)."""
+        node = self.node
+        mesh = node.mesh
+        cands = {} if mesh is None else ClaimPlanner.candidates(
+            mesh.live_inventories("runner"), node.queue.completed_by, node.trust.banned_peers())
+        return self.planner.plan(
+            node.queue, now, free, clock=time.monotonic(), cands=cands, fit=self._fit, facts=self._facts,
+            trusted=lambda t, p: node.trust.trusted(p, node.policy.engine_of(t)), exclude=self.running)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run tasks until cancelled.
@@ -441,7 +376,7 @@ class Runner:
         return self.options.slots * depth
 
     def _idle_sleep(self, now: int) -> float:
-        if self._first_seen and self.node.mesh is not None:
+        if self.planner.waiting() and self.node.mesh is not None:
             return min(self.options.idle_poll_s, self.options.defer_s / 2)
         return self.options.idle_poll_s
 
