@@ -47,7 +47,7 @@ from .api.app import create_app
 from .api.engine_admin import EngineAdmin
 from .errors import ConfigError, MeshdError
 from .home import Home
-from .node import Node
+from .node import Node, node_inventory
 from .p2p import P2POptions, Transport
 from .p2p.mesh import Mesh, MeshOptions
 from .p2p.secret import SealedTransport
@@ -83,6 +83,22 @@ def _policy(config: Any, own_key: bytes) -> AuthPolicy:
     return AuthPolicy(trusted_publishers=frozenset(keys), allow_cids=frozenset(allow))
 
 
+def _engine_host(home: Home, config: Any, store: Any, signer: Signer, docker: Any) -> EngineHost:
+    """The engine host (no I/O): native cold and warm runners, and ``docker`` (or None)."""
+    return EngineHost(
+        store,
+        HostOptions(cache_dir=str(home.path / "engines"), native=NativeOptions(),
+                    ledger_path=str(home.path / LEDGER_NAME),
+                    interpreters={"python3": sys.executable, "python": sys.executable,
+                                  **dict(config.engines.interpreters)},
+                    pool=PoolOptions(workers=max(1, min(config.runner.slots, 4))), warm_default=config.runner.warm,
+                    max_resources=Resources(cpu_s=3600, memory_mb=65536, timeout_s=config.runner.task_timeout_s,
+                                            nofile=4096)),
+        _policy(config, signer.public),
+        docker=docker,
+    )
+
+
 async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = None,
                      task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
     """Compose and serve one node until cancelled.
@@ -106,8 +122,31 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         t0 = time.perf_counter()
         objects.load()
         health = Health()
+        # Built bottom-up, nothing assigned after construction: the transport
+        # and the mesh pump (when p2p is on) before the node that uses them.
+        # The API server is built before the node too: the node and the mesh
+        # report its URL (a provider, read when asked), and the app, which is
+        # built from the node, is handed to it when it is served.
+        api = httpserver.ApiServer(home.api_options(config))
+        inventory = node_inventory(config)
+        transport: Transport | None = None
+        mesh: Mesh | None = None
+        if config.p2p.listen:
+            transport = Transport(identity.seed, P2POptions(
+                listen=tuple(config.p2p.listen), bootstrap=tuple(config.p2p.bootstrap),
+                topic=f"meshd/{config.node.mesh}/hpcp/1", mdns=config.p2p.mdns,
+                mdns_interfaces=tuple(config.p2p.mdns_interfaces)))
+            # A sealed transport counts what it refuses itself; the mesh drains
+            # those counts (meshd.p2p.mesh.Refusing), so it needs no hook back.
+            wire: Any = SealedTransport(transport, config.p2p.secret) if config.p2p.secret else transport
+            allow = frozenset(config.p2p.allow_peers) | {identity.peer_id} if config.p2p.allow_peers else None
+            mesh = Mesh(objects, wire, roles=list(config.node.roles), inventory=inventory,
+                        api_url=api.url, addrs=transport.listen_addrs,
+                        options=MeshOptions(allow_peers=allow, gossip_per_s=config.p2p.gossip_per_s,
+                                            requests_per_s=config.p2p.requests_per_s))
         node = Node(objects=objects, peer_id=identity.peer_id, identity_seed=identity.seed, config=config,
-                    quarantine=quarantine, health=health)
+                    quarantine=quarantine, health=health, mesh=mesh, inventory=inventory, api_url=api.url,
+                    p2p_addrs=transport.listen_addrs if transport is not None else list)
         log.info("node_loaded", peer_id=node.peer_id, objects=len(objects.objects),
                  tasks=len(node.queue), seconds=round(time.perf_counter() - t0, 3))
         # Engines a previous daemon on this home started and could not clean
@@ -115,50 +154,27 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         orphans = kill_recorded(home.path / LEDGER_NAME)
         if orphans:
             log.warning("orphaned_engines_killed", engine_groups=",".join(map(str, orphans)))
-        host = EngineHost(
-            store,
-            HostOptions(cache_dir=str(home.path / "engines"), native=NativeOptions(),
-                        ledger_path=str(home.path / LEDGER_NAME),
-                        interpreters={"python3": sys.executable, "python": sys.executable,
-                                      **dict(config.engines.interpreters)},
-                        pool=PoolOptions(workers=max(1, min(config.runner.slots, 4))), warm_default=config.runner.warm,
-                        max_resources=Resources(cpu_s=3600, memory_mb=65536, timeout_s=config.runner.task_timeout_s,
-                                                nofile=4096)),
-            _policy(config, signer.public),
-        )
-        if shutdown is not None:
-            shutdown.own(host)
         async with trio.open_nursery() as nursery:
             await nursery.start(LoopWatch(on_stall=lambda _late: node.count("loop_stalls")).serve)
             await nursery.start(objects.serve)
             await nursery.start(node.serve)  # the node's object listener lives as long as this
-            # [engines/docker] the Docker backend: None (logged) when off or unreachable.
-            host.docker = await nursery.start(serve_docker, DockerBackendOptions(
+            # [engines/docker] the Docker backend (None, logged, when off or
+            # unreachable) is served first: the engine host is built with it.
+            docker = await nursery.start(serve_docker, DockerBackendOptions(
                 host=config.docker.host, task_timeout_s=config.runner.task_timeout_s,
                 owner=hashlib.sha256(str(home.path.resolve()).encode()).hexdigest()[:16]))
+            host = _engine_host(home, config, store, signer, docker)
+            if shutdown is not None:
+                shutdown.own(host)
             await nursery.start(host.serve)
-            if config.p2p.listen:
-                transport = Transport(identity.seed, P2POptions(
-                    listen=tuple(config.p2p.listen), bootstrap=tuple(config.p2p.bootstrap),
-                    topic=f"meshd/{config.node.mesh}/hpcp/1", mdns=config.p2p.mdns,
-                    mdns_interfaces=tuple(config.p2p.mdns_interfaces)))
+            if transport is not None and mesh is not None:
                 await nursery.start(transport.serve)
-                node.p2p_addrs = transport.listen_addrs()
-                wire: Any = transport
-                if config.p2p.secret:
-                    wire = SealedTransport(transport, config.p2p.secret)
-                allow = frozenset(config.p2p.allow_peers) | {identity.peer_id} if config.p2p.allow_peers else None
-                mesh = Mesh(objects, wire, roles=list(config.node.roles), inventory=node.inventory,
-                            api_url=lambda: node.api_url, addrs=transport.listen_addrs,
-                            options=MeshOptions(allow_peers=allow, gossip_per_s=config.p2p.gossip_per_s,
-                                                requests_per_s=config.p2p.requests_per_s))
-                if isinstance(wire, SealedTransport):
-                    wire.on_reject = mesh._reject
                 await nursery.start(mesh.serve)
-                node.mesh = mesh
                 log.info("p2p_listening", addresses=",".join(node.p2p_addrs))
-            ctx = RoleContext(node=node, host=host, config=config, home=home, mesh=node.mesh)
-            node.roles = ctx.roles  # type: ignore[attr-defined]
+            # ``started`` is the registry of running roles: the routes below
+            # look a role up there per request (404/503 until it has started).
+            started: dict[str, Any] = {}
+            ctx = RoleContext(node=node, host=host, config=config, home=home, mesh=mesh, roles=started)
             roles = []
             for name in config.node.roles:
                 mod = role_module(name)
@@ -176,13 +192,12 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             routers.append(api_engines.router(admin))
             app = create_app(node, home.api_options(config), version=__version__, routers=routers)
             app = api_engines.with_docker_upload(app, admin, home.api_options(config))
-            bound = await nursery.start(httpserver.serve, app, home.api_options(config))
-            node.api_url = bound.url
+            bound = await nursery.start(api.serve, app)
             for name, role in roles:
                 # Supervised: a role that fails is restarted with backoff (and
                 # counted in /v1/node health) instead of stopping the daemon.
                 await nursery.start(supervise, name, role.serve, health)
-                ctx.roles[name] = role
+                started[name] = role
             log.info("node_ready", peer_id=node.peer_id, api=bound.url, roles=",".join(config.node.roles))
             task_status.started(node)
     finally:

@@ -24,15 +24,16 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import trio
 
-from engines.errors import BadManifest
-from engines.host import publish_native, publish_signature
-from engines.manifest import Resources, load_manifest
+from engines.errors import BadManifest, EngineMissing
+from engines.host import current_platform, publish_native, publish_signature
+from engines.manifest import NativeManifest, Resources, load_manifest
 from lattice import codec, dataset, queue, results, task
 from lattice.cid import CID
 from lattice.errors import BadCID, BadInput, BadRecord, BlockNotFound
@@ -43,6 +44,9 @@ from .errors import BadRequest, NotFound
 from .roles.verify import ReplicationPolicy
 from .store.objects import Followed, ObjectHost
 from .store.quarantine import Quarantine
+
+if TYPE_CHECKING:
+    from .p2p.mesh import Mesh
 
 #: Kinds of well-known objects.
 QUEUE, RESULTS, ENGINES, VERDICTS, DATASET = "queue", "results", "engines", "verdicts", "dataset"
@@ -59,31 +63,77 @@ def parse_cid(text: str, what: str = "CID") -> CID:
         raise BadRequest(f"invalid {what} {text[:80]!r}: {exc}", code="bad_cid") from None
 
 
-def inventory() -> dict[str, Any]:
-    """What this machine offers, matched against task constraints."""
+def inventory(slots: int = 0) -> dict[str, Any]:
+    """What this machine offers, announced in presence.
+
+    Task constraints are matched against ``os``, ``arch``, ``memory``,
+    ``gpu`` and ``labels``; an engine's builds against ``platform``
+    (``engines.host.current_platform``).  ``slots`` is the runner's
+    advertised capacity (0: not a runner), which the claim planner caps by
+    the work a peer has been seen to complete; the runner keeps ``free``
+    (idle slots) and ``backlog`` (claimed, not started) current.
+    """
     return {
         "os": platform.system().lower(),
         "arch": platform.machine().lower(),
+        "platform": current_platform(),
         "cpus": os.cpu_count() or 1,
         "memory": psutil.virtual_memory().total,
         "gpu": bool(shutil.which("nvidia-smi")),
+        "slots": slots,
+        "free": slots,
+        "backlog": 0,
     }
 
 
+def node_inventory(config: Any) -> dict[str, Any]:
+    """This node's inventory: the machine's (:func:`inventory`) and ``[node] labels``.
+
+    One dict, shared by the node and the mesh's presence (the runner keeps
+    its live fields current in place).
+    """
+    runs = "runner" in getattr(config.node, "roles", ())
+    inv = inventory(int(getattr(getattr(config, "runner", None), "slots", 1) or 1) if runs else 0)
+    inv["labels"] = list(getattr(config.node, "labels", ()))
+    return inv
+
+
 class Node:
-    """A meshd node's state and the Manager protocol over it."""
+    """A meshd node's state and the Manager protocol over it.
+
+    Everything it uses is handed to the constructor: the composition root
+    builds bottom-up (object host, transport and mesh, then the node).  Two
+    facts are known only once a service listens, so they come as providers
+    read when asked: ``api_url`` (the HTTP server serves an app built from
+    this node, so it starts after it) and ``p2p_addrs`` (the transport's
+    real ports).
+
+    Args:
+        objects: The object host (replicas, commits, change notifications).
+        peer_id: This node's peer id.
+        identity_seed: Its Ed25519 seed (engine signatures).
+        config: The validated configuration.
+        started: Start time (epoch seconds; now by default).
+        quarantine: Peer blocks rejected for good (in memory by default).
+        health: The roles' supervisor health (``meshd.runtime.supervisor.Health``).
+        mesh: The mesh pump, or None when this node has no p2p layer.
+        inventory: What this node offers (:func:`node_inventory` by default).
+        api_url: This node's API URL while it listens, else None.
+        p2p_addrs: This node's p2p listen multiaddrs.
+    """
 
     def __init__(self, *, objects: ObjectHost, peer_id: str, identity_seed: bytes, config: Any,
                  started: float | None = None, quarantine: Quarantine | None = None,
-                 health: Any = None) -> None:
+                 health: Any = None, mesh: Mesh | None = None, inventory: dict[str, Any] | None = None,
+                 api_url: Callable[[], str | None] = lambda: None,
+                 p2p_addrs: Callable[[], list[str]] = list) -> None:
         self.objects = objects
         self.store = objects.store
         self.peer_id = peer_id
         self._seed = identity_seed
         self.config = config
         self.started = started or time.time()
-        self.inventory = inventory()
-        self.inventory["labels"] = list(getattr(config.node, "labels", ()))
+        self.inventory = inventory if inventory is not None else node_inventory(config)
         self.counters: dict[str, int] = {}
         # Peer blocks that failed validation (persistent when the daemon
         # passes one opened on the home), and validated task bodies by CID.
@@ -91,10 +141,11 @@ class Node:
         self.role_health = health  # meshd.runtime.supervisor.Health once the daemon supervises roles
         self._records: dict[CID, dict[str, Any]] = {}
         self._definitions: dict[CID, dict[str, Any]] = {}
-        self.api_url: str | None = None
-        self.mesh: Any = None  # meshd.p2p.mesh.Mesh once the p2p layer runs
+        self._platforms: dict[CID, frozenset[str] | None] = {}
+        self._api_url = api_url
+        self._p2p_addrs = p2p_addrs
+        self.mesh = mesh
         self.local_origin: set[CID] = set()  # tasks enqueued through this node's API
-        self.p2p_addrs: list[str] = []
         mesh = config.node.mesh
         self.queue_obj = objects.follow(QUEUE, mesh)
         self.results_obj = objects.follow(RESULTS, mesh)
@@ -118,6 +169,16 @@ class Node:
             await trio.sleep_forever()
         finally:
             unsubscribe()
+
+    @property
+    def api_url(self) -> str | None:
+        """This node's API base URL while the API listens, else None."""
+        return self._api_url()
+
+    @property
+    def p2p_addrs(self) -> list[str]:
+        """This node's p2p listen multiaddrs (empty without a p2p layer)."""
+        return list(self._p2p_addrs())
 
     # -- helpers ------------------------------------------------------------------
 
@@ -237,6 +298,29 @@ class Node:
             return codec.decode_untrusted(data)
         except BadInput as exc:
             raise self._reject(cid, "bad_output", exc) from None
+
+    def engine_platforms(self, engine: CID) -> frozenset[str] | None:
+        """The platform keys a native engine has builds for; None when any
+        platform will do (a Docker engine) or its manifest is invalid (the
+        runner then finds out when it runs it).
+
+        Raises:
+            BlockNotFound: The manifest is not here yet.
+        """
+        found = self._platforms.get(engine, False)
+        if found is not False:
+            return found
+        try:
+            m = load_manifest(self.store, engine)
+        except EngineMissing:
+            raise BlockNotFound(f"engine manifest {engine} is not here yet") from None
+        except Exception:  # noqa: BLE001 - a bad manifest fails at run time, with its reason
+            m = None
+        plats = frozenset(m.platforms) if isinstance(m, NativeManifest) else None
+        if len(self._platforms) > 10_000:
+            self._platforms.clear()
+        self._platforms[engine] = plats
+        return plats
 
     def engine_signatures(self, engine: CID) -> list[CID]:
         return [c for c in self.engines_obj.replica.state.members(str(engine)) if type(c) is CID]

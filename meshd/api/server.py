@@ -10,6 +10,11 @@ Usage::
 
 The service reports the address it actually bound, so tests and the daemon
 can ask for port 0 and learn the port the OS picked.
+
+The daemon uses :class:`ApiServer` instead: the node and the mesh report
+this node's API URL, but the app is built from the node, so the server is
+constructed first (its :meth:`ApiServer.url` handed to them) and given the
+app when it is served.
 """
 
 from __future__ import annotations
@@ -89,3 +94,33 @@ async def serve(
         bound = BoundAddress(parts.hostname or options.host, parts.port or options.port)
         _log.info("api_listening", url=bound.url)
         task_status.started(bound)
+
+
+class ApiServer:
+    """An API server built before the app it will serve (no I/O until :meth:`serve`).
+
+    Components that report this node's API URL take :meth:`url`; the app,
+    which is built from those components, is handed to :meth:`serve`.  This
+    breaks the node -> URL -> server -> app -> node cycle without assigning
+    anything to the node after it is built.
+
+    Args:
+        options: The listen address (``HOST:PORT``; port 0 picks a free port).
+    """
+
+    def __init__(self, options: ApiOptions) -> None:
+        self.options = options
+        self._bound: BoundAddress | None = None
+
+    def url(self) -> str | None:
+        """The base URL while the server listens, else None."""
+        return self._bound.url if self._bound is not None else None
+
+    async def serve(self, app: Any, *, task_status: trio.TaskStatus[BoundAddress] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve ``app`` until cancelled; as :func:`serve`, whose :class:`BoundAddress` it reports."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._bound = await nursery.start(serve, app, self.options)
+                task_status.started(self._bound)
+        finally:
+            self._bound = None

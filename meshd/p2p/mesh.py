@@ -35,10 +35,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 import trio
 
@@ -64,7 +64,7 @@ from ..store.objects import Followed, ObjectHost
 from .ratelimit import TokenBucket
 from .wire import TransportError
 
-__all__ = ["Mesh", "MeshOptions", "MeshStatistics", "TokenBucket", "Transport", "rendezvous_rank"]
+__all__ = ["Mesh", "MeshOptions", "MeshStatistics", "Refusing", "TokenBucket", "Transport", "rendezvous_rank"]
 
 log = get_logger("meshd.mesh")
 
@@ -82,6 +82,19 @@ class Transport(Protocol):
     def set_request_handler(self, handler: Callable[[str, bytes], Awaitable[bytes]]) -> None: ...
     async def request(self, peer_id: str, data: bytes, *, timeout_s: float | None = None) -> bytes: ...
     def peers(self) -> list[Any]: ...
+
+
+@runtime_checkable
+class Refusing(Protocol):
+    """A transport that refuses some messages below the mesh (``SealedTransport``: a wrong mesh secret).
+
+    The pump drains the reasons into the core's rejection counters, so the
+    transport needs no reference to the mesh (which is built on top of it).
+    """
+
+    def take_rejections(self) -> list[str]:
+        """The reasons of messages refused since the last call; any thread."""
+        ...
 
 
 @dataclass
@@ -110,6 +123,7 @@ class Mesh:
         self._wake = trio.Event()
         self._local: set[CID] = set()  # local changes not yet handed to the core
         self._rejects: deque[str] = deque()  # transport rejections not yet counted by the core
+        self._refusing = transport if isinstance(transport, Refusing) else None
         self._waiters: list[_Waiter] = []
         self._nursery: trio.Nursery | None = None
         self._notifying = False  # our own notifications are not local changes
@@ -118,6 +132,8 @@ class Mesh:
 
     def _locked(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with self._lock:
+            if self._refusing is not None:
+                self._rejects.extend(self._refusing.take_rejections())
             while self._rejects:
                 self.core.reject(self._rejects.popleft())
             return fn(*args, **kwargs)
@@ -149,6 +165,10 @@ class Mesh:
         """Peer ids (ours included when we have ``role``) with ``role`` that were seen lately."""
         return self.core.live(time.time(), role)
 
+    def live_inventories(self, role: str) -> dict[str, Mapping[str, Any]]:
+        """Live peers with ``role`` (ours included when we have it) and their announced inventories."""
+        return self.core.live_inventories(time.time(), role)
+
     def live_runners(self) -> list[str]:
         """Peer ids (ours included when we run) that run tasks and were seen lately."""
         return self.live_peers("runner")
@@ -165,7 +185,10 @@ class Mesh:
         return self.core.peer_list(time.time(), conn)
 
     def _reject(self, why: str) -> None:
-        """Count a rejection seen below the mesh (the sealed transport's ``on_reject``); any thread."""
+        """Count a rejection seen below the mesh (a transport's ``on_reject`` hook); any thread.
+
+        A :class:`Refusing` transport needs no hook: the pump drains its rejections.
+        """
         self._rejects.append(why)
 
     def _syncer(self, obj: Followed) -> hpcp.Syncer:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -50,10 +51,21 @@ def open_untrusted(key: bytes, data: bytes) -> bytes | None:
 class SealedTransport:
     """The same interface as :class:`meshd.p2p.transport.Transport`, sealed with a mesh key."""
 
-    def __init__(self, inner: Any, secret: str) -> None:
+    def __init__(self, inner: Any, secret: str, *, on_reject: Callable[[str], None] | None = None) -> None:
         self.inner = inner
         self._key = mesh_key(secret)
-        self.on_reject: Callable[[str], None] = lambda why: None
+        self._refused: deque[str] = deque()
+        #: Called (any thread) with the reason of each refused message; by
+        #: default the reasons wait for :meth:`take_rejections`, which the
+        #: mesh pump drains into its counters (no wiring after construction).
+        self.on_reject: Callable[[str], None] = on_reject if on_reject is not None else self._refused.append
+
+    def take_rejections(self) -> list[str]:
+        """The reasons of messages refused since the last call (oldest first); any thread."""
+        out: list[str] = []
+        while self._refused:
+            out.append(self._refused.popleft())
+        return out
 
     @property
     def peer_id(self) -> str:
