@@ -148,3 +148,112 @@ def test_the_node_and_the_mesh_satisfy_the_ports(tmp_path: Path) -> None:
         assert hasattr(node.policy, name), name
     assert all(callable(getattr(Mesh, m, None)) for m in ("live_peers", "any_presence"))
     assert not isinstance(object(), PeerView)
+
+
+# ----------------------------------------------------------------- the archivist and the evaluator
+
+
+class Through:
+    """Only the members ``port`` declares of ``target``: a role that reaches for more fails here.
+
+    ``nested`` narrows attributes the same way (e.g. ``objects`` to the role's
+    view of the object host).
+    """
+
+    def __init__(self, target: Any, port: type, **nested: Any) -> None:
+        import typing
+
+        self._target = target
+        self._names = set(typing._get_protocol_attrs(port))  # type: ignore[attr-defined]
+        self._nested = nested
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._nested:
+            return self._nested[name]
+        if name not in self._names:
+            raise AttributeError(f"{name!r} is not part of the port")
+        return getattr(self._target, name)
+
+
+def _node(tmp_path: Path, *, io_in_threads: bool = True) -> Any:
+    from meshd.config import VerifyConfig
+    from meshd.node import Node
+    from meshd.store.heads import HeadsStore
+    from meshd.store.objects import CommitOptions, ObjectHost
+
+    seed = b"\x56" * 32
+    signer = Signer.from_seed(seed)
+    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / "heads.db"), signer,
+                         CommitOptions(io_in_threads=io_in_threads))
+    config = SimpleNamespace(node=SimpleNamespace(mesh="ports-mesh", labels=(), name="n", roles=()),
+                             verify=VerifyConfig())
+    return Node(objects=objects, peer_id=peer_id_of(signer.public), identity_seed=seed, config=config)
+
+
+def test_the_node_satisfies_the_archivist_and_evaluator_ports(tmp_path: Path) -> None:
+    from meshd.roles.archivist import ArchiveObjects, ArchivistNode
+    from meshd.roles.evaluator import EvaluatorNode, EvaluatorObjects
+    from meshd.roles.jobs import JobObjects, JobsNode
+    from meshd.roles.verify import PolicyNode
+
+    node = _node(tmp_path)
+    for port in (ArchivistNode, EvaluatorNode, JobsNode, PolicyNode):
+        assert isinstance(node, port), port.__name__
+    for port in (ArchiveObjects, EvaluatorObjects, JobObjects):
+        assert isinstance(node.objects, port), port.__name__
+    assert isinstance(node.policy.node, PolicyNode)
+    assert not isinstance(SimpleNamespace(store=None, objects=None), ArchivistNode)
+
+
+async def test_the_evaluator_fires_a_job_through_its_port_only(tmp_path: Path, autojump_clock: Any) -> None:
+    import json
+
+    import trio
+
+    from lattice.cid import CID
+    from meshd.roles import jobs
+    from meshd.roles.evaluator import Evaluator, EvaluatorNode, EvaluatorObjects
+    from tests.test_evaluator_dedupes import OPTIONS, PIPELINES, fib_split
+
+    node = _node(tmp_path, io_in_threads=False)  # virtual time: no worker threads
+    engine, data = codec.encode_block({"fake": "engine"})
+    node.store.put(engine, data)
+    body = json.loads((PIPELINES / "fibsum.json").read_text())
+    for stage in body["stages"]:
+        stage["engine"] = {"/": str(engine)}
+        del stage["engine_name"]
+    submitter = Through(node, jobs.JobsNode, objects=Through(node.objects, jobs.JobObjects))
+    evaluator = Evaluator(Through(node, EvaluatorNode, objects=Through(node.objects, EvaluatorObjects)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.objects.serve)
+        await nursery.start(evaluator.serve)
+        answer = await jobs.submit_job(submitter, body, options=OPTIONS, now_ms=0)
+        job = node.objects.get(CID.parse_untrusted(answer["job"]))
+        await node.objects.commit(job, [dataset.set_op("split/results", fib_split(200, 8))])
+        with trio.fail_after(60):
+            while len(node.queue) < 1 + 8:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert len(node.queue) == 1 + 8  # the split task, then the eight maps it fired
+    assert evaluator.statistics().errors == 0
+
+
+async def test_the_archivist_pins_through_its_port_only(tmp_path: Path) -> None:
+    import trio
+
+    from lattice import queue
+    from meshd.roles.archivist import ArchiveObjects, Archivist, ArchivistNode, ArchivistOptions
+
+    node = _node(tmp_path)
+    config = SimpleNamespace(ipfs=SimpleNamespace(api=None), node=SimpleNamespace(mesh="ports-mesh"))
+    archivist = Archivist(Through(node, ArchivistNode, objects=Through(node.objects, ArchiveObjects)),
+                          SimpleNamespace(path=tmp_path), config, ArchivistOptions(interval_s=0.01))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.objects.serve)
+        await nursery.start(archivist.serve)
+        await node.objects.commit(node.queue_obj, queue.enqueue_ops([codec.cid_of({"archived": 1})]))
+        with trio.fail_after(20):
+            while archivist.statistics().versions < 1 or archivist.statistics().pending_objects:
+                await trio.sleep(0.05)
+        assert archivist.index is not None and archivist.index.current(node.queue_obj.genesis) is not None
+        nursery.cancel_scope.cancel()

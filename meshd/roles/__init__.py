@@ -30,8 +30,14 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from ..home import Home
-    from ..node import Node
-    from ..p2p.mesh import Mesh
+    from .archivist import ArchivistNode
+    from .evaluator import EvaluatorNode
+    from .ports import PeerView
+    from .runner import RunnerNode
+    from .verifier import VerifierNode
+
+    class RoleNode(RunnerNode, VerifierNode, ArchivistNode, EvaluatorNode, Protocol):
+        """Every role's node port at once: what the daemon hands the roles (``meshd.node.Node``)."""
 
 #: Role modules whose ``router`` is mounted even when the role is not enabled.
 ALWAYS_ROUTED: tuple[str, ...] = ("archivist", "evaluator", "verifier")
@@ -49,17 +55,24 @@ class Role(Protocol):
 class RoleContext:
     """What a role may use: the node, the engine host, the config, the mesh.
 
-    A role hands its parts on as the narrow Protocols it declares (e.g.
-    ``meshd.roles.runner.RunnerNode``, :mod:`meshd.roles.ports`), which
-    ``Node`` and ``Mesh`` satisfy structurally.
+    Each role takes from it only the narrow Protocol it declares beside
+    itself (``RunnerNode`` in :mod:`meshd.roles.runner`, ``VerifierNode``,
+    ``ArchivistNode``, ``EvaluatorNode``; their parts are in
+    :mod:`meshd.roles.ports`), which ``Node`` and ``Mesh`` satisfy
+    structurally; ``node`` is typed as all of them at once.
+
+    ``roles`` is the registry of *running* roles by name, filled by the
+    daemon as each role reports started: a role's routes, mounted before the
+    roles start, look their role up there per request.  It is state, not
+    wiring: no role is handed another role.
     """
 
-    node: Node
+    node: RoleNode
     host: EngineHost
     config: Config
     home: Home
-    mesh: Mesh | None = None
-    roles: dict[str, Any] = field(default_factory=dict)  # started roles by name
+    mesh: PeerView | None = None
+    roles: dict[str, Any] = field(default_factory=dict)  # running roles by name
 
 
 def role_module(name: str) -> Any | None:

@@ -32,37 +32,89 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import trio
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
-
 from engines.errors import EngineError
 from engines.manifest import load_manifest
 from lattice import codec, goho, results
 from lattice.cid import CID
-from lattice.errors import BadCID, BadInput, BlockNotFound, LatticeError, StoreError
+from lattice.errors import BadCID, BlockNotFound, LatticeError
 from lattice.state import decode_value
 
 from ..store.archive import (
-    PINS, ArchiveError, ArchiveIndex, IpfsPinner, LocalPinner, Pinner, PinsView, pin_op, pin_record,
+    PINS, ArchiveIndex, IpfsPinner, LocalPinner, Pinner, PinsView, pin_op, pin_record,
     version_from_untrusted, version_record,
 )
-from ..errors import ApiError, MeshdError, NotFound
+from ..api.archive import ArchiveUnavailable, router
+from ..errors import MeshdError, NotFound
 from ..runtime.logs import get_logger
+
+if TYPE_CHECKING:
+    from lattice.blockstore import BlockStore
+    from lattice.signing import Signer
+
+    from ..home import Home
+    from ..store.objects import Followed
+    from . import RoleContext
 
 log = get_logger("meshd.archivist")
 
-__all__ = ["ArchiveUnavailable", "Archivist", "ArchivistOptions", "ArchivistStatistics", "create", "router"]
+__all__ = ["ArchiveObjects", "ArchiveUnavailable", "Archivist", "ArchivistNode", "ArchivistOptions", "ArchivistStatistics", "create", "router"]
 
 
-class ArchiveUnavailable(ApiError):
-    """The archive cannot answer now (its block store is unreachable, or it is starting)."""
+@runtime_checkable
+class ArchiveObjects(Protocol):
+    """The object host as the archivist uses it (``meshd.store.objects.ObjectHost``)."""
 
-    status = 503
-    default_code = "store_unavailable"
+    @property
+    def signer(self) -> Signer:
+        """Signs the pins announcements."""
+        ...
+
+    @property
+    def objects(self) -> Mapping[CID, Followed]:
+        """Every followed object by genesis (each one is archived)."""
+        ...
+
+    def get(self, genesis: CID) -> Followed | None: ...
+
+    def subscribe(self, listener: Callable[[Followed], None]) -> Callable[[], None]:
+        """Call ``listener(obj)`` after every change; returns the unsubscribe function."""
+        ...
+
+    async def follow_async(self, kind: str, name: str, nonce: bytes = ..., *,
+                           genesis: CID | None = ...) -> Followed: ...
+
+    async def commit(self, obj: Followed, ops: list[list[Any]], blocks: list[tuple[CID, bytes]] = ...) -> None: ...
+
+
+@runtime_checkable
+class ArchivistNode(Protocol):
+    """What the archivist uses of the node (``meshd.node.Node`` satisfies it)."""
+
+    @property
+    def store(self) -> BlockStore:
+        """Where versions are written and pinned (the embedded store's pins live in the index)."""
+        ...
+
+    @property
+    def objects(self) -> ArchiveObjects: ...
+
+    @property
+    def results_obj(self) -> Followed:
+        """The results object: every result's output is pinned."""
+        ...
+
+    @property
+    def results_view(self) -> results.ResultsView: ...
+
+    @property
+    def engines_obj(self) -> Followed:
+        """The engine registry: every manifest's files are pinned."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -159,7 +211,7 @@ class Archivist:
 
     name = "archivist"
 
-    def __init__(self, node: Any, home: Any, config: Any, options: ArchivistOptions) -> None:
+    def __init__(self, node: ArchivistNode, home: Home, config: Any, options: ArchivistOptions) -> None:
         self.node = node
         self.home = home
         self.config = config
@@ -523,7 +575,7 @@ class Archivist:
                           "at": p.at} for p in self.index.pins()]}
 
 
-def create(ctx: Any) -> Archivist:
+def create(ctx: RoleContext) -> Archivist:
     """The role plug-in entry point (no I/O)."""
     try:
         options = ArchivistOptions.from_config(ctx.config)
@@ -532,53 +584,3 @@ def create(ctx: Any) -> Archivist:
 
         raise ConfigError(str(exc)) from None
     return Archivist(ctx.node, ctx.home, ctx.config, options)
-
-
-def router(ctx: Any) -> APIRouter:
-    """``/v1/archive`` and ``/v1/pins``; 404 ``archivist_disabled`` when the role is off."""
-    r = APIRouter(tags=["archive"])
-
-    def archivist() -> Archivist:
-        a = ctx.roles.get("archivist")
-        if a is not None:
-            return a
-        if "archivist" in ctx.config.node.roles:
-            raise ArchiveUnavailable("the archivist is starting; try again", code="archivist_starting")
-        raise NotFound('this node does not run the archivist role (add "archivist" to [node] roles)',
-                       code="archivist_disabled")
-
-    async def in_thread(fn: Any, *args: Any) -> Any:
-        try:
-            return await trio.to_thread.run_sync(fn, *args)
-        except (StoreError, ArchiveError) as exc:
-            raise ArchiveUnavailable(f"archive store unavailable: {exc}") from None
-
-    @r.get("/v1/archive")
-    async def list_archive() -> JSONResponse:
-        """Archived objects with their pinned version, and the archivist's statistics."""
-        a = archivist()
-        return JSONResponse(await in_thread(a.objects_json))
-
-    @r.get("/v1/archive/{genesis}")
-    async def list_versions(genesis: str, limit: int = Query(default=1000, ge=1, le=100_000)) -> JSONResponse:
-        """Captured versions of one object, oldest first, and who archives it."""
-        a = archivist()
-        return JSONResponse(await in_thread(a.versions_json, CID.parse_untrusted(genesis), limit))
-
-    @r.get("/v1/archive/{genesis}/{version}")
-    async def get_version(genesis: str, version: str) -> JSONResponse:
-        """One version read back from the block store: heads and a summary of the state."""
-        a = archivist()
-        g, v = CID.parse_untrusted(genesis), CID.parse_untrusted(version)
-        try:
-            return JSONResponse(await in_thread(a.version_json_sync, g, v))
-        except BadInput as exc:
-            raise NotFound(f"{v} is not a version of {g}: {exc}", code="version_not_found") from None
-
-    @r.get("/v1/pins")
-    async def list_pins() -> JSONResponse:
-        """Every pin this archivist holds (versions, result outputs, engine files)."""
-        a = archivist()
-        return JSONResponse(await in_thread(a.pins_json))
-
-    return r

@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import trio
 from fastapi import APIRouter, Query, Request
@@ -57,7 +57,34 @@ from ..node import DATASET, now_ms, parse_cid
 from ..runtime.logs import get_logger
 from . import jobs
 
+if TYPE_CHECKING:
+    from ..store.objects import Followed
+    from . import RoleContext
+
 log = get_logger("meshd.evaluator")
+
+
+@runtime_checkable
+class EvaluatorObjects(jobs.JobObjects, Protocol):
+    """The object host as the evaluator uses it: jobs' view, plus change listeners."""
+
+    def subscribe(self, listener: Callable[[Followed], None]) -> Callable[[], None]:
+        """Call ``listener(obj)`` after every change; returns the unsubscribe function."""
+        ...
+
+
+@runtime_checkable
+class EvaluatorNode(jobs.JobsNode, Protocol):
+    """What the evaluator uses of the node (``meshd.node.Node`` satisfies it)."""
+
+    @property
+    def objects(self) -> EvaluatorObjects: ...
+
+    def task_record(self, cid: CID) -> dict[str, Any]:
+        """A validated task body; raises BlockNotFound (not here yet) or BadInput (rejected)."""
+        ...
+
+    def dataset_obj(self, genesis: CID, *, create: bool = ...) -> Followed | None: ...
 
 
 @dataclass(frozen=True)
@@ -268,7 +295,7 @@ class Evaluator:
 
     name = "evaluator"
 
-    def __init__(self, node: Any, options: EvaluatorOptions | None = None) -> None:
+    def __init__(self, node: EvaluatorNode, options: EvaluatorOptions | None = None) -> None:
         self.node = node
         self.options = options or EvaluatorOptions()
         self.book = RuleBook(self.options.conditions)
@@ -472,7 +499,7 @@ def _dig(value: Any, *keys: str) -> Any:
     return value
 
 
-def create(ctx: Any) -> Evaluator:
+def create(ctx: RoleContext) -> Evaluator:
     """The role plug-in entry point (no I/O)."""
     return Evaluator(ctx.node, EvaluatorOptions())
 
@@ -480,7 +507,7 @@ def create(ctx: Any) -> Evaluator:
 # ----------------------------------------------------------------- routes
 
 
-def router(ctx: Any) -> APIRouter:
+def router(ctx: RoleContext) -> APIRouter:
     """``/v1/jobs`` and ``/v1/evaluator``; mounted whether or not the role runs.
 
     Jobs can be submitted and watched on any node: the rules travel with the

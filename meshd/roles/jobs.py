@@ -56,9 +56,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from conditions import BadCondition, ConditionError, ConditionOptions, Rule, fire, parse_untrusted
 from engines.examples import EXAMPLES_DIR
@@ -70,11 +70,17 @@ from lattice.goho import Replica
 from ..errors import BadRequest, NotFound
 from .pipeline import MAX_STAGES, Pipeline, Stage
 
+if TYPE_CHECKING:
+    from lattice.blockstore import BlockStore
+    from lattice.queue import QueueView
+
+    from ..store.objects import Followed
+
 # Pipeline, Stage and MAX_STAGES live in meshd/roles/pipeline.py (pure validation of
 # the pipeline file) and are re-exported here, where callers have always found them.
 __all__ = [
     "EXAMPLE_ENGINES", "JOB_PLACEHOLDER", "JOB_TYPE", "MAX_RULES", "MAX_STAGES", "RULES_PATH",
-    "RULES_TYPE", "SPEC_PATH", "JobPlan", "Pipeline", "ReplicaResolver", "Requester", "RuleEntry",
+    "RULES_TYPE", "SPEC_PATH", "JobObjects", "JobPlan", "JobsNode", "Pipeline", "ReplicaResolver", "Requester", "RuleEntry",
     "Stage", "default_condition", "enqueue_blocks", "fire_entry", "job_status", "list_jobs",
     "node_resolver", "plan_job", "publish_examples", "read_path", "resolve_engine", "rules_from_record_untrusted",
     "rules_record", "submit_job", "task_blocks",
@@ -89,6 +95,51 @@ JOB_PLACEHOLDER = "$JOB"
 #: Most rule entries one ``_job/rules`` record may hold (bounds evaluation).
 MAX_RULES = 64
 _DATASET_KIND = "dataset"  # meshd.node.DATASET; not imported to keep jobs free of the node
+
+
+# ----------------------------------------------------------------- what jobs use of the node
+
+
+@runtime_checkable
+class JobObjects(Protocol):
+    """The object host as jobs use it (``meshd.store.objects.ObjectHost``)."""
+
+    @property
+    def objects(self) -> Mapping[CID, Followed]:
+        """Every followed object by genesis."""
+        ...
+
+    def get(self, genesis: CID) -> Followed | None: ...
+
+    def follow(self, kind: str, name: str, nonce: bytes = ..., *, genesis: CID | None = ...) -> Followed: ...
+
+    async def commit(self, obj: Followed, ops: list[list[Any]], blocks: list[tuple[CID, bytes]] = ...) -> None: ...
+
+
+@runtime_checkable
+class JobsNode(Protocol):
+    """What submitting, reading and firing jobs use of the node (``meshd.node.Node`` satisfies it)."""
+
+    @property
+    def store(self) -> BlockStore: ...
+
+    @property
+    def objects(self) -> JobObjects: ...
+
+    @property
+    def queue(self) -> QueueView: ...
+
+    @property
+    def queue_obj(self) -> Followed: ...
+
+    @property
+    def engines_obj(self) -> Followed:
+        """The engine registry (``name/<engine>`` registers)."""
+        ...
+
+    def engine_known(self, engine: CID) -> bool: ...
+
+    def count(self, name: str, n: int = 1) -> None: ...
 
 
 # ----------------------------------------------------------------- rule records
@@ -179,7 +230,7 @@ def task_blocks(tasks: Sequence[dict[str, Any]]) -> list[tuple[CID, bytes]]:
     return out
 
 
-async def enqueue_blocks(node: Any, blocks: Sequence[tuple[CID, bytes]]) -> list[CID]:
+async def enqueue_blocks(node: JobsNode, blocks: Sequence[tuple[CID, bytes]]) -> list[CID]:
     """Store task blocks and add the ones not yet queued; returns those CIDs.
 
     The bodies are stored before the queue names them.  Cancellation before
@@ -237,7 +288,7 @@ class ReplicaResolver:
             return None
 
 
-def node_resolver(node: Any) -> ReplicaResolver:
+def node_resolver(node: JobsNode) -> ReplicaResolver:
     """A resolver over the datasets ``node`` follows."""
     def replica_of(genesis: CID) -> Replica | None:
         obj = node.objects.get(genesis)
@@ -331,7 +382,7 @@ def plan_job(pipeline: Pipeline, genesis: CID, engines: Sequence[CID], *, create
 # ----------------------------------------------------------------- node operations
 
 
-def resolve_engine(node: Any, stage: Stage) -> CID:
+def resolve_engine(node: JobsNode, stage: Stage) -> CID:
     """The engine CID of ``stage``; BadRequest ``unknown_engine`` when the node has none."""
     if stage.engine is not None:
         if not node.engine_known(stage.engine):
@@ -345,7 +396,7 @@ def resolve_engine(node: Any, stage: Stage) -> CID:
     return found
 
 
-async def submit_job(node: Any, body: object, *, options: ConditionOptions, now_ms: int) -> dict[str, Any]:
+async def submit_job(node: JobsNode, body: object, *, options: ConditionOptions, now_ms: int) -> dict[str, Any]:
     """Create the job dataset of pipeline ``body`` and enqueue its first task.
 
     Write order (crash safety): definition blocks, then the one delta holding
@@ -375,7 +426,7 @@ async def submit_job(node: Any, body: object, *, options: ConditionOptions, now_
             "stages": [s.name for s in pipeline.stages], "tasks": [str(c) for c, _ in first]}
 
 
-def _job_obj(node: Any, job: CID) -> tuple[Any, dict[str, Any]]:
+def _job_obj(node: JobsNode, job: CID) -> tuple[Any, dict[str, Any]]:
     obj = node.objects.get(job)
     spec = obj.replica.state.register(SPEC_PATH) if obj is not None and obj.kind == _DATASET_KIND else None
     if type(spec) is not dict or spec.get("t") != JOB_TYPE or type(spec.get("stages")) is not list:
@@ -392,7 +443,7 @@ def _expected_tasks(entry: RuleEntry, resolver: Any, options: ConditionOptions) 
         return []
 
 
-def job_status(node: Any, job: CID, *, options: ConditionOptions, now_ms: int,
+def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: int,
                errors: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Per-stage progress, state and final value of a job.
 
@@ -437,7 +488,7 @@ def job_status(node: Any, job: CID, *, options: ConditionOptions, now_ms: int,
             "result": None if result is None else codec.to_json(result), "errors": list(errors)}
 
 
-def list_jobs(node: Any, *, limit: int = 100) -> list[dict[str, Any]]:
+def list_jobs(node: JobsNode, *, limit: int = 100) -> list[dict[str, Any]]:
     """The jobs this node follows, newest first: ``{"job", "name", "created_ms", "state"}``.
 
     ``state`` here is only ``completed`` or ``running`` (the cheap check);

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound
 from lattice.queue import TaskInfo
+from lattice.results import ResultsView
 from lattice.trust import TrustView
 
 from ..config import VerifyConfig
@@ -79,10 +80,35 @@ def group_outputs(records: list[dict[str, Any]], load: Any, comparator: dict[str
     return groups
 
 
-class ReplicationPolicy:
-    """Adaptive replication over a node's queue, results and trust views."""
+@runtime_checkable
+class PolicyNode(Protocol):
+    """What the replication policy reads of the node (``meshd.node.Node`` satisfies it)."""
 
-    def __init__(self, node: Any, trust: TrustView, options: VerifyConfig) -> None:
+    @property
+    def results_view(self) -> ResultsView: ...
+
+    def task_engine(self, cid: CID) -> CID | None:
+        """The engine a task names; None while its body is missing, or when it is invalid."""
+        ...
+
+    def output_value(self, cid: CID) -> Any:
+        """A decoded output block; raises BlockNotFound or BadInput."""
+        ...
+
+
+class ReplicationPolicy:
+    """Adaptive replication over a node's queue, results and trust views.
+
+    Args:
+        node: Task engines, results and outputs (:class:`PolicyNode`).  The
+            node builds its policy with itself (the policy is part of the
+            node's queue view), so this is the one place a component holds
+            the node it belongs to: it reads it only through this port.
+        trust: The verdicts' trust view.
+        options: ``[verify]``.
+    """
+
+    def __init__(self, node: PolicyNode, trust: TrustView, options: VerifyConfig) -> None:
         self.node = node
         self.trust = trust
         self.options = options
