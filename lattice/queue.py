@@ -4,6 +4,8 @@ The queue GOHO holds four grow-only sets:
 
 * ``available``: task CIDs (Enqueue adds here);
 * ``assigned``: assignment records ``{task, by, at, until, n}`` (Assign);
+  records of one attempt ``(by, n)`` are one lease, from the earliest
+  ``at`` to the latest ``until`` (a renewal, :func:`renew_op`);
 * ``completed``: completion records ``{task, by, at, result}`` (Complete);
 * ``failed``: failed-attempt records ``{task, by, at, n, error, final}``.
 
@@ -56,6 +58,16 @@ def enqueue_ops(tasks: list[CID]) -> list[list[Any]]:
 def assign_op(task: CID, by: str, at_ms: int, lease_ms: int, attempt: int) -> list[Any]:
     """Assign(task): claim ``task`` for ``lease_ms``."""
     return ["add", ASSIGNED, {"task": task, "by": by, "at": at_ms, "until": at_ms + lease_ms, "n": attempt}]
+
+
+def renew_op(lease: "Assignment", until_ms: int) -> list[Any]:
+    """Renew a lease: the same attempt ``(task, by, at, n)`` with a later ``until``.
+
+    The view merges records of one attempt (earliest ``at``, latest
+    ``until``), so a task may run for hours on short leases, and a renewal
+    changes no winner: the attempt's key ``(at, by, n)`` is the same.
+    """
+    return ["add", ASSIGNED, {"task": lease.task, "by": lease.by, "at": lease.at, "until": until_ms, "n": lease.n}]
 
 
 def replicate_op(task: CID, replicas: int, quorum: int) -> list[Any]:
@@ -233,7 +245,13 @@ class QueueView:
                 return
             a = Assignment(rec["task"], rec["by"], rec["at"], rec["until"], rec["n"])
             info = self._info(a.task)
-            info.assignments.append(a)
+            for i, old in enumerate(info.assignments):
+                if old.by == a.by and old.n == a.n:  # a renewal: one attempt, one lease
+                    a = Assignment(a.task, a.by, min(a.at, old.at), max(a.until, old.until), a.n)
+                    info.assignments[i] = a
+                    break
+            else:
+                info.assignments.append(a)
             self._ready.pop(a.task, None)
             if not info.done:
                 self._leased.add(a.task)

@@ -63,8 +63,12 @@ class RunnerOptions:
         slots: Tasks run at once.
         max_attempts: Attempts before a task is failed (a task's own
             ``max_attempts`` overrides it).
-        lease_s: Minimum lease; the lease is at least the timeout plus 10 s
-            so a healthy run is never stolen.
+        lease_s: How long a claim lasts without renewal (default 10 s).  A
+            runner renews the leases of the attempts it has started every
+            third of a lease, each renewal for longer as the attempt ages
+            (up to 8 leases), so a task may run for hours at a few records
+            an hour, while a dead runner's young tasks move within one
+            lease and a claimed task that never started moves after one.
         task_timeout_s: Ceiling on one attempt's wall-clock time; the engine
             manifest's own ``timeout_s`` applies below it (the daemon passes
             this ceiling to the engine host as ``max_resources.timeout_s``).
@@ -83,7 +87,7 @@ class RunnerOptions:
 
     slots: int = 1
     max_attempts: int = 3
-    lease_s: float = 30.0
+    lease_s: float = 10.0
     task_timeout_s: float = 60.0
     warm: bool = True
     idle_poll_s: float = 1.0
@@ -98,9 +102,8 @@ class RunnerOptions:
 
     @property
     def lease_ms(self) -> int:
-        # A healthy attempt ends (or is killed) at task_timeout_s; the margin
-        # covers recording it.  Never shorter than lease_s.
-        return int(max(self.lease_s, self.task_timeout_s + min(10.0, self.task_timeout_s)) * 1000)
+        """A claim's first lease; a started attempt is renewed (see ``Runner._renew``)."""
+        return int(self.lease_s * 1000)
 
 
 class RunnerMesh(PeerView, Protocol):
@@ -163,6 +166,8 @@ class Runner:
         self._unjudged: set[CID] = set()  # our replicas no verdict has judged yet
         self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
         self._slot_freed = trio.Event()
+        self._held: dict[CID, queue.Assignment] = {}  # our lease per claimed task
+        self._started: set[CID] = set()  # claimed tasks whose engine run began (renewed)
         self._engine_slots = trio.CapacityLimiter(options.slots)
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
@@ -250,6 +255,7 @@ class Runner:
         await self._catch_up_first()
         await self._void_own_leases()
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._renew_loop)
             task_status.started()
             while True:
                 if self.node.trust.banned(self.node.peer_id):
@@ -309,8 +315,39 @@ class Runner:
                         self.stats["lost_race"] += 1
                         continue
                     self.running.add(t)
+                    self._held[t] = holder
                     nursery.start_soon(self._run_one, t, holder.n)
                 self._publish_load()
+
+    async def _renew_loop(self) -> None:
+        """Renew the leases of started attempts, all in one delta per round.
+
+        An attempt's lease grows with its age (``max(lease, age)``, at most 8
+        leases), so a long task costs a few records an hour.  Unstarted
+        claims are not renewed: if this runner is stopped or too slow to
+        start them within a lease, they expire and other runners take them.
+        Cancellation leaves the leases to expire.
+        """
+        lease = self.options.lease_ms
+        me = self.node.peer_id
+        while True:
+            await trio.sleep(lease / 3000)
+            now = now_ms()
+            ops = []
+            for t in list(self._started):
+                a = self._held.get(t)
+                if a is None or a.until - now > lease * 2 // 3:
+                    continue
+                renewed = queue.Assignment(a.task, me, a.at, now + min(8 * lease, max(lease, now - a.at)), a.n)
+                ops.append(queue.renew_op(a, renewed.until))
+                self._held[t] = renewed
+            if not ops:
+                continue
+            try:
+                await self.node.objects.commit(self.node.queue_obj, ops)
+                self.node.count("leases_renewed", len(ops))
+            except StoreError as exc:
+                log.warning("renew_failed", error=str(exc)[:200])
 
     def _publish_load(self) -> None:
         """Keep the load this node announces in its presence current: idle
@@ -410,15 +447,27 @@ class Runner:
 
     async def _run_one(self, t: CID, attempt: int) -> None:
         started = time.perf_counter()
+        outcome: Outcome | None = None
+        rec: dict[str, Any] | None = None
         try:
             async with self._engine_slots:
-                self._publish_load()
-                t0 = time.perf_counter()
-                outcome, rec = await self._execute(t)
-                self._avg_s = 0.9 * self._avg_s + 0.1 * (time.perf_counter() - t0)
+                # A claim that waited longer than its lease may have gone to
+                # another runner: run only what this runner still holds.
+                if self.node.queue.holds(t, self.node.peer_id, now_ms()) is not None:
+                    self._started.add(t)
+                    self._publish_load()
+                    t0 = time.perf_counter()
+                    outcome, rec = await self._execute(t)
+                    self._avg_s = 0.9 * self._avg_s + 0.1 * (time.perf_counter() - t0)
+                else:
+                    self.stats["lease_lost"] = self.stats.get("lease_lost", 0) + 1
+                    log.info("claim_expired_before_start", task=str(t))
         except Exception as exc:  # noqa: BLE001 - any defect becomes a failed attempt, never a crash
             log.error("run_crashed", task=str(t), error=repr(exc))
             outcome, rec = Outcome(ok=False, error=f"internal error: {exc!r}"[:500]), None
+        if outcome is None:
+            self._finished(t)
+            return
         try:
             if not outcome.ok and trio.current_effective_deadline() == float("-inf"):
                 # Shutting down: a failure now is most likely the shutdown's
@@ -438,10 +487,15 @@ class Runner:
             # runs again; nothing half-recorded is acknowledged.
             log.warning("record_failed", task=str(t), error=str(exc)[:200])
         finally:
-            self.running.discard(t)
-            self._publish_load()
-            ev, self._slot_freed = self._slot_freed, trio.Event()
-            ev.set()
+            self._finished(t)
+
+    def _finished(self, t: CID) -> None:
+        self.running.discard(t)
+        self._held.pop(t, None)
+        self._started.discard(t)
+        self._publish_load()
+        ev, self._slot_freed = self._slot_freed, trio.Event()
+        ev.set()
 
     async def _execute(self, t: CID) -> tuple[Outcome, dict[str, Any] | None]:
         try:
