@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -90,6 +91,28 @@ class LocalNode:
             time.sleep(0.1)
         raise SystemExit(f"{self.name} did not start in {timeout}s")
 
+    @property
+    def pid(self) -> int | None:
+        """The daemon's process id, while it runs."""
+        return self.proc.pid if self.proc and self.proc.poll() is None else None
+
+    def signal_tree(self, sig: int) -> None:
+        """Send ``sig`` to the daemon and every process below it (its engine workers)."""
+        if self.pid is None:
+            return
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for proc in procs:
+            try:
+                proc.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -110,14 +133,30 @@ class LocalNode:
 
 
 
-def start_mesh(root: Path, n: int, roles: list[str], *, slots: int = 2, extra_config: str = "") -> list[LocalNode]:
-    """Init and start ``n`` nodes under ``root`` (which must be empty)."""
+def start_mesh(root: Path, n: int, roles: list[str], *, slots: int = 2, extra_config: str = "",
+               node_roles: Sequence[Sequence[str]] | None = None,
+               node_slots: Sequence[int] | None = None) -> list[LocalNode]:
+    """Init and start ``n`` nodes under ``root`` (which must be empty).
+
+    Args:
+        root: An empty directory; each node's home and log go under it.
+        n: Number of nodes (named node-a, node-b, ...).
+        roles: Roles of every node, unless ``node_roles`` is given.
+        slots: Runner slots of every node, unless ``node_slots`` is given.
+        extra_config: TOML appended to every node's config.
+        node_roles: One roles list per node (``len == n``).
+        node_slots: One slot count per node (``len == n``).
+    """
+    per_roles = [list(r) for r in node_roles] if node_roles is not None else [list(roles)] * n
+    per_slots = list(node_slots) if node_slots is not None else [slots] * n
+    if len(per_roles) != n or len(per_slots) != n:
+        raise ValueError("node_roles and node_slots need one entry per node")
     nodes = [LocalNode(root, f"node-{chr(ord('a') + i)}") for i in range(n)]
     first = nodes[0]
-    first.init([], roles, slots=slots, extra_config=extra_config)
-    for node in nodes[1:]:
+    first.init([], per_roles[0], slots=per_slots[0], extra_config=extra_config)
+    for node, r, s in zip(nodes[1:], per_roles[1:], per_slots[1:]):
         # The first node publishes the engines; the others trust its key.
-        node.init([first.multiaddr], roles, slots=slots, extra_config=extra_config, trust=[first.public_hex])
+        node.init([first.multiaddr], r, slots=s, extra_config=extra_config, trust=[first.public_hex])
     for node in nodes:
         node.start()
     for node in nodes:
