@@ -6,7 +6,10 @@ yamux, identity = the node's Ed25519 key):
 
 * **Broadcast** — gossipsub on one topic.  :meth:`Transport.broadcast` publishes,
   :meth:`Transport.receive` yields ``(origin peer id, data)`` for every message
-  from *another* peer (our own are filtered out).
+  from *another* peer (our own are filtered out).  libp2p does not sign
+  these messages (meshd signs its own records and checks them), so the
+  origin is the one the message claims: a hint for rate limits and for whom
+  to ask for blocks, never proof of authorship.
 * **Requests** — protocol ``/meshd/blocks/1.0.0``, one stream per request, one
   length-prefixed frame each way (see :mod:`meshd.p2p.wire` for the bytes).
 
@@ -32,7 +35,10 @@ Two-peer use::
 py-libp2p 0.8.1 quirks handled here (search for "Quirk"): gossipsub spam
 protection, the silently dropping 32-RPC outgoing queue, the 120 s default
 heartbeat, the 250 ms connect delay, the 32-message subscription channel, the
-1 MiB pubsub RPC limit, the plaintext/secio/TLS defaults, and its logging.
+1 MiB pubsub RPC limit, the plaintext/secio/TLS defaults, and its logging;
+and in :mod:`meshd.p2p._pubsub_tuning`: sequence numbers reused after a
+restart, a gossip cache keyed apart from the message id, and the signed
+peer record rebuilt and verified on every RPC.
 """
 
 from __future__ import annotations
@@ -76,6 +82,12 @@ from libp2p.stream_muxer.yamux.yamux import Yamux  # noqa: E402
 from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
 
 from ..runtime.logs import get_logger  # noqa: E402
+from ._pubsub_tuning import (  # noqa: E402
+    install_peer_record_caches,
+    message_id,
+    start_seqno_from_clock,
+    use_message_id_in_gossip,
+)
 from .mdns import serve_mdns  # noqa: E402
 from .options import P2POptions, PeerInfo, TransportStatistics  # noqa: E402
 from .requests import RequestHandler, answer_stream, call_over_stream, reset_quietly  # noqa: E402
@@ -235,14 +247,23 @@ class Transport:
             # prunes/ignores same-host meshes (tests, one LAN box).
             eclipse_protection_enabled=False,
         )
+        # Not libp2p's signatures: meshd signs and checks what it gossips
+        # (HPCP announcements, presence), so libp2p's signature on every
+        # message, and its verification at every hop, only cost CPU.  The
+        # message id is then a hash of origin, seqno and data (see
+        # _pubsub_tuning), and a message's origin is what it claims.
+        use_message_id_in_gossip(router)
         pubsub = Pubsub(
             host,
             router,
-            strict_signing=True,
+            strict_signing=False,
+            msg_id_constructor=message_id,
             # Quirk: pubsub refuses inbound RPCs over 1 MiB by default.
             max_inbound_rpc_size=MAX_BROADCAST_BYTES + 64 * 1024,
             allowed_topics={opts.topic},
         )
+        start_seqno_from_clock(pubsub)
+        install_peer_record_caches()
         host.get_network().register_notifee(_Notifee(self))
         host.set_stream_handler(BLOCKS_PROTOCOL, self._handle_stream)
         self._host = host
@@ -334,6 +355,9 @@ class Transport:
 
     async def receive(self) -> tuple[str, bytes]:
         """The next gossip message from another peer: ``(origin peer id, data)``.
+
+        The origin is the one the message claims (libp2p does not sign
+        gossip; see the module doc).
 
         Cancellation loses nothing: the message stays buffered.
 

@@ -1,0 +1,205 @@
+"""py-libp2p 0.8.1 pubsub settings and patches that meshd's own signing makes safe.
+
+meshd signs what it gossips (HPCP announcements, presence) and checks those
+signatures itself, so py-libp2p's per-message signature and its per-RPC
+signed peer record only add CPU.  :class:`~meshd.p2p.transport.Transport`
+runs pubsub with ``strict_signing=False`` and uses what is here:
+
+* :func:`message_id` — the message id once libp2p no longer signs.  Without
+  a signature anyone can put any ``(from, seqno)`` on a message, so the
+  default id (``from + seqno``) would let a peer pre-empt a genuine message
+  with a forged one carrying the same id.  A hash over origin, seqno *and*
+  data cannot be pre-empted, and a restarted node that reuses sequence
+  numbers is no longer taken for a message already seen (issue 15).  The
+  origin and seqno stay in the hash so identical bytes from two nodes (every
+  node's ``hpcp/query`` of an object is the same) are still two messages.
+* :func:`use_message_id_in_gossip` — Quirk: gossipsub's message cache keys
+  messages by ``from + seqno`` whatever id function pubsub was given, so its
+  IHAVE/IWANT gossip would name ids no peer has seen; the cache is replaced
+  by one keyed by :func:`message_id`.
+* :func:`start_seqno_from_clock` — Quirk: pubsub starts its sequence number
+  at ``int(time.time())`` and adds one per message, so a node that published
+  more than one message a second reuses numbers after a restart, and its
+  peers' gossipsub logs "Equivocation detected" and stops forwarding them.
+  Starting at the clock in nanoseconds (as go-libp2p-pubsub does) makes the
+  numbers grow across restarts.
+* :func:`install_peer_record_caches` — the one patch of py-libp2p globals.
+  pubsub attaches our signed peer record to *every* RPC and the receiver
+  verifies the record on every RPC (twice for control RPCs).  Building it
+  reads ``host.get_addrs()`` each time (~120 µs) and checking it is an Ed25519
+  verification (~110 µs), per RPC.  No option turns this off and the field
+  cannot be left out without patching every call site, so the two module
+  functions pubsub and gossipsub call are wrapped with per-host caches (see
+  the function).  The bytes on the wire and what the peerstore learns stay
+  the same.  ``tests/test_gossip_is_signed_by_meshd_not_libp2p.py`` fails when the library's shape
+  changes under these patches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Final
+
+import libp2p.pubsub.gossipsub as _gossipsub
+import libp2p.pubsub.pubsub as _pubsub
+from libp2p.pubsub.mcache import CacheEntry, MessageCache
+
+__all__ = [
+    "PeerRecordCacheStatistics",
+    "install_peer_record_caches",
+    "message_id",
+    "peer_record_cache_statistics",
+    "start_seqno_from_clock",
+    "use_message_id_in_gossip",
+]
+
+#: Our own record is re-read from the host at most this often: an address
+#: change (a new listener, an observed address) reaches peers within it.
+OWN_RECORD_REFRESH_S: Final = 1.0
+#: A peer's record, byte-identical to the one verified last from that peer,
+#: is verified and stored again only after this long (it refreshes the
+#: peerstore's 2-hour address TTL; nothing else changes).
+PEER_RECORD_RECHECK_S: Final = 30.0
+_MAX_PEERS_REMEMBERED: Final = 4096
+#: The module functions replaced, in the pubsub modules that call them.
+PATCHED_MODULES: Final = (_pubsub, _gossipsub)
+
+
+def message_id(msg: Any) -> bytes:
+    """The gossip message id: SHA-256 over length-prefixed origin, seqno and data."""
+    h = hashlib.sha256()
+    for part in (msg.from_id, msg.seqno):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    h.update(msg.data)
+    return h.digest()
+
+
+class _MessageCacheById(MessageCache):
+    """gossipsub's message cache, keyed by :func:`message_id` (Quirk: its own ``put`` ignores pubsub's id)."""
+
+    def put(self, msg: Any) -> None:
+        mid = message_id(msg)
+        if mid in self.msgs:
+            return
+        self.msgs[mid] = msg
+        self.history[0].append(CacheEntry(mid, msg.topicIDs))
+
+
+def use_message_id_in_gossip(router: Any) -> None:
+    """Replace ``router``'s (empty, not yet started) message cache by one keyed by :func:`message_id`."""
+    old = router.mcache
+    if old.msgs:
+        raise RuntimeError("the gossipsub message cache is replaced before the router runs")
+    router.mcache = _MessageCacheById(old.window_size, old.history_size)
+
+
+def start_seqno_from_clock(pubsub: Any) -> None:
+    """Make ``pubsub``'s sequence numbers start at the clock in nanoseconds (8 bytes until 2262)."""
+    pubsub.counter = time.time_ns()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecordCacheStatistics:
+    """Counters of the peer record caches (process-wide).
+
+    Attributes:
+        own_built: Our record read from the host (py-libp2p's code ran).
+        own_reused: RPCs that carried the cached bytes instead.
+        peer_checked: Peers' records verified and stored (py-libp2p's code ran).
+        peer_reused: RPCs whose record was byte-identical to one verified
+            from the same peer less than :data:`PEER_RECORD_RECHECK_S` ago.
+    """
+
+    own_built: int
+    own_reused: int
+    peer_checked: int
+    peer_reused: int
+
+
+_counts = {"own_built": 0, "own_reused": 0, "peer_checked": 0, "peer_reused": 0}
+_own: weakref.WeakKeyDictionary[Any, tuple[bytes, Any, float]] = weakref.WeakKeyDictionary()
+_peers: weakref.WeakKeyDictionary[Any, dict[Any, tuple[bytes, float]]] = weakref.WeakKeyDictionary()
+_originals: dict[str, Any] = {}
+
+
+def peer_record_cache_statistics() -> PeerRecordCacheStatistics:
+    """A snapshot of the cache counters."""
+    return PeerRecordCacheStatistics(**_counts)
+
+
+def _env_to_send_in_rpc(host: Any) -> tuple[bytes, bool]:
+    # Reuse while the peerstore's local record is the same object (identify
+    # reissues it when addresses change) and for at most OWN_RECORD_REFRESH_S
+    # (get_addrs() can change without a reissue; the original then reissues).
+    now = time.monotonic()
+    local = host.get_peerstore().get_local_record()
+    hit = _own.get(host)
+    if hit is not None and hit[1] is local and now < hit[2]:
+        _counts["own_reused"] += 1
+        return hit[0], False
+    data, new = _originals["env_to_send_in_RPC"](host)
+    _own[host] = (data, host.get_peerstore().get_local_record(), now + OWN_RECORD_REFRESH_S)
+    _counts["own_built"] += 1
+    return data, new
+
+
+def _maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
+    # Skipping is sound: the bytes are exactly those the original accepted
+    # from this same (Noise-authenticated) peer moments ago, so it would
+    # verify the same signature and store the same record again.  One
+    # difference, kept on purpose: after a newer record of the peer arrived
+    # (identify), the original refuses the older bytes and drops the whole
+    # RPC with its messages; we deliver them.
+    if not msg.HasField("senderRecord"):
+        return True
+    data = msg.senderRecord
+    now = time.monotonic()
+    seen = _peers.get(host)
+    if seen is None:
+        seen = _peers[host] = {}
+    hit = seen.get(peer_id)
+    if hit is not None and hit[0] == data and now < hit[1]:
+        _counts["peer_reused"] += 1
+        return True
+    ok = _originals["maybe_consume_signed_record"](msg, host, peer_id)
+    _counts["peer_checked"] += 1
+    if ok:
+        if len(seen) >= _MAX_PEERS_REMEMBERED:
+            seen.clear()
+        seen[peer_id] = (data, now + PEER_RECORD_RECHECK_S)
+    else:
+        seen.pop(peer_id, None)
+    return ok
+
+
+_REPLACEMENTS: Final = {
+    "env_to_send_in_RPC": _env_to_send_in_rpc,
+    "maybe_consume_signed_record": _maybe_consume_signed_record,
+}
+
+
+def install_peer_record_caches() -> None:
+    """Wrap the peer record functions pubsub and gossipsub call (idempotent, process-wide).
+
+    Every py-libp2p host of the process gets the caches; they only skip work
+    whose result is already known (see the module doc).
+
+    Raises:
+        RuntimeError: py-libp2p's pubsub no longer calls these functions
+            (its shape changed: re-check this module against it).
+    """
+    for module in PATCHED_MODULES:
+        for name, replacement in _REPLACEMENTS.items():
+            current = getattr(module, name, None)
+            if current is replacement:
+                continue
+            if current is None:
+                raise RuntimeError(f"{module.__name__}.{name} is gone: re-check meshd.p2p._pubsub_tuning")
+            original = _originals.setdefault(name, current)
+            if current is not original:
+                raise RuntimeError(f"{module.__name__}.{name} is not the function the other module calls")
+            setattr(module, name, replacement)
