@@ -153,7 +153,7 @@ class Node:
         self.verdicts_obj = objects.follow(VERDICTS, mesh)
         vc = config.verify
         self.trust = TrustView(self.verdicts_obj.replica, TrustOptions(trust_after=vc.trust_after, ban_after=vc.ban_after))
-        self.results_view = results.ResultsView(self.results_obj.replica)
+        self.results_view = results.ResultsView(self.results_obj.replica, own_key=objects.signer.public)
         self.policy = ReplicationPolicy(self, self.trust, vc)  # [verify], validated once by the config
         self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted)
         self._banned_seen: frozenset[str] = self.trust.banned_peers()
