@@ -255,10 +255,10 @@ class Replica:
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer(change)`` after every applied delta (synchronously).
 
-        Compatibility hook, kept until the mesh pump uses cursors: new code
-        pulls changes with :meth:`cursor` (views) or waits through
-        ``meshd.store.objects.ObjectHost`` (tasks).  Returns a function that
-        removes the observer.
+        For observers outside the components (tests, tools): components
+        pull changes with :meth:`cursor` (views, the mesh core) or wait
+        through ``meshd.store.objects.ObjectHost`` (tasks).  Returns a
+        function that removes the observer.
         """
         self._observers.append(observer)
 

@@ -75,7 +75,6 @@ A two-node loop, runnable as is::
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +84,7 @@ from .admission import TokenBucket
 from .cid import CID
 from .errors import BadInput, StoreError
 from .fetcher import Fetcher, FetchOptions
-from .goho import Change, Replica
+from .goho import Change, Cursor, Replica
 from .meshoptions import MeshCoreOptions, MeshStatistics
 from .meshout import Broadcast, Changed, Dial, Fetched, Follow, Output, Request
 from .peers import PRESENCE_TYPE, PeerTable, PeerTableOptions, Received
@@ -164,9 +163,10 @@ class MeshCore:
         self._counts = dict.fromkeys(("announces_out", "gossip_in", "requests_out", "requests_in", "prefetched"), 0)
         self._gossip_bucket = TokenBucket(o.gossip_per_s)
         self._request_bucket = TokenBucket(o.requests_per_s)
-        # Replica observers may run on another thread (a local commit): they
-        # only append here, and the next call into the core handles it.
-        self._changes: deque[tuple[CID, Change]] = deque()
+        # One change-feed cursor per followed replica: a replica may change on
+        # another thread (a local commit); the next call into the core pulls
+        # what it applied since (nothing calls into the core).
+        self._cursors: dict[CID, Cursor] = {}
         self._requests: dict[int, _Pending] = {}
         self._next_ask = 1
         self._last_sender: dict[CID, str] = {}
@@ -197,7 +197,7 @@ class MeshCore:
             return out
         self.syncers[g] = hpcp.Syncer(replica, self.signer, hpcp.SyncOptions(
             batch=self.options.prefetch_batch, want_timeout_s=self.options.want_timeout_s), fetcher=self.fetcher)
-        replica.subscribe(lambda ch, g=g: self._changes.append((g, ch)))
+        self._cursors[g] = replica.cursor()
         stashed = self._stash.pop(g, None)
         if self._started:
             out.append(Broadcast(hpcp.encode_query(g)))
@@ -539,10 +539,13 @@ class MeshCore:
             self._counts["prefetched"] += len(good)
         self.fetcher.on_answer(p.fetch_id, list(got), [c for c in msg["missing"] if c in p.cids], now)
 
+    def _pull_changes(self) -> list[tuple[CID, Change]]:
+        """What every followed replica applied since the last pull, per replica oldest first."""
+        return [(g, change) for g, cursor in list(self._cursors.items()) for change in cursor.pull()]
+
     def _discover_links(self, now: float) -> None:
         """Want every block that newly applied ops link to and we lack."""
-        while self._changes:
-            g, change = self._changes.popleft()
+        for g, change in self._pull_changes():
             syncer = self.syncers.get(g)
             if syncer is None:
                 continue

@@ -12,7 +12,7 @@ from lattice import codec, goho
 from lattice.blockstore import MemoryBlockStore
 from lattice.queue import QueueView
 from lattice.results import ResultsView
-from lattice.signing import Signer
+from lattice.signing import Signer, peer_id_of
 from lattice.trust import TrustView
 from meshd.store.heads import HeadsStore
 from meshd.store.objects import ObjectHost
@@ -58,17 +58,19 @@ async def test_wait_changed_wakes_on_a_commit_and_times_out_without_one(tmp_path
         nursery.cancel_scope.cancel()
 
 
-async def test_the_compatibility_hooks_still_fire(tmp_path: Path) -> None:
+async def test_subscribe_is_the_only_listener_hook(tmp_path: Path) -> None:
+    # ObjectHost.on_change and the hand-swapped Followed.changed event are gone.
     host = make_host(tmp_path)
     obj = host.follow("queue", "m")
-    old_style: list[Any] = []
-    host.on_change(old_style.append)  # ObjectHost.on_change: compatibility wrapper
-    event = obj.changed  # Followed.changed: compatibility event
+    assert not hasattr(host, "on_change") and not hasattr(obj, "changed")
+    seen: list[Any] = []
+    unsubscribe = host.subscribe(seen.append)
     async with trio.open_nursery() as nursery:
         await nursery.start(host.serve)
         await host.commit(obj, [["add", "k", 1]])
         nursery.cancel_scope.cancel()
-    assert old_style == [obj] and event.is_set()
+    unsubscribe()
+    assert seen == [obj]
 
 
 async def test_a_wake_reaches_waiters_but_not_listeners(tmp_path: Path) -> None:
@@ -117,3 +119,72 @@ def test_a_replica_keeps_changes_only_until_every_open_cursor_pulled_them() -> N
     unsubscribe = rep.subscribe(lambda change: None)  # Replica.subscribe: compatibility, undoable
     unsubscribe()
     assert rep._observers == []
+
+
+async def test_the_mesh_pump_and_the_node_unsubscribe_when_they_stop(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from meshd.config import VerifyConfig
+    from meshd.node import Node
+    from meshd.p2p.mesh import Mesh, MeshOptions
+    from tests._fake_transport import Hub
+
+    host = make_host(tmp_path)
+    host.follow("queue", "m")
+    me = peer_id_of(SIGNER.public)
+    mesh = Mesh(host, Hub().transport(me), roles=["runner"], inventory={},
+                options=MeshOptions(tick_s=0.05))
+    config = SimpleNamespace(node=SimpleNamespace(mesh="m", labels=(), name="n", roles=()), verify=VerifyConfig())
+    node = Node(objects=host, peer_id=me, identity_seed=b"\x09" * 32, config=config)
+    assert host._listeners == []  # constructors register nothing
+    async with trio.open_nursery() as nursery:
+        await nursery.start(host.serve)
+        await nursery.start(mesh.serve)
+        await nursery.start(node.serve)
+        assert len(host._listeners) == 2
+        nursery.cancel_scope.cancel()
+    assert host._listeners == []
+
+
+def test_the_mesh_core_follows_a_replica_through_a_cursor() -> None:
+    from lattice.meshcore import MeshCore
+
+    store = MemoryBlockStore()
+    rep = goho.Replica.empty(codec.encode_block({"g": 3})[0], store)
+    core = MeshCore(peer_id_of(SIGNER.public), SIGNER, store, roles=["runner"])
+    core.follow(rep, 0.0)
+    assert rep._observers == []  # nothing calls into the core
+    linked = codec.encode_block({"body": 1})[0]
+    rep.update([["add", "available", linked]], SIGNER)
+    assert [change.adds for _, change in core._pull_changes()] == [[("available", codec.encode(linked))]]
+    assert core._pull_changes() == [] and rep._feed[1] == []  # pulled once, then not kept
+
+
+async def test_the_verifier_reads_results_through_a_cursor_it_closes(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from meshd.roles.verifier import Verifier
+
+    host = make_host(tmp_path)
+    results = host.follow("results", "m")
+    queue_obj = host.follow("queue", "m")
+
+    async def wait_changed(obj: Any, timeout_s: float) -> None:
+        await host.wait_changed(obj, timeout_s)
+
+    node = SimpleNamespace(
+        peer_id="peer-v", mesh=None, results_obj=results, queue_obj=queue_obj, wait_changed=wait_changed,
+        queue=SimpleNamespace(open_replicated=lambda: []), trust=SimpleNamespace(verdict=lambda t: None))
+    verifier = Verifier(node, debounce_s=0.01)
+    task = codec.encode_block({"task": "late"})[0]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(host.serve)
+        await nursery.start(verifier.serve)
+        assert results.replica._observers == [] and len(results.replica._cursors) == 1
+        await host.commit(results, [["add", str(task), 1]])
+        with trio.fail_after(10):
+            while verifier.stats["passes"] < 3:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert verifier._late == set()  # pulled, and judged (no verdict yet: nothing to do)
+    assert len(results.replica._cursors) == 0  # closed on exit

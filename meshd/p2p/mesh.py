@@ -230,10 +230,7 @@ class Mesh:
         now = time.time()
         for obj in list(self.objects.objects.values()):
             self._locked(self.core.follow, obj.replica, now)  # no I/O: syncers only
-        subscribe = getattr(self.objects, "subscribe", None)
-        unsubscribe = subscribe(self._on_local_change) if subscribe is not None else None
-        if unsubscribe is None:
-            self.objects.on_change(self._on_local_change)
+        unsubscribe = self.objects.subscribe(self._on_local_change)
         self.transport.set_request_handler(self._serve_request)
         try:
             async with trio.open_nursery() as nursery:
@@ -244,8 +241,7 @@ class Mesh:
                 task_status.started(self)
         finally:
             self._nursery = None
-            if unsubscribe is not None:
-                unsubscribe()
+            unsubscribe()
 
     def _on_local_change(self, obj: Followed) -> None:
         # An ObjectHost listener (trio thread): hand the change to the tick loop.
@@ -342,15 +338,10 @@ class Mesh:
 
     async def _persist(self, obj: Followed) -> None:
         """Peers' deltas advanced ``obj``: save its heads, wake its waiters (not a local change)."""
-        save_heads = getattr(self.objects, "save_heads", None)
-        if save_heads is not None:
-            await save_heads(obj)
+        await self.objects.save_heads(obj)
         self._notifying = True
         try:
-            if save_heads is not None:
-                self.objects.notify(obj)
-            else:
-                self.objects.changed(obj)
+            self.objects.notify(obj)
         finally:
             self._notifying = False
 
@@ -377,12 +368,7 @@ class Mesh:
             try:
                 for obj in list(self.objects.objects.values()):
                     if obj.kind in ("queue", "results"):
-                        notify = getattr(self.objects, "notify", None)
-                        if notify is not None:
-                            notify(obj)
-                        else:
-                            ev, obj.changed = obj.changed, trio.Event()
-                            ev.set()
+                        self.objects.notify(obj)
             finally:
                 self._notifying = False
 

@@ -45,6 +45,8 @@ from .ports import (
 from .verify import group_outputs
 
 if TYPE_CHECKING:
+    from lattice.goho import Cursor
+
     from ..store.objects import Followed
     from . import RoleContext
 
@@ -82,23 +84,34 @@ class Verifier:
         self.stats = {"verdicts": 0, "no_quorum": 0, "passes": 0}
         self._comparators: dict[CID, dict[str, Any] | None] = {}
         self._late: set[CID] = set()  # tasks with new results since the last pass
+        self._results: Cursor | None = None  # the results' change feed, while serving
         self._broken: set[CID] = set()  # tasks whose check raised (logged once)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.node.results_obj.replica.subscribe(self._on_results)
-        task_status.started()
-        node = self.node
-        while True:
-            await self.check()
-            with trio.move_on_after(2.0):  # also re-check periodically (lease expiry, late blocks)
-                async with trio.open_nursery() as n:
-                    async def wake(obj: Any) -> None:
-                        await node.wait_changed(obj, 2.0)
-                        n.cancel_scope.cancel()
+        """Judge replicated tasks until cancelled.
 
-                    n.start_soon(wake, node.results_obj)
-                    n.start_soon(wake, node.queue_obj)
-            await trio.sleep(self.debounce_s)
+        New results are read from the results' change feed (a cursor pulled
+        each pass, closed on exit); cancellation may leave a verdict
+        uncommitted, which the next pass (here or on another verifier) writes.
+        """
+        node = self.node
+        self._results = node.results_obj.replica.cursor()
+        task_status.started()
+        try:
+            while True:
+                await self.check()
+                with trio.move_on_after(2.0):  # also re-check periodically (lease expiry, late blocks)
+                    async with trio.open_nursery() as n:
+                        async def wake(obj: Any) -> None:
+                            await node.wait_changed(obj, 2.0)
+                            n.cancel_scope.cancel()
+
+                        n.start_soon(wake, node.results_obj)
+                        n.start_soon(wake, node.queue_obj)
+                await trio.sleep(self.debounce_s)
+        finally:
+            self._results.close()
+            self._results = None
 
     def _my_turn(self, task: CID) -> bool:
         """Whether the claim planner lets this verifier judge ``task`` now
@@ -123,17 +136,22 @@ class Verifier:
                 return None
         return self._comparators[engine]
 
-    def _on_results(self, change: Any) -> None:
-        for key, _ in change.adds:
-            try:
-                self._late.add(CID.parse_untrusted(key))
-            except Exception:  # noqa: BLE001 - not a task key
-                continue
+    def _pull_results(self) -> None:
+        """Note the tasks that got results since the last pass (from the results' cursor)."""
+        if self._results is None:
+            return
+        for change in self._results.pull():
+            for key, _ in change.adds:
+                try:
+                    self._late.add(CID.parse_untrusted(key))
+                except Exception:  # noqa: BLE001 - not a task key
+                    continue
 
     async def _judge_late(self, me: str, now: int) -> None:
         """Judge results that arrive after a task was verified (a slow or
         dishonest runner's replica) against the canonical output."""
         node = self.node
+        self._pull_results()
         late, self._late = self._late, set()
         for task in late:
             verdict = node.trust.verdict(task)

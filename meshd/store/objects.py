@@ -89,22 +89,20 @@ class Followed:
     """One followed object.
 
     Attributes:
-        version: Raised by :meth:`ObjectHost.notify` each time the object's
-            change is durable (heads saved) or a waiter should look again.
-        changed: Compatibility only, kept until the mesh pump switches to
-            :meth:`ObjectHost.wait_changed` / :meth:`ObjectHost.notify`: an
-            event set (and replaced) on every notification.  Do not swap it
-            by hand in new code.
+        version: Raised by :meth:`ObjectHost.notify` (and :meth:`ObjectHost.wake`)
+            each time the object's change is durable (heads saved) or a
+            waiter should look again.
     """
 
     genesis: CID
     kind: str
     name: str
     replica: goho.Replica
-    changed: trio.Event = field(default_factory=trio.Event)
     batch: _Batch | None = None
     version: int = 0
     lock: trio.Lock = field(default_factory=trio.Lock, repr=False)
+    # The tasks in ObjectHost.wait_changed; only ObjectHost.wake unparks them.
+    _waiters: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot, repr=False)
 
 
 @dataclass(frozen=True)
@@ -199,10 +197,6 @@ class ObjectHost:
 
         return unsubscribe
 
-    def on_change(self, listener: Callable[[Followed], None]) -> None:
-        """Compatibility wrapper over :meth:`subscribe` (which can be undone); kept until the mesh switches."""
-        self.subscribe(listener)
-
     async def wait_changed(self, obj: Followed, timeout_s: float = float("inf"), *, since: int | None = None) -> bool:
         """Wait until ``obj`` is notified after version ``since`` (default: now), or ``timeout_s``.
 
@@ -216,9 +210,8 @@ class ObjectHost:
         if obj.version > start:
             return True
         with trio.move_on_after(timeout_s):
-            # notify() raises the version and sets this event together; a
-            # hand-set event (compatibility) wakes without a version bump.
-            await obj.changed.wait()
+            # wake() raises the version and unparks every waiter together.
+            await obj._waiters.park()
             return True
         return False
 
@@ -238,8 +231,7 @@ class ObjectHost:
         linked blocks (task bodies, outputs) its records name.
         """
         obj.version += 1
-        ev, obj.changed = obj.changed, trio.Event()
-        ev.set()
+        obj._waiters.unpark_all()
 
     @asynccontextmanager
     async def locked(self, obj: Followed) -> AsyncIterator[Followed]:
@@ -268,10 +260,11 @@ class ObjectHost:
         self.heads.save(obj.genesis, obj.kind, obj.name, obj.replica.heads, obj.replica.base)
 
     def changed(self, obj: Followed) -> None:
-        """Compatibility: persist heads on the trio thread and notify.
+        """Persist ``obj``'s heads on the trio thread, then :meth:`notify`.
 
-        Kept for the current mesh; new code holds :meth:`locked`, awaits
-        :meth:`save_heads`, then calls :meth:`notify`.
+        For single-threaded drivers (tests that move deltas by hand); the
+        mesh pump holds :meth:`locked`, awaits :meth:`save_heads`, then
+        calls :meth:`notify`.
         """
         self.heads.save(obj.genesis, obj.kind, obj.name, obj.replica.heads, obj.replica.base)
         self.notify(obj)
