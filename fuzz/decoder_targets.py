@@ -561,6 +561,52 @@ def _presence_seeds() -> dict[str, bytes]:
                        seq_str=c.encode(dict(signed, seq="1")))
 
 
+def _mesh_core() -> tuple:
+    import dataclasses
+
+    from lattice import blockstore, goho, hpcp
+    from lattice.errors import BadInput
+    from lattice.meshcore import MeshCore, Request
+    from lattice.signing import Signer, peer_id_of
+
+    f = fx()
+    me = Signer.from_seed(b"\x02" * 32)
+    peer = _presence_peer()
+
+    def run(d: bytes) -> None:
+        # A fresh core per input (reproducible from its bytes) that follows the
+        # fixtures' object and holds its first delta, so an announce, a query
+        # or a want for it gets past the first checks.
+        store = blockstore.MemoryBlockStore()
+        store.put(f.genesis, f.genesis_block)
+        store.put(f.delta_cid, f.delta)
+        replica = goho.Replica.empty(f.genesis, store)
+        replica.receive_untrusted(f.delta_cid, f.delta)
+        core = MeshCore(peer_id_of(me.public) or "me", me, store, roles=["runner"], inventory={"cpus": 1})
+        out = core.follow(replica, _NOW) + core.start(_NOW)
+        # The two network entry points: gossip, and a block request to serve.
+        out += core.receive(peer, d, _NOW)
+        answer = core.serve(peer, d, _NOW)
+        hpcp.decode_message_untrusted(answer, verify=False)  # what we serve is a valid hpcp/blocks
+        # A hostile peer answers every request the input caused with the input itself.
+        for o in out + core.tick(_NOW + 60):
+            if isinstance(o, Request):
+                core.on_response(o.ask_id, d, _NOW + 61)
+        json.dumps(core.peer_list(_NOW + 62))  # GET /v1/peers must stay JSON
+        json.dumps(dataclasses.asdict(core.statistics(_NOW + 62)), default=str)
+
+    return run, (BadInput,)
+
+
+def _mesh_core_seeds() -> dict[str, bytes]:
+    f = fx()
+    out = _hpcp_seeds()
+    presence = _presence_seeds()
+    out.update({f"presence_{k}": presence[k] for k in ("valid", "binary_inventory", "short_key", "bad_sig")})
+    out["announce_unfollowed"] = f.codec.encode(dict(f.codec.decode_untrusted(f.announce), g=f.dag_cid))
+    return out
+
+
 def _mesh_secret() -> tuple:
     from meshd.p2p.secret import mesh_key, open_untrusted
 
@@ -864,6 +910,8 @@ def _targets() -> list[Target]:
         Target("pipeline", "meshd.roles.pipeline.Pipeline.from_json_untrusted", _pipeline, _pipeline_seeds),
         Target("presence", "lattice.peers.PeerTable.receive_presence_untrusted (what "
                "lattice.meshcore.MeshCore.receive calls)", _presence, _presence_seeds),
+        Target("mesh_core", "lattice.meshcore.MeshCore.receive and MeshCore.serve (and on_response with the "
+               "same bytes): the mesh core's network entry points", _mesh_core, _mesh_core_seeds),
         Target("mesh_secret", "meshd.p2p.secret.open_untrusted", _mesh_secret, _mesh_secret_seeds),
         Target("publisher_key", "meshd.api.engine_admin.publisher_key_untrusted", _publisher_key, _publisher_seeds),
         Target("admin_cid", "meshd.api.engine_admin._cid_untrusted", _admin_cid, _cid_text_seeds),

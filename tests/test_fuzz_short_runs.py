@@ -64,6 +64,13 @@ def test_every_untrusted_decoder_has_a_fuzz_target() -> None:
     assert _undeclared_decoders() == set()
 
 
+def test_the_mesh_core_network_entry_points_have_a_target() -> None:
+    # MeshCore.receive (gossip) and MeshCore.serve (block requests) take a
+    # peer's bytes without an ``_untrusted`` name: their target is declared here.
+    target = TARGETS["mesh_core"]
+    assert "MeshCore.receive" in target.decoder and "MeshCore.serve" in target.decoder
+
+
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_corpus_replays_without_crash(name: str) -> None:
     files = sorted((CORPUS / name).iterdir())
