@@ -18,7 +18,10 @@ ports it uses.
 
 Each role composes the ports it needs into one Protocol beside it
 (``RunnerNode`` in :mod:`meshd.roles.runner`, ``VerifierNode`` in
-:mod:`meshd.roles.verifier`).
+:mod:`meshd.roles.verifier`, ``ArchivistNode`` in
+:mod:`meshd.roles.archivist`, ``EvaluatorNode`` in
+:mod:`meshd.roles.evaluator`); jobs (``JobsNode``) and the replication
+policy (``PolicyNode``) declare theirs the same way.
 """
 
 from __future__ import annotations
