@@ -1,3 +1,4 @@
 """Service plumbing of the daemon: structured logs, the shutdown watchdog, the
-role supervisor and the optional Docker backend.
+role supervisor, the optional Docker backend, and the field checks of the
+configuration records (``checks``).
 """
