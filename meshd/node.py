@@ -31,18 +31,19 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import trio
 
-from engines.errors import BadManifest, EngineMissing
+from engines.errors import BadManifest
 from engines.host import current_platform, publish_native, publish_signature
-from engines.manifest import NativeManifest, Resources, load_manifest
+from engines.manifest import Resources, load_manifest
 from lattice import codec, dataset, queue, results, task
 from lattice.cid import CID
-from lattice.errors import BadCID, BadInput, BadRecord, BlockNotFound
+from lattice.errors import BadCID, BadInput, BlockNotFound
 from lattice.trust import TrustOptions, TrustView
 
 from . import __version__
 from .errors import BadRequest, NotFound
 from .roles.verify import ReplicationPolicy
 from .store.objects import Followed, ObjectHost
+from .store.peerblocks import PeerBlocks
 from .store.quarantine import Quarantine
 
 if TYPE_CHECKING:
@@ -139,9 +140,6 @@ class Node:
         # passes one opened on the home), and validated task bodies by CID.
         self.quarantine = quarantine if quarantine is not None else Quarantine()
         self.role_health = health  # meshd.runtime.supervisor.Health once the daemon supervises roles
-        self._records: dict[CID, dict[str, Any]] = {}
-        self._definitions: dict[CID, dict[str, Any]] = {}
-        self._platforms: dict[CID, frozenset[str] | None] = {}
         self._api_url = api_url
         self._p2p_addrs = p2p_addrs
         self.mesh = mesh
@@ -156,6 +154,8 @@ class Node:
         self.results_view = results.ResultsView(self.results_obj.replica, own_key=objects.signer.public)
         self.policy = ReplicationPolicy(self, self.trust, vc)  # [verify], validated once by the config
         self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted)
+        # Task bodies, definitions, outputs and manifests from the shared objects, validated once.
+        self.blocks = PeerBlocks(self.store, self.quarantine, on_bad_task=self.queue.reject)
         self._banned_seen: frozenset[str] = self.trust.banned_peers()
         for cid in self.quarantine:  # rejected in an earlier life: never offered again
             if self.queue.info(cid) is not None:
@@ -211,70 +211,15 @@ class Node:
 
         return group_outputs(recs, self.output_value, None)
 
-    # -- peer blocks: validated once, rejected for good ---------------------------------
-
-    #: Validated records kept in memory (task bodies and linked definitions).
-    RECORD_CACHE = 20_000
-
-    def _reject(self, cid: CID, kind: str, exc: BadInput) -> BadRecord:
-        if self.quarantine.add(cid, kind, str(exc)) and kind == "bad_task":
-            self.queue.reject(cid)
-        return BadRecord(f"{kind.replace('_', ' ')} {cid}: {exc}")
-
-    def _rejected(self, cid: CID, kind: str) -> BadRecord:
-        return BadRecord(f"{kind.replace('_', ' ')} {cid} was rejected earlier: {self.quarantine.reason(cid)}")
-
-    def _remember(self, cache: dict[CID, dict[str, Any]], cid: CID, rec: dict[str, Any]) -> None:
-        if len(cache) >= self.RECORD_CACHE:
-            del cache[next(iter(cache))]  # dicts keep insertion order: the oldest goes
-        cache[cid] = rec
+    # -- peer blocks: validated once, rejected for good (meshd.store.peerblocks) ---------
 
     def task_record(self, cid: CID) -> dict[str, Any]:
-        """The validated task body named ``cid``.
-
-        Any member may have written it, so it goes through
-        :func:`lattice.task.task_from_block_untrusted` once; a body that fails
-        is quarantined by CID and never decoded again.
-
-        Raises:
-            BlockNotFound: The body is not in the local store (yet).
-            BadRecord: The body is not a valid task (now or earlier).
-        """
-        rec = self._records.get(cid)
-        if rec is not None:
-            return rec
-        if cid in self.quarantine:
-            self.queue.reject(cid)
-            raise self._rejected(cid, "bad_task")
-        data = self.store.get(cid)
-        try:
-            rec = task.task_from_block_untrusted(data)
-        except BadInput as exc:
-            raise self._reject(cid, "bad_task", exc) from None
-        self._remember(self._records, cid, rec)
-        return rec
+        """The validated task body named ``cid``; raises as :meth:`PeerBlocks.task_record`."""
+        return self.blocks.task_record(cid)
 
     def task_definition(self, rec: dict[str, Any]) -> dict[str, Any]:
-        """The validated task definition of a validated task record (inline or linked).
-
-        Raises:
-            BlockNotFound: A linked definition is not in the local store (yet).
-            BadRecord: A linked definition is not valid (now or earlier).
-        """
-        td = rec["taskDefinition"]
-        if type(td) is not CID:
-            return td
-        found = self._definitions.get(td)
-        if found is not None:
-            return found
-        if td in self.quarantine:
-            raise self._rejected(td, "bad_definition")
-        try:
-            found = task.definition_from_block_untrusted(self.store.get(td))
-        except BadInput as exc:
-            raise self._reject(td, "bad_definition", exc) from None
-        self._remember(self._definitions, td, found)
-        return found
+        """The validated definition of a validated task; raises as :meth:`PeerBlocks.task_definition`."""
+        return self.blocks.task_definition(rec)
 
     def task_engine(self, cid: CID) -> CID | None:
         """The engine a task names, or None when its body or definition is missing or invalid."""
@@ -285,42 +230,12 @@ class Node:
             return None
 
     def output_value(self, cid: CID) -> Any:
-        """A result output block, decoded as untrusted DAG-CBOR.
-
-        Raises:
-            BlockNotFound: The output is not in the local store (yet).
-            BadRecord: The block is not DAG-CBOR (now or earlier).
-        """
-        if cid in self.quarantine:
-            raise self._rejected(cid, "bad_output")
-        data = self.store.get(cid)
-        try:
-            return codec.decode_untrusted(data)
-        except BadInput as exc:
-            raise self._reject(cid, "bad_output", exc) from None
+        """A decoded result output; raises as :meth:`PeerBlocks.output_value`."""
+        return self.blocks.output_value(cid)
 
     def engine_platforms(self, engine: CID) -> frozenset[str] | None:
-        """The platform keys a native engine has builds for; None when any
-        platform will do (a Docker engine) or its manifest is invalid (the
-        runner then finds out when it runs it).
-
-        Raises:
-            BlockNotFound: The manifest is not here yet.
-        """
-        found = self._platforms.get(engine, False)
-        if found is not False:
-            return found
-        try:
-            m = load_manifest(self.store, engine)
-        except EngineMissing:
-            raise BlockNotFound(f"engine manifest {engine} is not here yet") from None
-        except Exception:  # noqa: BLE001 - a bad manifest fails at run time, with its reason
-            m = None
-        plats = frozenset(m.platforms) if isinstance(m, NativeManifest) else None
-        if len(self._platforms) > 10_000:
-            self._platforms.clear()
-        self._platforms[engine] = plats
-        return plats
+        """Platform keys ``engine`` has builds for (None: any); raises as :meth:`PeerBlocks.engine_platforms`."""
+        return self.blocks.engine_platforms(engine)
 
     def engine_signatures(self, engine: CID) -> list[CID]:
         return [c for c in self.engines_obj.replica.state.members(str(engine)) if type(c) is CID]
@@ -382,7 +297,7 @@ class Node:
                 cid, data, rec = task.task_from_json_untrusted(t)
             except BadInput as exc:
                 raise BadRequest(f"task {i}: {exc}", code="bad_task") from None
-            self._remember(self._records, cid, rec)  # validated here: no need to decode it again
+            self.blocks.remember_task(cid, rec)  # validated here: no need to decode it again
             if "verify" in rec:
                 v = rec["verify"]
                 if v.get("quorum", v["replicas"]) > v["replicas"]:
