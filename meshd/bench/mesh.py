@@ -21,13 +21,16 @@ warms every pool with ``20 × nodes`` tasks, then measures:
 * ``latency_p50_ms`` / ``latency_p99_ms`` — one task at a time on the quiet
   mesh, from enqueue to the result visible on the submitter (long poll);
   ``latency_timeouts`` counts samples with no result after 60 s, which enter
-  the percentiles as 60 s;
+  the percentiles as 60 s (the phase stops after 5 such samples);
 * ``duplicate_runs`` — the fraction of tasks (all of them, warm-up included)
   that got more than one result;
 * ``nodes``, ``tasks``, ``slots``, ``remote``.
 
 With ``--remote`` the first node (the submitter) has the manager role only,
 so every task runs on another node.
+
+If the warm-up or the bulk phase sees no new result for 60 s, it exits with
+an error and leaves the node homes and logs in place.
 
 Prints one JSON object as its last line.
 """
@@ -58,6 +61,12 @@ BATCH = 2000
 #: A latency sample with no result after this long is counted in
 #: ``latency_timeouts`` and enters the percentiles at this value (a lower bound).
 LATENCY_DEADLINE_S = 60.0
+#: The latency phase stops after this many timeouts (a broken mesh must not
+#: hang the benchmark for hours).
+MAX_LATENCY_TIMEOUTS = 5
+#: The warm-up or bulk phase is abandoned after this long without a new
+#: result: the benchmark exits with an error and keeps the node logs.
+STALL_S = 60.0
 
 
 def publish_noop(url: str, headers: dict[str, str]) -> str:
@@ -164,15 +173,27 @@ def summarize(*, nodes: int, tasks: int, slots: int, remote: bool, elapsed_s: fl
     }
 
 
-def _wait_results(client: httpx.Client, target: int, base: int, tasks: int, t0: float, progress: bool) -> None:
+def wait_results(client: httpx.Client, target: int, base: int, tasks: int, t0: float, progress: bool) -> int:
+    """Poll ``/v1/queue`` until ``target`` results; give up after ``STALL_S`` without a new one.
+
+    Returns:
+        The results counted since ``base`` (``tasks`` unless it gave up).
+    """
     last = -1.0
+    seen, moved = -1, time.perf_counter()
     while True:
-        q = client.get("/v1/queue").json()
-        if q["results"] >= target:
-            return
-        if progress and time.perf_counter() - last > 1.0:
-            last = time.perf_counter()
-            print(f"  {q['results'] - base}/{tasks} results after {last - t0:.1f}s", file=sys.stderr)
+        done = client.get("/v1/queue").json()["results"]
+        now = time.perf_counter()
+        if done >= target:
+            return done - base
+        if done != seen:
+            seen, moved = done, now
+        elif now - moved > STALL_S:
+            print(f"  no new result for {STALL_S:.0f}s; giving up at {done - base}/{tasks}", file=sys.stderr)
+            return done - base
+        if progress and now - last > 1.0:
+            last = now
+            print(f"  {done - base}/{tasks} results after {now - t0:.1f}s", file=sys.stderr)
         time.sleep(0.02)
 
 
@@ -183,6 +204,7 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
     own = root is None
     root = root or Path(tempfile.mkdtemp(prefix="meshd-bench-"))
     mesh: list[LocalNode] = []
+    ok = False
     try:
         mesh = start_mesh(root, nodes, ["manager", "runner"], slots=slots, node_roles=node_roles(nodes, remote))
         first = mesh[0]
@@ -192,9 +214,12 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
         client = httpx.Client(base_url=first.url, timeout=120, headers=first.headers)
         salt = str(time.time())
         # Warm up: start the warm pools everywhere.
-        warm = [c["cid"] for c in client.post("/v1/tasks", json={"tasks": [_task(engine, f"w{i}", salt) for i in range(20 * nodes)]}).json()["tasks"]]
-        for c in warm:
-            client.get(f"/v1/results/{c}", params={"wait": 30})
+        before = client.get("/v1/queue").json()["results"]
+        warm = client.post("/v1/tasks", json={"tasks": [_task(engine, f"w{i}", salt) for i in range(20 * nodes)]})
+        warm.raise_for_status()
+        if wait_results(client, before + 20 * nodes, before, 20 * nodes, time.perf_counter(), False) < 20 * nodes:
+            raise SystemExit("bench mesh: the warm-up tasks got no new result for 60 s; is the runner failing? "
+                             f"(node logs: {root})")
         base = client.get("/v1/queue").json()
         pids = [n.pid for n in mesh]
         cpu0, client0 = tree_cpu_s(pids), self_cpu_s()
@@ -204,10 +229,11 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
             r = client.post("/v1/tasks", json={"tasks": [_task(engine, j, salt) for j in range(i, min(tasks, i + BATCH))]})
             r.raise_for_status()
             cids.extend(c["cid"] for c in r.json()["tasks"])
-        _wait_results(client, base["results"] + tasks, base["results"], tasks, t0, progress)
+        got = wait_results(client, base["results"] + tasks, base["results"], tasks, t0, progress)
         elapsed = time.perf_counter() - t0
+        if got < tasks:
+            raise SystemExit(f"bench mesh: only {got}/{tasks} results, none new for {STALL_S:.0f}s (node logs: {root})")
         cpu_s, client_cpu_s = tree_cpu_s(pids) - cpu0, self_cpu_s() - client0
-        q = client.get("/v1/queue").json()
         names = {n.peer_id: n.name for n in mesh}
         ran, unattributed = ran_per_node(completed_by(client, set(cids)), names, cids)
         lat: list[float] = []
@@ -220,8 +246,12 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
                     timeouts += 1
                     break
             lat.append((time.perf_counter() - s) * 1000)
+            if timeouts >= MAX_LATENCY_TIMEOUTS:
+                print(f"  {timeouts} latency samples timed out; stopping after {len(lat)}", file=sys.stderr)
+                break
         q = client.get("/v1/queue").json()
         runner_names = [n.name for n, r in zip(mesh, node_roles(nodes, remote)) if "runner" in r]
+        ok = True
         return summarize(nodes=nodes, tasks=tasks, slots=slots, remote=remote, elapsed_s=elapsed, cpu_s=cpu_s,
                          client_cpu_s=client_cpu_s, latencies_ms=lat, results=q["results"],
                          records=q.get("result_records", q["results"]), ran=ran, unattributed=unattributed,
@@ -229,7 +259,7 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
     finally:
         for n in mesh:
             n.stop()
-        if own:
+        if own and ok:
             shutil.rmtree(root, ignore_errors=True)
 
 

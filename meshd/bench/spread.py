@@ -68,6 +68,7 @@ from typing import Any
 import httpx
 
 from .localmesh import LocalNode, start_mesh, wait_peers
+from .mesh import STALL_S, wait_results
 
 VARIANTS = ("base", "capacity", "stall")
 BASE_SLOTS = (1, 1, 1)
@@ -264,10 +265,11 @@ def run_variant(slots: Sequence[int], *, tasks: int, cpu_s: float, stall_s: floa
         engine = publish_burn(first)
         salt = str(time.time())
         client = httpx.Client(base_url=first.url, timeout=60, headers=first.headers)
-        warm = first.post("/v1/tasks", {"tasks": [_task(engine, f"w{i}", 0.0, salt)
-                                                  for i in range(2 * sum(slots))]})["tasks"]
-        for c in warm:
-            client.get(f"/v1/results/{c['cid']}", params={"wait": 30})
+        n_warm = 2 * sum(slots)
+        before = client.get("/v1/queue").json()["results"]
+        first.post("/v1/tasks", {"tasks": [_task(engine, f"w{i}", 0.0, salt) for i in range(n_warm)]})
+        if wait_results(client, before + n_warm, before, n_warm, time.perf_counter(), False) < n_warm:
+            raise SystemExit(f"bench spread: the warm-up got no new result for {STALL_S:.0f}s; is the runner failing?")
         victim = mesh[-1] if stall_s > 0 else None
         out = _run_batch(mesh, engine, tasks, cpu_s, salt, progress, victim=victim, stall_s=stall_s)
         ideal = ideal_s(tasks, cpu_s, sum(slots))
