@@ -74,10 +74,12 @@ def weighted_rank(task: CID, weights: Mapping[str, float]) -> list[str]:
     if len(set(live.values())) <= 1:
         return rendezvous_rank(task, live)
 
-    def score(p: str) -> tuple[float, bytes]:
-        digest = hashlib.sha256(p.encode() + task.raw).digest()
+    raw = task.raw
+
+    def score(p: str) -> tuple[float, int]:
+        digest = hashlib.sha256(p.encode() + raw).digest()
         u = (int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64
-        return (-math.log(u) / live[p], bytes(255 - b for b in digest))
+        return (-math.log(u) / live[p], -int.from_bytes(digest, "big"))
 
     return sorted(live, key=score)
 

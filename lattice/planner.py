@@ -7,7 +7,7 @@ daemon's Runner and the many-runner simulation make the same decisions.
 A round, given the runner's free room::
 
     planner = ClaimPlanner(me, defer_s=0.5)
-    cands = planner.candidates(live_inventories, queue.completed_by, banned)
+    cands = planner.candidates(live_inventories, queue.completed_by, now_ms, banned)
     todo = planner.plan(queue, now_ms, free, clock=time.monotonic(), cands=cands,
                         fit=fit_of, facts=facts_of)
 
@@ -25,6 +25,7 @@ seconds, ``now_ms`` the queue's wall-clock milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,13 @@ from .cid import CID
 from .claims import TaskFacts, constraints_ok, effective_capacity, runner_claim_delay
 from .queue import QueueView
 
-#: First-seen times kept per runner before the table is reset (bounded memory).
+#: First-seen times (and cached delays) kept per runner before the table is reset (bounded memory).
 MAX_FIRST_SEEN = 200_000
+_PLAIN = TaskFacts()
+#: A stealer chooses among this many stealable tasks per free slot.
+STEAL_POOL = 16
+#: Weights change only at these wall-clock boundaries (ms); see :meth:`ClaimPlanner.candidates`.
+EPOCH_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,36 +71,55 @@ class Candidate:
     inventory: Mapping[str, Any]
 
 
+def _jitter(me: str, task: CID) -> float:
+    """A per-(runner, task) number in [0, 1): stealers that may take the same
+    tasks at once order them differently, so they mostly pick different ones."""
+    return int.from_bytes(hashlib.blake2b(me.encode() + task.raw, digest_size=4).digest(), "big") / 2**32
+
+
 class ClaimPlanner:
     """Claim decisions of one runner; remembers when it first saw each task.
 
     Args:
         me: This runner's peer id.
         defer_s: Deferral per rank (``RunnerOptions.defer_s``).
+        settle_s: How long a stolen claim waits before it starts
+            (:meth:`settled`; default ``defer_s / 2``).
+        steal_ranks: Longest deferral of a steal, in ranks (default 2).
     """
 
-    def __init__(self, me: str, *, defer_s: float) -> None:
+    def __init__(self, me: str, *, defer_s: float, settle_s: float | None = None, steal_ranks: int = 2) -> None:
         self.me = me
+        self.steal_ranks = steal_ranks
         self.defer_s = defer_s
+        self.settle_s = defer_s / 2 if settle_s is None else settle_s
         self.first_seen: dict[CID, float] = {}
+        self.stolen: set[CID] = set()  # claimed from another runner's share, not yet finished
+        self._version: frozenset[Any] | None = None
+        self._delays: dict[CID, float] = {}
 
     @staticmethod
-    def candidates(live: Mapping[str, Mapping[str, Any]], completed_by: Callable[[str], int],
-                   banned: Collection[str] = frozenset()) -> dict[str, Candidate]:
+    def candidates(live: Mapping[str, Mapping[str, Any]], completed_by: Callable[[str, int], int], now_ms: int,
+                   banned: Collection[str] = frozenset(), *, epoch_ms: int = EPOCH_MS) -> dict[str, Candidate]:
         """The live runners (not banned) with their weights.
 
         A runner's weight is its announced ``slots`` capped by the
         completions the queue has seen from it
-        (:func:`lattice.claims.effective_capacity`).  Every runner weighs
-        every other, itself included, by this one rule, so all rank alike.
+        (:func:`lattice.claims.effective_capacity`), counting only those
+        stamped before the current ``epoch_ms`` boundary
+        (``QueueView.completed_by(peer, before_ms)``): every runner weighs
+        every other, itself included, by this one rule from the same
+        records, so all rank alike even while the newest completions are
+        still on their way.
         """
+        before = now_ms // epoch_ms * epoch_ms
         out: dict[str, Candidate] = {}
         for peer, inv in live.items():
             if peer in banned:
                 continue
             slots = inv.get("slots")
             slots = slots if type(slots) is int and slots > 0 else 1
-            out[peer] = Candidate(effective_capacity(slots, completed_by(peer)), inv)
+            out[peer] = Candidate(effective_capacity(slots, completed_by(peer, before)), inv)
         return out
 
     def delay(self, task: CID, fit: Fit, cands: Mapping[str, Candidate], facts: TaskFacts,
@@ -127,11 +152,28 @@ class ClaimPlanner:
             exclude: Tasks this runner already holds.
         """
 
+        # Ranking a task hashes it with every candidate: remember each task's
+        # delay while the candidates and their weights stay the same (they
+        # change as peers come, go, and prove capacity, then settle).
+        version = frozenset((p, c.weight, c.inventory.get("platform"), repr(c.inventory.get("labels")))
+                            for p, c in cands.items())
+        if version != self._version:
+            self._version, self._delays = version, {}
+        cache = self._delays
+
         def delay_of(t: CID) -> float | None:
             f = fit(t)
             if f is None or not f.ok:
                 return None
-            return self.delay(t, f, cands, facts(t), lambda p: trusted(t, p))
+            d = cache.get(t)
+            if d is None:
+                facts_t = facts(t)
+                d = self.delay(t, f, cands, facts_t, lambda p: trusted(t, p))
+                if facts_t == _PLAIN:  # replication facts change: not cached
+                    if len(cache) >= MAX_FIRST_SEEN:
+                        cache.clear()
+                    cache[t] = d
+            return d
 
         def share(t: CID) -> bool:
             d = delay_of(t)
@@ -144,20 +186,53 @@ class ClaimPlanner:
             self.first_seen.setdefault(t, clock)  # another's share: its deferral starts now
             return False
 
+        delays: dict[CID, float] = {}
+
         def steal(t: CID) -> bool:
             d = delay_of(t)
             if not d or t in exclude:  # None: cannot run it; 0: offered by the first pass
                 return False
-            return clock - self.first_seen.setdefault(t, clock) >= d
+            delays[t] = d + _jitter(self.me, t) * self.defer_s
+            # Rank orders the stealers, but no idle runner waits longer than
+            # ``steal_ranks`` deferrals: in a large mesh the last-ranked of 50
+            # would otherwise sit idle for 25 s beside a backlog.
+            return clock - self.first_seen.setdefault(t, clock) >= min(d, self.steal_ranks * self.defer_s)
 
-        out = queue.next(now_ms, limit=free, accept=share, me=self.me)
-        if len(out) < free and cands:
-            out += queue.next(now_ms, limit=free - len(out), accept=steal, me=self.me)
-        return out
+        share_now = queue.next(now_ms, limit=free, accept=share, me=self.me)
+        stolen: list[CID] = []
+        if len(share_now) < free and cands:
+            # Of the tasks it may steal, a runner takes those it ranks highest
+            # for: idle runners then mostly take different tasks, rather than
+            # all racing for the oldest ones.
+            room = free - len(share_now)
+            pool = queue.next(now_ms, limit=STEAL_POOL * room, accept=steal, me=self.me)
+            stolen = sorted(pool, key=delays.__getitem__)[:room]
+        self.stolen.update(stolen)
+        if len(self.stolen) > MAX_FIRST_SEEN:
+            self.stolen = set(stolen)
+        return share_now + stolen
+
+    def settled(self, task: CID, claimed_at: float, clock: float) -> bool:
+        """Whether a claimed ``task`` may start: at once for this runner's
+        share; for a stolen one, ``settle_s`` after the claim, so a claim by
+        its owner or another stealer made at the same moment has arrived and
+        the queue's winner rule has picked one (a duplicate run is then rare,
+        not the usual outcome of a race)."""
+        return task not in self.stolen or clock - claimed_at >= self.settle_s
+
+    def settle_ms(self, task: CID) -> int:
+        """The ``settle`` a claim on ``task`` carries (``lattice.queue.assign_op``):
+        ``settle_s`` for a stolen task, 0 for this runner's own share."""
+        return int(self.settle_s * 1000) if task in self.stolen else 0
+
+    def forget(self, task: CID) -> None:
+        """``task`` is finished or dropped here."""
+        self.stolen.discard(task)
+        self.first_seen.pop(task, None)
 
     def waiting(self) -> bool:
         """Whether some task of another runner's share is waiting out its deferral here."""
         return bool(self.first_seen)
 
 
-__all__ = ["Candidate", "ClaimPlanner", "Fit", "MAX_FIRST_SEEN"]
+__all__ = ["EPOCH_MS", "Candidate", "ClaimPlanner", "Fit", "MAX_FIRST_SEEN"]

@@ -21,8 +21,10 @@ clock, so every replica with the same sets computes the same answer:
 
 **Deterministic winner rule.**  Two peers may assign the same task before they
 see each other's assignment.  The lease holder is the live assignment with the
-smallest ``(at, by, n)``; every replica that has both records agrees, and the
-loser abandons the task.  A lease that expires lets anyone steal the task with
+smallest ``(at + settle, by, n)`` (a steal carries ``settle``: it ranks as if
+made that much later, so the owner of a task, which starts it at once, keeps
+it against a steal made at about the same moment); every replica that has
+both records agrees, and the loser abandons the task.  A lease that expires lets anyone steal the task with
 attempt ``n + 1`` (Next returns it again).
 
 :class:`QueueView` keeps indexes updated from the replica's change stream, so
@@ -31,6 +33,7 @@ Next and Status never scan the sets.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +49,10 @@ COMPLETED = "completed"
 FAILED = "failed"
 REPLICAS = "replicas"
 STATES = (AVAILABLE, ASSIGNED, COMPLETED, FAILED)
+#: Completion times kept per runner (enough to cap any advertised capacity).
+_COMPLETIONS_KEPT = 1024
+#: Largest ``settle`` a claim may carry (ms); larger values are read as 0.
+_MAX_SETTLE_MS = 60_000
 #: Longest error text kept in a failure record.
 MAX_ERROR = 2000
 
@@ -55,9 +62,20 @@ def enqueue_ops(tasks: list[CID]) -> list[list[Any]]:
     return [["add", AVAILABLE, t] for t in tasks]
 
 
-def assign_op(task: CID, by: str, at_ms: int, lease_ms: int, attempt: int) -> list[Any]:
-    """Assign(task): claim ``task`` for ``lease_ms``."""
-    return ["add", ASSIGNED, {"task": task, "by": by, "at": at_ms, "until": at_ms + lease_ms, "n": attempt}]
+def assign_op(task: CID, by: str, at_ms: int, lease_ms: int, attempt: int, *, settle_ms: int = 0) -> list[Any]:
+    """Assign(task): claim ``task`` for ``lease_ms``.
+
+    ``settle_ms`` marks a claim on a task of another runner's share (a
+    steal, :class:`lattice.planner.ClaimPlanner`): it ranks in the winner
+    rule as if made ``settle_ms`` later, and the stealer starts the task only
+    after that.  So the owner, which claims its share and starts it at once,
+    is never displaced by a stealer that claimed at about the same moment,
+    while a steal still beats a claim made after it settled.
+    """
+    rec = {"task": task, "by": by, "at": at_ms, "until": at_ms + lease_ms, "n": attempt}
+    if settle_ms > 0:
+        rec["settle"] = settle_ms
+    return ["add", ASSIGNED, rec]
 
 
 def renew_op(lease: "Assignment", until_ms: int) -> list[Any]:
@@ -67,7 +85,10 @@ def renew_op(lease: "Assignment", until_ms: int) -> list[Any]:
     ``until``), so a task may run for hours on short leases, and a renewal
     changes no winner: the attempt's key ``(at, by, n)`` is the same.
     """
-    return ["add", ASSIGNED, {"task": lease.task, "by": lease.by, "at": lease.at, "until": until_ms, "n": lease.n}]
+    rec = {"task": lease.task, "by": lease.by, "at": lease.at, "until": until_ms, "n": lease.n}
+    if lease.settle:
+        rec["settle"] = lease.settle
+    return ["add", ASSIGNED, rec]
 
 
 def replicate_op(task: CID, replicas: int, quorum: int) -> list[Any]:
@@ -106,9 +127,11 @@ class Assignment:
     at: int
     until: int
     n: int
+    settle: int = 0  # a steal's settling time (ms): it ranks as if made this much later
 
     def key(self) -> tuple[int, str, int]:
-        return (self.at, self.by, self.n)
+        """The winner rule's order: earliest ``at + settle`` first, then by peer id and attempt."""
+        return (self.at + self.settle, self.by, self.n)
 
 
 @dataclass(slots=True)
@@ -188,7 +211,7 @@ class QueueView:
         self._leased: set[CID] = set()  # have assignments and are not done
         self._done = 0
         self._failed = 0
-        self._completed_by: dict[str, int] = {}  # runner -> completions (replicas included) seen
+        self._completed_at: dict[str, list[int]] = {}  # runner -> its earliest completion times, sorted
         # Reads pull what was applied after this point (see sync()); the
         # view registers nothing with the replica.
         self._cursor = replica.cursor()
@@ -243,11 +266,13 @@ class QueueView:
             rec = decode_value(enc)
             if not _valid_record(rec, _ASSIGN_FIELDS):
                 return
-            a = Assignment(rec["task"], rec["by"], rec["at"], rec["until"], rec["n"])
+            settle = rec.get("settle", 0)
+            settle = settle if type(settle) is int and 0 <= settle <= _MAX_SETTLE_MS else 0
+            a = Assignment(rec["task"], rec["by"], rec["at"], rec["until"], rec["n"], settle)
             info = self._info(a.task)
             for i, old in enumerate(info.assignments):
                 if old.by == a.by and old.n == a.n:  # a renewal: one attempt, one lease
-                    a = Assignment(a.task, a.by, min(a.at, old.at), max(a.until, old.until), a.n)
+                    a = Assignment(a.task, a.by, min(a.at, old.at), max(a.until, old.until), a.n, min(a.settle, old.settle))
                     info.assignments[i] = a
                     break
             else:
@@ -261,7 +286,10 @@ class QueueView:
             if not _valid_record(rec, _COMPLETE_FIELDS):
                 return
             info = self._info(rec["task"])
-            self._completed_by[rec["by"]] = self._completed_by.get(rec["by"], 0) + 1
+            times = self._completed_at.setdefault(rec["by"], [])
+            if len(times) < _COMPLETIONS_KEPT or rec["at"] < times[-1]:
+                bisect.insort(times, rec["at"])
+                del times[_COMPLETIONS_KEPT:]
             if rec.get("replica") is True:
                 info.replica_done.setdefault(rec["by"], rec)
                 return
@@ -495,15 +523,19 @@ class QueueView:
             info = self._info(task)
         info.rejected = True
 
-    def completed_by(self, peer: str) -> int:
-        """Completion records (replicas included) that name ``peer`` as runner.
+    def completed_by(self, peer: str, before_ms: int | None = None) -> int:
+        """Completion records (replicas included) that name ``peer`` as
+        runner, stamped before ``before_ms`` if given; counted up to 1,024.
 
         What the claim planner caps a peer's advertised capacity by
         (:func:`lattice.claims.effective_capacity`): a pure function of the
-        replicated sets, so peers with the same sets weigh alike.
+        replicated sets, and with ``before_ms`` at an epoch boundary the same
+        on every replica that has the completions made before it, so runners
+        rank alike while their views of the newest completions differ.
         """
         self.sync()
-        return self._completed_by.get(peer, 0)
+        times = self._completed_at.get(peer, ())
+        return len(times) if before_ms is None else bisect.bisect_left(times, before_ms)
 
     def info(self, task: CID) -> TaskInfo | None:
         self.sync()

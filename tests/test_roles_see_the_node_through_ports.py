@@ -8,6 +8,7 @@ view's live set.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -46,38 +47,72 @@ def _claim_node(me: str, peers: FakePeers | None) -> Any:
     """Only what the runner's claim decision reads: queue facts, trust and policy, the peer view."""
     return SimpleNamespace(
         peer_id=me, mesh=peers, trust=FakeTrust(),
-        queue=SimpleNamespace(info=lambda t: None, wanted=lambda t: 1, completed_by=lambda p: 0),
+        queue=SimpleNamespace(info=lambda t: None, wanted=lambda t: 1, completed_by=lambda p, before_ms=None: 0),
         policy=SimpleNamespace(engine_of=lambda t: None, spot_checked=lambda t: False))
 
 
+class OneTask:
+    """A queue view offering one ready task (what ``QueueView.next`` would)."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def next(self, now_ms: int, *, limit: int, accept: Any, me: str) -> list[Any]:
+        return [self.task] if accept(self.task) else []
+
+    def info(self, t: Any) -> None:
+        return None
+
+    def wanted(self, t: Any) -> int:
+        return 1
+
+    def completed_by(self, p: str, before_ms: int | None = None) -> int:
+        return 0
+
+
+def _runner(me: str, view: FakePeers | None, task: Any, fit: Any, defer_s: float = 60.0) -> Any:
+    from meshd.roles.runner import Runner, RunnerOptions
+
+    node = _claim_node(me, view)
+    node.queue = OneTask(task)
+    r = Runner(node, None, RunnerOptions(defer_s=defer_s))
+    r._accept_cache[task] = fit  # the task's body was read
+    return r
+
+
 def test_the_runner_claims_as_the_planner_ranks_the_live_runners() -> None:
-    from meshd.roles.runner import Runner, RunnerOptions, _Fit
+    from lattice.planner import Fit
 
     task = codec.cid_of({"task": "ports"})
     runners = ["r0", "r1", "r2"]
     top, second, _ = rendezvous_rank(task, runners)
     peers = FakePeers({"runner": runners})
-    options = RunnerOptions(defer_s=60.0)
 
-    def runner(me: str, view: FakePeers | None) -> Runner:
-        r = Runner(_claim_node(me, view), None, options)
-        r._accept_cache[task] = _Fit(True, (), None)  # the task's body was read: no constraints
-        return r
-
-    assert runner(top, peers)._accept_share(task)
-    backup = runner(second, peers)
-    assert not backup._accept_share(task) and task in backup._first_seen  # another's share: its deferral starts
-    assert not backup._accept_steal(task)  # waits defer_s from then
+    assert _runner(top, peers, task, Fit(True))._next(0, 1) == [task]
+    backup = _runner(second, peers, task, Fit(True))
+    assert backup._next(0, 1) == [] and task in backup.planner.first_seen  # another's share: waits defer_s
     peers.live["runner"] = [second]  # the preferred runner died: nobody left to defer to
-    backup._round = None
-    assert backup._accept_share(task)
-    assert runner(second, None)._accept_share(task)  # no mesh: claim at once
+    assert backup._next(0, 1) == [task]
+    assert _runner(second, None, task, Fit(True))._next(0, 1) == [task]  # no mesh: claim at once
+    assert _runner(second, peers, task, Fit(False))._next(0, 1) == []  # cannot run it here
+
+
+def test_a_runner_steals_another_share_once_its_deferral_has_passed() -> None:
+    from lattice.planner import Fit
+
+    task = codec.cid_of({"task": "steal"})
+    top, second = rendezvous_rank(task, ["r0", "r1"])
+    backup = _runner(second, FakePeers({"runner": [top, second]}), task, Fit(True), defer_s=0.0001)
+    assert backup._next(0, 1) == []  # first sight: the deferral starts
+    deadline = time.monotonic() + 5
+    while backup._next(0, 1) != [task]:
+        assert time.monotonic() < deadline
 
 
 def test_a_runner_that_cannot_run_the_engine_is_no_candidate() -> None:
     """A runner whose platform the engine has no build for never ranks first:
     the task goes to one that can, at once."""
-    from meshd.roles.runner import Runner, RunnerOptions, _Fit
+    from lattice.planner import Fit
 
     task = codec.cid_of({"task": "platforms"})
     top, second = rendezvous_rank(task, ["r0", "r1"])
@@ -86,9 +121,8 @@ def test_a_runner_that_cannot_run_the_engine_is_no_candidate() -> None:
         def live_inventories(self, role: str) -> dict[str, dict[str, Any]]:
             return {top: {"slots": 1, "platform": "linux-aarch64"}, second: {"slots": 1, "platform": "linux-x86_64"}}
 
-    r = Runner(_claim_node(second, Mixed({"runner": [top, second]})), None, RunnerOptions(defer_s=60.0))
-    r._accept_cache[task] = _Fit(True, (), frozenset({"linux-x86_64"}))
-    assert r._accept_share(task)
+    r = _runner(second, Mixed({"runner": [top, second]}), task, Fit(True, (), frozenset({"linux-x86_64"})))
+    assert r._next(0, 1) == [task]
 
 
 def test_the_verifier_judges_as_the_planner_ranks_the_live_verifiers() -> None:

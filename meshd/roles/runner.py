@@ -239,7 +239,7 @@ class Runner:
         node = self.node
         mesh = node.mesh
         cands = {} if mesh is None else ClaimPlanner.candidates(
-            mesh.live_inventories("runner"), node.queue.completed_by, node.trust.banned_peers())
+            mesh.live_inventories("runner"), node.queue.completed_by, now, node.trust.banned_peers())
         return self.planner.plan(
             node.queue, now, free, clock=time.monotonic(), cands=cands, fit=self._fit, facts=self._facts,
             trusted=lambda t, p: node.trust.trusted(p, node.policy.engine_of(t)), exclude=self.running)
@@ -300,7 +300,8 @@ class Runner:
                     await self.node.wait_changed(q, self._idle_sleep(now))
                     continue
                 me = self.node.peer_id
-                ops = [queue.assign_op(t, me, now, self.options.lease_ms, self.node.queue.next_attempt(t)) for t in cands]
+                ops = [queue.assign_op(t, me, now, self.options.lease_ms, self.node.queue.next_attempt(t),
+                                       settle_ms=self.planner.settle_ms(t)) for t in cands]
                 try:
                     await self.node.objects.commit(q, ops)
                 except StoreError as exc:
@@ -338,7 +339,7 @@ class Runner:
                 a = self._held.get(t)
                 if a is None or a.until - now > lease * 2 // 3:
                     continue
-                renewed = queue.Assignment(a.task, me, a.at, now + min(8 * lease, max(lease, now - a.at)), a.n)
+                renewed = queue.Assignment(a.task, me, a.at, now + min(8 * lease, max(lease, now - a.at)), a.n, a.settle)
                 ops.append(queue.renew_op(a, renewed.until))
                 self._held[t] = renewed
             if not ops:
