@@ -22,7 +22,7 @@ Example ``config.toml`` (every key optional)::
     [runner]
     slots = 8
     max_attempts = 3
-    lease_s = 30.0
+    lease_s = 10.0
     task_timeout_s = 60.0
     warm = true
 
@@ -183,14 +183,15 @@ class RunnerConfig:
     Attributes:
         slots: Tasks run at once; default the CPU count.
         max_attempts: Attempts before a task is marked failed; default 3.
-        lease_s: Seconds a claim lasts without renewal; default 30.0.
+        lease_s: Seconds a claim lasts without renewal; default 10.0 (the runner
+            renews the attempts it has started, so a task may run longer).
         task_timeout_s: Wall-clock limit per attempt; default 60.0.
         warm: Keep engine processes alive between tasks; default true.
     """
 
     slots: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_attempts: int = 3
-    lease_s: float = 30.0
+    lease_s: float = 10.0
     task_timeout_s: float = 60.0
     warm: bool = True
 

@@ -366,25 +366,19 @@ def build() -> str:
     canonical = queue.complete_op(t2_cid, carol_id, T0_MS + 9_000, r_cid)
 
     # ---- presence (gossip), signed by alice -----------------------------------------------------
-    from types import SimpleNamespace
-    from unittest import mock
-
-    from meshd.p2p.mesh import Mesh
+    from lattice.peers import PeerTable
 
     alice_addr = f"/ip4/192.0.2.10/tcp/4601/p2p/{alice_id}"
-    m_alice = Mesh(SimpleNamespace(store=MemoryBlockStore(), signer=ALICE),
-                   SimpleNamespace(peer_id=alice_id, peers=lambda: []),
-                   roles=["manager", "runner"],
-                   inventory={"os": "linux", "arch": "x86_64", "cpus": 8, "memory": 17179869184, "gpu": False},
-                   api_url=lambda: "http://127.0.0.1:7600", addrs=lambda: [alice_addr])
-    with mock.patch("meshd.p2p.mesh.time.time", return_value=T0_S):
-        presence = m_alice._presence()
-    m_bob = Mesh(SimpleNamespace(store=MemoryBlockStore(), signer=BOB),
-                 SimpleNamespace(peer_id=bob_id, peers=lambda: []), roles=["runner"], inventory={})
-    m_bob._on_presence_untrusted(alice_id, codec.decode_untrusted(presence))
-    assert not m_bob.rejected and m_bob.peers[alice_id].roles == ["manager", "runner"]
-    m_bob._on_presence_untrusted(alice_id, codec.decode_untrusted(presence))
-    assert m_bob.rejected == {"presence_replayed": 1}, "a replayed presence must be refused"
+    t_alice = PeerTable(alice_id, roles=["manager", "runner"])
+    presence = t_alice.encode_presence(
+        ALICE, inventory={"os": "linux", "arch": "x86_64", "platform": "linux-x86_64", "cpus": 8,
+                          "memory": 17179869184, "gpu": False, "slots": 8, "free": 6, "backlog": 2},
+        api="http://127.0.0.1:7600", addrs=[alice_addr], now=T0_S)
+    t_bob = PeerTable(bob_id, roles=["runner"])
+    assert t_bob.receive_presence_untrusted(alice_id, presence, 0.0).accepted
+    assert not t_bob.rejected and t_bob.peer(alice_id).roles == ("manager", "runner")
+    assert not t_bob.receive_presence_untrusted(alice_id, presence, 0.0).accepted
+    assert t_bob.rejected == {"presence_replayed": 1}, "a replayed presence must be refused"
 
     # ---- archivist: a version root of the queue and its signed pin record -----------------------
     from meshd.store import archive
@@ -587,7 +581,11 @@ def build() -> str:
         ("t, v", "", "`\"meshd/presence\"`, `1`"),
         ("peer", _TAG, "the sender's peer id"),
         ("roles", "[text]", "`[node] roles` of the sender (at most 16 kept)"),
-        ("inv", "map", "inventory: `os`, `arch`, `cpus`, `memory`, `gpu` (only text, int, bool and list values are sent)"),
+        ("inv", "map", "inventory: `os`, `arch`, `cpus`, `memory`, `gpu`, `labels` (matched against task "
+                       "constraints), `platform` (matched against a native engine's builds), and a runner's "
+                       "load: `slots` it advertises (the claim planner caps it by the completions seen from "
+                       "the peer), `free` idle slots and `backlog` tasks claimed, not started (only text, int, "
+                       "bool and list values are sent)"),
         ("api", _TAG, "the sender's HTTP API URL, or `\"\"`"),
         ("addrs", "[text]", "the sender's libp2p listen multiaddrs, at most 8"),
         ("seq", "uint", "strictly increasing per sender: `max(previous + 1, clock in ms)`"),
@@ -637,8 +635,12 @@ def build() -> str:
            "fields they do not know.")
     d.fields([
         ("available", f"{_LINK}", "a task CID (Enqueue)"),
-        ("assigned", "map", "`{task: link, by: text, at: uint, until: uint, n: uint}`: a lease until "
-                            "`until` for attempt `n` (Assign)"),
+        ("assigned", "map", "`{task: link, by: text, at: uint, until: uint, n: uint, settle?: uint}`: a "
+                            "lease until `until` for attempt `n` (Assign). Records of one attempt `(by, n)` "
+                            "are one lease from the earliest `at` to the latest `until` (a renewal repeats "
+                            "`at` with a later `until`). `settle` (ms, at most 60,000) marks a steal: it "
+                            "ranks as if made `settle` later (see [The queue state machine]"
+                            "(#the-queue-state-machine))"),
         ("completed", "map", "`{task: link, by: text, at: uint, result: link}`: `result` names the "
                              "`meshd/result` block (Complete)"),
         ("failed", "map", "`{task, by, at, n, error: text (≤ 2,000 chars), final: bool}`, plus `stderr` from "
@@ -653,8 +655,15 @@ def build() -> str:
            "does not complete the task: a Verifier does, with an ordinary completion (no `replica` key) "
            "whose `by` is the verifier and whose `result` is the canonical result record.")
     d.example("assignment", None, codec.encode(assign[2]),
-              note="Bob's lease on the second task: 70 s (the Runner's lease is at least the task "
-                   "timeout + 10 s).")
+              note="Bob's lease on the second task, for 70 s.")
+    bob_lease = queue.Assignment(t2_cid, bob_id, T0_MS + 1_000, T0_MS + 71_000, 1)
+    d.example("renewal", None, codec.encode(queue.renew_op(bob_lease, T0_MS + 141_000)[2]),
+              note="Bob has run the task for 60 s and renews its lease for another 70 s: the same "
+                   "`(task, by, at, n)`, a later `until`.")
+    d.example("steal", None, codec.encode(queue.assign_op(t2_cid, alice_id, T0_MS + 3_000, 10_000, 1,
+                                                          settle_ms=250)[2]),
+              note="Alice claims a task of another runner's share, with the Runner's default "
+                   "`settle` of 250 ms.")
     d.example("failed attempt", None, codec.encode(fail[2]))
     d.example("completion", None, codec.encode(complete[2]))
     d.example("void failure (runner restarted)", None, codec.encode(void[2]),

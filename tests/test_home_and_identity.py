@@ -141,7 +141,7 @@ def test_default_config_has_the_documented_values(tmp_path: Path) -> None:
     assert c.node.roles == ("manager", "runner")
     assert c.api == ApiOptions(listen="127.0.0.1:7600", max_body_bytes=8 * 1024 * 1024)
     assert c.runner.slots == (os.cpu_count() or 1)
-    assert (c.runner.max_attempts, c.runner.lease_s, c.runner.task_timeout_s, c.runner.warm) == (3, 30.0, 60.0, True)
+    assert (c.runner.max_attempts, c.runner.lease_s, c.runner.task_timeout_s, c.runner.warm) == (3, 10.0, 60.0, True)
     assert c.engines.trusted_publishers == () and c.engines.allow == ()
     assert c.p2p.listen == ("/ip4/0.0.0.0/tcp/4601",) and c.p2p.bootstrap == () and c.p2p.mdns is False
     assert c.ipfs.api == "" and c.log.level == "info"
