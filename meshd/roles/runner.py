@@ -43,6 +43,7 @@ from .ports import (
     TrustPort,
     write_destination,
 )
+from .replica_cap import ReplicaCap
 
 if TYPE_CHECKING:
     from ..store.objects import Followed
@@ -163,7 +164,7 @@ class Runner:
         self.running: set[CID] = set()
         self._accept_cache: dict[CID, Fit] = {}
         self.planner = ClaimPlanner(node.peer_id, defer_s=options.defer_s)
-        self._unjudged: set[CID] = set()  # our replicas no verdict has judged yet
+        self.replica_cap = ReplicaCap(node, options.slots, options.lease_ms)
         self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
         self._slot_freed = trio.Event()
         self._held: dict[CID, queue.Assignment] = {}  # our lease per claimed task
@@ -263,7 +264,6 @@ class Runner:
                     # or results, so do not pretend to work.
                     await self.node.wait_changed(self.node.verdicts_obj, 5.0)
                     continue
-                me_id = self.node.peer_id
                 limit = self._claim_limit()
                 free = limit - len(self.running)
                 # Hysteresis: with work in flight, claim again only once a
@@ -275,23 +275,7 @@ class Runner:
                 q = self.node.queue_obj
                 now = now_ms()
                 cands = self._next(now, free)
-                # Verified work is not claimed ahead: a replica held in a local
-                # backlog delays its verdict, and verdicts are what let the mesh
-                # catch a bad runner early (few results before a ban).
-                running_rep = {t for t in self.running if self._replicated(t)}
-                rep_room = self.options.slots - len(running_rep)
-                fresh_room, started_room = self._unjudged_rooms(running_rep, me_id, now)
-                kept = []
-                for t in cands:
-                    if self._replicated(t):
-                        info = self.node.queue.info(t)
-                        started = info is not None and bool(info.replica_done)
-                        if rep_room <= 0 or (started_room if started else fresh_room) <= 0:
-                            continue
-                        rep_room -= 1
-                        fresh_room -= 1
-                        started_room -= 1
-                    kept.append(t)
+                kept = self.replica_cap.admit(cands, self.running, now)
                 if cands and not kept:
                     await self.node.wait_changed(q, 0.25)
                     continue
@@ -356,47 +340,6 @@ class Runner:
         busy = int(self._engine_slots.borrowed_tokens)
         self.node.inventory["free"] = self.options.slots - busy
         self.node.inventory["backlog"] = max(0, len(self.running) - busy)
-
-    def _unjudged_rooms(self, running_rep: set[CID], me: str, now: int) -> tuple[int, int]:
-        """How many more replicas we may claim now: (fresh tasks, tasks others started).
-
-        Until verdicts vouch for us, our replicas awaiting judgement (running
-        or recorded) stay few (BOINC limits new hosts the same way): a runner
-        whose engine misbehaves is then caught after a handful of results
-        instead of after a whole backlog.  The cap covers *every* replica: a
-        task another runner already ran used to be exempt, and a lying runner
-        then took all of those (27 results before its ban under load), each
-        one judged only after a third runner broke the tie.  Tasks others
-        started get ``slots`` more room than fresh ones: finishing them yields
-        the verdicts every runner is waiting for, so runners that each hold
-        ``slots`` fresh replicas never deadlock at the cap.
-        """
-        slots = self.options.slots
-        self._unjudged = {t for t in self._unjudged if self._awaiting_verdict(t, me, now)}
-        if self._trusted_somewhere():
-            return slots, slots
-        outstanding = len(self._unjudged | running_rep)
-        return slots - outstanding, 2 * slots - outstanding
-
-    def _awaiting_verdict(self, t: CID, me: str, now: int) -> bool:
-        """Whether our replica of ``t`` still waits for a verdict that will come."""
-        if self.node.trust.judged(t, me):
-            return False
-        info = self.node.queue.info(t)
-        if info is None or any(f.get("final") for f in info.failures):
-            return False  # failed for good (no quorum): no verdict will judge it
-        # Completed without judging us: a verifier judges a late replica at
-        # once, unless it restarted in between; stop waiting after a lease.
-        done_at = min((c["at"] for c in info.completions if type(c.get("at")) is int), default=None)
-        return done_at is None or now - done_at < self.options.lease_ms
-
-    def _trusted_somewhere(self) -> bool:
-        me = self.node.peer_id
-        return any(self.node.trust.trusted(me, e) for e in self.node.trust.scores().get(me, {}))
-
-    def _replicated(self, t: CID) -> bool:
-        info = self.node.queue.info(t)
-        return info is not None and info.replication is not None
 
     def _claim_limit(self) -> int:
         """How many tasks to hold claimed at once.
@@ -580,7 +523,7 @@ class Runner:
                 # One replica of a verified task: the Verifier completes the
                 # task (and writes its destination) once a quorum agrees.
                 await node.objects.commit(node.queue_obj, [queue.replica_done_op(t, me, now, rcid)])
-                self._unjudged.add(t)
+                self.replica_cap.recorded(t)
                 self.stats["ok"] += 1
                 node.count("replicas_completed")
                 return
