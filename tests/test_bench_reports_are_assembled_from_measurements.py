@@ -92,7 +92,7 @@ def test_spread_stall_report_separates_moved_kept_and_running_work() -> None:
     results = {
         "running": [{"runner": C, "at": 16_000, "duration_s": 6.5}],  # began at 9.5 s, before the stop
         "moved": [{"runner": A, "at": 12_000, "duration_s": 0.5}],
-        "kept": [{"runner": C, "at": 16_500, "duration_s": 0.5}],
+        "kept": [{"runner": C, "at": 16_500, "duration_s": 7.0, "output": {"began": 16.0}}],  # waited for a slot
         "later": [{"runner": C, "at": 17_000, "duration_s": 0.5}],  # claimed after the stop
         "other": [{"runner": B, "at": 11_000, "duration_s": 0.5}],
     }

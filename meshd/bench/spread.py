@@ -38,7 +38,8 @@ clock, the same host clock as the stop time):
 
 * ``held_at_stop`` — batch tasks node-c had claimed before the stop and not
   yet started running (its claim-ahead: the work it could not do while
-  stopped); a task node-c was running at the stop is not counted;
+  stopped); a task node-c was running at the stop (the burn engine's output
+  says when it began) is not counted;
 * ``moved`` — of those, the tasks whose first result came from another node;
   ``kept`` — the rest, which waited for node-c to wake up;
 * ``move_s`` — for the moved tasks, the latest of (the first claim by another
@@ -86,12 +87,13 @@ import time
 
 def burn(value):
     cpu_s = float(value.get("cpu_s", 0.5))
+    began = time.time()
     start = time.thread_time()
     n = 0
     while time.thread_time() - start < cpu_s:
         for _ in range(2000):
             n += 1
-    return {"i": value.get("i"), "cpu_s": round(time.thread_time() - start, 4)}
+    return {"i": value.get("i"), "cpu_s": round(time.thread_time() - start, 4), "began": began}
 '''
 
 
@@ -155,6 +157,18 @@ def count_runs(results: Mapping[str, list[dict]], names: Mapping[str, str]) -> t
     return ran, dup
 
 
+def _began_ms(rec: Mapping[str, Any]) -> float:
+    """When the engine began the task: the burn output's ``began``, else ``at − duration_s``.
+
+    The fallback is earlier than the real start, because the runner's
+    ``duration_s`` also counts the wait for a free slot.
+    """
+    out = rec.get("output")
+    if isinstance(out, dict) and isinstance(out.get("began"), (int, float)):
+        return 1000 * out["began"]
+    return (rec.get("at") or 0) - 1000 * (rec.get("duration_s") or 0)
+
+
 def stall_report(results: Mapping[str, list[dict]], attempts: Mapping[str, list[dict]], victim: str,
                  stop_ms: int) -> dict[str, Any]:
     """What happened to the work the stopped node held (see the module doc).
@@ -174,10 +188,8 @@ def stall_report(results: Mapping[str, list[dict]], attempts: Mapping[str, list[
         if not claimed:
             continue
         own = [r for r in results.get(c, []) if r.get("runner") == victim]
-        # Running at the stop: the victim's own result began before it (its
-        # wall-clock duration includes the stopped time).
-        if any((r.get("at") or 0) - 1000 * (r.get("duration_s") or 0) < stop_ms for r in own):
-            continue
+        if any(_began_ms(r) < stop_ms for r in own):
+            continue  # running at the stop: it could not move
         held += 1
         if c in first and first[c].get("runner") != victim:
             moved += 1
