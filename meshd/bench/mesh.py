@@ -22,8 +22,12 @@ warms every pool with ``20 × nodes`` tasks, then measures:
   mesh, from enqueue to the result visible on the submitter (long poll);
   ``latency_timeouts`` counts samples with no result after 60 s, which enter
   the percentiles as 60 s (the phase stops after 5 such samples);
-* ``duplicate_runs`` — the fraction of tasks (all of them, warm-up included)
-  that got more than one result;
+* ``duplicate_runs`` — result records beyond one per task, as a fraction of
+  the tasks (all of them, warm-up and latency samples included), from
+  ``/v1/queue``'s counts; ``sampled_duplicate_runs`` reads 200 measured
+  tasks' results one by one and counts distinct (runner, ``at``) runs beyond
+  one per task; ``sampled_repeated_records`` counts records listed more
+  than once for the same run (which inflate ``duplicate_runs``);
 * ``nodes``, ``tasks``, ``slots``, ``remote``.
 
 With ``--remote`` the first node (the submitter) has the manager role only,
@@ -58,6 +62,8 @@ ECHO = Path(__file__).resolve().parents[2] / "engines" / "examples" / "echo.py"
 GOALS = {"tasks_per_s": 8000, "latency_p50_ms": 10, "latency_p99_ms": 50, "duplicate_runs": 0.02,
          "min_node_share": 0.2}
 BATCH = 2000
+#: How many measured tasks ``sample_runs`` reads one by one.
+DUP_SAMPLE = 200
 #: A latency sample with no result after this long is counted in
 #: ``latency_timeouts`` and enters the percentiles at this value (a lower bound).
 LATENCY_DEADLINE_S = 60.0
@@ -144,6 +150,25 @@ def ran_per_node(runners: Mapping[str, Iterable[str]], names: Mapping[str, str],
             name = names.get(peer, peer[:12])
             counts[name] = counts.get(name, 0) + 1
     return counts, unattributed
+
+
+def sample_runs(client: httpx.Client, cids: list[str], n: int = DUP_SAMPLE) -> dict[str, Any]:
+    """Read ``/v1/results/{cid}`` for up to ``n`` evenly spaced measured tasks.
+
+    A run is a distinct (runner, ``at``) pair; a record repeated with the
+    same pair is the same run listed twice, which ``duplicate_runs`` (from
+    ``/v1/queue``'s record count) cannot tell apart.
+    """
+    pick = cids[:: max(1, len(cids) // n)][:n] if cids else []
+    runs = records = 0
+    for c in pick:
+        recs = client.get(f"/v1/results/{c}").json().get("results", [])
+        records += len(recs)
+        runs += len({(r.get("runner"), r.get("at")) for r in recs})
+    k = len(pick)
+    return {"sampled_tasks": k,
+            "sampled_duplicate_runs": round(max(0, runs - k) / k, 4) if k else None,
+            "sampled_repeated_records": records - runs}
 
 
 def summarize(*, nodes: int, tasks: int, slots: int, remote: bool, elapsed_s: float, cpu_s: float,
@@ -236,6 +261,7 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
         cpu_s, client_cpu_s = tree_cpu_s(pids) - cpu0, self_cpu_s() - client0
         names = {n.peer_id: n.name for n in mesh}
         ran, unattributed = ran_per_node(completed_by(client, set(cids)), names, cids)
+        sampled = sample_runs(client, cids)
         lat: list[float] = []
         timeouts = 0
         for i in range(latency_samples):
@@ -252,10 +278,12 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
         q = client.get("/v1/queue").json()
         runner_names = [n.name for n, r in zip(mesh, node_roles(nodes, remote)) if "runner" in r]
         ok = True
-        return summarize(nodes=nodes, tasks=tasks, slots=slots, remote=remote, elapsed_s=elapsed, cpu_s=cpu_s,
-                         client_cpu_s=client_cpu_s, latencies_ms=lat, results=q["results"],
-                         records=q.get("result_records", q["results"]), ran=ran, unattributed=unattributed,
-                         runner_names=runner_names, latency_timeouts=timeouts)
+        out = summarize(nodes=nodes, tasks=tasks, slots=slots, remote=remote, elapsed_s=elapsed, cpu_s=cpu_s,
+                        client_cpu_s=client_cpu_s, latencies_ms=lat, results=q["results"],
+                        records=q.get("result_records", q["results"]), ran=ran, unattributed=unattributed,
+                        runner_names=runner_names, latency_timeouts=timeouts)
+        out.update(sampled)
+        return out
     finally:
         for n in mesh:
             n.stop()
