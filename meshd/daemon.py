@@ -134,7 +134,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         if config.p2p.listen:
             transport = Transport(identity.seed, P2POptions(
                 listen=tuple(config.p2p.listen), bootstrap=tuple(config.p2p.bootstrap),
-                topic=f"meshd/{config.node.mesh}/hpcp/1", mdns=config.p2p.mdns,
+                topic=f"meshd/{config.node.mesh}/hpcp/2", mdns=config.p2p.mdns,
                 mdns_interfaces=tuple(config.p2p.mdns_interfaces)))
             # A sealed transport counts what it refuses itself; the mesh drains
             # those counts (meshd.p2p.mesh.Refusing), so it needs no hook back.

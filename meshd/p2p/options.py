@@ -36,7 +36,7 @@ class P2POptions:
 
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: tuple[str, ...] = ()
-    topic: str = "meshd/default/hpcp/1"
+    topic: str = "meshd/default/hpcp/2"
     mdns: bool = False
     mdns_interfaces: tuple[str, ...] = ()
     heartbeat_s: float = 1.0
