@@ -54,6 +54,7 @@ def test_mesh_summary_has_every_key() -> None:
     assert out["latency_p99_ms"] == 100.0
     assert out["latency_timeouts"] == 1
     assert out["duplicate_runs"] == 0.01
+    assert out["measured_duplicate_runs"] == 0.0  # 1000 completions for 1000 tasks
     assert out["min_node_share"] == 0.4  # node-a, the manager-only submitter, is left out
     assert out["ran_per_node"]["node-c"] == 600
     assert {"nodes", "tasks", "remote", "elapsed_s", "goals", "ran_unattributed"} <= set(out)

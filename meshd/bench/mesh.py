@@ -28,6 +28,9 @@ warms every pool with ``20 × nodes`` tasks, then measures:
   tasks' results one by one and counts distinct (runner, ``at``) runs beyond
   one per task; ``sampled_repeated_records`` counts records listed more
   than once for the same run (which inflate ``duplicate_runs``);
+  ``measured_duplicate_runs`` is, over all measured tasks, the completions
+  by a second runner (``sum(ran_per_node)`` beyond one per attributed task)
+  as a fraction of ``tasks``;
 * ``nodes``, ``tasks``, ``slots``, ``remote``.
 
 With ``--remote`` the first node (the submitter) has the manager role only,
@@ -191,6 +194,7 @@ def summarize(*, nodes: int, tasks: int, slots: int, remote: bool, elapsed_s: fl
         "latency_p99_ms": round(percentile(lat, 0.99), 2) if lat else None,
         "latency_timeouts": latency_timeouts,
         "duplicate_runs": round(max(0, records - results) / max(1, results), 4),
+        "measured_duplicate_runs": round(max(0, sum(ran.values()) - (tasks - unattributed)) / tasks, 4) if tasks else None,
         "ran_per_node": ran,
         "ran_unattributed": unattributed,
         "min_node_share": round(min(shares), 3) if shares else None,
