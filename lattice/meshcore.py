@@ -386,10 +386,12 @@ class MeshCore:
         """Live peers (ours included) with ``role``; see :meth:`PeerTable.live`."""
         return self.peers.live(now, role)
 
-    def live_inventories(self, now: float, role: str) -> dict[str, Mapping[str, Any]]:
+    def live_inventories(self, now: float, role: str, within_s: float | None = None) -> dict[str, Mapping[str, Any]]:
         """Live peers with ``role`` (ours included when we have it) and their
-        announced inventories: what the claim planner weighs and matches."""
-        return {p: (self.inventory if p == self.me else self.peers.inventory(p)) for p in self.peers.live(now, role)}
+        announced inventories: what the claim planner weighs and matches.
+        ``within_s``: heard from within this long, instead of the horizon."""
+        return {p: (self.inventory if p == self.me else self.peers.inventory(p))
+                for p in self.peers.live(now, role, within_s=within_s)}
 
     def peer_list(self, now: float, connected: Mapping[str, Iterable[str]] | None = None) -> list[dict[str, Any]]:
         """``GET /v1/peers``: every known or connected peer, with the heads it announced."""

@@ -311,12 +311,14 @@ class PeerTable:
         p = self._peers.get(peer)
         return p is not None and p.last_seen is not None and p.last_seen >= now - self.options.horizon_s
 
-    def live(self, now: float, role: str | None = None) -> list[str]:
+    def live(self, now: float, role: str | None = None, *, within_s: float | None = None) -> list[str]:
         """Live peers, sorted, that run ``role`` (any role when None).
 
         This node counts when it runs ``role`` (always when ``role`` is None).
+        ``within_s`` replaces the liveness horizon (e.g. a longer one for
+        peers that are silent but were live lately).
         """
-        horizon = now - self.options.horizon_s
+        horizon = now - (self.options.horizon_s if within_s is None else within_s)
         # list(): a C-level copy, so a reader on another thread never sees the dict change size.
         out = {p.peer_id for p in list(self._peers.values())
                if p.last_seen is not None and p.last_seen >= horizon and (role is None or role in p.roles)}

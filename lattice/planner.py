@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cid import CID
-from .claims import TaskFacts, constraints_ok, effective_capacity, runner_claim_delay
+from .claims import TaskFacts, constraints_ok, effective_capacity, runner_claim_delay, weighted_rank
 from .queue import QueueView
 
 #: First-seen times (and cached delays) kept per runner before the table is reset (bounded memory).
@@ -65,10 +65,25 @@ class Fit:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A live runner as one round sees it: its weight and announced inventory."""
+    """A live runner as one round sees it.
+
+    Attributes:
+        weight: Its weight (effective capacity).
+        inventory: Its announced inventory (``free``: idle slots it announced).
+        fresh: Its presence is current (heard within about one announce
+            round); a silent runner still ranks, and its share may be stolen.
+    """
 
     weight: int
     inventory: Mapping[str, Any]
+    fresh: bool = True
+
+    @property
+    def idle(self) -> bool:
+        """It is heard from and announced idle slots: it claims its share
+        itself, so nobody steals from it (its view may only be late)."""
+        free = self.inventory.get("free")
+        return self.fresh and type(free) is int and free > 0
 
 
 def _jitter(me: str, task: CID) -> float:
@@ -100,7 +115,8 @@ class ClaimPlanner:
 
     @staticmethod
     def candidates(live: Mapping[str, Mapping[str, Any]], completed_by: Callable[[str, int], int], now_ms: int,
-                   banned: Collection[str] = frozenset(), *, epoch_ms: int = EPOCH_MS) -> dict[str, Candidate]:
+                   banned: Collection[str] = frozenset(), *, epoch_ms: int = EPOCH_MS,
+                   fresh: Collection[str] | None = None) -> dict[str, Candidate]:
         """The live runners (not banned) with their weights.
 
         A runner's weight is its announced ``slots`` capped by the
@@ -110,7 +126,8 @@ class ClaimPlanner:
         (``QueueView.completed_by(peer, before_ms)``): every runner weighs
         every other, itself included, by this one rule from the same
         records, so all rank alike even while the newest completions are
-        still on their way.
+        still on their way.  ``fresh``: the runners heard from lately (None:
+        all); the others are silent (:attr:`Candidate.fresh`).
         """
         before = now_ms // epoch_ms * epoch_ms
         out: dict[str, Candidate] = {}
@@ -119,7 +136,8 @@ class ClaimPlanner:
                 continue
             slots = inv.get("slots")
             slots = slots if type(slots) is int and slots > 0 else 1
-            out[peer] = Candidate(effective_capacity(slots, completed_by(peer, before)), inv)
+            out[peer] = Candidate(effective_capacity(slots, completed_by(peer, before)), inv,
+                                  fresh is None or peer in fresh)
         return out
 
     def delay(self, task: CID, fit: Fit, cands: Mapping[str, Candidate], facts: TaskFacts,
@@ -132,6 +150,11 @@ class ClaimPlanner:
             return 0.0
         weights = {p: c.weight for p, c in cands.items() if fit.runs_on(c.inventory)}
         return runner_claim_delay(task, self.me, weights, facts, defer_s=self.defer_s, trusted=trusted)
+
+    def owner(self, task: CID, fit: Fit, cands: Mapping[str, Candidate]) -> str | None:
+        """The runner whose share ``task`` is (first by weighted rank among those that can run it)."""
+        ranked = weighted_rank(task, {p: c.weight for p, c in cands.items() if fit.runs_on(c.inventory)})
+        return ranked[0] if ranked else None
 
     def plan(self, queue: QueueView, now_ms: int, free: int, *, clock: float,
              cands: Mapping[str, Candidate], fit: Callable[[CID], Fit | None],
@@ -187,10 +210,21 @@ class ClaimPlanner:
             return False
 
         delays: dict[CID, float] = {}
+        owners: dict[CID, str | None] = {}
 
         def steal(t: CID) -> bool:
             d = delay_of(t)
             if not d or t in exclude:  # None: cannot run it; 0: offered by the first pass
+                return False
+            # Only from a runner that is behind (busy) or silent: an idle one
+            # that is heard from claims its share itself, and stealing from it
+            # would run the task twice whenever its view of the queue lags.
+            owner = owners.get(t)
+            if owner is None:
+                f = fit(t)
+                owner = owners[t] = self.owner(t, f, cands) if f is not None else None
+            c = cands.get(owner) if owner is not None else None
+            if c is not None and c.idle:
                 return False
             delays[t] = d + _jitter(self.me, t) * self.defer_s
             # Rank orders the stealers, but no idle runner waits longer than

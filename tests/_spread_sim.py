@@ -50,7 +50,7 @@ class SimRunner:
 
     @property
     def inventory(self) -> dict[str, Any]:
-        return {"slots": self.slots, "platform": self.platform}
+        return {"slots": self.slots, "platform": self.platform, "free": self.slots - len(self.running)}
 
 
 @dataclass
@@ -67,10 +67,12 @@ class SpreadSim:
 
     def __init__(self, seed: int, slots: list[int], platforms: list[str], *, latency_s: tuple[float, float] = (0.005, 0.05),
                  drop: float = 0.02, duplicate: float = 0.02, repair_s: float = 1.0, horizon_s: float = 3.0,
-                 defer_s: float = 0.5, ahead_s: float = 2.0, lease_s: float = 10.0, tick_s: float = 0.05) -> None:
+                 defer_s: float = 0.5, ahead_s: float = 2.0, lease_s: float = 10.0, tick_s: float = 0.05,
+                 recent_s: float = 30.0) -> None:
         self.rng = random.Random(seed)
         self.latency_s, self.drop, self.duplicate, self.repair_s = latency_s, drop, duplicate, repair_s
         self.horizon_s, self.ahead_s, self.lease_ms, self.tick_s = horizon_s, ahead_s, int(lease_s * 1000), tick_s
+        self.recent_s = recent_s
         self.now = 0.0
         self.genesis = records.make_genesis("queue", f"sim-{seed}")[0]
         self.runners: dict[str, SimRunner] = {}
@@ -132,17 +134,33 @@ class SpreadSim:
         self._gossip(r.name, cid, data)
 
     def live(self, r: SimRunner) -> dict[str, dict[str, Any]]:
-        """``r``'s view of the live runners: presence stops a horizon after death or a cut."""
+        """``r``'s candidates, as the Runner reads them (``RunnerOptions.recent_s``):
+        runners heard from within ``recent_s``, so a dead or cut-off runner
+        ranks for ``recent_s`` after its last presence, and its share is stolen."""
         out = {}
         for p in self.runners.values():
             died = self._died_at.get(p.name)
-            if died is not None and self.now >= died + self.horizon_s:
+            if died is not None and self.now >= died + self.recent_s:
                 continue
             if self._cut is not None and p.name != r.name:
                 side, start, end = self._cut
-                if (p.name in side) != (r.name in side) and start + self.horizon_s <= self.now < end:
+                if (p.name in side) != (r.name in side) and start + self.recent_s <= self.now < end:
                     continue
             out[p.name] = p.inventory
+        return out
+
+    def fresh(self, r: SimRunner) -> set[str]:
+        """Runners ``r`` heard from within the last round: alive, and not cut off from it."""
+        out = set()
+        for p in self.runners.values():
+            died = self._died_at.get(p.name)
+            if died is not None and self.now >= died + self.repair_s:
+                continue
+            if self._cut is not None and p.name != r.name:
+                side, start, end = self._cut
+                if (p.name in side) != (r.name in side) and start + self.repair_s <= self.now < end:
+                    continue
+            out.add(p.name)
         return out
 
     # -- the world ---------------------------------------------------------------------------
@@ -231,7 +249,7 @@ class SpreadSim:
         if free <= 0 or (r.held and free < max(1, limit // 4)):
             self._start(r, now_ms)
             return
-        cands = ClaimPlanner.candidates(self.live(r), r.view.completed_by, now_ms)
+        cands = ClaimPlanner.candidates(self.live(r), r.view.completed_by, now_ms, fresh=self.fresh(r))
         todo = r.planner.plan(r.view, now_ms, free, clock=self.now, cands=cands, fit=lambda t: self._fit(r, t),
                               facts=lambda t: TaskFacts(), exclude=r.held)
         if not todo:

@@ -31,7 +31,7 @@ class FakePeers:
     def any_presence(self) -> bool:
         return bool(self.live)
 
-    def live_inventories(self, role: str) -> dict[str, dict[str, Any]]:
+    def live_inventories(self, role: str, within_s: float | None = None) -> dict[str, dict[str, Any]]:
         return {p: {"slots": 1, "platform": "linux-x86_64"} for p in self.live.get(role, [])}
 
 
@@ -109,6 +109,31 @@ def test_a_runner_steals_another_share_once_its_deferral_has_passed() -> None:
         assert time.monotonic() < deadline
 
 
+def test_an_idle_runner_heard_from_keeps_its_share() -> None:
+    """A runner that announces idle slots claims its share itself: others do
+    not steal from it (their view may only be ahead of its own), but they do
+    from a busy one, or a silent one."""
+    from lattice.planner import Fit
+
+    task = codec.cid_of({"task": "idle-owner"})
+    top, second = rendezvous_rank(task, ["r0", "r1"])
+
+    class Announced(FakePeers):
+        def __init__(self, free: int, fresh: bool) -> None:
+            super().__init__({"runner": [top, second]})
+            self.free, self.is_fresh = free, fresh
+
+        def live_inventories(self, role: str, within_s: float | None = None) -> dict[str, dict[str, Any]]:
+            peers = {p: {"slots": 1, "platform": "linux-x86_64", "free": self.free} for p in (top, second)}
+            return peers if within_s is None or within_s > 10 or self.is_fresh else {second: peers[second]}
+
+    for free, fresh, stolen in ((1, True, False), (0, True, True), (1, False, True)):
+        backup = _runner(second, Announced(free, fresh), task, Fit(True), defer_s=0.0001)
+        assert backup._next(0, 1) == []  # first sight: the deferral starts
+        time.sleep(0.01)
+        assert (backup._next(0, 1) == [task]) is stolen, (free, fresh)
+
+
 def test_a_runner_that_cannot_run_the_engine_is_no_candidate() -> None:
     """A runner whose platform the engine has no build for never ranks first:
     the task goes to one that can, at once."""
@@ -118,7 +143,7 @@ def test_a_runner_that_cannot_run_the_engine_is_no_candidate() -> None:
     top, second = rendezvous_rank(task, ["r0", "r1"])
 
     class Mixed(FakePeers):
-        def live_inventories(self, role: str) -> dict[str, dict[str, Any]]:
+        def live_inventories(self, role: str, within_s: float | None = None) -> dict[str, dict[str, Any]]:
             return {top: {"slots": 1, "platform": "linux-aarch64"}, second: {"slots": 1, "platform": "linux-x86_64"}}
 
     r = _runner(second, Mixed({"runner": [top, second]}), task, Fit(True, (), frozenset({"linux-x86_64"})))

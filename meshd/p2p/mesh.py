@@ -165,9 +165,10 @@ class Mesh:
         """Peer ids (ours included when we have ``role``) with ``role`` that were seen lately."""
         return self.core.live(time.time(), role)
 
-    def live_inventories(self, role: str) -> dict[str, Mapping[str, Any]]:
-        """Live peers with ``role`` (ours included when we have it) and their announced inventories."""
-        return self.core.live_inventories(time.time(), role)
+    def live_inventories(self, role: str, within_s: float | None = None) -> dict[str, Mapping[str, Any]]:
+        """Live peers with ``role`` (ours included when we have it) and their announced inventories;
+        ``within_s``: heard from within this long, instead of the liveness horizon."""
+        return self.core.live_inventories(time.time(), role, within_s)
 
     def live_runners(self) -> list[str]:
         """Peer ids (ours included when we run) that run tasks and were seen lately."""

@@ -53,9 +53,10 @@ class PeerView(Protocol):
         """Whether any peer's presence has arrived."""
         ...
 
-    def live_inventories(self, role: str) -> Mapping[str, Mapping[str, Any]]:
+    def live_inventories(self, role: str, within_s: float | None = ...) -> Mapping[str, Mapping[str, Any]]:
         """The live peers with ``role`` and their announced inventories
-        (``slots``, ``platform``, ``os``, ``labels``... see ``meshd.node.inventory``)."""
+        (``slots``, ``platform``, ``os``, ``labels``... see ``meshd.node.inventory``);
+        ``within_s``: heard from within this long, instead of the liveness horizon."""
         ...
 
 

@@ -81,6 +81,14 @@ class RunnerOptions:
         ahead_s: In a mesh, claim at most about this many seconds of work
             per slot ahead of running it (default 2 s, one presence
             interval): the rest stays in the shared queue for idle runners.
+        recent_s: Runners heard from within this long still rank (default
+            30 s): the share of one that went silent (stopped, cut off, or
+            its presence late under load) is stolen, after a deferral and a
+            settle, rather than claimed at once as another's own share, which
+            would run it twice if the silent runner is still working.
+        fresh_s: A runner heard from within this long (default 3 s, one
+            presence interval and a half) that announced idle slots keeps
+            its share: nobody steals from it.
         catch_up: Before claiming, wait (at most 5 s) for a peer's presence
             and the queue's first answers: set when the node joins a mesh
             through bootstrap peers (``[p2p] bootstrap``).
@@ -94,6 +102,8 @@ class RunnerOptions:
     idle_poll_s: float = 1.0
     defer_s: float = 0.5
     ahead_s: float = 2.0
+    recent_s: float = 30.0
+    fresh_s: float = 3.0
     catch_up: bool = False
 
     def __post_init__(self) -> None:
@@ -240,7 +250,8 @@ class Runner:
         node = self.node
         mesh = node.mesh
         cands = {} if mesh is None else ClaimPlanner.candidates(
-            mesh.live_inventories("runner"), node.queue.completed_by, now, node.trust.banned_peers())
+            mesh.live_inventories("runner", within_s=self.options.recent_s), node.queue.completed_by, now,
+            node.trust.banned_peers(), fresh=mesh.live_inventories("runner", within_s=self.options.fresh_s))
         return self.planner.plan(
             node.queue, now, free, clock=time.monotonic(), cands=cands, fit=self._fit, facts=self._facts,
             trusted=lambda t, p: node.trust.trusted(p, node.policy.engine_of(t)), exclude=self.running)
