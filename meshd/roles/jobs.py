@@ -240,8 +240,9 @@ async def enqueue_blocks(node: JobsNode, blocks: Sequence[tuple[CID, bytes]]) ->
     if not new:
         return []
     wanted = set(new)
-    node.store.put_many([b for b in blocks if b[0] in wanted])
-    await node.objects.commit(node.queue_obj, queue.enqueue_ops(new))
+    # The bodies go in the commit's own flush (in a worker thread, before the delta): no store I/O
+    # on the event loop, and the queue never names a body that is not stored.
+    await node.objects.commit(node.queue_obj, queue.enqueue_ops(new), [b for b in blocks if b[0] in wanted])
     node.count("tasks_enqueued", len(new))
     return new
 
@@ -413,10 +414,9 @@ async def submit_job(node: JobsNode, body: object, *, options: ConditionOptions,
     name, nonce = f"job/{pipeline.name}", os.urandom(8)
     genesis, _ = records.make_genesis(_DATASET_KIND, name, nonce)
     plan = plan_job(pipeline, genesis, engines, created_ms=now_ms, options=options)
-    node.store.put_many(list(plan.blocks))
     obj = node.objects.follow(_DATASET_KIND, name, nonce)
     assert obj.genesis == genesis
-    await node.objects.commit(obj, list(plan.ops))
+    await node.objects.commit(obj, list(plan.ops), list(plan.blocks))  # blocks stored first, off the event loop
     try:
         first = task_blocks(fire_entry(plan.entries[0], node_resolver(node), options))
     except (ConditionError, BadInput):
