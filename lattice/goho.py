@@ -315,6 +315,17 @@ class Replica:
             return Receipt(duplicate=True)
         delta = records.delta_from_untrusted(cid, data, verify=self.options.verify_signatures)
         self._admit(delta)
+        if delta.inline:
+            # Its small linked blocks came inline (v2): stored now, so nobody
+            # fetches them again, in one transaction where the store has one.
+            blocks = delta.inline_blocks()
+            put_many = getattr(self.store, "put_many", None)
+            if put_many is not None:
+                put_many(blocks)
+            else:
+                for b_cid, b in blocks:
+                    self.store.put(b_cid, b)
+            delta = Delta(delta.cid, delta.genesis, delta.parents, delta.height, delta.ops, delta.author)
         self.store.put(cid, data)
         return self._offer(delta)
 
@@ -388,7 +399,8 @@ class Replica:
 
     # -- local updates -------------------------------------------------------------
 
-    def update(self, ops: list[list[Any]], signer: Signer) -> tuple[CID, bytes]:
+    def update(self, ops: list[list[Any]], signer: Signer,
+               blocks: Iterable[tuple[CID, bytes]] = ()) -> tuple[CID, bytes]:
         """Create, store and apply a delta with ``ops`` on top of the current heads.
 
         Returns the delta block, which the caller announces.  Ops are
@@ -398,7 +410,11 @@ class Replica:
         write (anywhere), then :meth:`apply_local`.
         """
         parents, height = self.tip()
-        cid, data = records.sign_delta(signer, self.genesis, parents, height, ops)
+        linked = dict(blocks)
+        for b_cid, b in linked.items():
+            self.store.put(b_cid, b)
+        cid, data = records.sign_delta(signer, self.genesis, parents, height, ops,
+                                       records.choose_inline(ops, linked, rest=True))
         self.store.put(cid, data)
         self.apply_local(cid, data)
         return cid, data

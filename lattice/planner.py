@@ -26,7 +26,8 @@ seconds, ``now_ms`` the queue's wall-clock milliseconds.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,9 @@ _PLAIN = TaskFacts()
 STEAL_POOL = 16
 #: Weights change only at these wall-clock boundaries (ms); see :meth:`ClaimPlanner.candidates`.
 EPOCH_MS = 1000
+#: Longest propagation lag (s) the planner adapts to; beyond it leases, not
+#: waiting, sort out a duplicate.
+MAX_LAG_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,29 @@ class ClaimPlanner:
         self.stolen: set[CID] = set()  # claimed from another runner's share, not yet finished
         self._version: frozenset[Any] | None = None
         self._delays: dict[CID, float] = {}
+        self._lags: deque[float] = deque(maxlen=128)
+        self.lag_s = 0.0
+
+    def observe(self, heard: Iterable[tuple[str, int]], now_ms: int) -> None:
+        """Learn how late peers' records arrive here: ``heard`` holds the
+        ``(writer, at)`` of claim and completion records just applied
+        (``QueueView.heard``).
+
+        ``lag_s``, the 90th percentile of ``now - at`` over the last 128
+        records of other runners (capped at ``MAX_LAG_S``), stretches a
+        steal's wait and its settle: under load, gossip takes seconds, and a
+        stealer that waits less than its victim's claim takes to arrive runs
+        the task twice.  Clock skew between hosts distorts it by the skew;
+        a record stamped in our future counts as no lag.
+        """
+        fresh = [min(MAX_LAG_S, max(0.0, (now_ms - at) / 1000)) for by, at in heard if by != self.me]
+        if fresh:
+            self._lags.extend(fresh)
+            ordered = sorted(self._lags)
+            self.lag_s = ordered[int(0.9 * (len(ordered) - 1))]
+
+    def _settle_s(self) -> float:
+        return max(self.settle_s, self.lag_s)
 
     @staticmethod
     def candidates(live: Mapping[str, Mapping[str, Any]], completed_by: Callable[[str, int], int], now_ms: int,
@@ -230,7 +257,10 @@ class ClaimPlanner:
             # Rank orders the stealers, but no idle runner waits longer than
             # ``steal_ranks`` deferrals: in a large mesh the last-ranked of 50
             # would otherwise sit idle for 25 s beside a backlog.
-            return clock - self.first_seen.setdefault(t, clock) >= min(d, self.steal_ranks * self.defer_s)
+            # A victim's claim needs about two lags to show here (the task
+            # reaching it, its claim coming back): never steal sooner.
+            wait = max(min(d, self.steal_ranks * self.defer_s), 2 * self.lag_s)
+            return clock - self.first_seen.setdefault(t, clock) >= wait
 
         share_now = queue.next(now_ms, limit=free, accept=share, me=self.me)
         stolen: list[CID] = []
@@ -252,12 +282,18 @@ class ClaimPlanner:
         its owner or another stealer made at the same moment has arrived and
         the queue's winner rule has picked one (a duplicate run is then rare,
         not the usual outcome of a race)."""
-        return task not in self.stolen or clock - claimed_at >= self.settle_s
+        return task not in self.stolen or clock - claimed_at >= self._settle_s()
+
+    def settle_wait(self, task: CID) -> float:
+        """Seconds a just-claimed ``task`` waits before it starts (0 for this
+        runner's own share; see :meth:`settled`)."""
+        return self._settle_s() if task in self.stolen else 0.0
 
     def settle_ms(self, task: CID) -> int:
         """The ``settle`` a claim on ``task`` carries (``lattice.queue.assign_op``):
-        ``settle_s`` for a stolen task, 0 for this runner's own share."""
-        return int(self.settle_s * 1000) if task in self.stolen else 0
+        the settle time (``settle_s``, stretched to the observed lag) for a
+        stolen task, 0 for this runner's own share."""
+        return int(self._settle_s() * 1000) if task in self.stolen else 0
 
     def forget(self, task: CID) -> None:
         """``task`` is finished or dropped here."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,6 +213,9 @@ class QueueView:
         self._done = 0
         self._failed = 0
         self._completed_at: dict[str, list[int]] = {}  # runner -> its earliest completion times, sorted
+        #: ``(by, at)`` of the newest claim and completion records applied
+        #: after the view was built (the claim planner's lag estimate reads them).
+        self.heard: deque[tuple[str, int]] = deque(maxlen=256)
         # Reads pull what was applied after this point (see sync()); the
         # view registers nothing with the replica.
         self._cursor = replica.cursor()
@@ -226,7 +230,7 @@ class QueueView:
         """Catch up with the replica (every read does this first; the view registers nothing)."""
         for change in self._cursor.pull():
             for key, enc in change.adds:
-                self._on_add(key, enc)
+                self._on_add(key, enc, heard=True)
 
     def close(self) -> None:
         """Stop following the replica (the view keeps answering from what it saw)."""
@@ -238,7 +242,7 @@ class QueueView:
             info = self._tasks[task] = TaskInfo()
         return info
 
-    def _on_add(self, key: str, enc: bytes) -> None:
+    def _on_add(self, key: str, enc: bytes, *, heard: bool = False) -> None:
         if key == REPLICAS:
             rec = decode_value(enc)
             if not _valid_record(rec, {"task": CID, "k": int, "q": int}) or not 1 <= rec["q"] <= rec["k"] <= 16:
@@ -277,6 +281,8 @@ class QueueView:
                     break
             else:
                 info.assignments.append(a)
+                if heard:  # a new claim (a renewal keeps its first ``at``)
+                    self.heard.append((a.by, a.at))
             self._ready.pop(a.task, None)
             if not info.done:
                 self._leased.add(a.task)
@@ -286,6 +292,8 @@ class QueueView:
             if not _valid_record(rec, _COMPLETE_FIELDS):
                 return
             info = self._info(rec["task"])
+            if heard:
+                self.heard.append((rec["by"], rec["at"]))
             times = self._completed_at.setdefault(rec["by"], [])
             if len(times) < _COMPLETIONS_KEPT or rec["at"] < times[-1]:
                 bisect.insort(times, rec["at"])

@@ -19,6 +19,15 @@ Record shapes (v1), with field meanings:
     author's Ed25519 public key; ``s`` the signature over the record without
     ``s``.
 
+``goho/delta`` v2  ``{t, v, g, p, h, ops, b, a, s}``
+    A v1 delta plus ``b``: small blocks its ops link to (task bodies, result
+    records, outputs), carried *inline* so a peer that fetches the delta has
+    them too and fetches nothing more per task.  Each is the bytes of a
+    DAG-CBOR block (at most ``MAX_INLINE_BLOCK`` bytes, ``MAX_INLINE_BYTES``
+    in all); its CID is computed from its bytes, so it cannot lie about its
+    name.  The signature covers them.  A delta without inline blocks is
+    written as v1.
+
 ``goho/snapshot``  ``{t, v, g, covers, h, parts, a, s}``
     A signed summary of the state reached at heads ``covers``; ``parts`` link
     to ``goho/snapshot-part`` blocks.  A fresh replica loads it instead of
@@ -49,6 +58,9 @@ MAX_KEY_LEN = 1024
 MAX_OPS = 100_000
 #: Most parents of one delta.
 MAX_PARENTS = 256
+#: Largest block a delta carries inline, and the most inline bytes in one delta.
+MAX_INLINE_BLOCK = 16 * 1024
+MAX_INLINE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,11 @@ class Delta:
     height: int
     ops: list[list[Any]]
     author: bytes
+    inline: tuple[bytes, ...] = ()  # v2: blocks carried inline (their CIDs are computed)
+
+    def inline_blocks(self) -> list[tuple[CID, bytes]]:
+        """The inline blocks with their CIDs (DAG-CBOR, sha2-256)."""
+        return [(CID.for_block(DAG_CBOR, b), b) for b in self.inline]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,20 +122,56 @@ def _check_ops_untrusted(ops: Any) -> list[list[Any]]:
 
 
 def sign_delta(
-    signer: Signer, genesis: CID, parents: list[CID], height: int, ops: list[list[Any]]
+    signer: Signer, genesis: CID, parents: list[CID], height: int, ops: list[list[Any]],
+    inline: list[bytes] = (),
 ) -> tuple[CID, bytes]:
-    """Build and sign a delta; return its block."""
+    """Build and sign a delta (v2 when it carries ``inline`` blocks); return its block."""
     body = {
         "t": "goho/delta",
-        "v": 1,
+        "v": 2 if inline else 1,
         "g": genesis,
         "p": sorted(parents),
         "h": height,
         "ops": ops,
         "a": signer.public,
     }
+    if inline:
+        body["b"] = list(inline)
     body["s"] = signer.sign(codec.encode(body))
     return codec.encode_block(body)
+
+
+def choose_inline(ops: list[list[Any]], blocks: dict[CID, bytes], *, rest: bool = False) -> list[bytes]:
+    """The blocks a delta with ``ops`` carries inline, taken out of ``blocks``.
+
+    First those its ops link to (an op's value, or a field of it), then, with
+    ``rest``, any others (the last delta of a chain takes what is left), each
+    at most ``MAX_INLINE_BLOCK`` bytes and ``MAX_INLINE_BYTES`` in all; a
+    block left out is fetched as a linked block, as in v1.
+    """
+    out: list[bytes] = []
+    total = 0
+
+    def take(c: CID) -> None:
+        nonlocal total
+        b = blocks.get(c)
+        if b is not None and len(b) <= MAX_INLINE_BLOCK and total + len(b) <= MAX_INLINE_BYTES:
+            del blocks[c]
+            out.append(b)
+            total += len(b)
+
+    for op in ops:
+        v = op[2]
+        if type(v) is CID:
+            take(v)
+        elif type(v) is dict:
+            for x in v.values():
+                if type(x) is CID:
+                    take(x)
+    if rest:
+        for c in list(blocks):
+            take(c)
+    return out
 
 
 def _verify_signed(obj: dict[str, Any]) -> None:
@@ -128,12 +181,12 @@ def _verify_signed(obj: dict[str, Any]) -> None:
         raise BadSignature(f"{obj['t']} signature does not verify")
 
 
-def _expect(obj: Any, tag: str, fields: set[str]) -> dict[str, Any]:
+def _expect(obj: Any, tag: str, fields: set[str], version: int = 1) -> dict[str, Any]:
     if type(obj) is not dict:
         raise _fail("record must be a map")
     if obj.get("t") != tag:
         raise _fail(f"expected record type {tag!r}, got {obj.get('t')!r}")
-    if obj.get("v") != 1:
+    if obj.get("v") != version:
         raise _fail(f"unsupported {tag} version {obj.get('v')!r}")
     if set(obj) != fields:
         raise _fail(f"{tag} fields must be {sorted(fields)}, got {sorted(obj)}")
@@ -151,6 +204,7 @@ def _cid_list(value: Any, what: str, limit: int) -> tuple[CID, ...]:
 
 
 _DELTA_FIELDS = {"t", "v", "g", "p", "h", "ops", "a", "s"}
+_DELTA_V2_FIELDS = _DELTA_FIELDS | {"b"}
 
 
 def delta_from_untrusted(cid: CID, data: bytes, *, verify: bool = True) -> Delta:
@@ -165,12 +219,34 @@ def delta_from_untrusted(cid: CID, data: bytes, *, verify: bool = True) -> Delta
         raise BadBlock(f"block does not hash to {cid}")
     if cid.codec != DAG_CBOR:
         raise BadEncoding("delta must be a dag-cbor block")
-    obj = _expect(codec.decode_untrusted(data), "goho/delta", _DELTA_FIELDS)
-    return _delta_fields(cid, obj, verify)
+    obj = codec.decode_untrusted(data)
+    v2 = type(obj) is dict and obj.get("v") == 2
+    obj = _expect(obj, "goho/delta", _DELTA_V2_FIELDS if v2 else _DELTA_FIELDS, 2 if v2 else 1)
+    delta = _delta_fields(cid, obj, verify)
+    if not v2:
+        return delta
+    return Delta(delta.cid, delta.genesis, delta.parents, delta.height, delta.ops, delta.author,
+                 _check_inline(obj["b"]))
+
+
+def _check_inline(blocks: Any) -> tuple[bytes, ...]:
+    if type(blocks) is not list or not blocks:
+        raise _fail("delta inline blocks must be a non-empty list")
+    total = 0
+    for b in blocks:
+        if type(b) is not bytes or not b or len(b) > MAX_INLINE_BLOCK:
+            raise _fail(f"each inline block must be 1 to {MAX_INLINE_BLOCK} bytes")
+        total += len(b)
+    if total > MAX_INLINE_BYTES:
+        raise _fail(f"inline blocks exceed {MAX_INLINE_BYTES} bytes")
+    return tuple(blocks)
 
 
 def delta_from_trusted(cid: CID, data: bytes) -> Delta:
-    """Decode a delta read back from our own store (verified when it entered)."""
+    """Decode a delta read back from our own store (verified when it entered).
+
+    Its inline blocks are left out: they went into the store beside it.
+    """
     obj = codec.decode_trusted(data)
     return Delta(cid, obj["g"], tuple(obj["p"]), obj["h"], obj["ops"], obj["a"])
 
@@ -195,6 +271,7 @@ def _delta_fields(cid: CID, obj: dict[str, Any], verify: bool) -> Delta:
 #: The block records this module decodes, with the version it understands.
 _RECORD_TYPES = frozenset({"goho/genesis", "goho/delta", "goho/snapshot", "goho/snapshot-part"})
 _RECORD_VERSION = 1
+_RECORD_VERSIONS = {"goho/delta": (1, 2)}
 
 
 def record_type_untrusted(data: bytes) -> str:
@@ -214,7 +291,7 @@ def record_type_untrusted(data: bytes) -> str:
         raise _fail("block is not a tagged record")
     if obj["t"] not in _RECORD_TYPES:
         raise _fail(f"{obj['t'][:40]!r} is not a GOHO block record")
-    if type(obj.get("v")) is not int or obj["v"] != _RECORD_VERSION:
+    if type(obj.get("v")) is not int or obj["v"] not in _RECORD_VERSIONS.get(obj["t"], (_RECORD_VERSION,)):
         raise _fail(f"unsupported {obj['t']} version")
     return obj["t"]
 

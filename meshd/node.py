@@ -143,7 +143,6 @@ class Node:
         self._api_url = api_url
         self._p2p_addrs = p2p_addrs
         self.mesh = mesh
-        self.local_origin: set[CID] = set()  # tasks enqueued through this node's API
         mesh = config.node.mesh
         self.queue_obj = objects.follow(QUEUE, mesh)
         self.results_obj = objects.follow(RESULTS, mesh)
@@ -317,21 +316,22 @@ class Node:
                 i, engine = unknown[0]
                 raise BadRequest(f"task {i}: unknown engine {engine} (publish it with POST /v1/engines)",
                                  code="unknown_engine")
-        # Task bodies first: the queue never names a missing task.
-        await self.objects.run_io(self.store.put_many, blocks)
         new = list(dict.fromkeys(c for c, _ in blocks if c not in self.queue))
+        known = set(new)
+        if len(known) < len(blocks):
+            # Bodies of tasks already queued: stored again (a peer's body may
+            # not have reached this node yet).
+            await self.objects.run_io(self.store.put_many, [b for b in blocks if b[0] not in known])
         if new:
             # Replication requests go first in the delta, so no view ever sees
-            # a verified task as a plain one.
+            # a verified task as a plain one.  The bodies go in the commit's
+            # flush, before the delta (the queue never names a missing task),
+            # and ride inline in it, so peers fetch nothing per task.
             ops = [queue.replicate_op(c, v["replicas"], v.get("quorum", v["replicas"]))
                    for c, v in ((c, verify.get(c)) for c in new) if v]
-            await self.objects.commit(self.queue_obj, ops + queue.enqueue_ops(new))
+            await self.objects.commit(self.queue_obj, ops + queue.enqueue_ops(new),
+                                      [b for b in dict(blocks).items() if b[0] in known])
         self.count("tasks_enqueued", len(new))
-        # Remember what was submitted here: the local runner may take it at
-        # once (locality, as Ray's local scheduling), peers steal the backlog.
-        self.local_origin.update(new)
-        if len(self.local_origin) > 200_000:
-            self.local_origin.clear()
         now = now_ms()
         out = []
         for cid, _ in blocks:
@@ -391,7 +391,8 @@ class Node:
         out = []
         for r, output in zip(recs, values):
             out.append({"runner": r["runner"], "output": output, "output_cid": str(r["output"]),
-                        "signature": base64.b64encode(r["s"]).decode(), "at": r["at"],
+                        # Only v1 records carry a signature; the delta that carries a v2 record authenticates it.
+                        "signature": base64.b64encode(r["s"]).decode() if "s" in r else None, "at": r["at"],
                         "duration_s": r.get("duration_s"), "stderr": r.get("stderr", "")})
         return {"task": str(c), "results": out}
 

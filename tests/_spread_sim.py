@@ -133,35 +133,30 @@ class SpreadSim:
         cid, data = r.replica.update(ops, r.signer)
         self._gossip(r.name, cid, data)
 
+    def _heard(self, r: SimRunner, within_s: float) -> list[SimRunner]:
+        """Runners ``r`` has heard from within ``within_s``: alive then, and
+        not cut off from it for longer than that."""
+        out = []
+        for p in self.runners.values():
+            died = self._died_at.get(p.name)
+            if died is not None and self.now >= died + within_s:
+                continue
+            if self._cut is not None and p.name != r.name:
+                side, start, end = self._cut
+                if (p.name in side) != (r.name in side) and start + within_s <= self.now < end:
+                    continue
+            out.append(p)
+        return out
+
     def live(self, r: SimRunner) -> dict[str, dict[str, Any]]:
         """``r``'s candidates, as the Runner reads them (``RunnerOptions.recent_s``):
         runners heard from within ``recent_s``, so a dead or cut-off runner
         ranks for ``recent_s`` after its last presence, and its share is stolen."""
-        out = {}
-        for p in self.runners.values():
-            died = self._died_at.get(p.name)
-            if died is not None and self.now >= died + self.recent_s:
-                continue
-            if self._cut is not None and p.name != r.name:
-                side, start, end = self._cut
-                if (p.name in side) != (r.name in side) and start + self.recent_s <= self.now < end:
-                    continue
-            out[p.name] = p.inventory
-        return out
+        return {p.name: p.inventory for p in self._heard(r, self.recent_s)}
 
     def fresh(self, r: SimRunner) -> set[str]:
         """Runners ``r`` heard from within the last round: alive, and not cut off from it."""
-        out = set()
-        for p in self.runners.values():
-            died = self._died_at.get(p.name)
-            if died is not None and self.now >= died + self.repair_s:
-                continue
-            if self._cut is not None and p.name != r.name:
-                side, start, end = self._cut
-                if (p.name in side) != (r.name in side) and start + self.repair_s <= self.now < end:
-                    continue
-            out.add(p.name)
-        return out
+        return {p.name for p in self._heard(r, self.repair_s)}
 
     # -- the world ---------------------------------------------------------------------------
 
@@ -252,6 +247,9 @@ class SpreadSim:
         cands = ClaimPlanner.candidates(self.live(r), r.view.completed_by, now_ms, fresh=self.fresh(r))
         todo = r.planner.plan(r.view, now_ms, free, clock=self.now, cands=cands, fit=lambda t: self._fit(r, t),
                               facts=lambda t: TaskFacts(), exclude=r.held)
+        if r.view.heard:  # as the Runner does: how late peers' records arrive stretches steals
+            r.planner.observe(list(r.view.heard), now_ms)
+            r.view.heard.clear()
         if not todo:
             self._start(r, now_ms)
             return

@@ -56,6 +56,7 @@ class OneTask:
 
     def __init__(self, task: Any) -> None:
         self.task = task
+        self.heard: list[tuple[str, int]] = []  # no peer's records arrive
 
     def next(self, now_ms: int, *, limit: int, accept: Any, me: str) -> list[Any]:
         return [self.task] if accept(self.task) else []
@@ -201,7 +202,7 @@ def test_the_node_and_the_mesh_satisfy_the_ports(tmp_path: Path) -> None:
     node = Node(objects=objects, peer_id=peer_id_of(signer.public), identity_seed=seed, config=config)
     for port in (QueuePort, TaskSource, Datasets, TrustPort, Counts):
         assert isinstance(node, port), port.__name__
-    for name in ("results_obj", "verdicts_obj", "inventory", "local_origin", "mesh", "store"):
+    for name in ("results_obj", "verdicts_obj", "inventory", "mesh", "store"):
         assert hasattr(node, name), name  # the rest of RunnerNode / VerifierNode
     for name in ("engine_of", "spot_checked", "base", "results_of", "options"):
         assert hasattr(node.policy, name), name

@@ -132,7 +132,7 @@ def test_valid_corpus_entries_decode(name: str, index: int) -> None:
 def test_record_type_routes_only_goho_records() -> None:
     assert records.record_type_untrusted(DELTA) == "goho/delta"
     assert records.record_type_untrusted(records.make_genesis("queue", "x")[1]) == "goho/genesis"
-    for message in (ANNOUNCE, codec.encode({"t": "meshd/result", "v": 1}), codec.encode({"t": "goho/delta", "v": 2})):
+    for message in (ANNOUNCE, codec.encode({"t": "meshd/result", "v": 1}), codec.encode({"t": "goho/delta", "v": 3})):
         with pytest.raises(BadInput):
             records.record_type_untrusted(message)
 

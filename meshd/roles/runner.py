@@ -173,6 +173,9 @@ class Runner:
         self.options = options
         self.running: set[CID] = set()
         self._accept_cache: dict[CID, Fit] = {}
+        self._needs: dict[CID, tuple[tuple[Any, ...], CID | None]] = {}  # task -> (constraints, engine)
+        self._engine_platforms: dict[CID, frozenset[str] | None] = {}
+        self._manifest_retry: dict[CID, float] = {}  # engine -> when to look for its manifest again
         self.planner = ClaimPlanner(node.peer_id, defer_s=options.defer_s)
         self.replica_cap = ReplicaCap(node, options.slots, options.lease_ms)
         self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
@@ -185,10 +188,14 @@ class Runner:
 
     def _fit(self, t: CID) -> Fit | None:
         """What a task asks of a runner (constraints, engine platforms) and
-        whether this node meets it; None while its body or linked definition
-        is not here (the mesh prefetches bodies; definitions are fetched when
-        the task runs, so a task whose definition is missing is judged on its
-        body alone).
+        whether this node meets it; None while its body is not here.
+
+        A body is read once: what it asks (constraints, engine) is kept once
+        its definition is here too (a linked definition is fetched when the
+        task runs, so until then the task is judged on its body alone).  An
+        engine's platforms are looked up once per engine, and a manifest
+        that is not here yet at most once a second, so a claim round over a
+        long queue costs no store reads.
 
         Isolated per item: a task body or definition that fails validation is
         rejected for good (the node quarantines its CID and the queue stops
@@ -199,41 +206,58 @@ class Runner:
         if fit is not None:
             return fit
         try:
-            try:
-                rec = self.node.task_record(t)
-                td: dict[str, Any] | None = self.node.task_definition(rec)
-            except BlockNotFound:
-                if not isinstance(rec := self._body(t), dict):
-                    return None  # body not here yet; the mesh prefetches it
-                td = None
-            except BadInput:
-                self.node.queue.reject(t)  # counted and logged by the node's quarantine
-                return Fit(False, (), None)
-            constraints = tuple(rec.get("constraints", ())) + tuple((td or {}).get("constraints", ()))
-            engine = engine_of(rec, td) if td is not None else None
-            try:
-                platforms = self.node.engine_platforms(engine) if engine is not None else None
-            except BlockNotFound:
-                platforms, td = None, None  # manifest not here yet: do not remember this judgement
-            here = self.node.inventory
-            fit = Fit(Fit(True, constraints, platforms).runs_on(here), constraints, platforms)
-            if td is None:
-                return fit  # judged again once the definition and manifest are here
-            if len(self._accept_cache) > 100_000:
-                self._accept_cache.clear()
-            self._accept_cache[t] = fit
+            needs = self._needs.get(t)
+            if needs is None:
+                try:
+                    rec = self.node.task_record(t)
+                except BlockNotFound:
+                    return None  # body not here yet: it comes with its delta, or is fetched
+                try:
+                    td: dict[str, Any] | None = self.node.task_definition(rec)
+                except BlockNotFound:
+                    td = None
+                constraints = tuple(rec.get("constraints", ())) + tuple((td or {}).get("constraints", ()))
+                needs = (constraints, engine_of(rec, td) if td is not None else None)
+                if td is not None:
+                    if len(self._needs) > 100_000:
+                        self._needs.clear()
+                    self._needs[t] = needs
+            constraints, engine = needs
+            platforms, known = self._platforms(engine)
+            fit = Fit(Fit(True, constraints, platforms).runs_on(self.node.inventory), constraints, platforms)
+            if known and t in self._needs:
+                if len(self._accept_cache) > 100_000:
+                    self._accept_cache.clear()
+                self._accept_cache[t] = fit
             return fit
+        except BadInput:
+            self.node.queue.reject(t)  # counted and logged by the node's quarantine
+            return Fit(False, (), None)
         except Exception:  # noqa: BLE001 - one task's defect must not stop the runner
             self._accept_cache[t] = Fit(False, (), None)
             self.node.count("role_item_errors")
             log.exception("task_skipped", task=str(t))
             return None
 
-    def _body(self, t: CID) -> dict[str, Any] | None:
+    def _platforms(self, engine: CID | None) -> tuple[frozenset[str] | None, bool]:
+        """``engine``'s platform keys (None: any) and whether that is known
+        (False while its manifest is not here: judged as any for now)."""
+        if engine is None:
+            return None, False
+        if engine in self._engine_platforms:
+            return self._engine_platforms[engine], True
+        now = time.monotonic()
+        if now < self._manifest_retry.get(engine, 0.0):
+            return None, False
         try:
-            return self.node.task_record(t)
-        except (BlockNotFound, BadInput):
-            return None
+            platforms = self.node.engine_platforms(engine)
+        except BlockNotFound:
+            self._manifest_retry[engine] = now + 1.0
+            return None, False
+        if len(self._engine_platforms) > 10_000:
+            self._engine_platforms.clear()
+        self._engine_platforms[engine] = platforms
+        return platforms, True
 
     def _facts(self, t: CID) -> TaskFacts:
         node = self.node
@@ -252,9 +276,14 @@ class Runner:
         cands = {} if mesh is None else ClaimPlanner.candidates(
             mesh.live_inventories("runner", within_s=self.options.recent_s), node.queue.completed_by, now,
             node.trust.banned_peers(), fresh=mesh.live_inventories("runner", within_s=self.options.fresh_s))
-        return self.planner.plan(
+        todo = self.planner.plan(
             node.queue, now, free, clock=time.monotonic(), cands=cands, fit=self._fit, facts=self._facts,
             trusted=lambda t, p: node.trust.trusted(p, node.policy.engine_of(t)), exclude=self.running)
+        heard = node.queue.heard
+        if heard:
+            self.planner.observe(list(heard), now)
+            heard.clear()
+        return todo
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run tasks until cancelled.
@@ -309,6 +338,7 @@ class Runner:
                     holder = self.node.queue.holds(t, me, now_ms())
                     if holder is None:
                         self.stats["lost_race"] += 1
+                        self.planner.forget(t)
                         continue
                     self.running.add(t)
                     self._held[t] = holder
@@ -405,6 +435,10 @@ class Runner:
         outcome: Outcome | None = None
         rec: dict[str, Any] | None = None
         try:
+            if wait := self.planner.settle_wait(t):
+                # A stolen task: let a claim its owner made at about the same
+                # moment arrive, so the winner rule decides before it runs.
+                await trio.sleep(wait)
             async with self._engine_slots:
                 # A claim that waited longer than its lease may have gone to
                 # another runner: run only what this runner still holds.
@@ -445,6 +479,7 @@ class Runner:
             self._finished(t)
 
     def _finished(self, t: CID) -> None:
+        self.planner.forget(t)
         self.running.discard(t)
         self._held.pop(t, None)
         self._started.discard(t)
@@ -556,8 +591,6 @@ class Runner:
         self.stats["failed"] += 1
         node.count("attempts_failed")
         log.info("task_attempt_failed", task=str(t), attempt=attempt, final=final, error=(outcome.error or "")[:200])
-
-
 
 
 def create(ctx: RoleContext) -> Runner:

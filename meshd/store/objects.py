@@ -61,6 +61,8 @@ class CommitOptions:
         window_s: Longest a batch keeps waiting for company while it is still
             growing (2 ms); a batch that stops growing is flushed at once.
         max_ops: A batch is flushed once it holds this many ops (5,000).
+        inline: Carry a commit's small linked blocks inline in its delta
+            (a v2 delta, ``lattice.records.choose_inline``; default True).
         io_in_threads: Run store and heads writes in worker threads (default
             True).  False runs them on the trio thread, as before: only for
             tests on a virtual clock (``MockClock`` with autojump treats a
@@ -69,6 +71,7 @@ class CommitOptions:
 
     window_s: float = 0.002
     max_ops: int = 5_000
+    inline: bool = True
     io_in_threads: bool = True
 
     def __post_init__(self) -> None:
@@ -381,8 +384,13 @@ class ObjectHost:
             await self.run_io(self.store.put_many, batch.blocks)  # ops never name a missing block
         first, height = rep.tip()
         parents, made = first, []
+        # Small linked blocks ride inline in the delta whose ops link them
+        # (v2 deltas): a peer that fetches the delta fetches nothing per task.
+        linked = dict(batch.blocks) if self.options.inline else {}
         for i in range(0, len(ops), step):  # a long batch: a chain of deltas
-            made.append(await self.run_io(self._write_delta, rep.genesis, parents, height, ops[i : i + step]))
+            chunk = ops[i : i + step]
+            inline = records.choose_inline(chunk, linked, rest=i + step >= len(ops)) if linked else []
+            made.append(await self.run_io(self._write_delta, rep.genesis, parents, height, chunk, inline))
             parents, height = [made[-1][0]], height + 1
         # The heads the replica will have once the chain is applied (deltas
         # merged from peers meanwhile included).
@@ -407,8 +415,9 @@ class ObjectHost:
         await trio.lowlevel.checkpoint()
         return fn(*args)
 
-    def _write_delta(self, genesis: CID, parents: list[CID], height: int, ops: list[list[Any]]) -> tuple[CID, bytes]:
+    def _write_delta(self, genesis: CID, parents: list[CID], height: int, ops: list[list[Any]],
+                     inline: list[bytes]) -> tuple[CID, bytes]:
         # Worker thread: signing and encoding are pure, the put is the I/O.
-        cid, data = records.sign_delta(self.signer, genesis, parents, height, ops)
+        cid, data = records.sign_delta(self.signer, genesis, parents, height, ops, inline)
         self.store.put(cid, data)
         return cid, data
