@@ -13,6 +13,9 @@
    engine CID, started lazily inside the host's own nursery), or hands a
    ``docker-json-runner`` engine to the pluggable :class:`DockerBackend`.
 
+``await host.run_batch(engine_cid, inputs)`` does steps 1-3 once for many
+inputs, then runs them in one warm pool batch, or one by one.
+
 Interpreters: a manifest names an interpreter (``"interpreter": "python3"``),
 never a path; ``HostOptions.interpreters`` maps names to this node's programs
 (``python3`` and ``python`` map to ``sys.executable`` by default, so engines
@@ -249,10 +252,49 @@ class EngineHost:
         :meth:`WarmPool.run`.  A materialization cut short leaves only a
         temporary directory that is never used.
         """
+        admitted = self._admit(engine_cid, timeout_s, signatures, 1)
+        if isinstance(admitted, Outcome):
+            return admitted
+        manifest, resources = admitted
+        if isinstance(manifest, DockerManifest):
+            return await self._run_docker(manifest, task_input, resources, warm)
+        (outcome,) = await self._run_native(engine_cid, manifest, [task_input], resources, warm, batch=False)
+        return outcome
+
+    async def run_batch(self, engine_cid: CID, inputs: list[Any], *, timeout_s: float | None = None,
+                        warm: bool | None = None, signatures: Iterable[EngineSignature | CID] = ()) -> list[Outcome]:
+        """Run each of ``inputs`` on engine ``engine_cid``, loading and authorizing it once.
+
+        Arguments, refusals and raising are :meth:`run`'s (a refusal is one
+        outcome per input).  A warm run is one :meth:`WarmPool.run_batch`,
+        where ``timeout_s`` is per input (see there for the batch's deadline
+        and what a dying worker fails); a cold or Docker engine runs the
+        inputs one after another, each as :meth:`run` would.
+
+        Returns:
+            One outcome per input, in order.
+
+        Cancellation is :meth:`run`'s for the input running then (or
+        :meth:`WarmPool.run_batch`'s); the outcomes of a cold batch's earlier
+        inputs are lost.
+        """
+        admitted = self._admit(engine_cid, timeout_s, signatures, len(inputs))
+        if isinstance(admitted, Outcome):
+            return [admitted] * len(inputs)
+        manifest, resources = admitted
+        if isinstance(manifest, DockerManifest):
+            return [await self._run_docker(manifest, value, resources, warm) for value in inputs]
+        return await self._run_native(engine_cid, manifest, inputs, resources, warm, batch=True)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _admit(self, engine_cid: CID, timeout_s: float | None, signatures: Iterable[EngineSignature | CID],
+               n: int) -> tuple[NativeManifest | DockerManifest, Resources] | Outcome:
+        """Count ``n`` runs; the engine's manifest and clamped resources, or the refusal (see :meth:`run`)."""
         if self._nursery is None or self._cache is None:
             raise RuntimeError("EngineHost.run needs EngineHost.serve to be running")
         check_timeout(timeout_s)
-        self._runs += 1
+        self._runs += n
         manifest = self._manifests.get(engine_cid)
         if manifest is None:
             try:
@@ -275,18 +317,13 @@ class EngineHost:
                 if missing:  # the trusted signature may be one of these: fetch, then try again
                     raise EngineMissing(f"{len(missing)} signature block(s) are not in the local store",
                                         missing) from None
-                self._refused += 1
+                self._refused += n
                 return Outcome(ok=False, error=f"not authorized: {exc}")
             # The policy is fixed for the host's life and a valid signature
             # stays valid, so a granted authorization is cached; refusals are
             # not (a trusted signature may arrive later).
             self._authorized.add(engine_cid)
-        resources = self._clamp(manifest.resources, timeout_s)
-        if isinstance(manifest, DockerManifest):
-            return await self._run_docker(manifest, task_input, resources, warm)
-        return await self._run_native(engine_cid, manifest, task_input, resources, warm)
-
-    # -- helpers ----------------------------------------------------------------
+        return manifest, self._clamp(manifest.resources, timeout_s)
 
     def _signatures(self, items: Iterable[EngineSignature | CID]) -> tuple[list[EngineSignature], list[CID]]:
         """The signatures that decode from the local store, and the CIDs not in it."""
@@ -329,16 +366,17 @@ class EngineHost:
             return await self.docker.run_warm(ref, list(m.cmd), task_input, res)
         return await self.docker.run_cold(ref, list(m.cmd), task_input, res)
 
-    async def _run_native(self, cid: CID, m: NativeManifest, task_input: Any, res: Resources,
-                          warm: bool | None) -> Outcome:
+    async def _run_native(self, cid: CID, m: NativeManifest, inputs: list[Any], res: Resources,
+                          warm: bool | None, *, batch: bool) -> list[Outcome]:
+        """Run ``inputs`` (one per outcome; a warm batch is one :meth:`WarmPool.run_batch`)."""
         build = m.platforms.get(self.options.platform)
         if build is None:
-            return Outcome(ok=False, error=f"no build for platform {self.options.platform} "
-                                           f"(engine has {sorted(m.platforms)})")
+            return [Outcome(ok=False, error=f"no build for platform {self.options.platform} "
+                                            f"(engine has {sorted(m.platforms)})")] * len(inputs)
         use_warm = m.warm_capable if warm is None and self.options.warm_default else bool(warm)
         if use_warm and not m.warm_capable:
-            return Outcome(ok=False, error="engine cannot run warm (protocol json without serve_args)",
-                           runner="native-warm")
+            return [Outcome(ok=False, error="engine cannot run warm (protocol json without serve_args)",
+                            runner="native-warm")] * len(inputs)
         if (build.file, build.format, build.executable) not in self._dirs:
             missing = missing_file_blocks(self.store, build.file)
             if missing:
@@ -346,13 +384,13 @@ class EngineHost:
         try:
             root = await self._materialize(build)
         except EngineCorrupt as exc:
-            return Outcome(ok=False, error=f"engine files are corrupt: {exc}")
+            return [Outcome(ok=False, error=f"engine files are corrupt: {exc}")] * len(inputs)
         interp = None
         if m.interpreter is not None or m.protocol == "python":
             name = m.interpreter or "python3"
             interp = self.options.interpreters.get(name)
             if interp is None:
-                return Outcome(ok=False, error=f"interpreter {name!r} is not available on this node")
+                return [Outcome(ok=False, error=f"interpreter {name!r} is not available on this node")] * len(inputs)
         exe = str(root / build.executable)
         if m.protocol == "python":
             assert m.entry is not None and interp is not None
@@ -360,9 +398,12 @@ class EngineHost:
         else:
             base = ([interp] if interp else []) + [exe, *m.args]
         if not use_warm:
-            self._cold += 1
-            return await self.native.run(base, task_input, resources=res, cwd=str(root),
-                                         protocol="jsonl" if m.protocol == "jsonl" else "json")
+            outcomes = []
+            for task_input in inputs:
+                self._cold += 1
+                outcomes.append(await self.native.run(base, task_input, resources=res, cwd=str(root),
+                                                      protocol="jsonl" if m.protocol == "jsonl" else "json"))
+            return outcomes
         if m.protocol == "python":
             spec = WorkerSpec("python", str(root), entry=m.entry, resources=res)
         else:
@@ -371,12 +412,15 @@ class EngineHost:
         try:
             pool = await self._pool(cid, spec)
         except EngineError as exc:
-            return Outcome(ok=False, error=str(exc), runner="native-warm")
-        self._warm += 1
-        outcome = await pool.run(task_input, timeout_s=res.timeout_s)
+            return [Outcome(ok=False, error=str(exc), runner="native-warm")] * len(inputs)
+        self._warm += len(inputs)
+        if batch:
+            outcomes = await pool.run_batch(inputs, timeout_s=res.timeout_s)
+        else:
+            outcomes = [await pool.run(inputs[0], timeout_s=res.timeout_s)]
         if pool.statistics().broken is not None:
             self._stop_pool(cid)
-        return outcome
+        return outcomes
 
     async def _pool(self, cid: CID, spec: WorkerSpec) -> WarmPool:
         while True:

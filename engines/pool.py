@@ -3,7 +3,8 @@
 In the spirit of ShockWaves microkernels, each worker process hosts one
 engine (see :mod:`engines.worker`) and the pool routes tasks to idle workers
 over a ROUTER socket bound to ``ipc://<private temp dir>/pool``.  A task costs
-one message each way plus the engine call, instead of a process start.
+one message each way plus the engine call, instead of a process start; a
+batch (:meth:`WarmPool.run_batch`) costs one message per worker each way.
 
 Bridging ZeroMQ to trio: the pool waits on the ROUTER socket's ``ZMQ_FD`` with
 ``trio.lowlevel.wait_readable`` and receives with ``NOBLOCK``.  We chose this
@@ -19,11 +20,12 @@ messages:
 * after every send made outside the reader, we read ``ZMQ_EVENTS`` and, if a
   message is waiting, cancel the reader's wait so that it drains again.
 
-Workers handle one task at a time.  A worker is recycled after
-``recycle_after`` tasks or when its RSS (worker + engine child, measured with
-psutil in the worker after each task) exceeds ``max_rss_mb``.  A worker that
-dies mid-task fails that task with ``"worker died"`` and is replaced.  A task
-that overruns its timeout kills its worker (the engine cannot be interrupted
+Workers handle one message (a task or a batch: its inputs count as tasks) at
+a time.  A worker is recycled after ``recycle_after`` tasks or when its RSS
+(worker + engine child, measured with psutil in the worker after each
+message) exceeds ``max_rss_mb``.  A worker that dies mid-task fails that task
+(all of its batch) with ``"worker died"`` and is replaced.  A task that
+overruns its timeout kills its worker (the engine cannot be interrupted
 otherwise) and gets ``"timeout after ... s"``.
 """
 
@@ -38,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import trio
@@ -138,13 +140,15 @@ class PoolStatistics:
 
 
 class _Task:
-    __slots__ = ("id", "payload", "event", "outcome", "worker")
+    """What one message to a worker carries: one input (``T``), or a batch's inputs (``B``)."""
+    __slots__ = ("id", "payloads", "batch", "event", "outcomes", "worker")
 
-    def __init__(self, tid: bytes, payload: bytes) -> None:
+    def __init__(self, tid: bytes, payloads: list[bytes], batch: bool) -> None:
         self.id = tid
-        self.payload = payload
+        self.payloads = payloads
+        self.batch = batch
         self.event = trio.Event()
-        self.outcome: Outcome | None = None
+        self.outcomes: list[Outcome] | None = None
         self.worker: _Worker | None = None
 
 
@@ -176,6 +180,7 @@ class WarmPool:
         self._workers: dict[bytes, _Worker] = {}
         self._idle: deque[_Worker] = deque()
         self._pending: deque[_Task] = deque()
+        self._queued = 0  # inputs in _pending
         self._wait_scope: trio.CancelScope | None = None
         self._ids = itertools.count(1)
         self._tids = itertools.count(1)
@@ -189,7 +194,7 @@ class WarmPool:
 
     def statistics(self) -> PoolStatistics:
         busy = sum(1 for w in self._workers.values() if w.state == "busy")
-        return PoolStatistics(len(self._workers), len(self._idle), busy, len(self._pending), self._ok,
+        return PoolStatistics(len(self._workers), len(self._idle), busy, self._queued, self._ok,
                               self._failed, self._started, self._recycled, self._died, self._netns, self._broken)
 
     def process_groups(self) -> tuple[int, ...]:
@@ -250,6 +255,7 @@ class WarmPool:
                 self._finish(w.task, Outcome(ok=False, error="pool stopped", runner="native-warm"))
             while self._pending:
                 self._finish(self._pending.popleft(), Outcome(ok=False, error="pool stopped", runner="native-warm"))
+            self._queued = 0
             # Shielded but bounded: SIGKILLed workers exit at once, unless
             # stuck in the kernel; a stop must not wait on those forever.
             with trio.CancelScope(shield=True) as reap:
@@ -276,39 +282,88 @@ class WarmPool:
         worker kills that worker (a replacement is started).
         """
         start = time.monotonic()
-        if self._sock is None or self._closing:
-            return Outcome(ok=False, error="pool is not running", runner="native-warm")
-        if self._broken is not None:
-            return Outcome(ok=False, error=self._broken, runner="native-warm")
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
         try:
             payload = json.dumps(task_input, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             return Outcome(ok=False, error=f"input is not JSON: {exc}", runner="native-warm")
         timeout = self.spec.resources.timeout_s if timeout_s is None else timeout_s
-        task = _Task(next(self._tids).to_bytes(8, "little"), payload)
-        self._pending.append(task)
-        self._dispatch()
-        finished = False
-        try:
-            with trio.move_on_after(timeout):
-                await task.event.wait()
-            finished = True
-        finally:
-            if task.outcome is None:
-                self._abandon(task)
-        if task.outcome is None:
-            assert finished
-            task.outcome = Outcome(ok=False, error=f"timeout after {timeout:g} s", runner="native-warm")
-            self._failed += 1
-        o = task.outcome
-        return Outcome(ok=o.ok, output=o.output, error=o.error, stderr=o.stderr,
-                       duration_s=time.monotonic() - start, runner=o.runner, extra=o.extra)
+        (o,) = await self._submit([[payload]], False, timeout, f"timeout after {timeout:g} s")
+        return replace(o, duration_s=time.monotonic() - start)
+
+    async def run_batch(self, inputs: list[Any], *, timeout_s: float | None = None) -> list[Outcome]:
+        """Run many tasks, one message per worker each way, to share the messaging cost.
+
+        The batch is split into one contiguous chunk per idle worker (one if
+        none is idle), each one message queued like a :meth:`run` task.
+        Outcomes come in input order, each its own: an input that is not JSON
+        or whose engine call raises fails alone.  ``duration_s`` is the
+        input's time in the engine (the batch's wall time if unanswered).
+
+        Timeout: ``timeout_s`` (default the spec's) is per input; the batch
+        gets ``timeout_s × len(inputs)`` from submission, as if its inputs ran
+        one after another.  A chunk's answers are one message, so a chunk
+        unanswered by then, or whose worker dies, fails all of its inputs
+        (the worker is killed and replaced); chunks answered keep theirs.
+
+        Cancellation, as for :meth:`run`, per chunk: a queued chunk is
+        dropped; a chunk on a worker kills that worker (a replacement is
+        started).  Answered chunks still count in the statistics.
+        """
+        start = time.monotonic()
+        refusal = self._refusal()
+        if refusal is not None:
+            return [refusal] * len(inputs)
+        outcomes: list[Outcome | None] = [None] * len(inputs)
+        payloads: list[bytes] = []
+        for i, value in enumerate(inputs):
+            try:
+                payloads.append(json.dumps(value, allow_nan=False).encode())
+            except (TypeError, ValueError) as exc:
+                outcomes[i] = Outcome(ok=False, error=f"input is not JSON: {exc}", runner="native-warm")
+        if payloads:
+            timeout = self.spec.resources.timeout_s if timeout_s is None else timeout_s
+            deadline = timeout * len(inputs)
+            size = -(-len(payloads) // max(1, sum(w.state == "idle" for w in self._idle)))
+            chunks = [payloads[i:i + size] for i in range(0, len(payloads), size)]
+            answers = iter(await self._submit(chunks, True, deadline, f"timeout after {deadline:g} s "
+                                              f"(a batch of {len(inputs)}, {timeout:g} s per input)"))
+            outcomes = [o or next(answers) for o in outcomes]
+        return [o if o.duration_s else replace(o, duration_s=time.monotonic() - start)
+                for o in outcomes if o is not None]
 
     # -- internals ------------------------------------------------------------
+
+    def _refusal(self) -> Outcome | None:
+        stopped = self._sock is None or self._closing
+        if stopped or self._broken is not None:
+            return Outcome(ok=False, error="pool is not running" if stopped else self._broken, runner="native-warm")
+        return None
+
+    async def _submit(self, chunks: list[list[bytes]], batch: bool, timeout: float, expired: str) -> list[Outcome]:
+        """Queue one message per chunk; the outcomes of every input, in order."""
+        tasks = [_Task(next(self._tids).to_bytes(8, "little"), chunk, batch) for chunk in chunks]
+        self._pending.extend(tasks)
+        self._queued += sum(len(chunk) for chunk in chunks)
+        self._dispatch()
+        try:
+            with trio.move_on_after(timeout):
+                for task in tasks:
+                    await task.event.wait()
+        finally:
+            for task in tasks:
+                if task.outcomes is None:
+                    self._abandon(task)
+        for task in tasks:  # a task still without outcomes timed out (a cancellation raised above)
+            self._finish(task, Outcome(ok=False, error=expired, runner="native-warm"))
+        return [o for task in tasks for o in task.outcomes or ()]
 
     def _abandon(self, task: _Task) -> None:
         try:
             self._pending.remove(task)
+            self._queued -= len(task.payloads)
             return
         except ValueError:
             pass
@@ -320,14 +375,14 @@ class WarmPool:
             if w.proc is not None:
                 kill_group(w.proc.pid)
 
-    def _finish(self, task: _Task | None, outcome: Outcome) -> None:
-        if task is None or task.outcome is not None:
+    def _finish(self, task: _Task | None, outcomes: list[Outcome] | Outcome) -> None:
+        """Settle ``task``: one outcome per input, or one outcome for all of them."""
+        if task is None or task.outcomes is not None:
             return
-        task.outcome = outcome
-        if outcome.ok:
-            self._ok += 1
-        else:
-            self._failed += 1
+        task.outcomes = outcomes = [outcomes] * len(task.payloads) if isinstance(outcomes, Outcome) else outcomes
+        ok = sum(o.ok for o in outcomes)
+        self._ok += ok
+        self._failed += len(outcomes) - ok
         task.event.set()
 
     def _send(self, frames: list[bytes]) -> bool:
@@ -348,13 +403,15 @@ class WarmPool:
             if w.state != "idle":
                 continue
             task = self._pending.popleft()
+            self._queued -= len(task.payloads)
             w.state = "busy"
             w.task = task
             task.worker = w
-            if not self._send([w.id, b"T", task.id, task.payload]):
+            if not self._send([w.id, b"B" if task.batch else b"T", task.id, *task.payloads]):
                 w.task = None
                 task.worker = None
                 self._pending.appendleft(task)
+                self._queued += len(task.payloads)
                 self._kill(w)
 
     def _kill(self, w: _Worker) -> None:
@@ -384,35 +441,10 @@ class WarmPool:
             return
         kind = frames[1]
         if kind == b"D" and len(frames) == 6:
-            task = w.task
-            w.task = None
-            w.done += 1
-            if task is not None and task.id == frames[2]:
-                if frames[3] == b"1":
-                    try:
-                        out = Outcome(ok=True, output=json.loads(frames[4]), runner="native-warm")
-                    except ValueError:
-                        out = Outcome(ok=False, error="output is not JSON", runner="native-warm")
-                else:
-                    out = Outcome(ok=False, error=frames[4].decode("utf-8", "replace"), runner="native-warm")
-                self._finish(task, out)
-            if w.state != "busy":
-                return
-            if frames[3] == b"X":  # the worker is exiting: its engine died or lost sync
-                self._died += 1
-                w.state = "retiring"
-                assert self._nursery is not None
-                self._nursery.start_soon(self._replace_after_retire, w)
-                return
-            rss = int(frames[5]) if frames[5].isdigit() else 0
-            opts = self.options
-            if (opts.recycle_after is not None and w.done >= opts.recycle_after) or (
-                    opts.max_rss_mb is not None and rss > opts.max_rss_mb * 1024 * 1024):
-                self._retire(w)
-            else:
-                w.state = "idle"
-                self._idle.append(w)
-            self._dispatch()
+            self._answered(w, frames[2], [(frames[3], b"", frames[4])], frames[5], batch=False)
+        elif kind == b"A" and len(frames) >= 7 and len(frames) % 3 == 1:
+            answers = [(frames[i], frames[i + 1], frames[i + 2]) for i in range(4, len(frames), 3)]
+            self._answered(w, frames[2], answers, frames[3], batch=True)
         elif kind == b"R":
             if w.state == "starting":
                 w.state = "idle"
@@ -422,6 +454,35 @@ class WarmPool:
                 self._dispatch()
         elif kind == b"F":
             w.fail_reason = frames[2].decode("utf-8", "replace") if len(frames) > 2 else "unknown"
+
+    def _answered(self, w: _Worker, tid: bytes, answers: list[tuple[bytes, bytes, bytes]], rss_frame: bytes,
+                  batch: bool) -> None:
+        """Take a worker's answers (see :func:`_outcome`) to task ``tid``; route the worker's next task."""
+        task = w.task
+        w.task = None
+        w.done += len(answers)
+        if task is not None and task.id == tid:
+            if task.batch == batch and len(answers) == len(task.payloads):
+                self._finish(task, [_outcome(*a) for a in answers])
+            else:
+                self._finish(task, Outcome(ok=False, error="worker answered out of protocol", runner="native-warm"))
+        if w.state != "busy":
+            return
+        if any(a[0] == b"X" for a in answers):  # the worker is exiting: its engine died or lost sync
+            self._died += 1
+            w.state = "retiring"
+            assert self._nursery is not None
+            self._nursery.start_soon(self._replace_after_retire, w)
+            return
+        rss = int(rss_frame) if rss_frame.isdigit() else 0
+        opts = self.options
+        if (opts.recycle_after is not None and w.done >= opts.recycle_after) or (
+                opts.max_rss_mb is not None and rss > opts.max_rss_mb * 1024 * 1024):
+            self._retire(w)
+        else:
+            w.state = "idle"
+            self._idle.append(w)
+        self._dispatch()
 
     def _retire(self, w: _Worker) -> None:
         w.state = "retiring"
@@ -493,7 +554,7 @@ class WarmPool:
             self._died += 1
             detail = describe_exit(w.proc.returncode)
             self._finish(w.task, Outcome(ok=False, error=f"worker died ({detail})", stderr=self._stderr_tail(w),
-                                         runner="native-warm"))
+                                       runner="native-warm"))
             w.task = None
         else:
             self._died += 1
@@ -511,6 +572,7 @@ class WarmPool:
             self._broken = f"engine failed to start: {reason}"
             while self._pending:
                 self._finish(self._pending.popleft(), Outcome(ok=False, error=self._broken, runner="native-warm"))
+            self._queued = 0
 
     def _stderr_tail(self, w: _Worker) -> str:
         try:
@@ -521,6 +583,17 @@ class WarmPool:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+
+def _outcome(status: bytes, seconds: bytes, result: bytes) -> Outcome:
+    """One answer of a worker (status, seconds or b"", output JSON | error text) as an outcome."""
+    duration = float(seconds) if seconds.replace(b".", b"", 1).isdigit() else 0.0
+    if status == b"1":
+        try:
+            return Outcome(ok=True, output=json.loads(result), duration_s=duration, runner="native-warm")
+        except ValueError:
+            result = b"output is not JSON"
+    return Outcome(ok=False, error=result.decode("utf-8", "replace"), duration_s=duration, runner="native-warm")
 
 
 __all__ = ["PoolOptions", "PoolStatistics", "WarmPool", "WorkerSpec"]

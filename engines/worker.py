@@ -16,17 +16,26 @@ daemon's pid: the worker kills its own process group once that process is
 gone, busy or not.
 
 Wire protocol over a DEALER socket (the pool is a ROUTER; frames listed
-without the identity frame the ROUTER adds):
+without the identity frame the ROUTER adds).  Each message's first frame is
+its type tag; the pool and its workers always come from the same source tree,
+so the tag is also the version (a changed layout gets a new tag):
 
 * worker → pool ``[b"R", pid]`` ready; ``[b"F", reason]`` failed to start (exits);
   ``[b"D", task_id, status, output JSON | error text, rss]`` a result, where
   status is ``b"1"`` ok, ``b"0"`` failed, ``b"X"`` failed and the worker is
   exiting (its engine child died or lost sync),
   where ``rss`` is the resident memory of the worker plus its engine child in
-  bytes, decimal ASCII.
-* pool → worker ``[b"T", task_id, input JSON]`` a task; ``[b"S"]`` stop.
+  bytes, decimal ASCII;
+  ``[b"A", batch_id, rss, (status, seconds, output JSON | error text) × N]``
+  the answers to a batch, in input order, each with its own status and the
+  seconds it took (decimal ASCII).  After an ``b"X"`` the batch's later
+  inputs are not run: they are ``b"0"`` "not run: ..." and the worker exits.
+* pool → worker ``[b"T", task_id, input JSON]`` a task; ``[b"B", batch_id,
+  input JSON × N]`` a batch of N ≥ 1 tasks, answered by one ``b"A"``;
+  ``[b"S"]`` stop.
 
-A worker handles one task at a time.  When its jsonl engine exits or
+A worker handles one message at a time (a batch's inputs in order).  An
+engine exception fails only its own input.  When its jsonl engine exits or
 misbehaves (output over the limit, not one line) it reports the task as failed
 and exits, because the engine's stream can no longer be trusted to be in
 step; the pool then starts a replacement.
@@ -112,6 +121,30 @@ def main(argv: list[str]) -> int:
         ctx.term()
         return 3
     procs = [psutil.Process()] + ([psutil.Process(child.pid)] if child is not None else [])
+
+    def one(payload: bytes) -> tuple[bytes, bytes]:
+        """Run one input: (status, output JSON | error text)."""
+        if call is not None:
+            try:
+                return b"1", json.dumps(call(json.loads(payload)), allow_nan=False).encode()
+            except Exception as exc:  # noqa: BLE001 - engine errors become failed outcomes
+                traceback.print_exc()
+                return b"0", f"engine raised {type(exc).__name__}: {exc}".encode("utf-8", "replace")[:4000]
+        assert child is not None and child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.write(payload + b"\n")
+            child.stdin.flush()
+            line = child.stdout.readline(limit + 1)
+        except (BrokenPipeError, OSError):
+            line = b""
+        if line.endswith(b"\n"):
+            return b"1", line[:-1]
+        if len(line) > limit:
+            return b"X", f"output exceeds {limit} bytes".encode()
+        rc = child.poll()
+        return b"X", (b"engine exited" + (f" (status {rc})".encode() if rc is not None else b"")
+                      if not line else b"engine wrote a partial line and closed stdout")
+
     sock.send_multipart([b"R", str(os.getpid()).encode()])
     code = 0
     while True:
@@ -126,39 +159,23 @@ def main(argv: list[str]) -> int:
         kind = frames[0]
         if kind == b"S":
             break
-        if kind != b"T" or len(frames) != 3:
-            continue
-        tid, payload = frames[1], frames[2]
-        fatal = False
-        if call is not None:
-            try:
-                result = json.dumps(call(json.loads(payload)), allow_nan=False).encode()
-                status = b"1"
-            except Exception as exc:  # noqa: BLE001 - engine errors become failed outcomes
-                traceback.print_exc()
-                result = f"engine raised {type(exc).__name__}: {exc}".encode("utf-8", "replace")[:4000]
-                status = b"0"
+        status = b""
+        if kind == b"T" and len(frames) == 3:
+            status, result = one(frames[2])
+            sock.send_multipart([b"D", frames[1], status, result, str(_rss(procs)).encode()])
+        elif kind == b"B" and len(frames) >= 3:
+            answers: list[bytes] = []
+            for payload in frames[2:]:
+                if status == b"X":
+                    answers += [b"0", b"0", b"not run: the engine exited earlier in the batch"]
+                    continue
+                began = time.perf_counter()
+                status, result = one(payload)
+                answers += [status, f"{time.perf_counter() - began:.6f}".encode(), result]
+            sock.send_multipart([b"A", frames[1], str(_rss(procs)).encode(), *answers])
         else:
-            assert child is not None and child.stdin is not None and child.stdout is not None
-            try:
-                child.stdin.write(payload + b"\n")
-                child.stdin.flush()
-                line = child.stdout.readline(limit + 1)
-            except (BrokenPipeError, OSError):
-                line = b""
-            if not line.endswith(b"\n"):
-                fatal = True
-                status = b"X"
-                if len(line) > limit:
-                    result = f"output exceeds {limit} bytes".encode()
-                else:
-                    rc = child.poll()
-                    result = (b"engine exited" + (f" (status {rc})".encode() if rc is not None else b"")
-                              if not line else b"engine wrote a partial line and closed stdout")
-            else:
-                result, status = line[:-1], b"1"
-        sock.send_multipart([b"D", tid, status, result, str(_rss(procs)).encode()])
-        if fatal:
+            continue
+        if status == b"X":
             code = 5
             break
         if os.getppid() != parent:
