@@ -250,6 +250,7 @@ class Node:
                 "runner": a.by, "attempt": a.n, "started": a.at, "lease_until": a.until,
                 "finished": (f or c or {}).get("at"), "ok": True if c else (False if f else None),
                 "error": f.get("error") if f else None, "stderr": f.get("stderr", "") if f else "",
+                "stolen": a.settle > 0,
             })
         for (by, n), f in failures.items():  # failures without a visible assignment
             attempts.append({"runner": by, "attempt": n, "started": None, "lease_until": None, "finished": f["at"],

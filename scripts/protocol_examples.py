@@ -294,7 +294,12 @@ def build() -> str:
     out_cid, out_data = codec.encode_block(output)
     store.put(out_cid, out_data)
     rrec = results.result_record(BOB, t2_cid, out_cid, bob_id, T0_MS + 4_000, duration_s=0.0123, stderr="")
-    assert results.verify_result_record(rrec)
+    # v2 carries no signature: Bob's delta does.  A view accepts it there, and nowhere else.
+    assert results.verify_result_record(rrec, BOB.public) and not results.verify_result_record(rrec, ALICE.public)
+    res = goho.Replica.empty(records.make_genesis("results", "default")[0], MemoryBlockStore())
+    res_view = results.ResultsView(res)
+    res.update([results.result_op(rrec)], BOB)
+    assert res_view.results(t2_cid) == [rrec]
     r_cid, r_data = codec.encode_block(rrec)
     store.put(r_cid, r_data)
     complete = queue.complete_op(t2_cid, bob_id, T0_MS + 4_000, r_cid)
@@ -677,26 +682,34 @@ def build() -> str:
 
     # result
     d.add("### meshd/result", "")
-    d.para("A runner's signed statement \"task T produced output O\". The Runner stores the output "
+    d.para("A runner's statement \"task T produced output O\". The Runner stores the output "
            "block and this record as blocks, adds the record to the results object under the key "
            "`str(task)`, writes the output to the task's `result` destination, and only then adds the "
            "completion that names the record.")
+    d.para("Version 2 is not signed on its own: the `goho/delta` that adds it to the results object is, "
+           "and readers accept the record only from a delta whose author `a` has the peer id `runner`. "
+           "A runner's results thus cost one signature per delta, however many it carries, and one "
+           "verification per delta on arrival; a peer still cannot put a result in another runner's name.")
     d.fields([
         ("t", _TAG, "`\"meshd/result\"`"),
-        ("v", "uint", "`1`"),
+        ("v", "uint", "`2`"),
         ("task", _LINK, "the task"),
         ("output", _LINK, "the output: the engine's JSON as a DAG-CBOR block"),
-        ("runner", _TAG, "the runner's peer id"),
-        ("pk", "bytes(32)", "the runner's Ed25519 public key (the signer)"),
+        ("runner", _TAG, "the runner's peer id: must be the peer id of the author of the delta that adds the record"),
         ("at", "uint", "when, in the runner's ms clock"),
-        ("duration_s, stderr", "float, text", "extra fields the Runner adds (signed like the rest)"),
-        ("s", "bytes(64)", "signature by `pk` over the record without `s`"),
+        ("duration_s, stderr", "float, text", "extra fields the Runner adds"),
     ])
     d.example("the output block", out_cid, out_data)
     d.example("the result record", r_cid, r_data)
-    d.para("The bytes `s` signs:")
-    d.code("text", hexdump(codec.encode({k: v for k, v in rrec.items() if k != "s"})))
-    d.para("Readers check the signature against `pk`; they do not check that `runner` is the peer id of `pk`.")
+    d.para("A v2 record must not carry `pk` or `s`. Readers refuse a v2 record in a delta by anyone other "
+           "than its runner (counted in `ResultsStatistics.rejected`); if the runner's own delta later adds "
+           "the same record, it is accepted then. Records a node already holds when it starts are bound to "
+           "the stored deltas that added them. Records that came with a snapshot, with no delta at hand, are "
+           "taken on the snapshot's word.")
+    d.para("Version 1, written by older peers, is still accepted: the same fields with `v: 1`, plus `pk` "
+           "(bytes(32), the runner's Ed25519 key) and `s` (bytes(64), the signature by `pk` over the record "
+           "without `s`, extra fields included). It authenticates itself in any delta: readers verify `s` "
+           "and that `runner` is the peer id of `pk`.")
 
     # verdict
     d.add("### meshd/verdict", "")

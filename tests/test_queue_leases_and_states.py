@@ -8,6 +8,8 @@ from lattice import codec, dataset, goho, queue, records, results, signing, task
 from lattice.blockstore import MemoryBlockStore
 from lattice.errors import BadInput
 
+from ._result_records import signed_v1
+
 SIGNER = signing.Signer.from_seed(b"\x01" * 32)
 OTHER = signing.Signer.from_seed(b"\x02" * 32)
 
@@ -94,15 +96,17 @@ def test_malformed_records_from_peers_are_ignored_by_the_view() -> None:
 
 
 def test_results_view_keeps_only_correctly_signed_records() -> None:
+    # v1 records (old peers) carry their own signature; v2 ones are covered by
+    # tests/test_result_records_are_authenticated_by_their_delta.py.
     g = records.make_genesis("results", "t")[0]
     rep = goho.Replica.empty(g, MemoryBlockStore())
     view = results.ResultsView(rep)
     a = _task(1)
     me = signing.peer_id_of(SIGNER.public)
-    good = results.result_record(SIGNER, a, codec.cid_of({"out": 1}), me, 5)
+    good = signed_v1(SIGNER, a, codec.cid_of({"out": 1}), me, 5)
     forged = dict(good, output=codec.cid_of({"out": 2}))
     # Correctly signed, but in another runner's name.
-    impostor = results.result_record(OTHER, a, codec.cid_of({"out": 3}), me, 6)
+    impostor = signed_v1(OTHER, a, codec.cid_of({"out": 3}), me, 6)
     rep.update([results.result_op(good), results.result_op(forged), results.result_op(impostor)], SIGNER)
     assert [r["output"] for r in view.results(a)] == [good["output"]]
     assert view.statistics().rejected == 2

@@ -8,7 +8,7 @@ root (``pin/update`` where the store has it, else pin-new-then-unpin-old).
 Bursts are coalesced: at most one pin per object per ``interval_s``, and the
 newest state is always captured at the trailing edge of a burst.
 
-It also pins result outputs (the ``output`` of every verified result record)
+It also pins result outputs (the ``output`` of every authentic result record)
 and engine blobs (the file CIDs of every manifest in the engines registry),
 so a storage node keeps them even if an object's DAG cannot be pinned whole.
 
@@ -308,9 +308,10 @@ class Archivist:
     def _on_results(self, change: Any) -> None:
         if not self._serving:
             return
+        author = change.delta.author  # a v2 record is authentic only in its runner's delta
         for _key, enc in change.adds:
             rec = decode_value(enc)
-            if results.verify_result_record(rec):
+            if results.verify_result_record(rec, author):
                 self._outputs.add(rec["output"])
 
     async def _loop(self) -> None:
