@@ -119,10 +119,10 @@ class ClaimPlanner:
         self._lags: deque[float] = deque(maxlen=128)
         self.lag_s = 0.0
 
-    def observe(self, heard: Iterable[tuple[str, int]], now_ms: int) -> None:
+    def observe(self, heard: Iterable[tuple[str, int, int | None]], now_ms: int) -> None:
         """Learn how late peers' records arrive here: ``heard`` holds the
-        ``(writer, at)`` of claim and completion records just applied
-        (``QueueView.heard``).
+        ``(writer, at, arrived)`` of claim and completion records applied
+        since the last call (``QueueView.heard``; ``arrived`` None: now).
 
         ``lag_s``, the 90th percentile of ``now - at`` over the last 128
         records of other runners (capped at ``MAX_LAG_S``), stretches a
@@ -131,7 +131,8 @@ class ClaimPlanner:
         the task twice.  Clock skew between hosts distorts it by the skew;
         a record stamped in our future counts as no lag.
         """
-        fresh = [min(MAX_LAG_S, max(0.0, (now_ms - at) / 1000)) for by, at in heard if by != self.me]
+        fresh = [min(MAX_LAG_S, max(0.0, ((now_ms if got is None else got) - at) / 1000))
+                 for by, at, got in heard if by != self.me]
         if fresh:
             self._lags.extend(fresh)
             ordered = sorted(self._lags)
@@ -238,7 +239,6 @@ class ClaimPlanner:
 
         delays: dict[CID, float] = {}
         owners: dict[CID, str | None] = {}
-
         def steal(t: CID) -> bool:
             d = delay_of(t)
             if not d or t in exclude:  # None: cannot run it; 0: offered by the first pass
@@ -265,11 +265,14 @@ class ClaimPlanner:
         share_now = queue.next(now_ms, limit=free, accept=share, me=self.me)
         stolen: list[CID] = []
         if len(share_now) < free and cands:
-            # Of the tasks it may steal, a runner takes those it ranks highest
-            # for: idle runners then mostly take different tasks, rather than
-            # all racing for the oldest ones.
+            # Steal from the far end: the newest tasks, which a busy owner
+            # (claiming its share oldest first) reaches last, so a steal's
+            # claim has the most time to reach it before it would run the
+            # task too (work stealing's owner-pops-head, thief-takes-tail).
+            # Of those, a runner takes the ones it ranks highest for: idle
+            # runners then mostly take different tasks.
             room = free - len(share_now)
-            pool = queue.next(now_ms, limit=STEAL_POOL * room, accept=steal, me=self.me)
+            pool = queue.next(now_ms, limit=STEAL_POOL * room, accept=steal, me=self.me, newest_first=True)
             stolen = sorted(pool, key=delays.__getitem__)[:room]
         self.stolen.update(stolen)
         if len(self.stolen) > MAX_FIRST_SEEN:

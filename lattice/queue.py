@@ -200,8 +200,10 @@ class QueueView:
     """
 
     def __init__(self, replica: Replica, *, banned: Callable[[str], bool] | None = None,
-                 wanted: Callable[[CID, TaskInfo], int] | None = None) -> None:
+                 wanted: Callable[[CID, TaskInfo], int] | None = None,
+                 clock: Callable[[], int] | None = None) -> None:
         self.replica = replica
+        self._clock = clock  # wall-clock ms: when ``heard`` records arrived
         self._banned = banned or (lambda peer: False)
         self._wanted = wanted
         self._open_rep: dict[CID, None] = {}  # replicated tasks not yet done
@@ -213,12 +215,14 @@ class QueueView:
         self._done = 0
         self._failed = 0
         self._completed_at: dict[str, list[int]] = {}  # runner -> its earliest completion times, sorted
-        #: ``(by, at)`` of the newest claim and completion records applied
-        #: after the view was built (the claim planner's lag estimate reads them).
-        self.heard: deque[tuple[str, int]] = deque(maxlen=256)
+        #: ``(by, at, arrived)`` of the newest claim and completion records
+        #: applied after the view was built, ``arrived`` from ``clock`` (None
+        #: without one): the claim planner's lag estimate reads them.
+        self.heard: deque[tuple[str, int, int | None]] = deque(maxlen=256)
         # Reads pull what was applied after this point (see sync()); the
         # view registers nothing with the replica.
         self._cursor = replica.cursor()
+        self._arrived: int | None = None
         state = replica.state
         for key in (REPLICAS, AVAILABLE, ASSIGNED, COMPLETED, FAILED):
             for enc in list(state.encoded_members(key)):
@@ -228,7 +232,10 @@ class QueueView:
 
     def sync(self) -> None:
         """Catch up with the replica (every read does this first; the view registers nothing)."""
-        for change in self._cursor.pull():
+        changes = self._cursor.pull()
+        if changes:
+            self._arrived = self._clock() if self._clock is not None else None
+        for change in changes:
             for key, enc in change.adds:
                 self._on_add(key, enc, heard=True)
 
@@ -282,7 +289,7 @@ class QueueView:
             else:
                 info.assignments.append(a)
                 if heard:  # a new claim (a renewal keeps its first ``at``)
-                    self.heard.append((a.by, a.at))
+                    self.heard.append((a.by, a.at, self._arrived))
             self._ready.pop(a.task, None)
             if not info.done:
                 self._leased.add(a.task)
@@ -293,7 +300,7 @@ class QueueView:
                 return
             info = self._info(rec["task"])
             if heard:
-                self.heard.append((rec["by"], rec["at"]))
+                self.heard.append((rec["by"], rec["at"], self._arrived))
             times = self._completed_at.setdefault(rec["by"], [])
             if len(times) < _COMPLETIONS_KEPT or rec["at"] < times[-1]:
                 bisect.insort(times, rec["at"])
@@ -453,20 +460,23 @@ class QueueView:
         accept: Callable[[CID], bool] | None = None,
         scan: int = 10_000,
         me: str | None = None,
+        newest_first: bool = False,
     ) -> list[CID]:
         """Next(): up to ``limit`` tasks that are available, not done, not leased.
 
         ``accept`` filters (constraints, rendezvous preference); at most
         ``scan`` candidates are examined per call so a long queue of tasks this
         node may not run costs bounded time.  Replicated tasks are offered
-        only when ``me`` (the asking runner) is given.
+        only when ``me`` (the asking runner) is given.  ``newest_first``
+        walks the ready tasks from the newest (a stealer takes from the far
+        end of a busy runner's share, which claims from the oldest).
         """
         self.sync()
         self._expire(now_ms)
         out: list[CID] = []
         stale: list[CID] = []
         examined = 0
-        for task in self._ready:
+        for task in (reversed(self._ready) if newest_first else self._ready):
             examined += 1
             if examined > scan:
                 break

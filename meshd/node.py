@@ -152,7 +152,8 @@ class Node:
         self.trust = TrustView(self.verdicts_obj.replica, TrustOptions(trust_after=vc.trust_after, ban_after=vc.ban_after))
         self.results_view = results.ResultsView(self.results_obj.replica, own_key=objects.signer.public)
         self.policy = ReplicationPolicy(self, self.trust, vc)  # [verify], validated once by the config
-        self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted)
+        self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted,
+                                     clock=now_ms)
         # Task bodies, definitions, outputs and manifests from the shared objects, validated once.
         self.blocks = PeerBlocks(self.store, self.quarantine, on_bad_task=self.queue.reject)
         self._banned_seen: frozenset[str] = self.trust.banned_peers()

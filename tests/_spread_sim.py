@@ -80,7 +80,8 @@ class SpreadSim:
             name = f"r{i:02d}"
             rep = goho.Replica.empty(self.genesis, MemoryBlockStore(), goho.ReplicaOptions(verify_signatures=False))
             self.runners[name] = SimRunner(name, n, plat, Signer.from_seed(self.rng.randbytes(32)), rep,
-                                           queue.QueueView(rep), ClaimPlanner(name, defer_s=defer_s))
+                                           queue.QueueView(rep, clock=lambda: int(self.now * 1000)),
+                                           ClaimPlanner(name, defer_s=defer_s))
         self.tasks: dict[CID, tuple[float, frozenset[str] | None]] = {}
         self.runs: list[Run] = []
         self.claims: Counter[str] = Counter()

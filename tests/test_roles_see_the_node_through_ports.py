@@ -58,7 +58,7 @@ class OneTask:
         self.task = task
         self.heard: list[tuple[str, int]] = []  # no peer's records arrive
 
-    def next(self, now_ms: int, *, limit: int, accept: Any, me: str) -> list[Any]:
+    def next(self, now_ms: int, *, limit: int, accept: Any, me: str, newest_first: bool = False) -> list[Any]:
         return [self.task] if accept(self.task) else []
 
     def info(self, t: Any) -> None:
@@ -77,7 +77,7 @@ def _runner(me: str, view: FakePeers | None, task: Any, fit: Any, defer_s: float
     node = _claim_node(me, view)
     node.queue = OneTask(task)
     r = Runner(node, None, RunnerOptions(defer_s=defer_s))
-    r._accept_cache[task] = fit  # the task's body was read
+    r.claimer._accept_cache[task] = fit  # the task's body was read
     return r
 
 

@@ -289,6 +289,7 @@ class AttemptOut(_Open):
     ok: bool | None = None
     error: str | None = None
     stderr: str | None = None
+    stolen: bool | None = Field(default=None, description="claimed from another runner's share (a steal)")
 
 
 class TaskStatusOut(_Open):

@@ -27,9 +27,7 @@ from engines.errors import EngineMissing
 from engines.outcome import Outcome
 from lattice import codec, dataset, queue, results
 from lattice.cid import CID
-from lattice.claims import TaskFacts
 from lattice.errors import BadInput, BlockNotFound, StoreError
-from lattice.planner import ClaimPlanner, Fit
 from lattice.task import engine_of
 
 from ..node import now_ms
@@ -43,6 +41,7 @@ from .ports import (
     TrustPort,
     write_destination,
 )
+from .claimer import Claimer
 from .replica_cap import ReplicaCap
 
 if TYPE_CHECKING:
@@ -172,11 +171,8 @@ class Runner:
         self.host = host
         self.options = options
         self.running: set[CID] = set()
-        self._accept_cache: dict[CID, Fit] = {}
-        self._needs: dict[CID, tuple[tuple[Any, ...], CID | None]] = {}  # task -> (constraints, engine)
-        self._engine_platforms: dict[CID, frozenset[str] | None] = {}
-        self._manifest_retry: dict[CID, float] = {}  # engine -> when to look for its manifest again
-        self.planner = ClaimPlanner(node.peer_id, defer_s=options.defer_s)
+        self.claimer = Claimer(node, defer_s=options.defer_s, recent_s=options.recent_s, fresh_s=options.fresh_s)
+        self.planner = self.claimer.planner
         self.replica_cap = ReplicaCap(node, options.slots, options.lease_ms)
         self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
         self._slot_freed = trio.Event()
@@ -186,104 +182,9 @@ class Runner:
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
 
-    def _fit(self, t: CID) -> Fit | None:
-        """What a task asks of a runner (constraints, engine platforms) and
-        whether this node meets it; None while its body is not here.
-
-        A body is read once: what it asks (constraints, engine) is kept once
-        its definition is here too (a linked definition is fetched when the
-        task runs, so until then the task is judged on its body alone).  An
-        engine's platforms are looked up once per engine, and a manifest
-        that is not here yet at most once a second, so a claim round over a
-        long queue costs no store reads.
-
-        Isolated per item: a task body or definition that fails validation is
-        rejected for good (the node quarantines its CID and the queue stops
-        offering it), and any other failure on one task is logged, counted
-        and skips that task only, so no peer's data can stop this loop.
-        """
-        fit = self._accept_cache.get(t)
-        if fit is not None:
-            return fit
-        try:
-            needs = self._needs.get(t)
-            if needs is None:
-                try:
-                    rec = self.node.task_record(t)
-                except BlockNotFound:
-                    return None  # body not here yet: it comes with its delta, or is fetched
-                try:
-                    td: dict[str, Any] | None = self.node.task_definition(rec)
-                except BlockNotFound:
-                    td = None
-                constraints = tuple(rec.get("constraints", ())) + tuple((td or {}).get("constraints", ()))
-                needs = (constraints, engine_of(rec, td) if td is not None else None)
-                if td is not None:
-                    if len(self._needs) > 100_000:
-                        self._needs.clear()
-                    self._needs[t] = needs
-            constraints, engine = needs
-            platforms, known = self._platforms(engine)
-            fit = Fit(Fit(True, constraints, platforms).runs_on(self.node.inventory), constraints, platforms)
-            if known and t in self._needs:
-                if len(self._accept_cache) > 100_000:
-                    self._accept_cache.clear()
-                self._accept_cache[t] = fit
-            return fit
-        except BadInput:
-            self.node.queue.reject(t)  # counted and logged by the node's quarantine
-            return Fit(False, (), None)
-        except Exception:  # noqa: BLE001 - one task's defect must not stop the runner
-            self._accept_cache[t] = Fit(False, (), None)
-            self.node.count("role_item_errors")
-            log.exception("task_skipped", task=str(t))
-            return None
-
-    def _platforms(self, engine: CID | None) -> tuple[frozenset[str] | None, bool]:
-        """``engine``'s platform keys (None: any) and whether that is known
-        (False while its manifest is not here: judged as any for now)."""
-        if engine is None:
-            return None, False
-        if engine in self._engine_platforms:
-            return self._engine_platforms[engine], True
-        now = time.monotonic()
-        if now < self._manifest_retry.get(engine, 0.0):
-            return None, False
-        try:
-            platforms = self.node.engine_platforms(engine)
-        except BlockNotFound:
-            self._manifest_retry[engine] = now + 1.0
-            return None, False
-        if len(self._engine_platforms) > 10_000:
-            self._engine_platforms.clear()
-        self._engine_platforms[engine] = platforms
-        return platforms, True
-
-    def _facts(self, t: CID) -> TaskFacts:
-        node = self.node
-        info = node.queue.info(t)
-        replicated = info is not None and info.replication is not None
-        return TaskFacts(wanted=node.queue.wanted(t), replicated=replicated,
-                         claimed=info is not None and bool(info.assignments),
-                         spot_checked=replicated and node.policy.spot_checked(t))
-
     def _next(self, now: int, free: int) -> list[CID]:
-        """Up to ``free`` tasks to claim: this runner's own share first, then
-        tasks of other runners' shares whose deferral has passed
-        (:class:`lattice.planner.ClaimPlanner`)."""
-        node = self.node
-        mesh = node.mesh
-        cands = {} if mesh is None else ClaimPlanner.candidates(
-            mesh.live_inventories("runner", within_s=self.options.recent_s), node.queue.completed_by, now,
-            node.trust.banned_peers(), fresh=mesh.live_inventories("runner", within_s=self.options.fresh_s))
-        todo = self.planner.plan(
-            node.queue, now, free, clock=time.monotonic(), cands=cands, fit=self._fit, facts=self._facts,
-            trusted=lambda t, p: node.trust.trusted(p, node.policy.engine_of(t)), exclude=self.running)
-        heard = node.queue.heard
-        if heard:
-            self.planner.observe(list(heard), now)
-            heard.clear()
-        return todo
+        """Up to ``free`` tasks to claim now (see :class:`.claimer.Claimer`)."""
+        return self.claimer.next(now, free, self.running)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run tasks until cancelled.
