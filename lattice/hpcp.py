@@ -234,13 +234,15 @@ def serve_want(store: BlockSource, cids: Iterable[CID], max_bytes: int, *, ances
     extra = 0
     while queue and extra < ancestors:
         cid = queue.pop(0)
-        data = dict(blocks).get(cid) if len(blocks) < 64 else None
-        if data is None:
-            try:
-                data = store.get(cid)
-            except BlockNotFound:
-                continue
-        parents = _delta_parents(data)
+        parents = _PARENTS.get(cid.raw)
+        if parents is None:
+            data = dict(blocks).get(cid) if len(blocks) < 64 else None
+            if data is None:
+                try:
+                    data = store.get(cid)
+                except BlockNotFound:
+                    continue
+            parents = _delta_parents(data, cid)
         for p in parents:
             if p in sent or extra >= ancestors:
                 continue
@@ -259,15 +261,29 @@ def serve_want(store: BlockSource, cids: Iterable[CID], max_bytes: int, *, ances
     return encode_blocks(blocks, missing)
 
 
-def _delta_parents(data: bytes) -> list[CID]:
+#: Parents of recently served blocks, by CID bytes: a delta's parents never
+#: change, and decoding a delta (inline blocks and all) only to find them
+#: was the largest cost of answering wants.  Cleared when full (bounded).
+_PARENTS: dict[bytes, list[CID]] = {}
+_PARENTS_KEPT = 65_536
+
+
+def _delta_parents(data: bytes, cid: CID | None = None) -> list[CID]:
     """Parent links of a stored delta block (empty for any other block)."""
+    if cid is not None and (known := _PARENTS.get(cid.raw)) is not None:
+        return known
     try:
         obj = codec.decode_trusted(data)
     except Exception:  # noqa: BLE001 - not a delta: no ancestors to add
-        return []
+        obj = None
+    parents: list[CID] = []
     if type(obj) is dict and obj.get("t") == "goho/delta" and type(obj.get("p")) is list:
-        return [c for c in obj["p"] if type(c) is CID]
-    return []
+        parents = [c for c in obj["p"] if type(c) is CID]
+    if cid is not None:
+        if len(_PARENTS) >= _PARENTS_KEPT:
+            _PARENTS.clear()
+        _PARENTS[cid.raw] = parents
+    return parents
 
 
 class Syncer:

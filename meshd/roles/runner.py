@@ -53,6 +53,10 @@ log = get_logger("meshd.runner")
 #: Longest a finished run may take to be recorded once it is shielded from
 #: cancellation (the daemon's shutdown grace is longer).
 _RECORD_GRACE_S = 5.0
+#: Tasks averaging under this (s) run in batches on warm engines, at most
+#: this many per engine call (a dead worker fails its whole batch).
+_BATCH_BELOW_S = 0.05
+_MAX_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,9 @@ class EngineRunner(Protocol):
     async def run(self, engine_cid: CID, task_input: Any, *, warm: bool | None = ...,
                   signatures: Iterable[CID] = ...) -> Outcome: ...
 
+    async def run_batch(self, engine_cid: CID, inputs: list[Any], *, warm: bool | None = ...,
+                        signatures: Iterable[CID] = ...) -> list[Outcome]: ...
+
 
 class Runner:
     """Runs tasks from the queue on this node's engines."""
@@ -235,6 +242,7 @@ class Runner:
                     log.warning("claim_failed", error=str(exc)[:200])
                     await trio.sleep(self.options.idle_poll_s)
                     continue
+                won: list[tuple[CID, int]] = []
                 for t in cands:
                     holder = self.node.queue.holds(t, me, now_ms())
                     if holder is None:
@@ -243,7 +251,12 @@ class Runner:
                         continue
                     self.running.add(t)
                     self._held[t] = holder
-                    nursery.start_soon(self._run_one, t, holder.n)
+                    won.append((t, holder.n))
+                for batch in self._batches(won):
+                    if len(batch) == 1:
+                        nursery.start_soon(self._run_one, *batch[0])
+                    else:
+                        nursery.start_soon(self._run_batch, batch)
                 self._publish_load()
 
     async def _renew_loop(self) -> None:
@@ -358,6 +371,11 @@ class Runner:
         if outcome is None:
             self._finished(t)
             return
+        await self._conclude(t, attempt, outcome, rec, time.perf_counter() - started)
+
+    async def _conclude(self, t: CID, attempt: int, outcome: Outcome, rec: dict[str, Any] | None,
+                        seconds: float) -> None:
+        """Record a finished attempt (result and completion, or a failure) and free its claim."""
         try:
             if not outcome.ok and trio.current_effective_deadline() == float("-inf"):
                 # Shutting down: a failure now is most likely the shutdown's
@@ -369,7 +387,7 @@ class Runner:
             # hold the shutdown (the task then runs again, a duplicate result
             # at worst, never a lost one).
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _RECORD_GRACE_S) as scope:
-                await self._record(t, attempt, outcome, rec, time.perf_counter() - started)
+                await self._record(t, attempt, outcome, rec, seconds)
             if scope.cancelled_caught:
                 log.warning("record_abandoned", task=str(t), seconds=_RECORD_GRACE_S)
         except StoreError as exc:
@@ -378,6 +396,77 @@ class Runner:
             log.warning("record_failed", task=str(t), error=str(exc)[:200])
         finally:
             self._finished(t)
+
+    def _batches(self, won: list[tuple[CID, int]]) -> list[list[tuple[CID, int]]]:
+        """Split won claims into engine calls: one task each, or, for short
+        tasks on warm engines, batches (one warm-pool message per batch,
+        ``WarmPool.run_batch``) spread over the slots.  A stolen task runs
+        alone: it waits out its settle first."""
+        if not self.options.warm or self._avg_s > _BATCH_BELOW_S or len(won) < 2:
+            return [[w] for w in won]
+        alone = [[w] for w in won if self.planner.settle_wait(w[0])]
+        rest = [w for w in won if not self.planner.settle_wait(w[0])]
+        size = max(1, min(_MAX_BATCH, -(-len(rest) // self.options.slots)))
+        return alone + [rest[i : i + size] for i in range(0, len(rest), size)]
+
+    def _ready_input(self, t: CID) -> tuple[dict[str, Any], CID, Any] | None:
+        """A task's (body, engine, JSON input) when all are here and inline;
+        None sends it down the one-task path (fetches, dataset inputs, errors)."""
+        try:
+            rec = self.node.task_record(t)
+            td = self.node.task_definition(rec)
+        except (BlockNotFound, BadInput):
+            return None
+        engine = engine_of(rec, td)
+        inp = rec["input"]
+        if engine is None or "value" not in inp:
+            return None
+        return rec, engine, codec.to_json(inp["value"])
+
+    async def _run_batch(self, batch: list[tuple[CID, int]]) -> None:
+        """Run short tasks as batches per engine in one engine slot, then
+        record each (the records share deltas through group commit).  A task
+        this runner no longer holds is dropped; one that needs fetching, or
+        whose engine is not all here, runs alone afterwards."""
+        me = self.node.peer_id
+        done: list[tuple[CID, int, dict[str, Any], Outcome]] = []
+        alone: list[tuple[CID, int]] = []
+        started = time.perf_counter()
+        try:
+            async with self._engine_slots:
+                groups: dict[CID, list[tuple[CID, int, dict[str, Any], Any]]] = {}
+                for t, n in batch:
+                    if self.node.queue.holds(t, me, now_ms()) is None:
+                        self.stats["lease_lost"] = self.stats.get("lease_lost", 0) + 1
+                        self._finished(t)
+                        continue
+                    ready = self._ready_input(t)
+                    if ready is None:
+                        alone.append((t, n))
+                        continue
+                    self._started.add(t)
+                    groups.setdefault(ready[1], []).append((t, n, ready[0], ready[2]))
+                self._publish_load()
+                for engine, items in groups.items():
+                    try:
+                        outs = await self.host.run_batch(engine, [i[3] for i in items], warm=None,
+                                                         signatures=self.node.engine_signatures(engine))
+                    except EngineMissing:
+                        alone.extend((t, n) for t, n, _, _ in items)  # the one-task path fetches it
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - any defect fails the attempts, never the runner
+                        log.error("run_crashed", tasks=len(items), error=repr(exc))
+                        outs = [Outcome(ok=False, error=f"internal error: {exc!r}"[:500])] * len(items)
+                    done.extend((t, n, rec, out) for (t, n, rec, _), out in zip(items, outs))
+        finally:
+            seconds = (time.perf_counter() - started) / max(1, len(done))
+            if done:
+                self._avg_s = 0.9 * self._avg_s + 0.1 * seconds
+            async with trio.open_nursery() as nursery:
+                for t, n, rec, out in done:
+                    nursery.start_soon(self._conclude, t, n, out, rec, seconds)
+                for t, n in alone:
+                    nursery.start_soon(self._run_one, t, n)
 
     def _finished(self, t: CID) -> None:
         self.planner.forget(t)
