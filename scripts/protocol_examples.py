@@ -311,6 +311,16 @@ def build() -> str:
     c_put, delta_put = ds.update([["put", "split/input", {"n": 100, "chunks": 4}]], ALICE)
     records.delta_from_untrusted(c_put, delta_put)
 
+    # A v2 delta: alice enqueues the second task with its body inline; a peer that
+    # receives the delta stores the body with it and has nothing more to fetch.
+    iq = goho.Replica.empty(gen_cid, MemoryBlockStore())
+    c_v2, delta_v2 = iq.update(queue.enqueue_ops([t2_cid]), ALICE, blocks=[(t2_cid, t2_data)])
+    d_v2 = records.delta_from_untrusted(c_v2, delta_v2)
+    assert codec.decode_untrusted(delta_v2)["v"] == 2 and d_v2.inline_blocks() == [(t2_cid, t2_data)]
+    rx = goho.Replica.empty(gen_cid, MemoryBlockStore())
+    rx.receive_untrusted(c_v2, delta_v2)
+    assert rx.heads == [c_v2] and rx.store.get(t2_cid) == t2_data
+
     # ---- a snapshot of a small dataset ------------------------------------------------------
     snap_store = MemoryBlockStore()
     small = goho.Replica.empty(ds_cid, snap_store)
@@ -489,16 +499,32 @@ def build() -> str:
            "is the union of their ops.")
     d.fields([
         ("t", _TAG, "`\"goho/delta\"`"),
-        ("v", "uint", "`1`"),
+        ("v", "uint", "`1`, or `2` when the delta carries `b`"),
         ("g", _LINK, "the object's genesis CID"),
         ("p", f"[{_LINK}]", "parents: the heads the author had; sorted by binary CID, unique, at most 256"),
         ("h", "uint", "height: 1 with no parents, else 1 + the greatest parent height (at most 2^53)"),
         ("ops", "[[op, key, value]]", "1..100,000 ops; `op` is `\"add\"` (grow-only set add) or `\"put\"` "
                                       "(register write); `key` a non-empty text of at most 1,024 characters; "
                                       "`value` any DAG-CBOR value"),
+        ("b", "[bytes]", ("v2 only: 1 or more blocks carried inline, each the bytes of a DAG-CBOR block of "
+                          "1..16,384 bytes (`MAX_INLINE_BLOCK`), at most 1 MiB in all (`MAX_INLINE_BYTES`); a "
+                          "block's CID is computed from its bytes (dag-cbor, sha2-256)")),
         ("a", "bytes(32)", "the author's Ed25519 public key"),
-        ("s", "bytes(64)", "Ed25519 signature by `a` over the record without `s`"),
+        ("s", "bytes(64)", "Ed25519 signature by `a` over the record without `s` (`b` included)"),
     ])
+    d.para("**Wire version.** A delta without inline blocks is written as v1 (no `b`); one with inline "
+           "blocks is v2. Readers accept both. A v2 delta carries small blocks its ops link to (task "
+           "bodies, result records, outputs), so a peer that fetches the delta has them too and fetches "
+           "nothing more per task (after a v1 delta it wants each of them as a linked block). "
+           "`records.choose_inline` picks them: first the blocks an op's value links to (the value itself, "
+           "or a field of a map value), then, in the last delta of a chain that a long commit writes, any "
+           "blocks left; a block over 16 KiB, or past the 1 MiB budget, stays a linked block fetched as in "
+           "v1. The signature covers `b`, and each block is named by its own hash, so a relay can neither "
+           "swap nor rename one. A receiver stores the inline blocks (in one transaction where the store "
+           "has one) before the delta itself, so a crash never leaves a stored delta without them; they are "
+           "not decoded on receipt, and are validated when read, as fetched blocks are. A node writes v2 "
+           "whenever a commit carries blocks small enough to go inline (`CommitOptions.inline`, default on; "
+           "no config key), and a node that knows only v1 refuses v2 deltas.")
     d.example("two `add` ops (Enqueue), no parents", c1, delta1,
               note="The first delta of the queue, by alice: it adds the two tasks of "
                    "[meshd/task](#meshdtask) to the `available` set.")
@@ -509,6 +535,10 @@ def build() -> str:
     d.example("a `put` op (dataset `set`)", c_put, delta_put,
               note="`PUT /v1/datasets/<fibsum>/split/input` with `{\"value\": {\"n\": 100, \"chunks\": 4}}` "
                    "writes this delta to the dataset.")
+    d.example("a v2 delta with an inline block", c_v2, delta_v2,
+              note="Alice enqueues the second task as `POST /v1/tasks` does: its body "
+                   f"(`{t2_cid}`, {len(t2_data)} bytes, the [meshd/task](#meshdtask) example) rides in `b`, "
+                   "and a peer that receives the delta stores the body beside it.")
 
     # snapshots
     d.add("### goho/snapshot and goho/snapshot-part", "")
@@ -667,8 +697,9 @@ def build() -> str:
                    "`(task, by, at, n)`, a later `until`.")
     d.example("steal", None, codec.encode(queue.assign_op(t2_cid, alice_id, T0_MS + 3_000, 10_000, 1,
                                                           settle_ms=250)[2]),
-              note="Alice claims a task of another runner's share, with the Runner's default "
-                   "`settle` of 250 ms.")
+              note="Alice claims a task of another runner's share, with the Runner's least "
+                   "`settle`, 250 ms (`defer_s / 2`; more when peers' claims are seen to arrive later, "
+                   "see [The queue state machine](#the-queue-state-machine)).")
     d.example("failed attempt", None, codec.encode(fail[2]))
     d.example("completion", None, codec.encode(complete[2]))
     d.example("void failure (runner restarted)", None, codec.encode(void[2]),
