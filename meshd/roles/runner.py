@@ -462,6 +462,7 @@ class Runner:
             seconds = (time.perf_counter() - started) / max(1, len(done))
             if done:
                 self._avg_s = 0.9 * self._avg_s + 0.1 * seconds
+                self.node.count("tasks_batched", len(done))
             async with trio.open_nursery() as nursery:
                 for t, n, rec, out in done:
                     nursery.start_soon(self._conclude, t, n, out, rec, seconds)
