@@ -8,21 +8,15 @@ from lattice import codec, dataset, goho, queue, records, results, signing, task
 from lattice.blockstore import MemoryBlockStore
 from lattice.errors import BadInput
 
+from ._queue_fixture import fresh_queue, task_cid
 from ._result_records import signed_v1
 
 SIGNER = signing.Signer.from_seed(b"\x01" * 32)
 OTHER = signing.Signer.from_seed(b"\x02" * 32)
 
 
-def _queue():
-    g = records.make_genesis("queue", "t")[0]
-    rep = goho.Replica.empty(g, MemoryBlockStore())
-    return rep, queue.QueueView(rep)
-
-
-def _task(i: int):
-    cid, _, _ = task.task_from_json_untrusted({"input": {"value": i}, "taskDefinition": {"runner": {"type": "bin-json-runner", "engine": {"/": str(codec.cid_of("e"))}}}})
-    return cid
+_queue = fresh_queue
+_task = task_cid
 
 
 def test_enqueue_is_idempotent_and_content_addressed() -> None:

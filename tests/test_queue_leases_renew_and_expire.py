@@ -7,24 +7,16 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lattice import codec, goho, queue, records, signing, task
-from lattice.blockstore import MemoryBlockStore
+from lattice import codec, queue, signing
+
+from ._queue_fixture import fresh_queue, task_cid
 
 A = signing.Signer.from_seed(b"\x01" * 32)
 B = signing.Signer.from_seed(b"\x02" * 32)
 
 
-def _queue():
-    g = records.make_genesis("queue", "t")[0]
-    rep = goho.Replica.empty(g, MemoryBlockStore())
-    return rep, queue.QueueView(rep)
-
-
-def _task(i: int):
-    engine = {"/": str(codec.cid_of("e"))}
-    cid, _, _ = task.task_from_json_untrusted({"input": {"value": i},
-                                               "taskDefinition": {"runner": {"type": "bin-json-runner", "engine": engine}}})
-    return cid
+_queue = fresh_queue
+_task = task_cid
 
 
 def test_a_renewed_lease_outlives_its_first_until_and_keeps_its_winner() -> None:
