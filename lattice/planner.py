@@ -42,6 +42,10 @@ _PLAIN = TaskFacts()
 STEAL_POOL = 16
 #: Weights change only at these wall-clock boundaries (ms); see :meth:`ClaimPlanner.candidates`.
 EPOCH_MS = 1000
+#: How long an idle owner that is heard from keeps a task of its share that
+#: it does not claim: past this, it is stolen like a busy owner's (an owner
+#: that cannot take a task, say its body never reached it, must not hold it).
+IDLE_OWNER_GRACE_S = 10.0
 #: Longest propagation lag (s) the planner adapts to; beyond it leases, not
 #: waiting, sort out a duplicate.
 MAX_LAG_S = 5.0
@@ -251,7 +255,7 @@ class ClaimPlanner:
                 f = fit(t)
                 owner = owners[t] = self.owner(t, f, cands) if f is not None else None
             c = cands.get(owner) if owner is not None else None
-            if c is not None and c.idle:
+            if c is not None and c.idle and clock - self.first_seen.get(t, clock) < IDLE_OWNER_GRACE_S:
                 return False
             delays[t] = d + _jitter(self.me, t) * self.defer_s
             # Rank orders the stealers, but no idle runner waits longer than
