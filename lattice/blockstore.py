@@ -147,6 +147,15 @@ def verify_blocks(blocks: Iterable[tuple[CID, bytes]]) -> list[tuple[CID, bytes]
     return batch
 
 
+def held_of(store: BlockStore, cids: list[CID]) -> set[CID]:
+    """Which of ``cids`` ``store`` holds: in one call where the store can
+    answer many (``has_many``: the disk and memory stores), else one by one."""
+    if not cids:
+        return set()
+    many = getattr(store, "has_many", None)
+    return set(many(cids)) if many is not None else {c for c in cids if store.has(c)}
+
+
 class MemoryBlockStore:
     """A :class:`BlockStore` in a dict keyed by ``cid.raw``.
 
@@ -233,6 +242,11 @@ class MemoryBlockStore:
         """See :meth:`BlockStore.has`."""
         self._check_open()
         return cid.raw in self._blocks
+
+    def has_many(self, cids: Iterable[CID]) -> set[CID]:
+        """The held ones among ``cids`` (``DiskBlockStore.has_many``)."""
+        self._check_open()
+        return {c for c in cids if c.raw in self._blocks}
 
     def cids(self) -> Iterator[CID]:
         """See :meth:`BlockStore.cids`; iterates a snapshot of the keys."""

@@ -81,6 +81,7 @@ from typing import Any
 
 from . import codec, hpcp
 from .admission import TokenBucket
+from .blockstore import held_of
 from .cid import CID
 from .errors import BadInput, StoreError
 from .fetcher import Fetcher, FetchOptions
@@ -577,10 +578,11 @@ class MeshCore:
             for key in change.puts:
                 collect(syncer.replica.state.register(key))
             by_hint: dict[str | None, list[CID]] = {}
-            for c, hint in found.items():
-                if c in self.syncers or self.fetcher.is_wanted(c) or self.store.has(c):
-                    continue
-                by_hint.setdefault(hint, []).append(c)
+            ask = [c for c in found if c not in self.syncers and not self.fetcher.is_wanted(c)]
+            held = held_of(self.store, ask)
+            for c in ask:
+                if c not in held:
+                    by_hint.setdefault(found[c], []).append(c)
             for hint, cids in by_hint.items():
                 self._want_linked(cids, hint, now)
 

@@ -40,6 +40,8 @@ MAX_FIRST_SEEN = 200_000
 _PLAIN = TaskFacts()
 #: A stealer chooses among this many stealable tasks per free slot.
 STEAL_POOL = 16
+#: Ready tasks a steal pass examines at least (newest first) per round.
+STEAL_SCAN = 2048
 #: Weights change only at these wall-clock boundaries (ms); see :meth:`ClaimPlanner.candidates`.
 EPOCH_MS = 1000
 #: How long an idle owner that is heard from keeps a task of its share that
@@ -276,7 +278,10 @@ class ClaimPlanner:
             # Of those, a runner takes the ones it ranks highest for: idle
             # runners then mostly take different tasks.
             room = free - len(share_now)
-            pool = queue.next(now_ms, limit=STEAL_POOL * room, accept=steal, me=self.me, newest_first=True)
+            # Bounded scan: a round looks at the newest few thousand tasks,
+            # not a whole long queue whose owners are all keeping up.
+            pool = queue.next(now_ms, limit=STEAL_POOL * room, accept=steal, me=self.me, newest_first=True,
+                              scan=max(STEAL_SCAN, 8 * STEAL_POOL * room))
             stolen = sorted(pool, key=delays.__getitem__)[:room]
         self.stolen.update(stolen)
         if len(self.stolen) > MAX_FIRST_SEEN:

@@ -151,6 +151,16 @@ def test_put_many_of_nothing_is_a_no_op(store: BlockStore) -> None:
     assert store.size() == 0
 
 
+def test_has_many_reports_the_present_ones_in_chunks(store: BlockStore) -> None:
+    from lattice.blockstore import held_of
+
+    present = [block(n) for n in range(600)]  # more than one IN (...) chunk
+    store.put_many(present)
+    absent = [block(n)[0] for n in range(1000, 1010)]
+    assert held_of(store, [cid for cid, _ in present] + absent) == {cid for cid, _ in present}
+    assert held_of(store, []) == set()
+
+
 def test_get_many_returns_only_present_blocks(store: BlockStore) -> None:
     present = [block(n) for n in range(600)]  # more than one IN (...) chunk
     store.put_many(present)
