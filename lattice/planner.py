@@ -119,6 +119,9 @@ class ClaimPlanner:
         self.defer_s = defer_s
         self.settle_s = defer_s / 2 if settle_s is None else settle_s
         self.first_seen: dict[CID, float] = {}
+        self.first_seen_ms: dict[CID, int] = {}  # the same moment, on the queue's wall clock
+        #: Per runner, the newest ``at`` of its claim and completion records seen here.
+        self.last_heard: dict[str, int] = {}
         self.stolen: set[CID] = set()  # claimed from another runner's share, not yet finished
         self._version: frozenset[Any] | None = None
         self._delays: dict[CID, float] = {}
@@ -137,6 +140,12 @@ class ClaimPlanner:
         the task twice.  Clock skew between hosts distorts it by the skew;
         a record stamped in our future counts as no lag.
         """
+        heard = list(heard)
+        for by, at, _ in heard:
+            if at > self.last_heard.get(by, -1):
+                if by not in self.last_heard and len(self.last_heard) >= MAX_FIRST_SEEN:
+                    self.last_heard.clear()
+                self.last_heard[by] = at
         fresh = [min(MAX_LAG_S, max(0.0, ((now_ms if got is None else got) - at) / 1000))
                  for by, at, got in heard if by != self.me]
         if fresh:
@@ -240,7 +249,9 @@ class ClaimPlanner:
                 return True
             if len(self.first_seen) >= MAX_FIRST_SEEN:
                 self.first_seen.clear()
+                self.first_seen_ms.clear()
             self.first_seen.setdefault(t, clock)  # another's share: its deferral starts now
+            self.first_seen_ms.setdefault(t, now_ms)
             return False
 
         delays: dict[CID, float] = {}
@@ -258,6 +269,14 @@ class ClaimPlanner:
                 owner = owners[t] = self.owner(t, f, cands) if f is not None else None
             c = cands.get(owner) if owner is not None else None
             if c is not None and c.idle and clock - self.first_seen.get(t, clock) < IDLE_OWNER_GRACE_S:
+                return False
+            # Nor from a runner heard from that has written no claim or
+            # completion since the task appeared here: it has most likely not
+            # seen the task yet (a large batch takes a while to reach it), and
+            # will claim it.  A silent runner is stolen from regardless.
+            seen = self.first_seen_ms.setdefault(t, now_ms)
+            if c is not None and c.fresh and owner != self.me and self.last_heard.get(owner, -1) < seen \
+                    and clock - self.first_seen.get(t, clock) < IDLE_OWNER_GRACE_S:
                 return False
             delays[t] = d + _jitter(self.me, t) * self.defer_s
             # Rank orders the stealers, but no idle runner waits longer than
@@ -311,6 +330,7 @@ class ClaimPlanner:
         """``task`` is finished or dropped here."""
         self.stolen.discard(task)
         self.first_seen.pop(task, None)
+        self.first_seen_ms.pop(task, None)
 
     def waiting(self) -> bool:
         """Whether some task of another runner's share is waiting out its deferral here."""

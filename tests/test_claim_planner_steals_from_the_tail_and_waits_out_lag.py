@@ -39,6 +39,7 @@ def _plan(planner: ClaimPlanner, view: queue.QueueView, cands: dict, clock: floa
 def test_a_thief_takes_the_newest_tasks_of_a_busy_owner() -> None:
     _, view, tasks, planner, cands = _mesh(200)
     assert _plan(planner, view, cands, 0.0, free=4) == []  # first sight: the deferral starts
+    planner.observe([("owner", 0, None)], 0)  # the owner is heard working since
     stolen = _plan(planner, view, cands, 10.0, free=4)
     # Chosen among the newest STEAL_POOL per free slot, not the oldest.
     assert len(stolen) == 4 and set(stolen) <= set(tasks[-STEAL_POOL * 4:])
@@ -63,3 +64,17 @@ def test_an_idle_owner_keeps_its_task_only_for_a_grace_period() -> None:
     assert _plan(planner, view, cands, 0.0) == []
     assert _plan(planner, view, cands, IDLE_OWNER_GRACE_S - 0.1) == []  # it claims its share itself
     assert _plan(planner, view, cands, IDLE_OWNER_GRACE_S + 0.1) == tasks  # ...or it cannot: taken over
+
+
+def test_a_busy_owner_not_heard_from_since_the_task_appeared_keeps_it_for_a_while() -> None:
+    """A large batch takes a while to reach its owners: until an owner writes
+    a claim or completion after the task appeared here, it has most likely
+    not seen it, and a steal would run it twice."""
+    _, view, tasks, planner, cands = _mesh(1)
+    assert _plan(planner, view, cands, 0.0) == []
+    assert _plan(planner, view, cands, 5.0) == []  # deferral passed, but the owner said nothing since
+    planner.observe([("owner", 1, None)], 1)  # ...now it has
+    assert _plan(planner, view, cands, 5.1) == tasks
+    _, view, tasks, planner, cands = _mesh(1)
+    assert _plan(planner, view, cands, 0.0) == []
+    assert _plan(planner, view, cands, IDLE_OWNER_GRACE_S + 0.1) == tasks  # not for good

@@ -58,7 +58,7 @@ class OneTask:
         self.task = task
         self.heard: list[tuple[str, int]] = []  # no peer's records arrive
 
-    def next(self, now_ms: int, *, limit: int, accept: Any, me: str, newest_first: bool = False) -> list[Any]:
+    def next(self, now_ms: int, *, limit: int, accept: Any, me: str, **_: Any) -> list[Any]:
         return [self.task] if accept(self.task) else []
 
     def info(self, t: Any) -> None:
@@ -105,6 +105,7 @@ def test_a_runner_steals_another_share_once_its_deferral_has_passed() -> None:
     top, second = rendezvous_rank(task, ["r0", "r1"])
     backup = _runner(second, FakePeers({"runner": [top, second]}), task, Fit(True), defer_s=0.0001)
     assert backup._next(0, 1) == []  # first sight: the deferral starts
+    backup.planner.observe([(top, 1, None)], 1)  # the owner is heard working since
     deadline = time.monotonic() + 5
     while backup._next(0, 1) != [task]:
         assert time.monotonic() < deadline
@@ -131,6 +132,7 @@ def test_an_idle_runner_heard_from_keeps_its_share() -> None:
     for free, fresh, stolen in ((1, True, False), (0, True, True), (1, False, True)):
         backup = _runner(second, Announced(free, fresh), task, Fit(True), defer_s=0.0001)
         assert backup._next(0, 1) == []  # first sight: the deferral starts
+        backup.planner.observe([(top, 1, None)], 1)  # the owner is heard working since
         time.sleep(0.01)
         assert (backup._next(0, 1) == [task]) is stolen, (free, fresh)
 
