@@ -163,9 +163,14 @@ async def test_engine_exceptions_are_failed_outcomes_and_the_worker_lives_on(eng
         nursery.cancel_scope.cancel()
 
 
+def once_spec(path) -> WorkerSpec:
+    """A jsonl engine that answers one line, then exits."""
+    (path / "once.py").write_text("import sys\nline = sys.stdin.readline()\nprint(line.strip())\n")
+    return WorkerSpec("jsonl", str(path), argv=(sys.executable, "once.py"))
+
+
 async def test_jsonl_engine_that_exits_fails_the_task_and_is_replaced(tmp_path):
-    (tmp_path / "once.py").write_text("import sys\nline = sys.stdin.readline()\nprint(line.strip())\n")
-    spec = WorkerSpec("jsonl", str(tmp_path), argv=(sys.executable, "once.py"))
+    spec = once_spec(tmp_path)
     async with trio.open_nursery() as nursery:
         pool = await nursery.start(WarmPool(spec, PoolOptions(workers=1)).serve)
         first = await pool.run([1])

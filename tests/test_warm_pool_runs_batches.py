@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 import pytest
 import trio
@@ -17,7 +16,7 @@ from lattice.cid import CID, DAG_CBOR
 
 from . import test_warm_pool
 from .test_example_engines import fib_sum
-from .test_warm_pool import ECHO_JSONL, ECHO_PY, python_spec, wait_until
+from .test_warm_pool import ECHO_JSONL, ECHO_PY, once_spec, python_spec, wait_until
 
 engine_dir = test_warm_pool.engine_dir  # the fixture: a directory holding its test engine, testengine.py
 FIB_MAP = WorkerSpec("python", str(EXAMPLES_DIR), entry="fibsum:map_range")
@@ -74,8 +73,7 @@ async def test_each_input_of_a_batch_counts_towards_recycling(engine_dir):
 
 
 async def test_a_jsonl_engine_exiting_mid_batch_fails_the_rest_and_is_replaced(tmp_path):
-    (tmp_path / "once.py").write_text("import sys\nline = sys.stdin.readline()\nprint(line.strip())\n")
-    spec = WorkerSpec("jsonl", str(tmp_path), argv=(sys.executable, "once.py"))
+    spec = once_spec(tmp_path)
     async with trio.open_nursery() as nursery:
         pool = await nursery.start(WarmPool(spec, PoolOptions(workers=1)).serve)
         first, second, third = await pool.run_batch([[1], [2], [3]])

@@ -404,8 +404,13 @@ class Runner:
         alone: it waits out its settle first."""
         if not self.options.warm or self._avg_s > _BATCH_BELOW_S or len(won) < 2:
             return [[w] for w in won]
-        alone = [[w] for w in won if self.planner.settle_wait(w[0])]
-        rest = [w for w in won if not self.planner.settle_wait(w[0])]
+        alone: list[list[tuple[CID, int]]] = []
+        rest: list[tuple[CID, int]] = []
+        for w in won:
+            if self.planner.settle_wait(w[0]):
+                alone.append([w])
+            else:
+                rest.append(w)
         size = max(1, min(_MAX_BATCH, -(-len(rest) // self.options.slots)))
         return alone + [rest[i : i + size] for i in range(0, len(rest), size)]
 
