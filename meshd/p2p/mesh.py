@@ -127,6 +127,9 @@ class Mesh:
         self._waiters: list[_Waiter] = []
         self._nursery: trio.Nursery | None = None
         self._notifying = False  # our own notifications are not local changes
+        # Bytes of HPCP answers (blocks) served to peers and fetched from them, for /metrics.
+        self.bytes_served = 0
+        self.bytes_fetched = 0
 
     # -- the core, one thread at a time --------------------------------------------------
 
@@ -279,7 +282,9 @@ class Mesh:
             await self._carry(await self._call(self.core.receive, peer, data, time.time()))
 
     async def _serve_request(self, peer: str, data: bytes) -> bytes:
-        return await self._call(self.core.serve, peer, data, time.time())
+        answer = await self._call(self.core.serve, peer, data, time.time())
+        self.bytes_served += len(answer)
+        return answer
 
     # -- carrying out -------------------------------------------------------------------
 
@@ -317,6 +322,7 @@ class Mesh:
             except TransportError as exc:  # unreachable, timed out, broken: the core plans elsewhere
                 log.info("want_failed", peer=o.peer, error=repr(exc)[:200])
                 data = None
+        self.bytes_fetched += len(data or b"")
         obj = self.objects.get(o.genesis) if o.genesis is not None else None
         async with self._host_lock(obj):
             outs = await self._call(self.core.on_response, o.ask_id, data, time.time())
