@@ -88,6 +88,7 @@ from ._pubsub_tuning import (  # noqa: E402
     start_seqno_from_clock,
     use_message_id_in_gossip,
 )
+from ._exclusive_ports import install_exclusive_listeners  # noqa: E402
 from .mdns import serve_mdns  # noqa: E402
 from .options import P2POptions, PeerInfo, TransportStatistics  # noqa: E402
 from .requests import RequestHandler, answer_stream, call_over_stream, reset_quietly  # noqa: E402
@@ -264,6 +265,7 @@ class Transport:
         )
         start_seqno_from_clock(pubsub)
         install_peer_record_caches()
+        install_exclusive_listeners()
         host.get_network().register_notifee(_Notifee(self))
         host.set_stream_handler(BLOCKS_PROTOCOL, self._handle_stream)
         self._host = host
@@ -295,6 +297,14 @@ class Transport:
                     stack_scope.cancel()
         except OSError as exc:
             raise TransportError(f"libp2p host failed: {exc}") from exc
+        except BaseExceptionGroup as group:
+            # py-libp2p's nested nurseries wrap a failed start (see _run_stack).
+            refused = group.subgroup(lambda e: isinstance(e, TransportError))
+            while isinstance(refused, BaseExceptionGroup):
+                refused = refused.exceptions[0]
+            if refused is not None:
+                raise refused from None
+            raise
         finally:
             self._serving = False
             self._recv_send.close()
@@ -316,6 +326,12 @@ class Transport:
                 background_trio_service(pubsub),
                 background_trio_service(router),
             ):
+                # Quirk: the swarm logs a listen that failed (a port in use)
+                # and carries on without it; a node that cannot listen where
+                # it was told must not start.
+                missing = [a for a in opts.listen if a not in host.get_network().listeners]
+                if missing:
+                    raise TransportError(f"cannot listen on {', '.join(missing)}: address in use or not available")
                 await pubsub.wait_until_ready()
                 subscription = await pubsub.subscribe(opts.topic)
                 async with trio.open_nursery() as nursery:
