@@ -33,6 +33,10 @@ class BadRecord(BadInput):
     """A decoded record has the wrong type tag, version or fields."""
 
 
+class BadHeight(BadRecord):
+    """A delta's height is not exactly one more than its highest parent's."""
+
+
 class BadSignature(BadInput):
     """A record's Ed25519 signature does not verify against its author."""
 

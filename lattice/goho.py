@@ -13,6 +13,10 @@ Invariants kept by :class:`Replica`:
   parents, so ``heads`` always names a complete history that peers can fetch
   from us.  Deltas that arrive before their parents wait in ``pending``; they
   may arrive in any order (Kahn's algorithm).
+* Every applied delta's height is exactly one more than its highest
+  parent's (1 with no parents), checked when its parents are known, so no
+  author can make a ``put`` win by claiming a height it does not have.  A
+  delta that breaks the rule is refused, and so is every delta built on it.
 * Blocks are written to the store *before* they are applied, and the caller
   persists ``heads`` *after* (go-ds-crdt writes heads last).  A crash between
   the two leaves extra blocks in the store, which the next replay or fetch
@@ -31,7 +35,7 @@ from typing import Any, Protocol
 
 from . import records
 from .cid import CID
-from .errors import BadRecord, BlockNotFound
+from .errors import BadHeight, BadRecord, BlockNotFound
 from .records import OP_ADD, Delta, Snapshot
 from .signing import Signer
 from .state import Put, State, encode_value
@@ -93,6 +97,7 @@ class ReplicaStatistics:
     heads: int
     height: int
     elements: int
+    rejected: int = 0  # deltas refused for a wrong height, or built on one
 
 
 Observer = Callable[[Change], None]
@@ -158,6 +163,10 @@ class Replica:
         self.state = State()
         self._applied: set[bytes] = set()
         self._heights: dict[bytes, int] = {}
+        # Deltas refused for a wrong height (or built on one): known, so that
+        # a re-announce does not fetch them again.  Each cost its author a
+        # signed block, and only members' deltas get this far.
+        self._refused: set[bytes] = set()
         self._heads: set[CID] = set()
         self._pending: dict[CID, tuple[Delta, int]] = {}
         self._waiting: dict[CID, list[CID]] = {}
@@ -284,7 +293,7 @@ class Replica:
         return self._version
 
     def is_known(self, cid: CID) -> bool:
-        return cid.raw in self._applied or cid in self._pending
+        return cid.raw in self._applied or cid in self._pending or cid.raw in self._refused
 
     def is_awaited(self, cid: CID) -> bool:
         """True when a pending delta waits for ``cid`` and nobody offered it yet."""
@@ -297,7 +306,7 @@ class Replica:
     def statistics(self) -> ReplicaStatistics:
         return ReplicaStatistics(
             len(self._applied), len(self._pending), len(self._heads), self.height,
-            self.state.statistics().elements,
+            self.state.statistics().elements, len(self._refused),
         )
 
     # -- receiving ---------------------------------------------------------------
@@ -311,10 +320,17 @@ class Replica:
         Raises:
             BadInput: the block is invalid; nothing was stored.
         """
-        if cid.raw in self._applied or cid in self._pending:
+        if self.is_known(cid):
             return Receipt(duplicate=True)
         delta = records.delta_from_untrusted(cid, data, verify=self.options.verify_signatures)
         self._admit(delta)
+        if any(p.raw in self._refused for p in delta.parents):
+            self._refused.add(cid.raw)
+            raise BadHeight("delta is built on a refused delta")
+        if all(p.raw in self._applied for p in delta.parents) and not self._height_ok(delta):
+            # Refused before anything is stored.
+            self._refused.add(cid.raw)
+            raise BadHeight(f"delta height {delta.height} is not 1 + its highest parent's")
         if delta.inline:
             # Its small linked blocks came inline (v2): stored now, so nobody
             # fetches them again, in one transaction where the store has one.
@@ -356,6 +372,9 @@ class Replica:
         ready = [delta]
         while ready:
             d = ready.pop()
+            if not self._height_ok(d):
+                self._refuse(d.cid)
+                continue
             self._apply(d)
             receipt.applied.append(d)
             for child in self._waiting.pop(d.cid, ()):
@@ -366,6 +385,20 @@ class Replica:
                 else:
                     self._pending[child] = (cd, n - 1)
         return receipt
+
+    def _height_ok(self, d: Delta) -> bool:
+        """Whether ``d.height`` is 1 + its highest parent's (parents applied)."""
+        return d.height == 1 + max((self._heights[p.raw] for p in d.parents), default=0)
+
+    def _refuse(self, cid: CID) -> None:
+        # Drop a delta whose parents are applied but whose height is wrong,
+        # with every pending delta that waits on it: none can ever apply.
+        stack = [cid]
+        while stack:
+            c = stack.pop()
+            self._refused.add(c.raw)
+            self._pending.pop(c, None)
+            stack.extend(self._waiting.pop(c, ()))
 
     def _apply(self, d: Delta) -> None:
         if not d.ops:
@@ -483,15 +516,33 @@ class Replica:
             self.store.put(c, d)
         return blocks
 
-    def install_snapshot(self, snap: Snapshot, parts: list[dict[str, Any]]) -> None:
+    def install_snapshot(self, snap: Snapshot, parts: list[dict[str, Any]],
+                         covers: Iterable[Delta] | None = None) -> None:
         """Adopt a verified snapshot as the base of this replica's history.
 
         Ops are unions, so installing a snapshot into a non-empty replica is
-        safe: the state only grows.  Deltas under ``covers`` are marked applied
-        without being fetched.
+        safe: the state only grows.  The history under ``snap.covers`` is
+        marked applied without being fetched: whoever calls this trusts the
+        snapshot's signer (HPCP takes only configured signers).
+
+        Args:
+            covers: The verified head deltas the snapshot claims to cover
+                (one per ``snap.covers``).  Their heights become the heights
+                later deltas are checked against.  Without them (a replica
+                reopened from its own store), covered heads are read from the
+                store, or take the snapshot's height.
+
+        Raises:
+            BadRecord: the snapshot is of another object, ``covers`` do not
+                match ``snap.covers`` or ``snap.height``, or a part holds a
+                write above the snapshot's height.
         """
         if snap.genesis != self.genesis:
             raise BadRecord("snapshot belongs to another object")
+        heights = self._cover_heights(snap, covers)
+        for part in parts:
+            if any(h > snap.height for _, h, _, _, _ in part["puts"]):
+                raise BadRecord("snapshot part holds a write above the snapshot's height")
         for part in parts:
             for key, values in part["adds"]:
                 for v in values:
@@ -501,7 +552,7 @@ class Replica:
         for c in snap.covers:
             if c.raw not in self._applied:
                 self._applied.add(c.raw)
-                self._heights[c.raw] = snap.height
+                self._heights[c.raw] = heights[c]
                 self._heads.add(c)
         # A covered delta may be a parent of a current head: drop it from heads.
         self._heads = {h for h in self._heads if not self._is_parent_of_head(h)}
@@ -515,6 +566,25 @@ class Replica:
                     self._offer(cd)
                 else:
                     self._pending[child] = (cd, n - 1)
+
+    def _cover_heights(self, snap: Snapshot, covers: Iterable[Delta] | None) -> dict[CID, int]:
+        if covers is None:
+            out = {}
+            for c in snap.covers:
+                try:
+                    out[c] = records.delta_from_trusted(c, self.store.get(c)).height
+                except BlockNotFound:
+                    out[c] = snap.height
+            return out
+        covers = list(covers)
+        out = {d.cid: d.height for d in covers}
+        if sorted(out) != sorted(snap.covers):
+            raise BadRecord("snapshot covers do not match the deltas given")
+        if any(d.genesis != self.genesis for d in covers):
+            raise BadRecord("a covered delta belongs to another object")
+        if snap.covers and max(out.values()) != snap.height:
+            raise BadRecord("snapshot height is not its highest covered delta's")
+        return out
 
     def _is_parent_of_head(self, cid: CID) -> bool:
         for h in self._heads:

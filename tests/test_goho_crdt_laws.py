@@ -111,7 +111,8 @@ def test_snapshot_bootstrap_matches_full_replay(steps) -> None:
     snap = records.snapshot_from_untrusted(root_cid, root)
     parts = [records.part_from_untrusted(c, d) for c, d in blocks[:-1]]
     fresh = _fresh()
-    fresh.install_snapshot(snap, parts)
+    covers = [records.delta_from_untrusted(c, a.store.get(c)) for c in snap.covers]
+    fresh.install_snapshot(snap, parts, covers)
     assert fresh.state == a.state
     assert fresh.heads == a.heads
     # Updates after the snapshot still merge.
