@@ -325,11 +325,11 @@ class Replica:
         delta = records.delta_from_untrusted(cid, data, verify=self.options.verify_signatures)
         self._admit(delta)
         if any(p.raw in self._refused for p in delta.parents):
-            self._refused.add(cid.raw)
+            self._refuse(cid)
             raise BadHeight("delta is built on a refused delta")
         if all(p.raw in self._applied for p in delta.parents) and not self._height_ok(delta):
-            # Refused before anything is stored.
-            self._refused.add(cid.raw)
+            # Refused before anything is stored, with what already waits on it.
+            self._refuse(cid)
             raise BadHeight(f"delta height {delta.height} is not 1 + its highest parent's")
         if delta.inline:
             # Its small linked blocks came inline (v2): stored now, so nobody

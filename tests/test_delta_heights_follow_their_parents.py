@@ -64,6 +64,22 @@ def test_a_pending_delta_with_a_wrong_height_is_dropped_with_its_children() -> N
     assert rep.missing() == []
 
 
+def test_deltas_waiting_on_a_refused_delta_are_dropped_with_it() -> None:
+    rep = _replica()
+    c1, _ = rep.update([["put", "rule", "honest"]], HONEST)
+    bad_cid, bad = records.sign_delta(ATTACKER, GENESIS, [c1], 7, [["put", "rule", "evil"]])
+    child_cid, child = records.sign_delta(ATTACKER, GENESIS, [bad_cid], 8, [["put", "x", 1]])
+    assert rep.receive_untrusted(child_cid, child).missing == [bad_cid]
+    with pytest.raises(BadHeight):
+        rep.receive_untrusted(bad_cid, bad)
+    assert rep.statistics().pending == 0
+    assert rep.missing() == []
+    grandchild_cid, grandchild = records.sign_delta(ATTACKER, GENESIS, [child_cid], 9, [["put", "y", 1]])
+    with pytest.raises(BadHeight):
+        rep.receive_untrusted(grandchild_cid, grandchild)
+    assert rep.statistics().rejected == 3
+
+
 def test_honest_forks_and_merges_keep_exact_heights() -> None:
     a, b = _replica(), _replica()
     c1, d1 = a.update([["put", "rule", "a1"]], HONEST)
