@@ -302,6 +302,11 @@ class MeshCore:
             self._on_linked_blocks(p, data, now)
         return self._end(out, now)
 
+    def presence_now(self) -> None:
+        """Make this node's presence due at the next tick (its inventory changed,
+        e.g. it began draining, and peers should hear so without waiting a period)."""
+        self._next_presence = 0.0
+
     def local_change(self, genesis: CID, now: float) -> list[Output]:
         """This node changed ``genesis``: announce it within ``announce_coalesce_s``."""
         out: list[Output] = []

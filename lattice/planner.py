@@ -160,7 +160,7 @@ class ClaimPlanner:
     def candidates(live: Mapping[str, Mapping[str, Any]], completed_by: Callable[[str, int], int], now_ms: int,
                    banned: Collection[str] = frozenset(), *, epoch_ms: int = EPOCH_MS,
                    fresh: Collection[str] | None = None) -> dict[str, Candidate]:
-        """The live runners (not banned) with their weights.
+        """The live runners (not banned, not draining) with their weights.
 
         A runner's weight is its announced ``slots`` capped by the
         completions the queue has seen from it
@@ -175,8 +175,8 @@ class ClaimPlanner:
         before = now_ms // epoch_ms * epoch_ms
         out: dict[str, Candidate] = {}
         for peer, inv in live.items():
-            if peer in banned:
-                continue
+            if peer in banned or inv.get("draining") is True:
+                continue  # a draining runner announced that it takes no more work
             slots = inv.get("slots")
             slots = slots if type(slots) is int and slots > 0 else 1
             out[peer] = Candidate(effective_capacity(slots, completed_by(peer, before)), inv,

@@ -177,6 +177,11 @@ class Mesh:
         """Peer ids (ours included when we run) that run tasks and were seen lately."""
         return self.live_peers("runner")
 
+    def presence_soon(self) -> None:
+        """Broadcast this node's presence at the next tick (its inventory changed)."""
+        self._locked(self.core.presence_now)
+        self._wake.set()
+
     def any_presence(self) -> bool:
         """Whether any peer's presence has arrived."""
         return self.core.peers.any_presence()
