@@ -25,6 +25,7 @@ Example ``config.toml`` (every key optional)::
     lease_s = 10.0
     task_timeout_s = 60.0
     warm = true
+    drain_deadline_s = 3.0
 
     [engines]
     trusted_publishers = []
@@ -187,6 +188,10 @@ class RunnerConfig:
             renews the attempts it has started, so a task may run longer).
         task_timeout_s: Wall-clock limit per attempt; default 60.0.
         warm: Keep engine processes alive between tasks; default true.
+        drain_deadline_s: On SIGTERM, how long running tasks may finish
+            before they are vacated (engines killed, leases released to
+            peers); default 3.0, at most 300.  The watchdog's
+            ``[node] shutdown_grace_s`` counts from the end of the drain.
     """
 
     slots: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -194,6 +199,7 @@ class RunnerConfig:
     lease_s: float = 10.0
     task_timeout_s: float = 60.0
     warm: bool = True
+    drain_deadline_s: float = 3.0
 
     def __post_init__(self) -> None:
         _int(self, "runner", "slots", minimum=1, maximum=4096)
@@ -201,6 +207,8 @@ class RunnerConfig:
         _positive_float(self, "runner", "lease_s")
         _positive_float(self, "runner", "task_timeout_s")
         _bool(self, "runner", "warm")
+        if _positive_float(self, "runner", "drain_deadline_s") > 300:
+            raise ConfigError(f"[runner] drain_deadline_s must be at most 300, got {self.drain_deadline_s}")
 
 
 @dataclass(frozen=True)
