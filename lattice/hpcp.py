@@ -54,6 +54,7 @@ from .cid import CID
 from .errors import BadInput, BadMessage, BadRecord, BlockNotFound
 from .fetcher import Ask, Fetcher, FetchOptions
 from .goho import BlockSource, Replica
+from .records import Delta
 from .signing import Signer, verify_signature
 
 #: Largest HPCP message the decoder accepts (bytes).
@@ -80,6 +81,14 @@ class SyncOptions:
         max_future_s: An announcement ``seq`` more than this far ahead of our
             clock is refused, so one forged message cannot freeze an author out
             (default 600).
+        snapshot_signers: Ed25519 public keys whose snapshots a fresh replica
+            may install, besides the syncer's own signer (default: none
+            other).  A snapshot replaces history with its signer's word, so
+            anyone else's is refused (``untrusted_snapshot``) and the replica
+            syncs from deltas.
+        snapshot_timeout_s: A snapshot whose root, parts and covered heads are
+            not all fetched within this is abandoned (``snapshot_timeout``)
+            and the replica syncs from deltas (default 30 s).
     """
 
     batch: int = 256
@@ -87,12 +96,17 @@ class SyncOptions:
     want_timeout_s: float = 5.0
     max_blocks_bytes: int = 4 * 1024 * 1024
     max_future_s: float = 600.0
+    snapshot_signers: frozenset[bytes] = frozenset()
+    snapshot_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.max_inflight < 1:
             raise ValueError("batch and max_inflight must be >= 1")
-        if self.want_timeout_s <= 0:
-            raise ValueError("want_timeout_s must be > 0")
+        if self.want_timeout_s <= 0 or self.snapshot_timeout_s <= 0:
+            raise ValueError("want_timeout_s and snapshot_timeout_s must be > 0")
+        if not isinstance(self.snapshot_signers, frozenset) or any(
+                type(k) is not bytes or len(k) != 32 for k in self.snapshot_signers):
+            raise ValueError("snapshot_signers must be a frozenset of 32-byte Ed25519 public keys")
 
 
 @dataclass(slots=True)
@@ -324,6 +338,10 @@ class Syncer:
         self._snap: CID | None = None  # snapshot being fetched
         self._snap_obj: records.Snapshot | None = None
         self._snap_parts: dict[CID, dict[str, Any] | None] = {}
+        self._snap_covers: dict[CID, Delta | None] = {}  # the heads it claims, verified
+        self._snap_deadline = 0.0
+        self._snap_peer: str | None = None  # who announced it
+        self._snap_refused: set[CID] = set()  # snapshots abandoned or refused: never again
         self._snap_blocks: set[CID] = set()  # snapshot blocks taken (not deltas, so not "known")
         self._deferred_heads: dict[CID, set[str]] = {}
         self.stats = SyncStatistics()
@@ -416,8 +434,11 @@ class Syncer:
         if not unknown:
             return []
         snap = msg["snap"]
-        if snap is not None and self.replica.version == 0 and self._snap is None and not self.replica.is_known(snap):
+        if (snap is not None and self.replica.version == 0 and self._snap is None
+                and snap not in self._snap_refused and not self.replica.is_known(snap)):
             self._snap = snap
+            self._snap_deadline = now + self.options.snapshot_timeout_s
+            self._snap_peer = peer
             self._want([snap], peer, now)
         if self._snap is not None:
             # Heads are fetched after the snapshot is installed: most of their
@@ -454,21 +475,52 @@ class Syncer:
         return self._plan(now)
 
     def _take_block(self, peer: str, cid: CID, data: bytes, now: float) -> None:
-        if cid == self._snap:
-            snap = records.snapshot_from_untrusted(cid, data)
-            if snap.genesis != self.replica.genesis:
-                raise BadRecord("snapshot of another object")
+        if cid == self._snap and self._snap_obj is None:
+            try:
+                snap = records.snapshot_from_untrusted(cid, data)
+                if snap.genesis != self.replica.genesis:
+                    raise BadRecord("snapshot of another object")
+            except BadInput:
+                self._drop_snapshot(now)
+                raise
+            if snap.author != self.signer.public and snap.author not in self.options.snapshot_signers:
+                # Checked before anything is stored: the poison never lands.
+                self._reject("untrusted_snapshot")
+                self._drop_snapshot(now)
+                return
             self.replica.store.put(cid, data)
             self._snap_obj = snap
             self._snap_blocks.add(cid)
             for part in snap.parts:
                 self._snap_parts[part] = None
-            self._want(list(snap.parts), peer, now)
+            for c in snap.covers:
+                self._snap_covers[c] = None
+            self._want(list(snap.parts) + list(snap.covers), peer, now)
             self._maybe_install(now)
             return
-        if cid in self._snap_parts:
-            self._snap_parts[cid] = records.part_from_untrusted(cid, data)
+        if cid in self._snap_parts and self._snap_parts[cid] is None:
+            try:
+                self._snap_parts[cid] = records.part_from_untrusted(cid, data)
+            except BadInput:
+                self._drop_snapshot(now)
+                raise
             self.replica.store.put(cid, data)
+            self._snap_blocks.add(cid)
+            self._maybe_install(now)
+            return
+        if cid in self._snap_covers and self._snap_covers[cid] is None:
+            # A head the snapshot claims: verified like any delta, stored, but
+            # not offered to the replica (its history is what the snapshot
+            # stands for).
+            try:
+                d = records.delta_from_untrusted(cid, data, verify=self.replica.options.verify_signatures)
+                if d.genesis != self.replica.genesis:
+                    raise BadRecord("covered head belongs to another object")
+            except BadInput:
+                self._drop_snapshot(now)
+                raise
+            self.replica.store.put(cid, data)
+            self._snap_covers[cid] = d
             self._snap_blocks.add(cid)
             self._maybe_install(now)
             return
@@ -478,11 +530,45 @@ class Syncer:
 
     def _maybe_install(self, now: float) -> None:
         snap = self._snap_obj
-        if snap is None or any(v is None for v in self._snap_parts.values()):
+        if (snap is None or any(v is None for v in self._snap_parts.values())
+                or any(v is None for v in self._snap_covers.values())):
             return
         parts = [self._snap_parts[c] for c in snap.parts]
-        self.replica.install_snapshot(snap, parts)  # type: ignore[arg-type]
-        self._snap, self._snap_obj, self._snap_parts = None, None, {}
+        try:
+            self.replica.install_snapshot(snap, parts, [self._snap_covers[c] for c in snap.covers])  # type: ignore[arg-type, misc]
+        except BadInput:
+            self._drop_snapshot(now)
+            raise
+        self._snap, self._snap_obj, self._snap_parts, self._snap_covers = None, None, {}, {}
+        self._release_deferred(now)
+
+    def _drop_snapshot(self, now: float) -> None:
+        # Give up on the snapshot for good and sync from deltas: its blocks
+        # are no longer wanted, and the heads deferred for it are.
+        if self._snap is None:
+            return
+        self._snap_refused.add(self._snap)
+        self.fetcher.abandon([c for c in [self._snap, *self._snap_parts, *self._snap_covers]
+                              if self.fetcher.is_wanted(c, owner=self._owner)])
+        self.fetcher.take_finished(owner=self._owner)
+        # Its covered heads are deltas like any other now: those verified
+        # are offered to the replica (their parents become wants), the rest
+        # are fetched as such.
+        self._snap_blocks.difference_update(self._snap_covers)
+        for c, d in self._snap_covers.items():
+            if d is None:
+                continue
+            try:
+                receipt = self.replica.receive_untrusted(c, self.replica.store.get(c))
+            except (BadInput, BlockNotFound):
+                continue
+            self.stats.deltas_applied += len(receipt.applied)
+            if self._snap_peer is not None:
+                self._want([p for p in receipt.missing if not self.replica.is_known(p)], self._snap_peer, now)
+        self._snap, self._snap_obj, self._snap_parts, self._snap_covers = None, None, {}, {}
+        self._release_deferred(now)
+
+    def _release_deferred(self, now: float) -> None:
         for h, provs in self._deferred_heads.items():
             for p in sorted(provs):
                 self._want([h], p, now)
@@ -503,6 +589,9 @@ class Syncer:
 
     def tick(self, now: float) -> list[Outgoing]:
         """Expire unanswered wants and plan new ones; call it periodically."""
+        if self._snap is not None and now >= self._snap_deadline:
+            self._reject("snapshot_timeout")
+            self._drop_snapshot(now)
         before = self.fetcher.statistics().timeouts
         asks = self.fetcher.tick(now, owner=self._owner)
         if self.fetcher.statistics().timeouts != before:

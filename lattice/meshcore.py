@@ -197,7 +197,8 @@ class MeshCore:
         if g in self.syncers:
             return out
         self.syncers[g] = hpcp.Syncer(replica, self.signer, hpcp.SyncOptions(
-            batch=self.options.prefetch_batch, want_timeout_s=self.options.want_timeout_s), fetcher=self.fetcher)
+            batch=self.options.prefetch_batch, want_timeout_s=self.options.want_timeout_s,
+            snapshot_signers=self.options.snapshot_signers), fetcher=self.fetcher)
         self._cursors[g] = replica.cursor()
         stashed = self._stash.pop(g, None)
         if self._started:

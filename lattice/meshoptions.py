@@ -38,6 +38,9 @@ class MeshCoreOptions:
             gossip and block requests are refused and counted.
         gossip_per_s: Per-peer gossip rate limit (token bucket, burst 2x).
         requests_per_s: Per-peer block-request rate limit (burst 2x).
+        snapshot_signers: Ed25519 public keys whose snapshots a fresh replica
+            installs besides this node's own (default none; see
+            :class:`lattice.hpcp.SyncOptions`).
     """
 
     announce_coalesce_s: float = 0.02
@@ -53,6 +56,7 @@ class MeshCoreOptions:
     allow_peers: frozenset[str] | None = None
     gossip_per_s: float = 500.0
     requests_per_s: float = 200.0
+    snapshot_signers: frozenset[bytes] = frozenset()
 
     def __post_init__(self) -> None:
         for name in ("announce_coalesce_s", "announce_interval_s", "presence_interval_s", "tick_s",
