@@ -329,6 +329,17 @@ class ResultsView:
         self.sync()
         return task in self._by_task
 
+    def ran(self, task: CID, runner: str) -> bool:
+        """Whether a valid result of ``runner`` for ``task`` is here (what a
+        verdict about that runner needs to count, see :mod:`lattice.trust`)."""
+        self.sync()
+        return any(r["runner"] == runner for r in self._by_task.get(task, ()))
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the results may have changed (the replica's version)."""
+        return self.replica.version
+
     def statistics(self) -> ResultsStatistics:
         self.sync()
         return ResultsStatistics(len(self._by_task), sum(map(len, self._by_task.values())), self._rejected,

@@ -6,8 +6,19 @@ output and which did not:
 [peer], by, at, pk, s}``, signed by the verifier that wrote it.  Verdicts live
 in a grow-only ``verdicts`` GOHO, so every peer ends up with the same set.
 
-From that set every peer derives the same scores (this module is a pure
-function of it; no clock, no local state):
+Who may judge (the verifier model; BOINC's validator is the anchor): a
+verdict counts only when its signer (``by``, the peer id of ``pk``) is one of
+``TrustOptions.verifiers``.  The daemon sets those to the mesh's ``[verify]
+keys``, or, where none are configured, to the node itself: each node then
+compares replicas itself and ignores third-party verdicts.  Others' verdicts
+stay in the grow-only set but are counted as ``ignored`` and change nothing.
+And a judgement of a runner counts only while that runner's result for the
+task is in the results object (``evidence``), so a verdict about a task the
+runner never ran (a made-up task) bans nobody and vouches for nobody; it is
+counted as ``unfounded`` until such a result arrives.
+
+From the counted verdicts every peer with the same verifiers derives the same
+scores (a pure function of the verdicts and results; no clock):
 
 * Several verifiers may judge one task, and a late runner's result is
   judged by a later verdict: for each ``(task, runner)`` the verdict with the
@@ -24,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import codec
 from .cid import CID
@@ -42,14 +53,45 @@ class TrustOptions:
     Attributes:
         trust_after: Consecutive valid results before a peer is trusted (5).
         ban_after: Invalid results before a peer is banned (2).
+        verifiers: Peer ids whose verdicts count (default: none, so nobody
+            is judged).  The daemon passes ``[verify] keys``, or its own peer
+            id where none are configured.
     """
 
     trust_after: int = 5
     ban_after: int = 2
+    verifiers: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.trust_after < 1 or self.ban_after < 1:
             raise ValueError("trust_after and ban_after must be >= 1")
+        if not isinstance(self.verifiers, frozenset) or not all(type(p) is str for p in self.verifiers):
+            raise ValueError("verifiers must be a frozenset of peer ids")
+
+
+class Evidence(Protocol):
+    """What the trust view needs of the results (``lattice.results.ResultsView``)."""
+
+    def ran(self, task: CID, runner: str) -> bool:
+        """Whether ``runner``'s result for ``task`` is in the results object."""
+        ...
+
+    @property
+    def version(self) -> int:
+        """Changes whenever ``ran`` may answer differently."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrustStatistics:
+    """Verdicts seen: ``forged`` (malformed or badly signed), ``ignored`` (not
+    by a verifier), ``unfounded`` (judgements of a runner with no result for
+    the task, at the last computation)."""
+
+    counted: int
+    forged: int
+    ignored: int
+    unfounded: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +143,21 @@ def verify_verdict(rec: Any) -> bool:
 class TrustView:
     """Scores and bans over a verdicts replica (recomputed when it changes)."""
 
-    def __init__(self, replica: Replica, options: TrustOptions | None = None,
-                 accept_verifier: Any = None) -> None:
+    def __init__(self, replica: Replica, options: TrustOptions | None = None, *,
+                 evidence: Evidence | None = None) -> None:
         self.replica = replica
         self.options = options or TrustOptions()
-        self._accept_verifier = accept_verifier  # callable(peer) -> bool, e.g. "not banned"
+        # Without evidence (tools, tests of the order rules) every judgement
+        # by a verifier counts; the daemon always passes its results view.
+        self._evidence = evidence
+        self._counted = 0
+        self._ignored = 0
+        self._unfounded = 0
         self._by_task: dict[CID, tuple[tuple[int, str, bytes], dict[str, Any]]] = {}
         # (task, runner) -> (order, engine, valid?) from the earliest verdict naming the runner
         self._judged: dict[tuple[CID, str], tuple[tuple[int, str, bytes], Any, bool]] = {}
         self._rejected = 0
-        self._cache_version = -1
+        self._cache_version: Any = None
         self._scores: dict[str, dict[Any, Score]] = {}
         self._banned: frozenset[str] = frozenset()
         self._cursor = replica.cursor()  # reads pull later changes; nothing is registered
@@ -130,9 +177,13 @@ class TrustView:
 
     def _on_add(self, enc: bytes) -> None:
         rec = decode_value(enc)
+        if type(rec) is dict and type(rec.get("by")) is str and rec["by"] not in self.options.verifiers:
+            self._ignored += 1  # not a verifier: not even worth a signature check
+            return
         if not verify_verdict(rec):
             self._rejected += 1
             return
+        self._counted += 1
         order = (rec["at"], rec["by"], codec.cid_of(rec).raw)
         cur = self._by_task.get(rec["task"])
         if cur is None or order < cur[0]:
@@ -142,14 +193,20 @@ class TrustView:
             prev = self._judged.get(key)
             if prev is None or order < prev[0]:
                 self._judged[key] = (order, rec.get("engine"), ok)
-        self._cache_version = -1
+        self._cache_version = None
 
     def _compute(self) -> None:
         self.sync()
-        if self._cache_version == self.replica.version:
+        ev = self._evidence
+        version = (self.replica.version, ev.version if ev is not None else 0)
+        if self._cache_version == version:
             return
         counts: dict[str, dict[Any, list[int]]] = {}
+        unfounded = 0
         for (task, peer), (order, engine, ok) in sorted(self._judged.items(), key=lambda x: (x[1][0][0], x[0][0].raw)):
+            if ev is not None and not ev.ran(task, peer):
+                unfounded += 1
+                continue
             c = counts.setdefault(peer, {}).setdefault(engine, [0, 0, 0])
             if ok:
                 c[0] += 1
@@ -161,7 +218,8 @@ class TrustView:
         self._banned = frozenset(
             p for p, per in self._scores.items() if sum(s.invalid for s in per.values()) >= self.options.ban_after
         )
-        self._cache_version = self.replica.version
+        self._unfounded = unfounded
+        self._cache_version = version
 
     def banned(self, peer: str) -> bool:
         self._compute()
@@ -198,5 +256,10 @@ class TrustView:
 
     @property
     def rejected(self) -> int:
+        """Forged verdicts (malformed or badly signed) from verifiers."""
         self.sync()
         return self._rejected
+
+    def statistics(self) -> TrustStatistics:
+        self._compute()
+        return TrustStatistics(self._counted, self._rejected, self._ignored, self._unfounded)

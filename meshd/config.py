@@ -383,6 +383,9 @@ class Config:
         return out
 
 
+_BASE58 = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+
+
 @dataclass(frozen=True)
 class VerifyConfig:
     """``[verify]``: replicated runs, trust and bans (the Verifier).
@@ -398,18 +401,27 @@ class VerifyConfig:
             trusted peer (BOINC-style spot checks); default 10.
         max_extra_replicas: Replicas added when results disagree, before the
             task fails for lack of a quorum; default 3.
+        keys: Peer ids of the mesh's verifiers: only their verdicts count
+            (they ban, trust and complete replicated tasks).  Default none:
+            each node counts only its own verdicts, so it bans and trusts
+            only from replicas it compared itself (with the verifier role).
     """
 
     trust_after: int = 5
     ban_after: int = 2
     spot_check: int = 10
     max_extra_replicas: int = 3
+    keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _int(self, "verify", "trust_after", minimum=1, maximum=10_000)
         _int(self, "verify", "ban_after", minimum=1, maximum=10_000)
         _int(self, "verify", "spot_check", minimum=1, maximum=1_000_000)
         _int(self, "verify", "max_extra_replicas", minimum=0, maximum=16)
+        for pid in _str_tuple(self, "verify", "keys"):
+            # Verdicts are signed with Ed25519 node keys, whose peer ids are "12D3KooW" + 44 base58.
+            if len(pid) != 52 or not pid.startswith("12D3KooW") or not set(pid) <= _BASE58:
+                raise ConfigError(f"[verify] keys: {pid!r} is not an Ed25519 libp2p peer id")
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,11 @@ class Node:
         self.engines_obj = objects.follow(ENGINES, mesh)
         self.verdicts_obj = objects.follow(VERDICTS, mesh)
         vc = config.verify
-        self.trust = TrustView(self.verdicts_obj.replica, TrustOptions(trust_after=vc.trust_after, ban_after=vc.ban_after))
         self.results_view = results.ResultsView(self.results_obj.replica, own_key=objects.signer.public)
+        # The verifier model (lattice.trust): the mesh's verifier keys, or this node alone.
+        self.trust = TrustView(self.verdicts_obj.replica, TrustOptions(
+            trust_after=vc.trust_after, ban_after=vc.ban_after,
+            verifiers=frozenset(vc.keys or (peer_id,))), evidence=self.results_view)
         self.policy = ReplicationPolicy(self, self.trust, vc)  # [verify], validated once by the config
         self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted,
                                      clock=now_ms)
@@ -545,8 +548,13 @@ class Node:
         rs = self.results_view.statistics().rejected
         if rs:
             out["forged_results"] = rs
-        if self.trust.rejected:
-            out["forged_verdicts"] = self.trust.rejected
+        ts = self.trust.statistics()
+        if ts.forged:
+            out["forged_verdicts"] = ts.forged
+        if ts.ignored:
+            out["untrusted_verdicts"] = ts.ignored  # signed by someone who is not a verifier
+        if ts.unfounded:
+            out["unfounded_verdicts"] = ts.unfounded  # about a runner with no result for the task
         for kind, n in self.quarantine.statistics().by_kind.items():
             out[kind] = out.get(kind, 0) + n
         if self.counters.get("role_item_errors"):

@@ -164,6 +164,7 @@ async def test_the_verifier_reads_results_through_a_cursor_it_closes(tmp_path: P
     from types import SimpleNamespace
 
     from meshd.roles.verifier import Verifier
+    from lattice.trust import TrustOptions
 
     host = make_host(tmp_path)
     results = host.follow("results", "m")
@@ -174,7 +175,8 @@ async def test_the_verifier_reads_results_through_a_cursor_it_closes(tmp_path: P
 
     node = SimpleNamespace(
         peer_id="peer-v", mesh=None, results_obj=results, queue_obj=queue_obj, wait_changed=wait_changed,
-        queue=SimpleNamespace(open_replicated=lambda: []), trust=SimpleNamespace(verdict=lambda t: None))
+        queue=SimpleNamespace(open_replicated=lambda: []), trust=SimpleNamespace(
+            verdict=lambda t: None, options=TrustOptions(verifiers=frozenset({"peer-v", "peer-w"}))))
     verifier = Verifier(node, debounce_s=0.01)
     task = codec.encode_block({"task": "late"})[0]
     async with trio.open_nursery() as nursery:

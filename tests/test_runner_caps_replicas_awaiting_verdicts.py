@@ -27,6 +27,7 @@ from lattice.signing import Signer, peer_id_of
 from lattice.trust import verdict_op, verdict_record
 
 SLOTS = 2
+VERIFIER = Signer.from_seed(b"\x44" * 32)  # the mesh's verifier ([verify] keys)
 OTHER = "peer-other"
 
 
@@ -54,7 +55,7 @@ def _node(tmp_path: Path) -> Any:
     objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / "heads.db"), signer,
                          CommitOptions(io_in_threads=False))
     config = SimpleNamespace(node=SimpleNamespace(mesh="cap-mesh", labels=(), name="n", roles=("runner",)),
-                             verify=VerifyConfig())
+                             verify=VerifyConfig(keys=(peer_id_of(VERIFIER.public),)))
     return Node(objects=objects, peer_id=peer_id_of(signer.public), identity_seed=seed, config=config)
 
 
@@ -100,7 +101,7 @@ async def test_runner_stops_at_twice_its_slots_of_unjudged_replicas_of_started_t
         assert len(ran) == 2 * SLOTS, f"ran {len(ran)} replicas with no verdict in sight"
 
         # A verdict on two of them makes room for two more, and no more.
-        signer = Signer.from_seed(b"\x44" * 32)
+        signer = VERIFIER
         verdicts = [verdict_op(verdict_record(signer, t, None, codec.cid_of({"x": 1}), [node.peer_id], [],
                                                peer_id_of(signer.public), 5))
                     for t in ran[:2]]

@@ -34,9 +34,12 @@ LIAR = textwrap.dedent('''\
 ROLES = ("manager", "runner", "verifier")
 
 
-def _config(d: Daemon, interpreter: Path | None = None) -> None:
+def _config(d: Daemon, verifiers: list[str], interpreter: Path | None = None) -> None:
     cfg = d.home / "config.toml"
     text = re.sub(r"slots = \d+", "slots = 2", cfg.read_text())
+    # The mesh's verifiers: only their verdicts count, on every node (the liar's included).
+    text, n = re.subn(r"(\[verify\][^\[]*?)keys = \[\]", lambda m: m.group(1) + "keys = " + json.dumps(verifiers), text)
+    assert n == 1
     if interpreter is not None:
         text = text.replace("[engines.interpreters]\n", f'[engines.interpreters]\npython3 = "{interpreter}"\n')
         assert str(interpreter) in text
@@ -74,13 +77,13 @@ def test_dishonest_node_is_detected_banned_and_outvoted(daemon_factory, tmp_path
     liar.chmod(0o755)
 
     a = daemon_factory("a", roles=ROLES)
-    _config(a)
-    a.start()
     honest = [daemon_factory(f"h{i}", roles=ROLES, bootstrap=[a.multiaddr], trust=[a.public_hex]) for i in range(3)]
     bad = daemon_factory("bad", roles=("runner",), bootstrap=[a.multiaddr], trust=[a.public_hex])
-    for d in honest:
-        _config(d)
-    _config(bad, liar)
+    verifiers = [d.peer_id for d in (a, *honest)]
+    for d in (a, *honest):
+        _config(d, verifiers)
+    _config(bad, verifiers, liar)
+    a.start()
     for d in [*honest, bad]:
         d.start()
     nodes = [a, *honest, bad]

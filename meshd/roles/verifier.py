@@ -10,6 +10,14 @@ trust computation keeps the earliest verdict per task, so duplicates are
 harmless.  When ``replicas + max_extra_replicas`` results exist and still no
 quorum, the task fails ("no quorum").
 
+Who judges (the verifier model, :mod:`lattice.trust`): only verdicts by
+the mesh's ``[verify] keys`` count, so a node whose key is not one of them
+writes no verdicts and completes nothing.  With no keys configured, each
+node counts only its own verdicts: every verifier then writes its own
+verdict on each replicated task as soon as a quorum agrees (and on tasks
+another verifier completed, as their results arrive), while completing the
+task is still left to the claim planner's preferred verifier.
+
 Cancellation between the verdict and the completion leaves a verdict
 without a completion; the next pass (here or on any other verifier) writes
 the completion — the verdict is idempotent.
@@ -156,6 +164,8 @@ class Verifier:
         for task in late:
             verdict = node.trust.verdict(task)
             if verdict is None:
+                if self._alone():
+                    await self._judge_own(task, me, now)
                 continue
             fresh = [r for r in node.policy.results_of(task) if not node.trust.judged(task, r["runner"])]
             if not fresh:
@@ -173,10 +183,32 @@ class Verifier:
             if invalid:
                 log.info("invalid_results", task=str(task), runners=",".join(invalid), late=True)
 
+    def _alone(self) -> bool:
+        """No verifier keys configured: this node counts only its own verdicts."""
+        return self.node.trust.options.verifiers == frozenset({self.node.peer_id})
+
+    async def _judge_own(self, task: CID, me: str, now: int) -> None:
+        """Write this node's verdict on ``task`` (done or not) once a quorum agrees."""
+        node = self.node
+        info = node.queue.info(task)
+        if info is None or info.replication is None:
+            return
+        recs = node.policy.results_of(task)
+        if not recs:
+            return
+        _, q = node.policy.base(task, info)
+        engine = node.policy.engine_of(task)
+        groups = group_outputs(recs, node.output_value, self._comparator(engine))
+        if len(groups[0]) >= q:
+            await self._write_verdict(task, engine, groups[0], [r for g in groups[1:] for r in g], me, now)
+
     async def check(self) -> None:
         node = self.node
         self.stats["passes"] += 1
         me, now = node.peer_id, now_ms()
+        if me not in node.trust.options.verifiers:
+            self.stats["not_a_verifier"] = self.stats.get("not_a_verifier", 0) + 1
+            return  # our verdicts would count nowhere: [verify] keys names others
         try:
             await self._judge_late(me, now)
         except StoreError as exc:
@@ -204,6 +236,9 @@ class Verifier:
             return
         k, q = node.policy.base(task, info)
         engine = node.policy.engine_of(task)
+        if self._alone():
+            # Our own verdict is the only one we count: write it now, whoever completes.
+            await self._judge_own(task, me, now)
         if not self._my_turn(task):
             return
         groups = group_outputs(recs, node.output_value, self._comparator(engine))
@@ -218,17 +253,7 @@ class Verifier:
     async def _accept(self, task: CID, engine: CID | None, valid: list[dict[str, Any]],
                       invalid: list[dict[str, Any]], me: str, now: int) -> None:
         node = self.node
-        canonical = min(valid, key=lambda r: (r["at"], r["runner"]))
-        unjudged = [r for r in valid + invalid if not node.trust.judged(task, r["runner"])]
-        if unjudged:
-            valid = [r for r in valid if r in unjudged]
-            invalid = [r for r in invalid if r in unjudged]
-            rec = verdict_record(node.objects.signer, task, engine, canonical["output"],
-                                 [r["runner"] for r in valid], [r["runner"] for r in invalid], me, now)
-            await node.objects.commit(node.verdicts_obj, [verdict_op(rec)])
-            self.stats["verdicts"] += 1
-            if invalid:
-                log.info("invalid_results", task=str(task), runners=",".join(r["runner"] for r in invalid))
+        canonical = await self._write_verdict(task, engine, valid, invalid, me, now)
         rcid = codec.cid_of(canonical)
         try:
             body = node.task_record(task)
@@ -244,6 +269,24 @@ class Verifier:
                 output = node.output_value(canonical["output"])
             await write_destination(node, dest, output)
         await node.objects.commit(node.queue_obj, [queue.complete_op(task, me, now, rcid)])
+
+
+    async def _write_verdict(self, task: CID, engine: CID | None, valid: list[dict[str, Any]],
+                             invalid: list[dict[str, Any]], me: str, now: int) -> dict[str, Any]:
+        """Judge the runners no counted verdict judged yet; return the canonical result."""
+        node = self.node
+        canonical = min(valid, key=lambda r: (r["at"], r["runner"]))
+        unjudged = [r for r in valid + invalid if not node.trust.judged(task, r["runner"])]
+        if unjudged:
+            valid = [r for r in valid if r in unjudged]
+            invalid = [r for r in invalid if r in unjudged]
+            rec = verdict_record(node.objects.signer, task, engine, canonical["output"],
+                                 [r["runner"] for r in valid], [r["runner"] for r in invalid], me, now)
+            await node.objects.commit(node.verdicts_obj, [verdict_op(rec)])
+            self.stats["verdicts"] += 1
+            if invalid:
+                log.info("invalid_results", task=str(task), runners=",".join(r["runner"] for r in invalid))
+        return canonical
 
 
 def create(ctx: RoleContext) -> Verifier:
