@@ -2,11 +2,14 @@
 
 ``await host.run(engine_cid, task_input)``:
 
-1. loads the manifest from the block store (:class:`EngineMissing` listing
+1. checks authorization (:mod:`engines.auth`) first, on the allow-list and
+   the signature blocks already in the store; signature CIDs not in the
+   store are ignored, never waited for (anyone can add a bogus one to the
+   registry).  A refusal is ``Outcome(ok=False, error="not authorized:
+   ...")``: nothing is fetched and nothing runs;
+2. loads the manifest from the block store (:class:`EngineMissing` listing
    the absent CIDs when the manifest or any file block is missing, so the
    daemon can fetch them from peers and retry);
-2. checks authorization (:mod:`engines.auth`); a refusal is
-   ``Outcome(ok=False, error="not authorized: ...")`` and nothing runs;
 3. materializes the engine's files into the cache directory, keyed by file
    CID, verified chunk by chunk on the way in and re-used afterwards;
 4. runs it cold (:class:`NativeRunner`) or warm (a :class:`WarmPool` per
@@ -295,6 +298,21 @@ class EngineHost:
             raise RuntimeError("EngineHost.run needs EngineHost.serve to be running")
         check_timeout(timeout_s)
         self._runs += n
+        if engine_cid not in self._authorized:
+            # Authorization first: a refused engine costs no fetch of its
+            # manifest or files, and signature blocks that are not here are
+            # ignored (one that nobody serves must not stall every attempt).
+            sigs, missing = self._signatures(signatures)
+            try:
+                authorize(engine_cid, sigs, self.policy)
+            except EngineNotAuthorized as exc:
+                self._refused += n
+                note = f"; {len(missing)} signature block(s) not in the store, ignored" if missing else ""
+                return Outcome(ok=False, error=f"not authorized: {exc}{note}")
+            # The policy is fixed for the host's life and a valid signature
+            # stays valid, so a granted authorization is cached; refusals are
+            # not (a trusted signature may arrive later).
+            self._authorized.add(engine_cid)
         manifest = self._manifests.get(engine_cid)
         if manifest is None:
             try:
@@ -305,24 +323,6 @@ class EngineHost:
             if len(self._manifests) >= _MANIFEST_CACHE:
                 self._manifests.pop(next(iter(self._manifests)))
             self._manifests[engine_cid] = manifest
-        if engine_cid not in self._authorized:
-            sigs, missing = self._signatures(signatures)
-            try:
-                # Decide on the signatures at hand first: one trusted local
-                # signature (or the allow-list) is enough, so a signature
-                # block that is slow to arrive, or that nobody serves, never
-                # holds up an engine that is already authorized.
-                authorize(engine_cid, sigs, self.policy)
-            except EngineNotAuthorized as exc:
-                if missing:  # the trusted signature may be one of these: fetch, then try again
-                    raise EngineMissing(f"{len(missing)} signature block(s) are not in the local store",
-                                        missing) from None
-                self._refused += n
-                return Outcome(ok=False, error=f"not authorized: {exc}")
-            # The policy is fixed for the host's life and a valid signature
-            # stays valid, so a granted authorization is cached; refusals are
-            # not (a trusted signature may arrive later).
-            self._authorized.add(engine_cid)
         return manifest, self._clamp(manifest.resources, timeout_s)
 
     def _signatures(self, items: Iterable[EngineSignature | CID]) -> tuple[list[EngineSignature], list[CID]]:

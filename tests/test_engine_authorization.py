@@ -113,7 +113,7 @@ async def test_allow_listed_engine_runs(engine_file, tmp_path):
         nursery.cancel_scope.cancel()
 
 
-async def test_missing_manifest_chunks_or_signatures_raise_engine_missing(tmp_path):
+async def test_missing_manifest_or_chunks_raise_engine_missing(tmp_path):
     big = tmp_path / "big.py"
     big.write_text(MARKER_ENGINE + "#" + "x" * 600_000 + "\n")  # > one 256 KiB chunk
     store = MemoryBlockStore()
@@ -122,8 +122,9 @@ async def test_missing_manifest_chunks_or_signatures_raise_engine_missing(tmp_pa
     async with trio.open_nursery() as nursery:
         host = await start_host(nursery, store, policy())
         absent = CID.for_block(DAG_CBOR, b"absent")
+        allowed = await start_host(nursery, store, AuthPolicy(allow_cids=frozenset({absent})))
         with pytest.raises(EngineMissing) as info:
-            await host.run(absent, {})
+            await allowed.run(absent, {})
         assert info.value.missing == [absent]
 
         chunks = [c for c in store.cids() if c.codec == 0x55]
@@ -133,11 +134,11 @@ async def test_missing_manifest_chunks_or_signatures_raise_engine_missing(tmp_pa
         assert info.value.missing == [chunks[-1]]
 
         store.delete(sig_cid)
-        # A host caches granted authorizations, so ask a fresh one.
+        # A host caches granted authorizations, so ask a fresh one: a missing
+        # signature block is ignored (see test_engine_authorization_comes_before_any_fetch).
         fresh = await start_host(nursery, store, policy())
-        with pytest.raises(EngineMissing) as info:
-            await fresh.run(cid, {}, signatures=[sig_cid])
-        assert info.value.missing == [sig_cid]
+        outcome = await fresh.run(cid, {}, signatures=[sig_cid])
+        assert not outcome.ok and outcome.error.startswith("not authorized")
         nursery.cancel_scope.cancel()
 
 
@@ -145,8 +146,7 @@ async def test_missing_manifest_chunks_or_signatures_raise_engine_missing(tmp_pa
 async def test_a_signature_block_nobody_has_does_not_hold_up_an_authorized_engine(engine_file, tmp_path):
     # The registry may name signature blocks this node lacks (another
     # publisher's, or a bogus CID): one trusted local signature, or the
-    # allow-list, is enough; the missing ones are asked for only when the
-    # local ones do not authorize.
+    # allow-list, is enough; the missing ones are ignored.
     store = MemoryBlockStore()
     cid = publish_native(store, engine_file, "marker", interpreter="python3")
     sig_cid = publish_signature(store, cid, PUBLISHER)
@@ -159,7 +159,6 @@ async def test_a_signature_block_nobody_has_does_not_hold_up_an_authorized_engin
         outcome = await allowed.run(cid, {"marker": str(tmp_path / "m2")}, signatures=[nobody_has])
         assert outcome.ok, outcome
         untrusted = await start_host(nursery, store, AuthPolicy())
-        with pytest.raises(EngineMissing) as info:  # not authorized by what is here: fetch the rest
-            await untrusted.run(cid, {}, signatures=[sig_cid, nobody_has])
-        assert info.value.missing == [nobody_has]
+        outcome = await untrusted.run(cid, {}, signatures=[sig_cid, nobody_has])  # refused at once
+        assert not outcome.ok and outcome.error.startswith("not authorized")
         nursery.cancel_scope.cancel()
