@@ -61,11 +61,16 @@ class ReplicaOptions:
             cannot grow our memory without bound.
         accept_author: Membership hook: called with a delta author's public
             key, returns False to refuse the delta (default: accept everyone).
+        check_delta: The object's writing rules: called with every received
+            delta before it is stored, raises ``BadRecord`` to refuse it
+            (e.g. ``lattice.queue.check_delta``; default: none).  It must
+            read only the delta, so every peer refuses the same deltas.
     """
 
     verify_signatures: bool = True
     max_pending: int = 1_000_000
     accept_author: Callable[[bytes], bool] | None = None
+    check_delta: Callable[[Delta], None] | None = None
 
     def __post_init__(self) -> None:
         if self.max_pending < 1:
@@ -351,6 +356,8 @@ class Replica:
         accept = self.options.accept_author
         if accept is not None and not accept(delta.author):
             raise BadRecord("delta author is not a member of this mesh")
+        if self.options.check_delta is not None:
+            self.options.check_delta(delta)  # the object's own writing rules (raises BadRecord)
         if len(self._pending) >= self.options.max_pending:
             raise BadRecord("too many pending deltas")
 

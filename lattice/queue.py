@@ -9,6 +9,22 @@ The queue GOHO holds four grow-only sets:
 * ``completed``: completion records ``{task, by, at, result}`` (Complete);
 * ``failed``: failed-attempt records ``{task, by, at, n, error, final}``.
 
+**Who may write what** (enforced when a peer's delta is admitted, see
+:func:`check_delta`, and when a record is read, see :class:`QueueView`):
+
+* every ``assigned``, ``completed`` and ``failed`` record names its writer in
+  ``by``, which must be the peer id of the delta's author: nobody writes in
+  another peer's name;
+* a lease lasts at most :data:`MAX_LEASE_MS` from its claim, a renewal (which
+  carries ``r``, when it was made) at most :data:`MAX_RENEWAL_MS` from ``r``;
+  a reader also counts a lease as ending at most that long after it heard it,
+  so a record dated in the future cannot hold a task longer;
+* a plain task's completion or failure counts only from a peer that claimed
+  it (``failed`` names the attempt ``n``, which must be one of the writer's);
+  a replicated task is completed or failed by a peer that did not claim it
+  (the Verifier) only once enough replicas are done: ``quorum`` of them, one
+  of whose results the completion names, or ``replicas`` for a failure.
+
 Times are integer milliseconds of the writer's clock.  Nothing is ever
 removed; a task's state is a function of the four sets and the reader's
 clock, so every replica with the same sets computes the same answer:
@@ -41,7 +57,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cid import CID
+from .errors import BadRecord
 from .goho import Replica
+from .signing import peer_id_of
 from .state import decode_value
 
 AVAILABLE = "available"
@@ -56,6 +74,48 @@ _COMPLETIONS_KEPT = 1024
 _MAX_SETTLE_MS = 60_000
 #: Longest error text kept in a failure record.
 MAX_ERROR = 2000
+#: Longest lease a claim may ask for (ms): a claim with ``until - at`` above it
+#: is refused with its whole delta.  A runner's ``lease_s`` is at most this.
+MAX_LEASE_MS = 600_000
+#: Longest lease a renewal may ask for, from when it was made (``r``): a
+#: started attempt's renewals grow to 8 leases (``meshd.roles.runner``).
+MAX_RENEWAL_MS = 8 * MAX_LEASE_MS
+_WRITTEN_BY = (ASSIGNED, COMPLETED, FAILED)
+
+
+def check_delta(delta: Any) -> None:
+    """Refuse a peer's queue delta that breaks the writing rules (module doc).
+
+    Called on every received delta of a queue object before it is stored
+    (``lattice.goho.ReplicaOptions.check_delta``).  The checks read only the
+    delta, so every peer refuses the same deltas; an honest node never
+    writes one, so no honest delta descends from a refused one.  Records of
+    the wrong shape are left to the view, which ignores them.
+
+    Raises:
+        BadRecord: a record names another writer than the author, or asks
+            for a longer lease than the caps.
+    """
+    author = None
+    for op, key, value in delta.ops:
+        if key not in _WRITTEN_BY or type(value) is not dict:
+            continue
+        by = value.get("by")
+        if type(by) is not str:
+            continue
+        if author is None:
+            author = peer_id_of(delta.author)
+        if by != author:
+            raise BadRecord(f"queue record in {key} names {by[:60]!r}, not its delta's author")
+        if key == ASSIGNED:
+            at, until, r = value.get("at"), value.get("until"), value.get("r")
+            if type(at) is not int or type(until) is not int:
+                continue
+            if r is None:
+                if until - at > MAX_LEASE_MS:
+                    raise BadRecord(f"lease of {until - at} ms is longer than {MAX_LEASE_MS} ms")
+            elif type(r) is not int or r < at or until - r > MAX_RENEWAL_MS:
+                raise BadRecord("renewal is older than its claim or longer than the renewal cap")
 
 
 def enqueue_ops(tasks: list[CID]) -> list[list[Any]]:
@@ -79,14 +139,16 @@ def assign_op(task: CID, by: str, at_ms: int, lease_ms: int, attempt: int, *, se
     return ["add", ASSIGNED, rec]
 
 
-def renew_op(lease: "Assignment", until_ms: int) -> list[Any]:
-    """Renew a lease: the same attempt ``(task, by, at, n)`` with a later ``until``.
+def renew_op(lease: "Assignment", until_ms: int, now_ms: int) -> list[Any]:
+    """Renew a lease at ``now_ms``: the same attempt ``(task, by, at, n)`` with a later ``until``.
 
     The view merges records of one attempt (earliest ``at``, latest
     ``until``), so a task may run for hours on short leases, and a renewal
-    changes no winner: the attempt's key ``(at, by, n)`` is the same.
+    changes no winner: the attempt's key ``(at, by, n)`` is the same.  The
+    record carries ``r = now_ms``: a renewal asks for at most
+    :data:`MAX_RENEWAL_MS` from when it was made.
     """
-    rec = {"task": lease.task, "by": lease.by, "at": lease.at, "until": until_ms, "n": lease.n}
+    rec = {"task": lease.task, "by": lease.by, "at": lease.at, "until": until_ms, "n": lease.n, "r": now_ms}
     if lease.settle:
         rec["settle"] = lease.settle
     return ["add", ASSIGNED, rec]
@@ -146,6 +208,10 @@ class TaskInfo:
     replication: tuple[int, int] | None = None  # (replicas, quorum) for verified tasks
     replica_done: dict[str, dict[str, Any]] = field(default_factory=dict)  # runner -> its replica completion
     rejected: bool = False  # its body failed validation here: never offered by Next
+    #: Completion and failure records not (yet) allowed by the writing rules
+    #: (module doc), as ``(key, encoding)``: read again when the task gains
+    #: an assignment, a replica or its replication record.
+    held: list[tuple[str, bytes]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -222,7 +288,8 @@ class QueueView:
         # Reads pull what was applied after this point (see sync()); the
         # view registers nothing with the replica.
         self._cursor = replica.cursor()
-        self._arrived: int | None = None
+        # What was in the replica when the view was built arrived now.
+        self._arrived: int | None = clock() if clock is not None else None
         state = replica.state
         for key in (REPLICAS, AVAILABLE, ASSIGNED, COMPLETED, FAILED):
             for enc in list(state.encoded_members(key)):
@@ -257,6 +324,8 @@ class QueueView:
             info = self._info(rec["task"])
             cur = info.replication or (0, 0)
             info.replication = (max(cur[0], rec["k"]), max(cur[1], rec["q"]))
+            if info.held:
+                self._retry_held(info)
             self._ready.pop(rec["task"], None)
             if info.available and not info.done:
                 self._open_rep[rec["task"]] = None
@@ -279,7 +348,14 @@ class QueueView:
                 return
             settle = rec.get("settle", 0)
             settle = settle if type(settle) is int and 0 <= settle <= _MAX_SETTLE_MS else 0
-            a = Assignment(rec["task"], rec["by"], rec["at"], rec["until"], rec["n"], settle)
+            until = rec["until"]
+            if self._arrived is not None:
+                # A lease ends at most its length after we heard it, so a
+                # record dated ahead of our clock holds no longer.
+                r = rec.get("r")
+                start = r if type(r) is int and r > rec["at"] else rec["at"]
+                until = min(until, self._arrived + max(0, until - start))
+            a = Assignment(rec["task"], rec["by"], rec["at"], until, rec["n"], settle)
             info = self._info(a.task)
             for i, old in enumerate(info.assignments):
                 if old.by == a.by and old.n == a.n:  # a renewal: one attempt, one lease
@@ -294,11 +370,16 @@ class QueueView:
             if not info.done:
                 self._leased.add(a.task)
             heapq.heappush(self._leases, (a.until, a.task.raw))
+            if info.held:
+                self._retry_held(info)
         elif key == COMPLETED:
             rec = decode_value(enc)
             if not _valid_record(rec, _COMPLETE_FIELDS):
                 return
             info = self._info(rec["task"])
+            if not self._may_conclude(info, rec, replica=rec.get("replica") is True):
+                info.held.append((key, enc))
+                return
             if heard:
                 self.heard.append((rec["by"], rec["at"], self._arrived))
             times = self._completed_at.setdefault(rec["by"], [])
@@ -306,7 +387,10 @@ class QueueView:
                 bisect.insort(times, rec["at"])
                 del times[_COMPLETIONS_KEPT:]
             if rec.get("replica") is True:
-                info.replica_done.setdefault(rec["by"], rec)
+                if rec["by"] not in info.replica_done:
+                    info.replica_done[rec["by"]] = rec
+                    if info.held:
+                        self._retry_held(info)
                 return
             self._open_rep.pop(rec["task"], None)
             was_done = info.done
@@ -322,6 +406,9 @@ class QueueView:
             if not _valid_record(rec, _FAIL_FIELDS):
                 return
             info = self._info(rec["task"])
+            if not self._may_conclude(info, rec, replica=False):
+                info.held.append((key, enc))
+                return
             was_done = info.done
             info.failures.append(rec)
             if not was_done and info.done:
@@ -335,6 +422,34 @@ class QueueView:
                 # The failed attempt voids its lease: the task is ready again
                 # (re-checked against other live leases in next()).
                 self._ready[rec["task"]] = None
+
+    def _may_conclude(self, info: TaskInfo, rec: dict[str, Any], *, replica: bool) -> bool:
+        """Whether ``rec`` (a completion or failure) is allowed by the writing rules.
+
+        Its writer claimed the task (for a failure, the attempt it names);
+        or, for a replicated task, enough replicas are done: a completion
+        names one of their results and ``quorum`` are done, a failure needs
+        ``replicas`` done.  A pure function of the sets (not of the reader's
+        clock or bans), so every replica counts the same records.
+        """
+        by = rec["by"]
+        if "error" in rec:  # a failure names its attempt
+            if any(a.by == by and a.n == rec["n"] for a in info.assignments):
+                return True
+        elif any(a.by == by for a in info.assignments):
+            return True
+        if replica or info.replication is None:
+            return False
+        k, q = info.replication
+        done = info.replica_done
+        if "error" in rec:
+            return len(done) >= k
+        return len(done) >= q and any(d["result"] == rec["result"] for d in done.values())
+
+    def _retry_held(self, info: TaskInfo) -> None:
+        held, info.held = info.held, []
+        for key, enc in held:
+            self._on_add(key, enc)
 
     # -- reads ---------------------------------------------------------------------
 

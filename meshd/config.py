@@ -184,8 +184,9 @@ class RunnerConfig:
     Attributes:
         slots: Tasks run at once; default the CPU count.
         max_attempts: Attempts before a task is marked failed; default 3.
-        lease_s: Seconds a claim lasts without renewal; default 10.0 (the runner
-            renews the attempts it has started, so a task may run longer).
+        lease_s: Seconds a claim lasts without renewal; default 10.0, at
+            most 600 (peers refuse longer claims; the runner renews the
+            attempts it has started, so a task may run longer).
         task_timeout_s: Wall-clock limit per attempt; default 60.0.
         warm: Keep engine processes alive between tasks; default true.
         drain_deadline_s: On SIGTERM, how long running tasks may finish
@@ -204,7 +205,9 @@ class RunnerConfig:
     def __post_init__(self) -> None:
         _int(self, "runner", "slots", minimum=1, maximum=4096)
         _int(self, "runner", "max_attempts", minimum=1, maximum=1000)
-        _positive_float(self, "runner", "lease_s")
+        if _positive_float(self, "runner", "lease_s") > 600:
+            # lattice.queue.MAX_LEASE_MS: peers refuse a longer claim.
+            raise ConfigError(f"[runner] lease_s must be at most 600, got {self.lease_s}")
         _positive_float(self, "runner", "task_timeout_s")
         _bool(self, "runner", "warm")
         if _positive_float(self, "runner", "drain_deadline_s") > 300:

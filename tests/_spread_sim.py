@@ -234,7 +234,7 @@ class SpreadSim:
             if a.until - now_ms <= self.lease_ms * 2 // 3:
                 a2 = queue.Assignment(t, r.name, a.at, now_ms + min(8 * self.lease_ms, max(self.lease_ms, now_ms - a.at)), a.n,
                                       a.settle)
-                renew.append(queue.renew_op(a, a2.until))
+                renew.append(queue.renew_op(a, a2.until, now_ms))
                 r.held[t] = a2
         if renew:
             self._commit(r, renew)

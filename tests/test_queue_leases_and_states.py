@@ -48,10 +48,10 @@ def test_complete_and_final_failure_are_terminal() -> None:
     a, b = _task(1), _task(2)
     rep.update(queue.enqueue_ops([a, b]), SIGNER)
     rep.update([queue.assign_op(a, "p1", 0, 10_000, 1), queue.complete_op(a, "p1", 5, codec.cid_of("r"))], SIGNER)
-    rep.update([queue.fail_op(b, "p1", 5, 1, "exit status 1", False)], SIGNER)
+    rep.update([queue.assign_op(b, "p1", 0, 10_000, 1), queue.fail_op(b, "p1", 5, 1, "exit status 1", False)], SIGNER)
     assert view.status(b, 10).state == "available"
     assert view.failures(b) == 1
-    rep.update([queue.fail_op(b, "p2", 6, 2, "exit status 1", True)], SIGNER)
+    rep.update([queue.assign_op(b, "p2", 6, 10_000, 2), queue.fail_op(b, "p2", 6, 2, "exit status 1", True)], SIGNER)
     assert view.status(a, 10).state == "completed"
     assert view.status(b, 10).state == "failed"
     assert view.next(10, limit=5) == []

@@ -26,7 +26,7 @@ def test_a_renewed_lease_outlives_its_first_until_and_keeps_its_winner() -> None
     rep.update([queue.assign_op(t, "a", 1_000, 1_000, 1)], A)
     lease = view.holder(t, 1_500)
     assert lease is not None and lease.until == 2_000
-    rep.update([queue.renew_op(lease, 5_000)], A)
+    rep.update([queue.renew_op(lease, 5_000, 1_500)], A)
     held = view.holder(t, 4_000)
     assert held is not None and (held.by, held.at, held.until, held.n) == ("a", 1_000, 5_000, 1)
     assert view.next(4_000, limit=5) == []
@@ -42,7 +42,7 @@ def test_a_late_claim_does_not_beat_a_renewed_earlier_one() -> None:
     rep.update(queue.enqueue_ops([t]), A)
     rep.update([queue.assign_op(t, "a", 1_000, 1_000, 1)], A)
     rep.update([queue.assign_op(t, "b", 1_500, 1_000, 1)], B)  # b claimed before a's renewal arrived
-    rep.update([queue.renew_op(view.holder(t, 1_600), 9_000)], A)
+    rep.update([queue.renew_op(view.holder(t, 1_600), 9_000, 1_600)], A)
     assert view.holder(t, 1_600).by == "a"
     assert view.holder(t, 3_000).by == "a"  # b's lease lapsed, a's renewal holds
 
@@ -70,6 +70,8 @@ def test_completions_are_counted_per_runner() -> None:
     ts = [_task(i) for i in range(4)]
     rep.update(queue.enqueue_ops(ts), A)
     rec = codec.cid_of("result")
+    rep.update([queue.assign_op(ts[0], "a", 0, 1_000, 1), queue.assign_op(ts[1], "a", 0, 1_000, 1),
+                queue.assign_op(ts[2], "b", 0, 1_000, 1)], A)
     rep.update([queue.complete_op(ts[0], "a", 1, rec), queue.complete_op(ts[1], "a", 1, rec),
                 queue.replica_done_op(ts[2], "b", 1, rec)], A)
     assert (view.completed_by("a"), view.completed_by("b"), view.completed_by("c")) == (2, 1, 0)

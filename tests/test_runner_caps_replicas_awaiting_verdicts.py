@@ -70,6 +70,8 @@ async def _started_tasks(node: Any, n: int) -> list[CID]:
             "verify": {"replicas": 2, "quorum": 2}})
         blocks.append((cid, data))
         ops.append(queue.replicate_op(cid, 2, 2))
+        # OTHER claimed and ran it (a replica counts only from a runner that claimed it).
+        done.append(queue.assign_op(cid, OTHER, 0, 1_000, 1))
         done.append(queue.replica_done_op(cid, OTHER, 1, codec.cid_of({"other": i})))
     node.store.put_many(blocks)
     cids = [c for c, _ in blocks]

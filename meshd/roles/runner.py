@@ -279,7 +279,7 @@ class Runner:
                 if a is None or a.until - now > lease * 2 // 3:
                     continue
                 renewed = queue.Assignment(a.task, me, a.at, now + min(8 * lease, max(lease, now - a.at)), a.n, a.settle)
-                ops.append(queue.renew_op(a, renewed.until))
+                ops.append(queue.renew_op(a, renewed.until, now))
                 self._held[t] = renewed
             if not ops:
                 continue

@@ -35,8 +35,9 @@ changes themselves (:meth:`lattice.goho.Replica.cursor`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,12 +120,17 @@ class ObjectHost:
     """Replicas of the followed GOHOs plus durable group commit."""
 
     def __init__(self, store: Any, heads: HeadsStore, signer: Signer, options: CommitOptions | None = None,
-                 replica_options: goho.ReplicaOptions | None = None) -> None:
+                 replica_options: goho.ReplicaOptions | None = None,
+                 checks: Mapping[str, Callable[[Any], None]] | None = None) -> None:
+        """``checks`` maps an object kind to the check its peers' deltas must
+        pass (``goho.ReplicaOptions.check_delta``), e.g. the queue's writing
+        rules (``lattice.queue.check_delta``)."""
         self.store = store
         self.heads = heads
         self.signer = signer
         self.options = options or CommitOptions()
         self.replica_options = replica_options or goho.ReplicaOptions()
+        self._checks = dict(checks or {})
         self.objects: dict[CID, Followed] = {}
         self._listeners: list[Callable[[Followed], None]] = []
         self._commits = 0
@@ -140,7 +146,7 @@ class ObjectHost:
         """Replay every followed object from the heads database (startup)."""
         for obj in self.heads.load():
             t0 = time.perf_counter()
-            rep = goho.Replica.open(obj.genesis, self.store, obj.heads, self.replica_options, base=obj.base)
+            rep = goho.Replica.open(obj.genesis, self.store, obj.heads, self._options(obj.kind), base=obj.base)
             self.objects[obj.genesis] = Followed(obj.genesis, obj.kind, obj.name, rep)
             log.info("object_loaded", genesis=str(obj.genesis), kind=obj.kind, name=obj.name,
                      deltas=rep.statistics().applied, seconds=round(time.perf_counter() - t0, 3))
@@ -157,7 +163,7 @@ class ObjectHost:
         found = self.objects.get(genesis)
         if found is not None:
             return found
-        rep = goho.Replica.empty(genesis, self.store, self.replica_options)
+        rep = goho.Replica.empty(genesis, self.store, self._options(kind))
         obj = Followed(genesis, kind, name, rep)
         self.objects[genesis] = obj
         self.heads.save(genesis, kind, name, rep.heads, rep.base)
@@ -173,10 +179,16 @@ class ObjectHost:
         found = self.objects.get(genesis)
         if found is not None:
             return found
-        obj = self.objects[genesis] = Followed(genesis, kind, name, goho.Replica.empty(genesis, self.store, self.replica_options))
+        obj = self.objects[genesis] = Followed(genesis, kind, name, goho.Replica.empty(genesis, self.store, self._options(kind)))
         async with self.locked(obj):  # a first commit may already be flushing: heads never go back
             await self.save_heads(obj)
         return obj
+
+    def _options(self, kind: str) -> goho.ReplicaOptions:
+        check = self._checks.get(kind)
+        if check is None:
+            return self.replica_options
+        return dataclasses.replace(self.replica_options, check_delta=check)
 
     def get(self, genesis: CID) -> Followed | None:
         return self.objects.get(genesis)
