@@ -33,7 +33,6 @@ from engines.ledger import LEDGER_NAME, kill_recorded
 from engines.manifest import Resources
 from engines.native import NativeOptions
 from engines.pool import PoolOptions
-from lattice import queue
 from lattice.cid import CID
 from lattice.diskstore import DiskBlockStore, DiskStoreOptions
 from lattice.errors import StoreError
@@ -43,12 +42,13 @@ from lattice.signing import Signer, peer_id_of
 from . import __version__
 from .api import engines as api_engines
 from .api import mesh as api_mesh
+from .api import metrics as api_metrics
 from .api import server as httpserver
 from .api.app import create_app
 from .api.engine_admin import EngineAdmin
 from .errors import ConfigError, MeshdError
 from .home import Home
-from .node import QUEUE, Node, node_inventory
+from .node import Node, node_inventory
 from .p2p import P2POptions, Transport
 from .p2p.mesh import Mesh, MeshOptions
 from .p2p.secret import SealedTransport
@@ -119,8 +119,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             # authors) are accepted only from members, whoever relays them.
             members = frozenset(config.p2p.allow_peers) | {identity.peer_id}
             replica_options = ReplicaOptions(accept_author=lambda pk: peer_id_of(pk) in members)
-        objects = ObjectHost(store, heads, signer, replica_options=replica_options,
-                             checks={QUEUE: queue.check_delta})
+        objects = ObjectHost(store, heads, signer, replica_options=replica_options)
         t0 = time.perf_counter()
         objects.load()
         health = Health()
@@ -184,7 +183,11 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
                     raise ConfigError(f"[node] roles: this build has no {name!r} role")
                 if mod is not None:
                     roles.append((name, mod.create(ctx)))
-            routers = [api_mesh.router(node)]
+            # GET /metrics reads the components at scrape time; its run
+            # tracker follows the queue from now on.
+            api_rejections: dict[str, int] = {}
+            metrics = await nursery.start(api_metrics.NodeMetrics(node, started, api_rejections).serve)
+            routers = [api_mesh.router(node), api_metrics.router(metrics)]
             for name in dict.fromkeys([*config.node.roles, *ALWAYS_ROUTED]):
                 mod = role_module(name)
                 if mod is not None and hasattr(mod, "router"):
@@ -192,7 +195,8 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             # [engines/docker] engine admin routes, and the streamed image upload outside the body limit.
             admin = EngineAdmin(node, host, home, max_image_bytes=config.docker.max_image_mb * 1024 * 1024)
             routers.append(api_engines.router(admin))
-            app = create_app(node, home.api_options(config), version=__version__, routers=routers)
+            app = create_app(node, home.api_options(config), version=__version__, routers=routers,
+                             rejections=api_rejections)
             app = api_engines.with_docker_upload(app, admin, home.api_options(config))
             bound = await nursery.start(api.serve, app)
             for name, role in roles:

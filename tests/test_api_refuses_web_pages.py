@@ -39,6 +39,7 @@ import pytest
 from meshd.api import engines as api_engines
 from meshd.api import mesh as api_mesh
 from meshd.api.app import create_app
+from meshd.api import metrics as api_metrics
 from meshd.api.guard import ROUTE_SCOPES, Access
 from meshd.config import ROLES
 from meshd.home import Home
@@ -243,7 +244,8 @@ async def test_the_streamed_image_upload_outside_the_app_has_the_same_gate() -> 
 def _all_routes_app() -> Any:
     """The app with every router a daemon can mount (handlers never run: the gate answers first)."""
     ctx = types.SimpleNamespace(node=None, roles={}, config=None, home=None, host=None, mesh=None)
-    routers = [api_mesh.router(ctx.node), api_engines.router(ctx)]  # type: ignore[arg-type]
+    routers = [api_mesh.router(ctx.node), api_engines.router(ctx),  # type: ignore[arg-type]
+               api_metrics.router(None)]  # type: ignore[arg-type]
     for name in sorted(ROLES):
         mod = role_module(name)
         if mod is not None and hasattr(mod, "router"):

@@ -125,13 +125,18 @@ def _from_validation(errors: list[dict[str, Any]]) -> ApiError:
     return InvalidRequest(f"{_where(first)}: {first.get('msg', 'invalid')}", details=_validation_details(errors))
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, rejections: MutableMapping[str, int] | None = None) -> None:
+    def counted(code: str) -> str:
+        if rejections is not None:
+            rejections[code] = rejections.get(code, 0) + 1
+        return code
+
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
         extra = {"details": exc.details} if isinstance(exc, InvalidRequest) and exc.details else {}
-        return _error(exc.status, exc.code, exc.message, **extra)
+        return _error(exc.status, counted(exc.code) if exc.status < 500 else exc.code, exc.message, **extra)
 
     async def on_bad_input(request: Request, exc: BadInput) -> JSONResponse:
-        return _error(400, _snake(type(exc).__name__), str(exc))
+        return _error(400, counted(_snake(type(exc).__name__)), str(exc))
 
     async def on_block_not_found(request: Request, exc: BlockNotFound) -> JSONResponse:
         return _error(404, "block_not_found", str(exc))
@@ -304,7 +309,7 @@ _ENGINE = TypeAdapter(m.EngineIn)
 
 
 def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0",
-               routers: Sequence[Any] = ()) -> FastAPI:
+               routers: Sequence[Any] = (), rejections: MutableMapping[str, int] | None = None) -> FastAPI:
     """Build the ``/v1`` API application over ``node``.
 
     Args:
@@ -313,6 +318,8 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
         version: Reported in the OpenAPI document.
         routers: Extra ``fastapi.APIRouter``s contributed by roles (archive,
             jobs, peers, trust...); they share the error handlers and limits.
+        rejections: Counts of refused requests by error code, kept up to date
+            by the guard and the error handlers (``GET /metrics`` reads them).
 
     Returns:
         An ASGI application; constructing it does no I/O.
@@ -329,12 +336,12 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
         docs_url=None,
         redoc_url=None,
     )
-    _install_error_handlers(app)
+    _install_error_handlers(app, rejections)
     _install_openapi(app, {"TaskBody": _TASK_BODY, "DatasetCreateIn": m.DatasetCreateIn,
                            "DatasetPutIn": m.DatasetPutIn, "EngineIn": m.EngineIn})
     # Middleware added last runs first: the guard decides before the body is even read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
-    app.add_middleware(ApiGuard, policy=policy)
+    app.add_middleware(ApiGuard, policy=policy, rejections=rejections)
 
     for router in routers:
         app.include_router(router)

@@ -92,6 +92,7 @@ ROUTE_SCOPES: Final[dict[tuple[str, str], Access]] = {
     ("GET", "/v1/archive/{genesis}"): _R,
     ("GET", "/v1/archive/{genesis}/{version}"): _R,
     ("GET", "/v1/pins"): _R,
+    ("GET", "/metrics"): _R,
     ("POST", "/v1/tasks"): _S,
     ("POST", "/v1/datasets"): _S,
     ("PUT", "/v1/datasets/{cid}/{path}"): _S,
@@ -269,13 +270,17 @@ class ApiGuard:
         app: The wrapped ASGI application.
         policy: Tokens, hosts and content type.
         resolve: ``(method, path) -> Access``; default :func:`required_access`.
+        rejections: Counts of refusals by error code, kept up to date here
+            (``GET /metrics`` reads them); None counts nothing.
     """
 
     def __init__(self, app: ASGIApp, policy: GuardPolicy,
-                 resolve: Callable[[str, str], Access] = required_access) -> None:
+                 resolve: Callable[[str, str], Access] = required_access,
+                 rejections: MutableMapping[str, int] | None = None) -> None:
         self.app = app
         self.policy = policy
         self.resolve = resolve
+        self.rejections = rejections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -289,6 +294,8 @@ class ApiGuard:
                 check_untrusted(self.policy, self.resolve(method, scope.get("path", "")), method,
                                 scope.get("headers", ()), server[1] if server else None)
             except ApiError as exc:
+                if self.rejections is not None:
+                    self.rejections[exc.code] = self.rejections.get(exc.code, 0) + 1
                 extra = ((b"www-authenticate", b'Bearer realm="meshd"'),) if exc.status == 401 else ()
                 await send_error(send, exc.status, exc.code, exc.message, extra)
                 return
