@@ -375,7 +375,7 @@ def build() -> str:
     vd_gen, vd_gen_data = records.make_genesis("verdicts", "default")
     store.put(vd_gen, vd_gen_data)
     vd = goho.Replica.empty(vd_gen, store)
-    tview = trust.TrustView(vd, trust.TrustOptions(trust_after=1, ban_after=2))
+    tview = trust.TrustView(vd, trust.TrustOptions(trust_after=1, ban_after=2, verifiers=frozenset({carol_id})))
     vd.update([trust.verdict_op(verdict)], CAROL)
     assert tview.judged(t2_cid, bob_id) and tview.score(bob_id, eng_cid).valid == 1 and tview.trusted(bob_id, eng_cid)
     canonical = queue.complete_op(t2_cid, carol_id, T0_MS + 9_000, r_cid)
@@ -670,10 +670,11 @@ def build() -> str:
            "fields they do not know.")
     d.fields([
         ("available", f"{_LINK}", "a task CID (Enqueue)"),
-        ("assigned", "map", "`{task: link, by: text, at: uint, until: uint, n: uint, settle?: uint}`: a "
+        ("assigned", "map", "`{task: link, by: text, at: uint, until: uint, n: uint, settle?: uint, r?: uint}`: a "
                             "lease until `until` for attempt `n` (Assign). Records of one attempt `(by, n)` "
                             "are one lease from the earliest `at` to the latest `until` (a renewal repeats "
-                            "`at` with a later `until`). `settle` (ms, at most 60,000) marks a steal: it "
+                            "`at` with a later `until` and carries `r`, when it was made). `settle` (ms, at "
+                            "most 60,000) marks a steal: it "
                             "ranks as if made `settle` later (see [The queue state machine]"
                             "(#the-queue-state-machine))"),
         ("completed", "map", "`{task: link, by: text, at: uint, result: link}`: `result` names the "
@@ -692,9 +693,9 @@ def build() -> str:
     d.example("assignment", None, codec.encode(assign[2]),
               note="Bob's lease on the second task, for 70 s.")
     bob_lease = queue.Assignment(t2_cid, bob_id, T0_MS + 1_000, T0_MS + 71_000, 1)
-    d.example("renewal", None, codec.encode(queue.renew_op(bob_lease, T0_MS + 141_000)[2]),
-              note="Bob has run the task for 60 s and renews its lease for another 70 s: the same "
-                   "`(task, by, at, n)`, a later `until`.")
+    d.example("renewal", None, codec.encode(queue.renew_op(bob_lease, T0_MS + 141_000, T0_MS + 71_000)[2]),
+              note="Bob has run the task for 70 s and renews its lease for another 70 s: the same "
+                   "`(task, by, at, n)`, a later `until`, and `r`, when the renewal was made.")
     d.example("steal", None, codec.encode(queue.assign_op(t2_cid, alice_id, T0_MS + 3_000, 10_000, 1,
                                                           settle_ms=250)[2]),
               note="Alice claims a task of another runner's share, with the Runner's least "
