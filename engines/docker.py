@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 RUNNER_LABEL = "org.meshd.runner"
+#: Docker CPU weight of engine containers (2, the kernel's minimum; the default is 1024).
+_IDLE_CPU_SHARES = 2
 #: Label naming the daemon (home) that created a container (``DockerOptions.owner``).
 HOME_LABEL = "org.meshd.home"
 
@@ -399,6 +401,9 @@ class DockerRunner:
             mem_limit=limits.memory_bytes,
             memswap_limit=limits.memory_bytes,
             nano_cpus=int(limits.cpus * 1e9),
+            # The smallest CPU weight (the default is 1024): under contention
+            # the owner's processes come first, as nice 19 does for native engines.
+            cpu_shares=_IDLE_CPU_SHARES,
             pids_limit=limits.pids,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],

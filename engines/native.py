@@ -64,6 +64,8 @@ class NativeOptions:
         work_root: Parent of per-run temporary directories; None = system temp.
         fsize_mb: RLIMIT_FSIZE (largest file an engine may write).  Default 1024.
         nproc: RLIMIT_NPROC, see :mod:`engines.sandbox`.  Default None (unset).
+        idle: Run engines (cold and warm) at the lowest CPU and I/O priority
+            (nice 19, ``SCHED_IDLE``, idle I/O class); default true.
     """
 
     stdout_limit: int = 16 * 1024 * 1024
@@ -74,6 +76,7 @@ class NativeOptions:
     work_root: str | None = None
     fsize_mb: int | None = 1024
     nproc: int | None = None
+    idle: bool = True
 
     def __post_init__(self) -> None:
         if self.stdout_limit < 1 or self.stderr_limit < 0:
@@ -170,7 +173,7 @@ class NativeRunner:
             self._failed += 1
             return Outcome(ok=False, error="network isolation is required but unavailable", runner=runner)
         limits = SandboxLimits(memory_mb=resources.memory_mb, nofile=resources.nofile, cpu_s=resources.cpu_s,
-                               fsize_mb=self.options.fsize_mb, nproc=self.options.nproc)
+                               fsize_mb=self.options.fsize_mb, nproc=self.options.nproc, idle=self.options.idle)
         home = tempfile.mkdtemp(prefix="meshd-run-", dir=self.options.work_root)
         self._running += 1
         try:

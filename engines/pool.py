@@ -508,7 +508,7 @@ class WarmPool:
                 "parent": os.getpid()}
         res = self.spec.resources
         limits = SandboxLimits(memory_mb=res.memory_mb, nofile=max(res.nofile, 64), cpu_s=None,
-                               fsize_mb=self.sandbox.fsize_mb, nproc=self.sandbox.nproc)
+                               fsize_mb=self.sandbox.fsize_mb, nproc=self.sandbox.nproc, idle=self.sandbox.idle)
         home = os.path.join(self._home, f"home-{n}")
         os.mkdir(home, 0o700)
         argv = [sys.executable, "-I", _WORKER_PY, self._endpoint, wid.hex(), json.dumps(spec)]

@@ -10,6 +10,11 @@ What an engine process gets:
   sends SIGXCPU, the hard limit one second later SIGKILL);
 * an environment of exactly ``PATH``, ``HOME``, ``TMPDIR`` (both the run's
   private temporary directory) and ``LANG=C.UTF-8``;
+* the lowest priority, so the machine's owner never waits for it
+  (``SandboxLimits.idle``, default on): nice 19, the ``SCHED_IDLE``
+  scheduling class (it runs only when a CPU would otherwise be idle) and the
+  idle I/O class (``ioprio_set``, class 3); each is best effort (a kernel
+  that refuses one leaves the others);
 * when the node runs as root and the kernel allows it, a fresh network
   namespace (``unshare(CLONE_NEWNET)``: loopback only, down).  Unix sockets
   bound to filesystem paths still work, which is how pool workers talk to
@@ -36,6 +41,25 @@ _MiB = 1024 * 1024
 _netns_probe: bool | None = None
 _libc_unshare: Callable[[int], int] | None = None
 
+#: ``ioprio_set`` system call numbers (no libc wrapper), by machine.
+_SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314, "ppc64le": 273, "s390x": 282,
+                   "riscv64": 30}
+_IOPRIO_WHO_PROCESS = 1
+_IOPRIO_IDLE = 3 << 13  # class IDLE (3) in the top bits, level 0
+
+
+def _ioprio_fn() -> Callable[[], int] | None:
+    """A call that puts the calling process in the idle I/O class, or None
+    where the system call number is unknown."""
+    nr = _SYS_IOPRIO_SET.get(os.uname().machine)
+    if nr is None:
+        return None
+    try:
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    return lambda: syscall(nr, _IOPRIO_WHO_PROCESS, 0, _IOPRIO_IDLE)
+
 
 @dataclass(frozen=True)
 class SandboxLimits:
@@ -46,6 +70,7 @@ class SandboxLimits:
     cpu_s: int | None = None
     fsize_mb: int | None = 1024
     nproc: int | None = None
+    idle: bool = True  # nice 19, SCHED_IDLE, idle I/O class
 
 
 def _unshare_fn() -> Callable[[int], int] | None:
@@ -94,6 +119,7 @@ def make_preexec(limits: SandboxLimits, *, isolate_network: bool) -> Callable[[]
     exception it raises makes ``Popen`` fail in the parent.
     """
     unshare = _unshare_fn() if isolate_network else None
+    ioprio = _ioprio_fn() if limits.idle else None
     pairs: list[tuple[int, int, int]] = [(resource.RLIMIT_CORE, 0, 0)]
     if limits.memory_mb is not None:
         n = limits.memory_mb * _MiB
@@ -118,6 +144,19 @@ def make_preexec(limits: SandboxLimits, *, isolate_network: bool) -> Callable[[]
                 soft = min(soft, hard)
             resource.setrlimit(which, (soft, hard))
         os.umask(0o077)
+        if limits.idle:
+            # Best effort, each on its own: the run goes on at the priority
+            # the kernel allows (no Python-level logging here, between fork and exec).
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, 19)
+            except OSError:
+                pass
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            except OSError:
+                pass
+            if ioprio is not None:
+                ioprio()
 
     return preexec
 
