@@ -289,6 +289,24 @@ class EngineHost:
             return [await self._run_docker(manifest, value, resources, warm) for value in inputs]
         return await self._run_native(engine_cid, manifest, inputs, resources, warm, batch=True)
 
+    def authorized(self, engine_cid: CID, signatures: Iterable[EngineSignature | CID] = ()) -> bool:
+        """Whether ``engine_cid`` is authorized on what is here (the allow-list
+        and the signature blocks in the store), fetching nothing.
+
+        A caller that may fetch (the daemon's runner) asks this first, and
+        fetches absent signature blocks only for an engine not authorized
+        yet, so an allow-listed engine never waits on a signature CID.
+        """
+        if engine_cid in self._authorized:
+            return True
+        sigs, _missing = self._signatures(signatures)
+        try:
+            authorize(engine_cid, sigs, self.policy)
+        except EngineNotAuthorized:
+            return False
+        self._authorized.add(engine_cid)
+        return True
+
     # -- helpers ----------------------------------------------------------------
 
     def _admit(self, engine_cid: CID, timeout_s: float | None, signatures: Iterable[EngineSignature | CID],

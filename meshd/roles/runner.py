@@ -182,6 +182,7 @@ class Runner:
         self.planner = self.claimer.planner
         self.replica_cap = ReplicaCap(node, options.slots, options.lease_ms)
         self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
+        self._sig_retry: dict[CID, float] = {}  # signature CIDs not fetchable: when to try again
         self._slot_freed = trio.Event()
         self._held: dict[CID, queue.Assignment] = {}  # our lease per claimed task
         self._started: set[CID] = set()  # claimed tasks whose engine run began (renewed)
@@ -514,13 +515,15 @@ class Runner:
             if value is None:
                 return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']} is empty or unknown"), rec
         payload = codec.to_json(value)
+        signatures = self.node.engine_signatures(engine)
+        await self._fetch_signatures(engine, signatures)
         # An engine published elsewhere arrives block by block (manifest, file
-        # node, chunks, signatures): fetch what is missing and try again.
+        # node, chunks): fetch what is missing and try again.
         for _ in range(6):
             try:
                 outcome = await self.host.run(
                     engine, payload, warm=None if self.options.warm else False,
-                    signatures=self.node.engine_signatures(engine),
+                    signatures=signatures,
                 )
                 break
             except EngineMissing as exc:
@@ -531,6 +534,29 @@ class Runner:
         else:
             outcome = Outcome(ok=False, error="engine blocks missing after repeated fetches")
         return outcome, rec
+
+    async def _fetch_signatures(self, engine: CID, signatures: list[CID]) -> None:
+        """Fetch ``engine``'s signature blocks that are not here, briefly, before the host decides.
+
+        The host decides on the blocks in the store and never waits for one
+        (a bogus CID in the engines registry must not stall attempts), but a
+        real signature published on another node may not have arrived yet.
+        So, only for an engine not authorized on what is here, the runner
+        fetches the absent blocks for at most 3 s, and skips a CID that could
+        not be fetched for 5 minutes.  Cancellation leaves what was fetched.
+        """
+        authorized = getattr(self.host, "authorized", None)
+        if authorized is None or authorized(engine, signatures):
+            return
+        now = time.monotonic()
+        has = self.node.store.has
+        absent = [c for c in signatures if self._sig_retry.get(c, 0.0) <= now and not has(c)]
+        if absent and not await self.node.fetch_blocks(absent, timeout_s=3.0):
+            if len(self._sig_retry) > 10_000:
+                self._sig_retry.clear()
+            for c in absent:
+                if not has(c):
+                    self._sig_retry[c] = now + 300.0
 
     async def _dataset_value(self, genesis: CID, path: str, timeout_s: float = 10.0) -> Any:
         """The value at ``genesis/path``, waiting briefly for the mesh to deliver it."""
