@@ -125,6 +125,13 @@ class ClaimPlanner:
         self.stolen: set[CID] = set()  # claimed from another runner's share, not yet finished
         self._version: frozenset[Any] | None = None
         self._delays: dict[CID, float] = {}
+        # The index of this runner's share (see plan): its tasks in arrival
+        # order, how many of the queue's tasks were classified, and those
+        # whose body had not arrived when they were.
+        self._mine: dict[CID, None] = {}
+        self._indexed = 0
+        self._unsure: dict[CID, None] = {}
+        self._indexed_queue: object | None = None
         self._lags: deque[float] = deque(maxlen=128)
         self.lag_s = 0.0
 
@@ -223,8 +230,10 @@ class ClaimPlanner:
         # change as peers come, go, and prove capacity, then settle).
         version = frozenset((p, c.weight, c.inventory.get("platform"), repr(c.inventory.get("labels")))
                             for p, c in cands.items())
-        if version != self._version:
+        if version != self._version or queue is not self._indexed_queue:
             self._version, self._delays = version, {}
+            # This runner's share is decided anew: every task is classified again.
+            self._mine, self._indexed, self._unsure, self._indexed_queue = {}, 0, {}, queue
         cache = self._delays
 
         def delay_of(t: CID) -> float | None:
@@ -287,7 +296,39 @@ class ClaimPlanner:
             wait = max(min(d, self.steal_ranks * self.defer_s), 2 * self.lag_s)
             return clock - self.first_seen.setdefault(t, clock) >= wait
 
-        share_now = queue.next(now_ms, limit=free, accept=share, me=self.me)
+        # The share pass reads an index of this runner's share (tasks are
+        # classified once, as they arrive) rather than walking every ready
+        # task of every runner's share each round: on a submitter with a long
+        # backlog that walk was a fifth of its CPU.
+        new = queue.tasks_since(self._indexed)
+        self._indexed += len(new)
+        for t in (*self._unsure, *new):
+            self._unsure.pop(t, None)
+            if queue.ready(t, now_ms) is None:
+                continue  # done, rejected, or replicated (offered by next below)
+            if fit(t) is None:
+                if len(self._unsure) < MAX_FIRST_SEEN:
+                    self._unsure[t] = None  # its body is not here yet: classified when it is
+                continue
+            d = delay_of(t)
+            if d == 0:
+                self._mine[t] = None
+            elif d is not None:
+                share(t)  # another's share: its deferral starts now
+        share_now: list[CID] = []
+        gone: list[CID] = []
+        for t in self._mine:
+            if len(share_now) >= free:
+                break
+            r = queue.ready(t, now_ms)
+            if r is None:
+                gone.append(t)
+            elif r and t not in exclude:
+                share_now.append(t)
+        for t in gone:
+            del self._mine[t]
+        if len(share_now) < free:
+            share_now += queue.next(now_ms, limit=free - len(share_now), accept=share, me=self.me, plain=False)
         stolen: list[CID] = []
         if len(share_now) < free and cands:
             # Steal from the far end: the newest tasks, which a busy owner

@@ -576,6 +576,7 @@ class QueueView:
         scan: int = 10_000,
         me: str | None = None,
         newest_first: bool = False,
+        plain: bool = True,
     ) -> list[CID]:
         """Next(): up to ``limit`` tasks that are available, not done, not leased.
 
@@ -585,13 +586,15 @@ class QueueView:
         only when ``me`` (the asking runner) is given.  ``newest_first``
         walks the ready tasks from the newest (a stealer takes from the far
         end of a busy runner's share, which claims from the oldest).
+        ``plain=False`` offers only replicated tasks (a caller that keeps
+        its own index of the plain ones, see :meth:`ready`).
         """
         self.sync()
         self._expire(now_ms)
         out: list[CID] = []
         stale: list[CID] = []
         examined = 0
-        for task in (reversed(self._ready) if newest_first else self._ready):
+        for task in (reversed(self._ready) if newest_first else self._ready) if plain else ():
             examined += 1
             if examined > scan:
                 break
@@ -636,6 +639,25 @@ class QueueView:
         for task in done:
             self._open_rep.pop(task, None)
         return out
+
+    def ready(self, task: CID, now_ms: int) -> bool | None:
+        """Whether plain ``task`` is what :meth:`next` would offer now
+        (available, not done, not rejected, no live lease); None once it is
+        done or rejected for good, or is replicated (:meth:`next` offers
+        those), so a caller's index may drop it.  The caller syncs first
+        (:meth:`tasks_since`)."""
+        info = self._tasks.get(task)
+        if info is None or not info.available:
+            return False
+        if info.rejected or info.replication is not None or self.is_done(info):
+            return None
+        return not info.assignments or not self._holders(task, now_ms)
+
+    def tasks_since(self, start: int) -> list[CID]:
+        """Tasks enqueued here after the first ``start`` (in the order seen):
+        lets a caller index new tasks once instead of rescanning the queue."""
+        self.sync()
+        return self._order[start:]
 
     def open_replicated(self) -> list[CID]:
         """Replicated tasks not yet completed (what the Verifier watches)."""

@@ -58,8 +58,14 @@ class OneTask:
         self.task = task
         self.heard: list[tuple[str, int]] = []  # no peer's records arrive
 
-    def next(self, now_ms: int, *, limit: int, accept: Any, me: str, **_: Any) -> list[Any]:
-        return [self.task] if accept(self.task) else []
+    def next(self, now_ms: int, *, limit: int, accept: Any, me: str, plain: bool = True, **_: Any) -> list[Any]:
+        return [self.task] if plain and accept(self.task) else []
+
+    def tasks_since(self, start: int) -> list[Any]:
+        return [self.task][start:]
+
+    def ready(self, t: Any, now_ms: int) -> bool:
+        return True
 
     def info(self, t: Any) -> None:
         return None
