@@ -34,6 +34,8 @@ Example ``config.toml`` (every key optional)::
     [p2p]
     listen = ["/ip4/0.0.0.0/tcp/4601"]
     bootstrap = []
+    announce = []
+    no_announce = []
     mdns = false
     mdns_interfaces = []
 
@@ -255,6 +257,11 @@ class P2PConfig:
     Attributes:
         listen: Multiaddrs to listen on; default ``["/ip4/0.0.0.0/tcp/4601"]``.
         bootstrap: Peer multiaddrs (with ``/p2p/<id>``) dialled at start.
+        announce: Multiaddrs offered to peers instead of the listen ones
+            (wildcards expanded to interface addresses) and the observed
+            ones, like Kubo's ``Addresses.Announce``; default none.
+        no_announce: Multiaddrs, prefixes or ``/ip4/<net>/ipcidr/<bits>``
+            ranges never offered (Kubo's ``Addresses.NoAnnounce``).
         mdns: Discover peers on the local network; default false.
         mdns_interfaces: IPv4 addresses of the interfaces mDNS may use;
             required when ``mdns`` is on (discovery is never on every
@@ -272,6 +279,8 @@ class P2PConfig:
 
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4601",)
     bootstrap: tuple[str, ...] = ()
+    announce: tuple[str, ...] = ()
+    no_announce: tuple[str, ...] = ()
     mdns: bool = False
     mdns_interfaces: tuple[str, ...] = ()
     allow_peers: tuple[str, ...] = ()
@@ -284,8 +293,9 @@ class P2PConfig:
             raise ConfigError("[p2p] secret must be empty or at least 16 characters")
         for addr in _str_tuple(self, "p2p", "listen"):
             _multiaddr("p2p", "listen", addr)
-        for addr in _str_tuple(self, "p2p", "bootstrap"):
-            _multiaddr("p2p", "bootstrap", addr)
+        for name in ("bootstrap", "announce", "no_announce"):
+            for addr in _str_tuple(self, "p2p", name):
+                _multiaddr("p2p", name, addr)
         _bool(self, "p2p", "mdns")
         _str_tuple(self, "p2p", "mdns_interfaces")
         if self.mdns and not self.mdns_interfaces:

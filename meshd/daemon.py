@@ -135,6 +135,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         if config.p2p.listen:
             transport = Transport(identity.seed, P2POptions(
                 listen=tuple(config.p2p.listen), bootstrap=tuple(config.p2p.bootstrap),
+                announce=tuple(config.p2p.announce), no_announce=tuple(config.p2p.no_announce),
                 topic=f"meshd/{config.node.mesh}/hpcp/2", mdns=config.p2p.mdns,
                 mdns_interfaces=tuple(config.p2p.mdns_interfaces)))
             # A sealed transport counts what it refuses itself; the mesh drains

@@ -248,11 +248,13 @@ async def test_broadcast_from_one_peer_reaches_a_chain_and_a_late_joiner(nursery
 async def test_bootstrap_peer_that_restarts_is_redialled(nursery):
     seed = os.urandom(32)
     a_scope = trio.CancelScope()
+    a_gone = trio.Event()
 
     async def run_a(listen=("/ip4/127.0.0.1/tcp/0",), *, task_status=trio.TASK_STATUS_IGNORED):
         with a_scope:
             t = Transport(seed, P2POptions(listen=listen))
             await t.serve(task_status=task_status)
+        a_gone.set()
 
     a = await nursery.start(run_a)
     addr = a.listen_addrs()[0]
@@ -263,6 +265,7 @@ async def test_bootstrap_peer_that_restarts_is_redialled(nursery):
     with trio.fail_after(10):
         while b.peers():
             await trio.sleep(0.01)
+        await a_gone.wait()  # its listener is closed: the port is free again (no shared binds)
     a_scope = trio.CancelScope()
     port_addr = "/".join(addr.split("/")[:5])  # same port, same identity
     a2 = await nursery.start(run_a, (port_addr,))

@@ -123,6 +123,11 @@ def format_node(info: dict[str, Any]) -> str:
         "addresses:",
         *[f"  {a}" for a in info.get("addresses") or []],
     ]
+    # The first p2p address is the one the node offers first (meshd.p2p.addresses):
+    # what other nodes pass to --bootstrap.
+    p2p = [a for a in info.get("addresses") or [] if isinstance(a, str) and "/p2p/" in a]
+    if p2p:
+        lines.append(f"bootstrap: {p2p[0]}")
     counters = info.get("counters") or {}
     if counters:
         lines.append("counters:")

@@ -385,6 +385,14 @@ class Mesh:
                 self._notifying = False
 
     async def _dial(self, peer: str, addrs: tuple[str, ...]) -> None:
+        connect_any = getattr(self.transport, "connect_any", None)
+        if connect_any is not None:  # every address at once, staggered (meshd.p2p.dialing)
+            try:
+                await connect_any(peer, list(addrs))
+                log.info("dialed_peer", peer=peer)
+            except TransportError as exc:
+                log.info("dial_failed", peer=peer, error=repr(exc)[:200])
+            return
         connect = getattr(self.transport, "connect", None)
         if connect is None:
             return

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import multiaddr
 
+from .addresses import parse_filter
+
 
 @dataclass(frozen=True)
 class P2POptions:
@@ -32,6 +34,10 @@ class P2POptions:
         reconnect_s: Interval between redials of disconnected bootstrap peers.
         receive_buffer: Gossip messages buffered for :meth:`Transport.receive`;
             beyond it messages are dropped and counted.
+        announce: Multiaddrs offered to peers instead of the listen and
+            observed ones (Kubo's ``Addresses.Announce``); default none.
+        no_announce: Multiaddrs, prefixes or ``/ip4|ip6/<net>/ipcidr/<bits>``
+            ranges never offered (Kubo's ``Addresses.NoAnnounce``).
     """
 
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
@@ -45,6 +51,8 @@ class P2POptions:
     max_concurrent_requests: int = 16
     reconnect_s: float = 2.0
     receive_buffer: int = 10_000
+    announce: tuple[str, ...] = ()
+    no_announce: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Check every field once.
@@ -64,6 +72,17 @@ class P2POptions:
                 multiaddr.Multiaddr(addr).value_for_protocol("p2p")
             except Exception as exc:  # multiaddr raises its own lookup errors
                 raise ValueError(f"bootstrap address {addr!r} needs a /p2p/<peer id> part") from exc
+        for addr in self.announce:
+            try:
+                multiaddr.Multiaddr(addr)
+            except Exception as exc:  # multiaddr raises its own parse errors
+                raise ValueError(f"malformed announce multiaddr {addr!r}") from exc
+        for addr in self.no_announce:
+            try:
+                multiaddr.Multiaddr(addr)
+                parse_filter(addr)
+            except Exception as exc:  # multiaddr and ipaddress raise their own errors
+                raise ValueError(f"malformed no_announce multiaddr {addr!r}") from exc
         if not self.topic:
             raise ValueError("topic must not be empty")
         if self.mdns and not self.mdns_interfaces:

@@ -80,6 +80,9 @@ class SealedTransport:
     async def connect(self, multiaddr: str) -> str:
         return await self.inner.connect(multiaddr)
 
+    async def connect_any(self, peer_id: str, addrs: list[str]) -> str:
+        return await self.inner.connect_any(peer_id, addrs)
+
     async def broadcast(self, data: bytes) -> None:
         await self.inner.broadcast(seal(self._key, data))
 

@@ -38,7 +38,9 @@ heartbeat, the 250 ms connect delay, the 32-message subscription channel, the
 1 MiB pubsub RPC limit, the plaintext/secio/TLS defaults, and its logging;
 and in :mod:`meshd.p2p._pubsub_tuning`: sequence numbers reused after a
 restart, a gossip cache keyed apart from the message id, and the signed
-peer record rebuilt and verified on every RPC.
+peer record rebuilt and verified on every RPC; in :mod:`meshd.p2p._exclusive_ports`:
+listeners shared through SO_REUSEPORT.  What we offer peers and how we dial
+theirs: :mod:`meshd.p2p.addresses`, :mod:`meshd.p2p.dialing`.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ from ._pubsub_tuning import (  # noqa: E402
     use_message_id_in_gossip,
 )
 from ._exclusive_ports import install_exclusive_listeners  # noqa: E402
+from .addresses import Advertiser  # noqa: E402
+from .dialing import dial_exact, dial_first  # noqa: E402
 from .mdns import serve_mdns  # noqa: E402
 from .options import P2POptions, PeerInfo, TransportStatistics  # noqa: E402
 from .requests import RequestHandler, answer_stream, call_over_stream, reset_quietly  # noqa: E402
@@ -180,6 +184,7 @@ class Transport:
         self._serve_limits: dict[str, trio.Semaphore] = {}
         self._serve_users: dict[str, int] = defaultdict(int)
         self._counts: dict[str, int] = defaultdict(int)
+        self._advertiser = Advertiser(announce=options.announce, no_announce=options.no_announce)
 
     # -- public API -----------------------------------------------------------
 
@@ -189,7 +194,10 @@ class Transport:
         return self._peer_id
 
     def listen_addrs(self) -> list[str]:
-        """Our full listen multiaddrs, ``/p2p/<id>`` included, real ports."""
+        """The multiaddrs we offer peers (identify sends the same), ``/p2p/<id>`` included.
+
+        See :func:`meshd.p2p.addresses.advertised_addrs` (wildcards expanded, no loopback, announce).
+        """
         if self._host is None:
             return []
         return [str(a) for a in self._host.get_addrs()]
@@ -230,6 +238,9 @@ class Transport:
             # Quirk: without max_connections_per_peer=1 every connect() waits
             # 250 ms for extra connections to the same peer.
             connection_config=ConnectionConfig(max_connections_per_peer=1),
+            # Listen (wildcards expanded) plus observed addresses, filtered:
+            # what identify, the signed peer record and presence offer.
+            addrs_factory=self._advertiser.factory,
         )
         router = GossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
@@ -430,29 +441,30 @@ class Transport:
             raise
 
     async def connect(self, multiaddr_: str) -> str:
-        """Dial ``/…/p2p/<id>`` (no-op if connected) and return the peer id.
-
-        Cancellation may leave the connection being set up; it is then kept.
+        """Dial exactly ``/…/p2p/<id>`` (no-op if connected); see :func:`~meshd.p2p.dialing.dial_exact`.
 
         Raises:
             PeerUnreachable: malformed address or the dial failed.
             TransportClosed: not serving.
         """
         host = self._require_host()
-        try:
-            info = info_from_p2p_addr(multiaddr.Multiaddr(multiaddr_))
-        except Exception as exc:
-            raise PeerUnreachable(f"malformed peer address {multiaddr_!r}: {exc}") from exc
-        if info.peer_id == self._id:
-            raise PeerUnreachable("refusing to dial ourselves")
-        try:
-            with trio.fail_after(self._options.request_timeout_s):
-                await host.connect(info)
-        except trio.TooSlowError:
-            raise PeerUnreachable(f"dial to {multiaddr_} timed out") from None
-        except Exception as exc:
-            raise PeerUnreachable(f"dial to {multiaddr_} failed: {exc}") from exc
-        return info.peer_id.to_base58()
+        return await dial_exact(host, multiaddr_, self._id, self._since, self._options.request_timeout_s)
+
+    async def connect_any(self, peer_id: str, addrs: list[str]) -> str:
+        """Dial ``peer_id`` at the first of ``addrs`` that answers.
+
+        Ordered by :func:`meshd.p2p.addresses.dial_order` (our networks
+        first, loopback only when nothing else is offered), dialled by
+        :func:`meshd.p2p.dialing.dial_first` (an address that drops packets
+        costs 250 ms, not a timeout).  Cancellation cancels every dial.
+
+        Raises:
+            PeerUnreachable: no address connected (or none was given).
+            TransportClosed: not serving.
+        """
+        self._require_host()
+        full = [a if "/p2p/" in a else f"{a}/p2p/{peer_id}" for a in addrs]
+        return await dial_first(self.connect, self._advertiser.dial_order(full))
 
     def peers(self) -> list[PeerInfo]:
         """The peers we hold a connection to."""
