@@ -277,6 +277,22 @@ def _hpcp_peek() -> tuple:
     return (lambda d: hpcp.peek_genesis_untrusted(d)), (BadInput,)
 
 
+def _follow_quota() -> tuple:
+    from lattice import admission, hpcp
+    from lattice.errors import BadInput
+
+    quota = admission.FollowQuota(2, 4, hpcp.signed_announce_untrusted)
+
+    def run(d: bytes) -> None:
+        try:
+            hpcp.signed_announce_untrusted(d)
+        except BadInput:
+            pass
+        quota.admit_untrusted(d)  # documented: never raises
+
+    return run, ()
+
+
 def _hpcp_syncer() -> tuple:
     from lattice import blockstore, goho, hpcp, signing
 
@@ -892,6 +908,8 @@ def _targets() -> list[Target]:
                task_block_seeds),
         Target("hpcp_message", "lattice.hpcp.decode_message_untrusted", _hpcp_decode, _hpcp_seeds),
         Target("hpcp_peek", "lattice.hpcp.peek_genesis_untrusted", _hpcp_peek, _hpcp_seeds),
+        Target("follow_quota", "lattice.admission.FollowQuota.admit_untrusted and "
+               "lattice.hpcp.signed_announce_untrusted", _follow_quota, _hpcp_seeds),
         Target("hpcp_syncer", "lattice.hpcp.Syncer.receive_untrusted", _hpcp_syncer, _hpcp_seeds),
         Target("goho_receive", "lattice.goho.Replica.receive_untrusted", _goho_receive, cbor_seeds),
         Target("manifest_record", "engines.manifest.manifest_from_record_untrusted", _manifest_record,

@@ -37,6 +37,10 @@ class BadHeight(BadRecord):
     """A delta's height is not exactly one more than its highest parent's."""
 
 
+class TooManyPending(BadRecord):
+    """A delta would wait for its parents beyond the replica's pending caps."""
+
+
 class BadSignature(BadInput):
     """A record's Ed25519 signature does not verify against its author."""
 

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from . import records
 from .cid import CID
-from .errors import BadHeight, BadRecord, BlockNotFound
+from .errors import BadHeight, BadRecord, BlockNotFound, TooManyPending
 from .records import OP_ADD, Delta, Snapshot
 from .signing import Signer
 from .state import Put, State, encode_value
@@ -59,6 +59,10 @@ class ReplicaOptions:
         max_pending: Most deltas held while waiting for parents (default
             1,000,000); beyond it new out-of-order deltas are refused, so a peer
             cannot grow our memory without bound.
+        max_pending_per_author: Most of those by one author (default
+            100,000), so one member cannot take the whole allowance.  A
+            fresh replica walking a longer history of one author needs a
+            snapshot (or a larger cap).
         accept_author: Membership hook: called with a delta author's public
             key, returns False to refuse the delta (default: accept everyone).
         check_delta: The object's writing rules: called with every received
@@ -69,12 +73,13 @@ class ReplicaOptions:
 
     verify_signatures: bool = True
     max_pending: int = 1_000_000
+    max_pending_per_author: int = 100_000
     accept_author: Callable[[bytes], bool] | None = None
     check_delta: Callable[[Delta], None] | None = None
 
     def __post_init__(self) -> None:
-        if self.max_pending < 1:
-            raise ValueError("max_pending must be >= 1")
+        if self.max_pending < 1 or self.max_pending_per_author < 1:
+            raise ValueError("max_pending and max_pending_per_author must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +179,7 @@ class Replica:
         self._refused: set[bytes] = set()
         self._heads: set[CID] = set()
         self._pending: dict[CID, tuple[Delta, int]] = {}
+        self._pending_by: dict[bytes, int] = {}  # pending deltas per author
         self._waiting: dict[CID, list[CID]] = {}
         self._observers: list[Observer] = []
         # The change feed: (sequence number of feed[0], feed), holding only
@@ -358,8 +364,12 @@ class Replica:
             raise BadRecord("delta author is not a member of this mesh")
         if self.options.check_delta is not None:
             self.options.check_delta(delta)  # the object's own writing rules (raises BadRecord)
+        if all(p.raw in self._applied for p in delta.parents):
+            return  # applies at once: holds nothing
         if len(self._pending) >= self.options.max_pending:
-            raise BadRecord("too many pending deltas")
+            raise TooManyPending("too many pending deltas")
+        if self._pending_by.get(delta.author, 0) >= self.options.max_pending_per_author:
+            raise TooManyPending("too many pending deltas by this author")
 
     def _offer(self, delta: Delta) -> Receipt:
         receipt = Receipt()
@@ -371,6 +381,7 @@ class Replica:
             # decoded ops here would cost memory proportional to the object.
             light = Delta(delta.cid, delta.genesis, delta.parents, delta.height, [], delta.author)
             self._pending[delta.cid] = (light, len(missing))
+            self._pending_by[delta.author] = self._pending_by.get(delta.author, 0) + 1
             for p in missing:
                 self._waiting.setdefault(p, []).append(delta.cid)
                 if p not in self._pending:
@@ -387,7 +398,7 @@ class Replica:
             for child in self._waiting.pop(d.cid, ()):
                 cd, n = self._pending[child]
                 if n == 1:
-                    del self._pending[child]
+                    self._unpend(child)
                     ready.append(cd)
                 else:
                     self._pending[child] = (cd, n - 1)
@@ -397,6 +408,16 @@ class Replica:
         """Whether ``d.height`` is 1 + its highest parent's (parents applied)."""
         return d.height == 1 + max((self._heights[p.raw] for p in d.parents), default=0)
 
+    def _unpend(self, cid: CID) -> None:
+        held = self._pending.pop(cid, None)
+        if held is not None:
+            a = held[0].author
+            n = self._pending_by[a] - 1
+            if n:
+                self._pending_by[a] = n
+            else:
+                del self._pending_by[a]
+
     def _refuse(self, cid: CID) -> None:
         # Drop a delta whose parents are applied but whose height is wrong,
         # with every pending delta that waits on it: none can ever apply.
@@ -404,7 +425,7 @@ class Replica:
         while stack:
             c = stack.pop()
             self._refused.add(c.raw)
-            self._pending.pop(c, None)
+            self._unpend(c)
             stack.extend(self._waiting.pop(c, ()))
 
     def _apply(self, d: Delta) -> None:
@@ -569,7 +590,7 @@ class Replica:
             for child in self._waiting.pop(c, ()):
                 cd, n = self._pending[child]
                 if n == 1:
-                    del self._pending[child]
+                    self._unpend(child)
                     self._offer(cd)
                 else:
                     self._pending[child] = (cd, n - 1)

@@ -212,6 +212,19 @@ def verify_announce(obj: dict[str, Any]) -> None:
         raise BadMessage("announce signature does not verify")
 
 
+def signed_announce_untrusted(data: bytes) -> dict[str, Any]:
+    """Decode an ``hpcp/announce`` and check its signature.
+
+    Raises:
+        BadInput: not a well-formed announcement, or its signature does not verify.
+    """
+    msg = decode_message_untrusted(data, verify=False)
+    if msg["t"] != "hpcp/announce":
+        raise BadMessage("not an announcement")
+    verify_announce(msg)
+    return msg
+
+
 def peek_genesis_untrusted(data: bytes) -> CID | None:
     """The object an announce/query is about (to route it), else None."""
     obj = decode_message_untrusted(data, verify=False)

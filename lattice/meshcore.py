@@ -80,7 +80,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec, hpcp
-from .admission import TokenBucket
+from .admission import FollowQuota, TokenBucket
 from .blockstore import held_of
 from .cid import CID
 from .errors import BadInput, StoreError
@@ -105,6 +105,10 @@ MAX_SERVED_CIDS = 1024
 MAX_SERVED_BYTES = 4 * 1024 * 1024
 #: Peers besides the hint offered as providers of one linked block.
 LINK_PROVIDERS = 6
+#: Levels of maps and lists searched for links in one op value.
+MAX_LINK_DEPTH = 4
+#: Most linked blocks wanted for one delta (an honest delta has at most 5,000 ops).
+MAX_LINKS_PER_DELTA = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +121,16 @@ class _Pending:
     cids: frozenset[CID] = frozenset()
 
 
-def _links(value: Any, out: list[CID], depth: int = 0) -> None:
+def _links(value: Any, out: list[CID], depth: int = 0) -> int:
+    """Append the links in ``value`` to ``out``; return how many containers were too deep."""
     t = type(value)
     if t is CID:
         out.append(value)
-    elif depth < 8 and t is dict:
-        for v in value.values():
-            _links(v, out, depth + 1)
-    elif depth < 8 and t is list:
-        for v in value:
-            _links(v, out, depth + 1)
+    elif t is dict or t is list:
+        if depth >= MAX_LINK_DEPTH:
+            return 1
+        return sum(_links(v, out, depth + 1) for v in (value.values() if t is dict else value))
+    return 0
 
 
 class MeshCore:
@@ -172,6 +176,8 @@ class MeshCore:
         self._next_ask = 1
         self._last_sender: dict[CID, str] = {}
         self._stash: dict[CID, tuple[str, bytes]] = {}  # announce of an object not followed yet
+        self._follows = FollowQuota(o.follow_per_author, o.max_auto_follow,
+                                    hpcp.signed_announce_untrusted)
         self._linked: set[CID] = set()  # linked CIDs wanted
         self._arrived: set[CID] = set()  # ... of which the core stored the block
         self._rounds: dict[CID, int] = {}  # ... stuck ones: times offered to the live peers again
@@ -250,8 +256,9 @@ class MeshCore:
             if t == "hpcp/announce":
                 # Follow what the mesh shares (datasets of jobs, other nodes' objects).
                 if g not in self._stash:
-                    if len(self._stash) >= MAX_STASHED:
-                        self.reject("stash_full")
+                    why = "stash_full" if len(self._stash) >= MAX_STASHED else self._follows.admit_untrusted(data)
+                    if why is not None:
+                        self.reject(why)
                         return out
                     out.append(Follow(g))
                 self._stash[g] = (peer, data)
@@ -378,9 +385,9 @@ class MeshCore:
             times += [self._next_anti_entropy, self._next_presence, self._next_tick]
         return min(times, default=None)
 
-    def reject(self, why: str) -> None:
-        """Count one refused input (also the transport's, e.g. ``bad_mesh_secret``)."""
-        self.rejected[why] = self.rejected.get(why, 0) + 1
+    def reject(self, why: str, n: int = 1) -> None:
+        """Count ``n`` refused inputs (also the transport's, e.g. ``bad_mesh_secret``)."""
+        self.rejected[why] = self.rejected.get(why, 0) + n
 
     # -- views -----------------------------------------------------------------------
     #
@@ -450,8 +457,16 @@ class MeshCore:
         return self.peers.encode_presence(self.signer, roles=self.roles, inventory=self.inventory,
                                           api=self._api_url(), addrs=list(self._addrs()), now=now)
 
+    def leave(self, now: float) -> bytes:
+        """Our last presence, saying we are leaving (``now``: the wall clock); broadcast it as we stop."""
+        return self.peers.encode_presence(self.signer, roles=self.roles, inventory=self.inventory,
+                                          api=self._api_url(), addrs=list(self._addrs()), now=now, leaving=True)
+
     def _on_presence(self, peer: str, obj: dict[str, Any], now: float, out: list[Output]) -> None:
         got = self.peers.receive_presence_untrusted(peer, obj, now)
+        if got.accepted and obj.get("leaving") is True:
+            self.peers.mark_left(peer)  # stopping: not live from now on, no dial
+            return
         if got is Received.NEW_PEER:
             # A new peer: ask it (and everyone) for the newest heads of our
             # objects, and offer it for linked blocks nobody else could serve.
@@ -566,7 +581,8 @@ class MeshCore:
 
             def collect(value: Any) -> None:
                 links: list[CID] = []
-                _links(value, links)
+                if (deep := _links(value, links)):
+                    self.reject("links_dropped", deep)
                 # A record written by a runner names it ("runner"/"by"): it
                 # surely holds the blocks it links (its output), so ask it first.
                 hint = None
@@ -586,9 +602,17 @@ class MeshCore:
             by_hint: dict[str | None, list[CID]] = {}
             ask = [c for c in found if c not in self.syncers and not self.fetcher.is_wanted(c)]
             held = held_of(self.store, ask)
+            ask = [c for c in ask if c not in held]
+            if len(ask) > MAX_LINKS_PER_DELTA:
+                self.reject("links_dropped", len(ask) - MAX_LINKS_PER_DELTA)
+                ask = ask[:MAX_LINKS_PER_DELTA]
+            room = max(0, self.options.max_linked_wanted - len(self._linked))
+            if len(ask) > room:
+                # Not prefetched: a role that needs one fetches it on demand.
+                self.reject("prefetch_full", len(ask) - room)
+                ask = ask[:room]
             for c in ask:
-                if c not in held:
-                    by_hint.setdefault(found[c], []).append(c)
+                by_hint.setdefault(found[c], []).append(c)
             for hint, cids in by_hint.items():
                 self._want_linked(cids, hint, now)
 

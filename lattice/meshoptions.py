@@ -38,6 +38,14 @@ class MeshCoreOptions:
             gossip and block requests are refused and counted.
         gossip_per_s: Per-peer gossip rate limit (token bucket, burst 2x).
         requests_per_s: Per-peer block-request rate limit (burst 2x).
+        follow_per_author: Most objects one author's announcements make this
+            node follow (default 64; ``follow_quota``).  Only well-formed,
+            signed announcements count at all (``follow_unsigned``).
+        max_auto_follow: Most objects followed on announcements, over all
+            authors (default 1,024; ``follow_cap``).  Objects a role or the
+            API follows itself are not counted.
+        max_linked_wanted: Most linked blocks prefetched at once (default
+            100,000; ``prefetch_full``); the rest are fetched on demand.
         snapshot_signers: Ed25519 public keys whose snapshots a fresh replica
             installs besides this node's own (default none; see
             :class:`lattice.hpcp.SyncOptions`).
@@ -56,6 +64,9 @@ class MeshCoreOptions:
     allow_peers: frozenset[str] | None = None
     gossip_per_s: float = 500.0
     requests_per_s: float = 200.0
+    follow_per_author: int = 64
+    max_auto_follow: int = 1024
+    max_linked_wanted: int = 100_000
     snapshot_signers: frozenset[bytes] = frozenset()
 
     def __post_init__(self) -> None:
@@ -63,8 +74,10 @@ class MeshCoreOptions:
                      "request_timeout_s", "want_timeout_s", "backoff_cap_s", "gossip_per_s", "requests_per_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
-        if self.max_requests < 1 or self.prefetch_batch < 1 or self.prefetch_retries < 1:
-            raise ValueError("max_requests, prefetch_batch and prefetch_retries must be >= 1")
+        for name in ("max_requests", "prefetch_batch", "prefetch_retries", "follow_per_author",
+                     "max_auto_follow", "max_linked_wanted"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
         if self.allow_peers is not None and not isinstance(self.allow_peers, frozenset):
             raise ValueError("allow_peers must be a frozenset of peer ids or None")
 

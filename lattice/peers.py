@@ -15,6 +15,10 @@ The wire format (byte for byte what meshd sent before this module existed;
      "addrs": [<multiaddr>, ... at most 8], "seq": <int>,
      "a": <32-byte Ed25519 key>, "s": <64-byte signature>}
 
+A node that stops sends one last presence with ``"leaving": true`` added
+(covered by the signature; older nodes ignore the key): its peers stop
+counting it as live at once (:meth:`PeerTable.mark_left`).
+
 ``s`` signs the canonical DAG-CBOR encoding of the record without ``s``.
 
 Like the rest of ``lattice`` this is pure: no sockets, no clocks.  Two times
@@ -80,9 +84,12 @@ class PeerTableOptions:
             this many intervals (default 3, so one or two lost messages do
             not make a peer dead).
         dial_interval_s: At most one dial per peer in this time (default 10 s).
-        max_peers: Peers the table holds (default 10,000); a new peer beyond
-            it is refused and counted as ``peer_table_full``, so forged keys
-            cannot grow the table without bound.
+        max_peers: Peers the table holds (default 10,000).  A new peer beyond
+            it takes the place of the one not heard from for longest, if
+            that one is not live (never present, or silent past the live
+            horizon: counted as ``peer_evicted``); else it is refused and
+            counted as ``peer_table_full``.  So forged keys can neither grow
+            the table without bound nor lock newcomers out for good.
     """
 
     presence_interval_s: float = 2.0
@@ -158,7 +165,7 @@ class PeerTable:
         rejected: Counts of refused presence by reason: ``bad_presence``
             (malformed, wrong version, not signed by the peer it names, bad
             signature), ``presence_replayed`` (a sequence number not above
-            the last accepted one) and ``peer_table_full``.
+            the last accepted one), ``peer_table_full`` and ``peer_evicted``.
     """
 
     def __init__(self, me: str, *, roles: Iterable[str] = (), options: PeerTableOptions | None = None) -> None:
@@ -169,12 +176,13 @@ class PeerTable:
         self._peers: dict[str, PeerInfo] = {}
         self._seq = 0
         self._dialed: dict[str, float] = {}
+        self._newest: float | None = None  # the latest accepted presence time (the table's clock)
 
     # -- our presence -----------------------------------------------------------------
 
     def encode_presence(self, signer: Signer, *, roles: Iterable[str] | None = None,
                         inventory: Mapping[str, Any] | None = None, api: str | None = None,
-                        addrs: Iterable[str] = (), now: float) -> bytes:
+                        addrs: Iterable[str] = (), now: float, leaving: bool = False) -> bytes:
         """Sign and encode this node's next presence message.
 
         Args:
@@ -186,6 +194,9 @@ class PeerTable:
             addrs: Listen multiaddrs; the first 8 are sent.
             now: Wall-clock seconds since the epoch (the sequence number is
                 ``max(last + 1, now in ms)``).
+            leaving: This node is stopping: the record carries
+                ``"leaving": true`` and peers stop counting it as live at
+                once (see :meth:`mark_left`) instead of after the horizon.
 
         Returns:
             The DAG-CBOR bytes to broadcast.
@@ -200,6 +211,8 @@ class PeerTable:
                 "roles": list(self.roles if roles is None else roles),
                 "inv": _inventory_wire(inventory or {}), "api": api or "",
                 "addrs": list(addrs)[:MAX_ADDRS], "seq": self._seq, "a": signer.public}
+        if leaving:
+            body["leaving"] = True  # signed with the rest: nobody else can say we left
         body["s"] = signer.sign(codec.encode(body))
         return codec.encode(body)
 
@@ -217,10 +230,22 @@ class PeerTable:
         """
         if peer in self._peers or peer == self.me:
             return False
-        if len(self._peers) >= self.options.max_peers:
+        if len(self._peers) >= self.options.max_peers and not self._evict_one():
             self._reject("peer_table_full")
             return False
         self._peers[peer] = PeerInfo(peer)
+        return True
+
+    def _evict_one(self) -> bool:
+        """Drop the peer not heard from for longest, unless it is still live."""
+        # Peers never present first, then the longest silent; a scan, but
+        # only when the table is full.
+        victim = min(self._peers.values(), key=lambda p: -1.0 if p.last_seen is None else p.last_seen)
+        if victim.last_seen is not None and self._newest is not None and \
+                self._newest - victim.last_seen < self.options.horizon_s:
+            return False
+        self.forget(victim.peer_id)
+        self.rejected["peer_evicted"] = self.rejected.get("peer_evicted", 0) + 1
         return True
 
     def receive_presence_untrusted(self, peer: str, message: bytes | Mapping[str, Any], now: float) -> Received:
@@ -283,6 +308,7 @@ class PeerTable:
         if type(seq) is not int or seq <= old.seq:
             return self._reject("presence_replayed")
         self._peers[peer] = info
+        self._newest = now if self._newest is None else max(self._newest, now)
         return Received.NEW_PEER if old.last_seen is None else Received.ACCEPTED
 
     # -- views ------------------------------------------------------------------------
@@ -392,6 +418,18 @@ class PeerTable:
                 "heads": dict(heads.get(pid, {})),
             })
         return out
+
+    def mark_left(self, peer: str) -> None:
+        """``peer`` said it is leaving (a signed presence with ``"leaving": true``, already accepted).
+
+        It stops being live at once; its sequence number is kept, so a
+        replay of an older presence cannot revive it, and its next presence
+        (it restarted) makes it a new peer again.
+        """
+        p = self._peers.get(peer)
+        if p is not None:
+            self._peers[peer] = PeerInfo(peer, roles=p.roles, inventory=p.inventory, api=p.api, addrs=p.addrs,
+                                         last_seen=None, seq=p.seq)
 
     def forget(self, peer: str) -> None:
         """Drop ``peer`` (e.g. removed from the allow-list)."""

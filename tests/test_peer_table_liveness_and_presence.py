@@ -165,10 +165,17 @@ def test_own_echoed_presence_is_ignored_and_the_table_is_bounded() -> None:
     assert table.receive_presence_untrusted(PEER, bytes.fromhex(PRESENCE_V1_HEX), now=0.0) is Received.REJECTED
     assert len(table) == 0 and table.rejected == {}
     assert table.note_peer("a") and table.note_peer("b") and not table.note_peer("a")
+    # "a" was never present: it makes room for a signed newcomer (evicted, counted).
     other = Signer.from_seed(b"\x44" * 32)
     msg = _presence(_table(other), other)
-    assert table.receive_presence_untrusted(peer_id_of(other.public), msg, now=0.0) is Received.REJECTED
-    assert table.rejected == {"peer_table_full": 1} and len(table) == 2
+    assert table.receive_presence_untrusted(peer_id_of(other.public), msg, now=0.0) is Received.NEW_PEER
+    assert table.rejected == {"peer_evicted": 1} and len(table) == 2 and "a" not in table
+    third = Signer.from_seed(b"\x45" * 32)
+    assert table.receive_presence_untrusted(peer_id_of(third.public), _presence(_table(third), third),
+                                            now=1.0) is Received.NEW_PEER
+    # Every entry is live now: a newcomer is refused, and the table stays bounded.
+    assert not table.note_peer("c")
+    assert table.rejected == {"peer_evicted": 2, "peer_table_full": 1} and len(table) == 2
 
 
 # -- liveness, views ---------------------------------------------------------------------------
