@@ -7,7 +7,7 @@ base58btc (``zdpu…``, the form in the Computes whitepaper).
 Why hand-written rather than ``multiformats.CID``: that class costs tens of
 microseconds per construction, which alone would cap the block fast path far
 below the 50,000 CIDs/s goal.  This module supports exactly the two codecs and
-the one hash meshd uses, and ``tests/test_cid_vectors.py`` checks it
+the one hash meshd uses, and ``tests/test_codec_matches_reference.py`` checks it
 byte-for-byte against ``multiformats``.
 """
 

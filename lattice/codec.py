@@ -9,7 +9,7 @@ Why not only the ``dag-cbor`` package: it encodes about 3,000 small dicts per
 second here, and the daemon hashes every task, assignment and result.  The fast
 path below sorts maps in Python and lets cbor2's C encoder write the bytes
 (cbor2 in non-canonical mode always writes float64, which is what DAG-CBOR
-wants).  ``tests/test_codec_vectors.py`` pins byte-for-byte equality with
+wants).  ``tests/test_codec_matches_reference.py`` pins byte-for-byte equality with
 ``dag-cbor`` on committed vectors.
 
 Strict decoding re-encodes the decoded value and compares bytes: any

@@ -128,7 +128,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         # The API server is built before the node too: the node and the mesh
         # report its URL (a provider, read when asked), and the app, which is
         # built from the node, is handed to it when it is served.
-        api = httpserver.ApiServer(home.api_options(config))
+        api = httpserver.ApiServer(home.api_options(config), home=home.path)
         inventory = node_inventory(config)
         transport: Transport | None = None
         mesh: Mesh | None = None

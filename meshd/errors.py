@@ -35,6 +35,10 @@ class AlreadyRunning(HomeError):
     """Another meshd process holds the single-instance lock on this home."""
 
 
+class BadAddressFile(HomeError):
+    """``<home>/api`` is not a valid API address record."""
+
+
 class ApiError(MeshdError):
     """An error the HTTP API reports to the client with a status and a code.
 

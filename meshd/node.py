@@ -439,6 +439,11 @@ class Node:
 
     async def dataset_get(self, dataset_cid: str, path: str) -> dict:
         obj = self._dataset(dataset_cid)
+        if not path.strip("/"):
+            # The whole value: an object of the top-level paths ({} when empty).
+            tops = dict.fromkeys(p.split("/", 1)[0] for p in dataset.paths(obj.replica))
+            whole = {top: codec.to_json(dataset.get(obj.replica, top)) for top in tops}
+            return {"dataset": str(obj.genesis), "path": "", "value": whole}
         try:
             value = dataset.get(obj.replica, path)
         except ValueError as exc:

@@ -359,7 +359,7 @@ async def test_schema_violations_are_422_with_details(node: FakeNode, mutate: An
 
 
 @pytest.mark.parametrize("path,body", [
-    ("/v1/tasks", []), ("/v1/tasks", 42), ("/v1/tasks", {"tasks": []}), ("/v1/tasks", {"tasks": [1]}),
+    ("/v1/tasks", []), ("/v1/tasks", 42), ("/v1/tasks", {"tasks": [1]}),
     ("/v1/datasets", {"value": [1]}), ("/v1/datasets", {"nme": "x"}),
     ("/v1/engines", {"manifest": {"name": "x", "executable": "a"}, "files": {"a": "!!!"}}),
     ("/v1/engines", {"manifest": {"name": "x", "executable": "../a"}, "files": {"../a": ""}}),
@@ -369,6 +369,12 @@ async def test_schema_violations_are_422_with_details(node: FakeNode, mutate: An
 async def test_wrong_body_shapes_are_422(node: FakeNode, path: str, body: Any) -> None:
     async with _client(node) as c:
         assert_error(await c.post(path, json=body), 422, "validation_failed")
+
+
+async def test_an_empty_task_list_is_400_no_tasks(node: FakeNode) -> None:
+    async with _client(node) as c:
+        assert_error(await c.post("/v1/tasks", json={"tasks": []}), 400, "no_tasks")
+    assert node.tasks == {}
 
 
 async def test_bad_query_and_dataset_action_are_422(node: FakeNode) -> None:

@@ -104,7 +104,15 @@ _HTTP_CODES = {
 
 def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # Drop "input"/"ctx"/"url": they may echo large or binary client data.
-    return [{"loc": list(e.get("loc", ()))[:32], "type": e.get("type"), "msg": e.get("msg")} for e in errors]
+    return [{"loc": list(e.get("loc", ()))[:32], "type": e.get("type"), "msg": _msg(e)} for e in errors]
+
+
+#: Pydantic names the request model in some messages ("... or instance of TaskIn"): internal names, dropped.
+_MODEL_NAME = re.compile(r" or instance of \w+")
+
+
+def _msg(error: dict[str, Any]) -> str:
+    return _MODEL_NAME.sub("", str(error.get("msg", "invalid")))
 
 
 def _where(error: dict[str, Any]) -> str:
@@ -120,9 +128,9 @@ def _from_validation(errors: list[dict[str, Any]]) -> ApiError:
         return BadRequest("request body is not valid JSON", code="malformed_json")
     if m.BAD_CID in types:
         first = next(e for e in errors if e.get("type") == m.BAD_CID)
-        return BadRequest(f"{_where(first)}: {first.get('msg')}", code="bad_cid")
+        return BadRequest(f"{_where(first)}: {_msg(first)}", code="bad_cid")
     first = errors[0] if errors else {}
-    return InvalidRequest(f"{_where(first)}: {first.get('msg', 'invalid')}", details=_validation_details(errors))
+    return InvalidRequest(f"{_where(first)}: {_msg(first)}", details=_validation_details(errors))
 
 
 def _install_error_handlers(app: FastAPI, rejections: MutableMapping[str, int] | None = None) -> None:
@@ -355,6 +363,8 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
         # Pick the branch by the "tasks" key rather than validating the union,
         # so error messages speak about one shape only.
         if isinstance(body, dict) and "tasks" in body:
+            if body["tasks"] == []:
+                raise BadRequest("expected a non-empty list of tasks", code="no_tasks")
             _validate_untrusted(_BULK, body)
             out = await _call("enqueue", node.enqueue(list(body["tasks"])))
             return JSONResponse({"tasks": out}, status_code=201)

@@ -20,8 +20,10 @@ app when it is served.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +33,7 @@ import trio
 
 from ..config import ApiOptions
 from ..runtime.logs import get_logger
+from . import address
 
 _log = get_logger("meshd.httpserver")  # the logger name predates meshd/api/
 
@@ -106,10 +109,14 @@ class ApiServer:
 
     Args:
         options: The listen address (``HOST:PORT``; port 0 picks a free port).
+        home: When given, the bound address and this process's pid are
+            recorded in ``<home>/api`` while the server listens
+            (:mod:`meshd.api.address`), for clients given only ``--home``.
     """
 
-    def __init__(self, options: ApiOptions) -> None:
+    def __init__(self, options: ApiOptions, home: Path | None = None) -> None:
         self.options = options
+        self.home = home
         self._bound: BoundAddress | None = None
 
     def url(self) -> str | None:
@@ -117,10 +124,19 @@ class ApiServer:
         return self._bound.url if self._bound is not None else None
 
     async def serve(self, app: Any, *, task_status: trio.TaskStatus[BoundAddress] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve ``app`` until cancelled; as :func:`serve`, whose :class:`BoundAddress` it reports."""
+        """Serve ``app`` until cancelled; as :func:`serve`, whose :class:`BoundAddress` it reports.
+
+        Cancellation closes the listener and removes ``<home>/api`` (a
+        SIGKILL leaves it; readers check that its pid runs).
+        """
+        pid = os.getpid()
         try:
             async with trio.open_nursery() as nursery:
                 self._bound = await nursery.start(serve, app, self.options)
+                if self.home is not None:
+                    address.write(self.home, address.ApiAddress(self._bound.url, pid))
                 task_status.started(self._bound)
         finally:
             self._bound = None
+            if self.home is not None:
+                address.remove(self.home, pid)

@@ -27,6 +27,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from .. import __version__
+from ..api import address
 from ..config import parse_host_port
 from ..errors import ClientError, MeshdError, NotRunning
 from ..home import DEFAULT_HOME, Home, init_home
@@ -106,18 +108,22 @@ def _client_url(listen: str) -> str:
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
+    """A client of the daemon: ``--api``, else the address a running daemon
+    recorded in ``<home>/api``, else the config's ``[api] listen``."""
     home = _resolve_home(args)
     listen = args.api
     token = None
+    running = address.read_live(home.path) if listen is None else None
     if home.config_path.exists():
-        if listen is None:
+        if listen is None and running is None:
             listen = home.load_config().api.listen
         if home.token_path.exists():
             try:
                 token = home.read_token()
             except MeshdError:
                 token = None  # the API's 401 (with a hint below) will explain
-    return ApiClient(_client_url(listen or DEFAULT_API), token=token, timeout=args.timeout_http)
+    url = running.url if running is not None else _client_url(listen or DEFAULT_API)
+    return ApiClient(url, token=token, timeout=args.timeout_http)
 
 
 def _emit(args: argparse.Namespace, answer: Any, render: Any, out: TextIO) -> None:
@@ -263,6 +269,35 @@ def cmd_queue(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ClientError(f"{what} is not valid JSON ({exc}); quote strings, e.g. '\"text\"'") from None
+
+
+def cmd_dataset(args: argparse.Namespace, out: TextIO) -> int:
+    """``meshd dataset create|get|set|append``: the ``/v1/datasets`` routes."""
+    with _closing(_client(args)) as client:
+        if args.dataset_command == "create":
+            body: dict[str, Any] = {}
+            if args.name:
+                body["name"] = args.name
+            if args.value is not None:
+                body["value"] = _json_arg(args.value, "--value")
+            answer = client.request("POST", "/v1/datasets", body)
+            _emit(args, answer, lambda a: str(a.get("cid", "?")), out)
+        elif args.dataset_command == "get":
+            path = "/".join(p for p in (args.path or "").split("/") if p)
+            answer = client.request("GET", f"/v1/datasets/{args.cid}" + (f"/{path}" if path else ""))
+            _emit(args, answer, lambda a: fmt.pretty_json(a.get("value")), out)
+        else:
+            body = {"value": _json_arg(args.value, "VALUE"), "action": args.dataset_command}
+            answer = client.request("PUT", f"/v1/datasets/{args.cid}/{args.path.strip('/')}", body)
+            _emit(args, answer, lambda a: f"{a.get('action')} {a.get('dataset')}/{a.get('path')}", out)
+    return 0
+
+
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 
 
@@ -389,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--timeout-http", type=float, default=30.0, metavar="S", help=argparse.SUPPRESS)
 
     parser = argparse.ArgumentParser(prog="meshd", description="A peer-to-peer mesh computer.")
+    parser.add_argument("--version", action="version", version=f"meshd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", parents=[common], help="create a home: config, identity, token")
@@ -443,6 +479,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_engine_add)
     p = engine.add_parser("list", parents=[client], help="list engines")
     p.set_defaults(func=cmd_engine_list)
+
+    dataset = sub.add_parser("dataset", help="create, read and write datasets").add_subparsers(
+        dest="dataset_command", required=True, metavar="ACTION")
+    p = dataset.add_parser("create", parents=[client], help="create a dataset; prints its CID")
+    p.add_argument("--name", help="a name (the same name on the same mesh is the same dataset)")
+    p.add_argument("--value", metavar="JSON", help='initial value: an object of path -> value, e.g. \'{"n": 10}\'')
+    p.set_defaults(func=cmd_dataset)
+    p = dataset.add_parser("get", parents=[client], help="read a dataset, or the value at PATH")
+    p.add_argument("cid")
+    p.add_argument("path", nargs="?", default="")
+    p.set_defaults(func=cmd_dataset)
+    for action, doc in (("set", "set the value at PATH"), ("append", "append a value to the list at PATH")):
+        p = dataset.add_parser(action, parents=[client], help=doc)
+        p.add_argument("cid")
+        p.add_argument("path")
+        p.add_argument("value", metavar="VALUE", help="a JSON value")
+        p.set_defaults(func=cmd_dataset)
 
     p = sub.add_parser("node", parents=[client], help="this node's identity and inventory")
     p.set_defaults(func=cmd_node)

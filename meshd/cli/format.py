@@ -99,16 +99,17 @@ def format_task_list(answer: dict[str, Any]) -> str:
 
 
 def format_engines(answer: dict[str, Any]) -> str:
-    """Name and CID of each engine."""
+    """Name, CID, type and protocol of each engine (``-`` where its manifest is not here)."""
     engines = answer.get("engines") or []
     if not engines:
         return "no engines"
-    rows = [("name", "cid", "executable")]
+    rows = [("name", "cid", "type", "protocol")]
     for e in engines:
         if isinstance(e, dict):
-            rows.append((str(e.get("name", "?")), str(e.get("cid", "?")), str(e.get("executable", ""))))
+            rows.append((str(e.get("name") or "?"), str(e.get("cid", "?")), str(e.get("type") or "-"),
+                         str(e.get("protocol") or "-")))
         else:
-            rows.append((str(e), "", ""))
+            rows.append((str(e), "", "", ""))
     return _table(rows)
 
 
@@ -142,11 +143,15 @@ def format_peers(info: dict[str, Any]) -> str:
         return "this daemon does not report peers"
     if not peers:
         return "no peers connected"
-    rows = []
+    rows = [("peer", "roles", "connected", "seen", "addresses")]
     for p in peers:
         if isinstance(p, dict):
-            rows.append((str(p.get("peer_id", p.get("id", "?"))), ", ".join(map(str, p.get("addresses") or []))))
+            seen = p.get("last_seen_s")
+            rows.append((str(p.get("peer_id", p.get("id", "?"))), ",".join(map(str, p.get("roles") or [])) or "-",
+                         {True: "yes", False: "no"}.get(p.get("connected"), "-"),
+                         f"{seen:.1f}s ago" if isinstance(seen, (int, float)) else "-",
+                         ", ".join(map(str, p.get("addresses") or []))))
         else:
-            rows.append((str(p), ""))
+            rows.append((str(p), "-", "-", "-", ""))
     return _table(rows)
 
