@@ -119,3 +119,58 @@ def test_verifier_keys_must_be_peer_ids() -> None:
     with pytest.raises(ConfigError):
         VerifyConfig(keys="12D3KooWsingle")  # type: ignore[arg-type]
     assert VerifyConfig(keys=[VERIFIER_ID]).keys == (VERIFIER_ID,)  # type: ignore[arg-type]
+
+
+async def test_a_keyless_verifier_judges_for_itself_and_a_non_verifier_not_at_all(tmp_path: Path) -> None:
+    from lattice import queue, task
+    from meshd.config import VerifyConfig
+    from meshd.node import Node
+    from meshd.roles.verifier import Verifier
+    from meshd.store.heads import HeadsStore
+    from meshd.store.objects import CommitOptions, ObjectHost
+
+    def node(seed: bytes, keys: tuple[str, ...]) -> Node:
+        signer = signing.Signer.from_seed(seed)
+        objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / f"{seed[0]}-heads.db"), signer,
+                             CommitOptions(io_in_threads=False))
+        config = SimpleNamespace(node=SimpleNamespace(mesh="m", labels=(), name="n", roles=("verifier",)),
+                                 verify=VerifyConfig(keys=keys))
+        return Node(objects=objects, peer_id=signing.peer_id_of(signer.public), identity_seed=seed, config=config)
+
+    async def replicated_task_with_results(n: Node) -> CID:
+        """A task wanting 2 agreeing replicas, run by HONEST and VERIFIER (agreeing) and ATTACKER (not),
+        and completed by some other verifier."""
+        cid, data, _ = task.task_from_json_untrusted({
+            "input": {"value": {"i": 1}},
+            "taskDefinition": {"runner": {"type": "bin-json-runner", "engine": {"/": str(ENGINE)}}},
+            "verify": {"replicas": 2, "quorum": 2}})
+        n.store.put(cid, data)
+        good, bad = codec.encode_block({"i": 1}), codec.encode_block({"forged": 1})
+        n.store.put_many([good, bad])
+        recs = []
+        for runner, out in ((HONEST, good[0]), (VERIFIER, good[0]), (ATTACKER, bad[0])):
+            rec = results.result_record(runner, cid, out, signing.peer_id_of(runner.public), 5)
+            n.results_obj.replica.update([results.result_op(rec)], runner)
+            recs.append(rec)
+        await n.objects.commit(n.queue_obj, [queue.replicate_op(cid, 2, 2), *queue.enqueue_ops([cid]),
+                                             queue.complete_op(cid, "peer-other", 9, codec.cid_of(recs[0]))])
+        return cid
+
+    alone = node(b"\x15" * 32, ())
+    verifier = Verifier(alone)
+    verifier._results = alone.results_obj.replica.cursor()
+    t = await replicated_task_with_results(alone)
+    await verifier.check()
+    verdict = alone.trust.verdict(t)
+    assert verdict is not None and verdict["by"] == alone.peer_id
+    assert verdict["invalid"] == [ATTACKER_ID] and sorted(verdict["valid"]) == sorted([HONEST_ID, VERIFIER_ID])
+    assert alone.trust.score(ATTACKER_ID, ENGINE).invalid == 1
+
+    outsider = node(b"\x16" * 32, (VERIFIER_ID,))
+    verifier = Verifier(outsider)
+    verifier._results = outsider.results_obj.replica.cursor()
+    t = await replicated_task_with_results(outsider)
+    await verifier.check()
+    assert outsider.trust.verdict(t) is None
+    assert outsider.verdicts_obj.replica.statistics().applied == 0
+    assert verifier.stats["not_a_verifier"] == 1
