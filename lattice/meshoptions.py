@@ -39,10 +39,10 @@ class MeshCoreOptions:
         gossip_per_s: Per-peer gossip rate limit (token bucket, burst 2x).
         requests_per_s: Per-peer block-request rate limit (burst 2x).
         follow_per_author: Most objects one author's announcements make this
-            node follow (default 64; ``follow_quota``).  Only well-formed,
+            node follow (default 1,024; ``follow_quota``).  Only well-formed,
             signed announcements count at all (``follow_unsigned``).
         max_auto_follow: Most objects followed on announcements, over all
-            authors (default 1,024; ``follow_cap``).  Objects a role or the
+            authors (default 8,192; ``follow_cap``).  Objects a role or the
             API follows itself are not counted.
         max_linked_wanted: Most linked blocks prefetched at once (default
             100,000; ``prefetch_full``); the rest are fetched on demand.
@@ -64,8 +64,8 @@ class MeshCoreOptions:
     allow_peers: frozenset[str] | None = None
     gossip_per_s: float = 500.0
     requests_per_s: float = 200.0
-    follow_per_author: int = 64
-    max_auto_follow: int = 1024
+    follow_per_author: int = 1024
+    max_auto_follow: int = 8192
     max_linked_wanted: int = 100_000
     snapshot_signers: frozenset[bytes] = frozenset()
 
