@@ -49,6 +49,7 @@ from .api.engine_admin import EngineAdmin
 from .errors import ConfigError, MeshdError
 from .home import Home
 from .node import Node, node_inventory
+from .owner import api as owner_api
 from .p2p import P2POptions, Transport
 from .p2p.mesh import Mesh, MeshOptions
 from .p2p.secret import SealedTransport
@@ -196,6 +197,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             # [engines/docker] engine admin routes, and the streamed image upload outside the body limit.
             admin = EngineAdmin(node, host, home, max_image_bytes=config.docker.max_image_mb * 1024 * 1024)
             routers.append(api_engines.router(admin))
+            routers.append(owner_api.router(ctx))  # /v1/owner, /v1/node/drain, /v1/node/resume
             app = create_app(node, home.api_options(config), version=__version__, routers=routers,
                              rejections=api_rejections)
             app = api_engines.with_docker_upload(app, admin, home.api_options(config))
@@ -206,11 +208,43 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
                 await nursery.start(supervise, name, role.serve, health)
                 started[name] = role
             log.info("node_ready", peer_id=node.peer_id, api=bound.url, roles=",".join(config.node.roles))
+            if shutdown is not None and "runner" in started:
+                # From now on the first SIGTERM drains before the node stops.
+                stop = trio.Event()
+                shutdown.divert(stop.set)
+                nursery.start_soon(_drain_on_signal, stop, started["runner"], mesh, config.runner.drain_deadline_s,
+                                   nursery.cancel_scope)
             task_status.started(node)
     finally:
         quarantine.close()
         heads.close()
         store.close()
+
+
+#: Beyond ``[runner] drain_deadline_s``: time for the release records to be
+#: committed and fetched by peers before the node stops.
+_DRAIN_SLACK_S = 2.0
+
+
+async def _drain_on_signal(stop: trio.Event, runner: Any, mesh: Mesh | None, deadline_s: float,
+                           scope: trio.CancelScope) -> None:
+    """On the first stop signal: drain (release claims, let running tasks
+    finish for ``deadline_s``, vacate the rest), give peers a moment to fetch
+    the release records, then cancel the node.  Bounded by ``deadline_s +
+    _DRAIN_SLACK_S`` whatever happens."""
+    await stop.wait()
+    with trio.move_on_after(deadline_s + _DRAIN_SLACK_S):
+        released = runner.gate.released
+        served = mesh.bytes_served if mesh is not None else 0
+        await runner.drain(deadline_s, reason="node stopping")
+        if mesh is not None and runner.gate.released > released and len(mesh.live_peers("runner")) > 1:
+            # Peers fetch the release delta from us (it is announced at
+            # once): wait for them to ask, briefly.
+            with trio.move_on_after(1.0):
+                while mesh.bytes_served == served:
+                    await trio.sleep(0.02)
+            await trio.sleep(0.1)  # the rest of that answer
+    scope.cancel()
 
 
 async def _main(home: Home, config: Any, shutdown: Shutdown) -> int:
@@ -231,7 +265,8 @@ def run(home_path: Path, overrides: dict[str, Any] | None = None) -> int:
             raise ConfigError(f"[node] roles: this build has no {name!r} role")
     # Installed before start-up: one SIGTERM stops the daemon whatever it is
     # doing, within [node] shutdown_grace_s, or forces (see meshd.runtime.shutdown).
-    shutdown = Shutdown(ShutdownOptions(grace_s=config.node.shutdown_grace_s))
+    shutdown = Shutdown(ShutdownOptions(grace_s=config.node.shutdown_grace_s,
+                                        drain_s=config.runner.drain_deadline_s + _DRAIN_SLACK_S))
     with home.lock():
         shutdown.install()
         try:

@@ -43,6 +43,7 @@ from meshd.api import metrics as api_metrics
 from meshd.api.guard import ROUTE_SCOPES, Access
 from meshd.config import ROLES
 from meshd.home import Home
+from meshd.owner import api as owner_api
 from meshd.p2p.identity import Identity
 from meshd.roles import role_module
 from tests._daemons import ECHO, Daemon
@@ -245,7 +246,7 @@ def _all_routes_app() -> Any:
     """The app with every router a daemon can mount (handlers never run: the gate answers first)."""
     ctx = types.SimpleNamespace(node=None, roles={}, config=None, home=None, host=None, mesh=None)
     routers = [api_mesh.router(ctx.node), api_engines.router(ctx),  # type: ignore[arg-type]
-               api_metrics.router(None)]  # type: ignore[arg-type]
+               api_metrics.router(None), owner_api.router(ctx)]  # type: ignore[arg-type]
     for name in sorted(ROLES):
         mod = role_module(name)
         if mod is not None and hasattr(mod, "router"):

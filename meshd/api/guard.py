@@ -84,6 +84,7 @@ ROUTE_SCOPES: Final[dict[tuple[str, str], Access]] = {
     ("GET", "/v1/datasets/{cid}/{path}"): _R,
     ("GET", "/v1/engines"): _R,
     ("GET", "/v1/engines/policy"): _R,
+    ("GET", "/v1/owner"): _R,
     ("GET", "/v1/trust"): _R,
     ("GET", "/v1/jobs"): _R,
     ("GET", "/v1/jobs/{job}"): _R,
@@ -103,6 +104,8 @@ ROUTE_SCOPES: Final[dict[tuple[str, str], Access]] = {
     ("POST", "/v1/engines/allow"): _A,
     ("POST", "/v1/engines/{cid}/sign"): _A,
     ("POST", "/v1/engines/{cid}/signatures"): _A,
+    ("POST", "/v1/node/drain"): _A,
+    ("POST", "/v1/node/resume"): _A,
 }
 
 

@@ -42,6 +42,7 @@ from .ports import (
     write_destination,
 )
 from .claimer import Claimer
+from .gate import Gate
 from .replica_cap import ReplicaCap
 
 if TYPE_CHECKING:
@@ -132,6 +133,10 @@ class RunnerMesh(PeerView, Protocol):
         """Ask peers for ``obj``'s state now."""
         ...
 
+    def presence_soon(self) -> None:
+        """Broadcast this node's presence (its inventory changed) now, not at the next period."""
+        ...
+
 
 class RunnerNode(QueuePort, TaskSource, Datasets, TrustPort, Counts, Protocol):
     """What the runner uses of the node (``meshd.node.Node`` satisfies it)."""
@@ -189,6 +194,10 @@ class Runner:
         self._engine_slots = trio.CapacityLimiter(options.slots)
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
+        self.gate = Gate()  # drain and owner policy: may it claim, start, keep running
+        self._given_back: set[CID] = set()  # claims released (void record written or on its way)
+        self._nursery: trio.Nursery | None = None
+        self._drain_scope: trio.CancelScope | None = None
 
     def _next(self, now: int, free: int) -> list[CID]:
         """Up to ``free`` tasks to claim now (see :class:`.claimer.Claimer`)."""
@@ -205,9 +214,13 @@ class Runner:
         await self._catch_up_first()
         await self._void_own_leases()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._renew_loop)
             task_status.started()
             while True:
+                if not self.gate.open:
+                    await self.gate.wait_open()  # draining, or the owner is using the machine
+                    continue
                 if self.node.trust.banned(self.node.peer_id):
                     # Banned by the mesh's verdicts: nobody accepts our claims
                     # or results, so do not pretend to work.
@@ -349,26 +362,32 @@ class Runner:
         started = time.perf_counter()
         outcome: Outcome | None = None
         rec: dict[str, Any] | None = None
-        try:
-            if wait := self.planner.settle_wait(t):
-                # A stolen task: let a claim its owner made at about the same
-                # moment arrive, so the winner rule decides before it runs.
-                await trio.sleep(wait)
-            async with self._engine_slots:
-                # A claim that waited longer than its lease may have gone to
-                # another runner: run only what this runner still holds.
-                if self.node.queue.holds(t, self.node.peer_id, now_ms()) is not None:
-                    self._started.add(t)
-                    self._publish_load()
-                    t0 = time.perf_counter()
-                    outcome, rec = await self._execute(t)
-                    self._avg_s = 0.9 * self._avg_s + 0.1 * (time.perf_counter() - t0)
-                else:
-                    self.stats["lease_lost"] = self.stats.get("lease_lost", 0) + 1
-                    log.info("claim_expired_before_start", task=str(t))
-        except Exception as exc:  # noqa: BLE001 - any defect becomes a failed attempt, never a crash
-            log.error("run_crashed", task=str(t), error=repr(exc))
-            outcome, rec = Outcome(ok=False, error=f"internal error: {exc!r}"[:500]), None
+        with self.gate.running([t]) as scope:
+            try:
+                if wait := self.planner.settle_wait(t):
+                    # A stolen task: let a claim its owner made at about the same
+                    # moment arrive, so the winner rule decides before it runs.
+                    await trio.sleep(wait)
+                async with self._engine_slots:
+                    # A claim that waited longer than its lease may have gone to
+                    # another runner: run only what this runner still holds.
+                    if not self.gate.open:
+                        await self.release([t], "released: " + (self.gate.reason or "gate closed"))
+                    elif self.node.queue.holds(t, self.node.peer_id, now_ms()) is not None:
+                        self._started.add(t)
+                        self._publish_load()
+                        t0 = time.perf_counter()
+                        outcome, rec = await self._execute(t)
+                        self._avg_s = 0.9 * self._avg_s + 0.1 * (time.perf_counter() - t0)
+                    else:
+                        self.stats["lease_lost"] = self.stats.get("lease_lost", 0) + 1
+                        log.info("claim_expired_before_start", task=str(t))
+            except Exception as exc:  # noqa: BLE001 - any defect becomes a failed attempt, never a crash
+                log.error("run_crashed", task=str(t), error=repr(exc))
+                outcome, rec = Outcome(ok=False, error=f"internal error: {exc!r}"[:500]), None
+        if scope.cancelled_caught:  # vacated (drain deadline, owner policy): the engine is gone
+            await self.release([t], "vacated: " + (self.gate.reason or "vacated"))
+            outcome = None
         if outcome is None:
             self._finished(t)
             return
@@ -442,6 +461,10 @@ class Runner:
             async with self._engine_slots:
                 groups: dict[CID, list[tuple[CID, int, dict[str, Any], Any]]] = {}
                 for t, n in batch:
+                    if not self.gate.open:
+                        await self.release([t], "released: " + (self.gate.reason or "gate closed"))
+                        self._finished(t)
+                        continue
                     if self.node.queue.holds(t, me, now_ms()) is None:
                         self.stats["lease_lost"] = self.stats.get("lease_lost", 0) + 1
                         self._finished(t)
@@ -455,8 +478,14 @@ class Runner:
                 self._publish_load()
                 for engine, items in groups.items():
                     try:
-                        outs = await self.host.run_batch(engine, [i[3] for i in items], warm=None,
-                                                         signatures=self.node.engine_signatures(engine))
+                        with self.gate.running([i[0] for i in items]) as scope:
+                            outs = await self.host.run_batch(engine, [i[3] for i in items], warm=None,
+                                                             signatures=self.node.engine_signatures(engine))
+                        if scope.cancelled_caught:
+                            await self.release([i[0] for i in items], "vacated: " + (self.gate.reason or "vacated"))
+                            for i in items:
+                                self._finished(i[0])
+                            continue
                     except EngineMissing:
                         alone.extend((t, n) for t, n, _, _ in items)  # the one-task path fetches it
                         continue
@@ -476,6 +505,7 @@ class Runner:
                     nursery.start_soon(self._run_one, t, n)
 
     def _finished(self, t: CID) -> None:
+        self._given_back.discard(t)
         self.planner.forget(t)
         self.running.discard(t)
         self._held.pop(t, None)
@@ -483,6 +513,85 @@ class Runner:
         self._publish_load()
         ev, self._slot_freed = self._slot_freed, trio.Event()
         ev.set()
+
+    async def release(self, tasks: Iterable[CID], reason: str) -> int:
+        """Give claims back at once: a void failure per held attempt (docs/protocol.md,
+        *release*), so every replica frees the lease and another runner takes
+        the task now, not when the lease expires.  Shielded and bounded like
+        a record; cancellation past that leaves the leases to expire."""
+        me, now, ops = self.node.peer_id, now_ms(), []
+        for t in tasks:
+            a = self._held.get(t)
+            if a is not None and t not in self._given_back:
+                self._given_back.add(t)
+                ops.append(queue.fail_op(t, me, now, a.n, reason, False, void=True))
+        if not ops:
+            return 0
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _RECORD_GRACE_S):
+            try:
+                await self.node.objects.commit(self.node.queue_obj, ops)
+            except StoreError as exc:
+                log.warning("release_failed", error=str(exc)[:200])
+                return 0
+        self.gate.released += len(ops)
+        self.node.count("leases_released", len(ops))
+        log.info("leases_released", count=len(ops), reason=reason[:100])
+        return len(ops)
+
+    def _announce(self, draining: bool) -> None:
+        """Say in this node's presence whether it drains (peers' planners skip a draining runner)."""
+        if draining:
+            self.node.inventory["draining"] = True
+        else:
+            self.node.inventory.pop("draining", None)
+        mesh = self.node.mesh
+        if mesh is not None:
+            mesh.presence_soon()
+
+    async def drain(self, deadline_s: float, reason: str = "node draining") -> None:
+        """Stop claiming, release unstarted claims at once, let running tasks
+        finish for ``deadline_s``, then vacate the rest (engines killed,
+        leases released).  The node stays drained until :meth:`resume`.
+
+        Cancellation (a resume, or the daemon stopping) leaves the gate
+        closed and whatever still runs running.
+        """
+        self.gate.set(draining=True, reason=reason)
+        self._announce(True)
+        log.info("draining", deadline_s=deadline_s, running=len(self._started), claimed=len(self.running))
+        await self.release([t for t in self.running if t not in self._started], f"released: {reason}")
+        with trio.move_on_after(deadline_s):
+            while self._started:
+                await self._slot_freed.wait()
+        if self.gate.vacate():
+            with trio.move_on_after(_RECORD_GRACE_S):
+                while self._started:
+                    await self._slot_freed.wait()
+        log.info("drained", vacated=self.gate.vacated, released=self.gate.released)
+
+    def begin_drain(self, deadline_s: float) -> None:
+        """Drain in the background (the API's ``POST /v1/node/drain``)."""
+        if self._nursery is None:
+            raise RuntimeError("the runner is not serving")
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+        scope = self._drain_scope = trio.CancelScope()
+        self.gate.set(draining=True, reason="node draining")  # closed from this answer on
+
+        async def run() -> None:
+            with scope:
+                await self.drain(deadline_s)
+
+        self._nursery.start_soon(run)
+
+    def resume(self) -> None:
+        """End a drain: claim again (the owner policy may still keep the gate closed)."""
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+            self._drain_scope = None
+        self.gate.set(draining=False, reason="" if not self.gate.owner_closed else None)
+        self._announce(False)
+        log.info("resumed")
 
     async def _execute(self, t: CID) -> tuple[Outcome, dict[str, Any] | None]:
         try:

@@ -1,5 +1,10 @@
 """Stopping the daemon: one SIGTERM (or SIGINT) always ends it, within a deadline.
 
+Once the node is ready, the first signal *drains* it first (``divert``: the
+daemon stops claiming, releases its claims to peers and vacates running
+tasks within ``[runner] drain_deadline_s``, see :mod:`meshd.roles.gate`);
+then, as before start-up ends, it cancels.
+
 The graceful path is trio's: the first signal cancels the node's scope, every
 service unwinds (engines are killed by their runners' cancellation, the API
 and the transport close) and ``meshd run`` exits 0.  Whatever was
@@ -75,15 +80,21 @@ class ShutdownOptions:
 
     Attributes:
         grace_s: Longest the graceful stop may take after the first signal
-            before the daemon forces; default 8.0 (so that one SIGTERM ends
-            the daemon within 10 s).
+            (and the drain) before the daemon forces; default 8.0 (so that
+            one SIGTERM ends the daemon within 10 s, plus the drain).
+        drain_s: How long the drain a first signal starts may take
+            (``[runner] drain_deadline_s`` and the release records' time);
+            the watchdog waits ``drain_s + grace_s``.  Default 0: no drain.
     """
 
     grace_s: float = 8.0
+    drain_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.grace_s <= 600:
             raise ValueError("grace_s must be in (0, 600]")
+        if not 0 <= self.drain_s <= 600:
+            raise ValueError("drain_s must be in [0, 600]")
 
 
 class Shutdown:
@@ -108,6 +119,7 @@ class Shutdown:
         self._root: trio.lowlevel.Task | None = None
         self._engines: EngineOwner | None = None
         self._previous: dict[int, Any] = {}
+        self._on_first: Callable[[], None] | None = None
 
     @property
     def requested(self) -> str | None:
@@ -136,6 +148,13 @@ class Shutdown:
         if self._signals:
             scope.cancel()
 
+    def divert(self, on_first: Callable[[], None]) -> None:
+        """From now on the first signal calls ``on_first`` (in the trio
+        thread) instead of cancelling the node at once: the daemon drains,
+        then cancels.  The watchdog still forces after ``drain_s + grace_s``.
+        A signal that came earlier has already cancelled the node."""
+        self._on_first = on_first
+
     def own(self, engines: EngineOwner) -> None:
         """Register the engine host whose processes a forced stop kills."""
         self._engines = engines
@@ -162,16 +181,18 @@ class Shutdown:
         token, scope = self._token, self._scope
         if token is not None and scope is not None:
             try:
-                token.run_sync_soon(scope.cancel)
+                token.run_sync_soon(self._on_first or scope.cancel)
             except trio.RunFinishedError:
                 pass  # trio.run already returned: the process is on its way out
 
     def _watch(self) -> None:
-        log.info("shutting_down", signal=self._signals[0], grace_s=self.options.grace_s)
-        if self._force_now.wait(self.options.grace_s):
+        bound = self.options.grace_s + (self.options.drain_s if self._on_first is not None else 0.0)
+        log.info("shutting_down", signal=self._signals[0], grace_s=self.options.grace_s,
+                 drain_s=self.options.drain_s if self._on_first is not None else 0)
+        if self._force_now.wait(bound):
             reason = f"second signal ({self._signals[-1]})"
         else:
-            reason = f"still running {self.options.grace_s:g} s after {self._signals[0]}"
+            reason = f"still running {bound:g} s after {self._signals[0]}"
         self.force(reason)
 
     def force(self, reason: str) -> None:
