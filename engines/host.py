@@ -6,7 +6,9 @@
    the signature blocks already in the store; signature CIDs not in the
    store are ignored, never waited for (anyone can add a bogus one to the
    registry).  A refusal is ``Outcome(ok=False, error="not authorized:
-   ...")``: nothing is fetched and nothing runs;
+   ...")``: nothing is fetched and nothing runs.  Only an engine this node
+   knows nothing of (no registry entry, no manifest) is fetched first, as in
+   step 2, since its registry entry may still be on its way;
 2. loads the manifest from the block store (:class:`EngineMissing` listing
    the absent CIDs when the manifest or any file block is missing, so the
    daemon can fetch them from peers and retry);
@@ -324,6 +326,13 @@ class EngineHost:
             try:
                 authorize(engine_cid, sigs, self.policy)
             except EngineNotAuthorized as exc:
+                if not sigs and not missing and not self.store.has(engine_cid):
+                    # This node knows nothing of the engine yet: no registry
+                    # entry, no manifest (a task can arrive before the
+                    # registry's delta).  Fetching the manifest gives the
+                    # registry time to arrive; the retry decides on what is
+                    # here then.  Signature blocks are never fetched.
+                    raise EngineMissing(f"engine {engine_cid} is not known here yet", [engine_cid]) from None
                 self._refused += n
                 note = f"; {len(missing)} signature block(s) not in the store, ignored" if missing else ""
                 return Outcome(ok=False, error=f"not authorized: {exc}{note}")

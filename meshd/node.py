@@ -474,7 +474,12 @@ class Node:
             raise BadRequest(f"invalid resources: {exc}", code="bad_manifest") from None
         # Files, manifest and signature blocks: disk and store I/O, in a worker thread.
         cid, sig = await self.objects.run_io(self._publish_engine, name, files, executable, manifest, resources)
-        await self.objects.commit(self.engines_obj, [["add", str(cid), sig], ["put", f"name/{name}", cid]])
+        # The signature block rides inline in the registry's delta: a peer
+        # that learns of the engine holds its signature too (the host never
+        # fetches missing signatures).
+        sig_block = await self.objects.run_io(self.store.get, sig)
+        await self.objects.commit(self.engines_obj, [["add", str(cid), sig], ["put", f"name/{name}", cid]],
+                                  [(sig, sig_block)])
         return {"cid": str(cid), "name": name, "signature": str(sig)}
 
     def _publish_engine(self, name: str, files: dict[str, bytes], executable: str, manifest: dict,

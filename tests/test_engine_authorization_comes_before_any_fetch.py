@@ -7,7 +7,8 @@ nobody serves would make every attempt on every node wait for a fetch (15 s
 in the runner) and fail.  And an engine that is not authorized must not make
 the node fetch its manifest and files at all.  So the host decides on the
 allow-list and the signatures already in its store, first; a refusal is an
-immediate ``not authorized`` outcome, never ``EngineMissing``.
+immediate ``not authorized`` outcome, never ``EngineMissing`` (except for an
+engine the node knows nothing of yet: no registry entry and no manifest).
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ async def test_an_unauthorized_engine_is_refused_before_its_blocks_are_wanted():
         host = await _host(nursery, store, AuthPolicy())
         outcome = await host.run(absent, {}, signatures=[BOGUS])
         assert not outcome.ok and outcome.error.startswith("not authorized")
+        # An engine this node knows nothing of (no registry entry, no manifest)
+        # is fetched first: its registry entry may still be on its way.
+        with pytest.raises(EngineMissing) as info:
+            await host.run(absent, {}, signatures=[])
+        assert info.value.missing == [absent]
         # An authorized one whose manifest is absent is fetched as before.
         allowed = await _host(nursery, store, AuthPolicy(allow_cids=frozenset({absent})))
         with pytest.raises(EngineMissing) as info:
