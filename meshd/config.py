@@ -381,6 +381,7 @@ class Config:
     # Defined below Config; the lambdas defer the lookup to instantiation.
     verify: "VerifyConfig" = field(default_factory=lambda: VerifyConfig())
     archive: "ArchiveConfig" = field(default_factory=lambda: ArchiveConfig())
+    owner: "OwnerConfig" = field(default_factory=lambda: OwnerConfig())
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_toml_dict(self) -> dict[str, dict[str, Any]]:
@@ -461,6 +462,39 @@ class ArchiveConfig:
         _bool(self, "archive", "pin_engines")
 
 
+@dataclass(frozen=True)
+class OwnerConfig:
+    """``[owner]``: when the machine's owner lets meshd run (:mod:`meshd.owner`).
+
+    Attributes:
+        preset: ``server`` (always run; the default) or ``desktop``
+            (HTCondor-like: start after 15 idle minutes, suspend on input or
+            the owner's CPU load, memory/I/O pressure or battery, continue
+            after 5 idle minutes, vacate after 10 suspended).
+        signal_file: A JSON file of readings to use instead of the machine's
+            own signals (tests, unusual machines); default "" (none).
+        poll_s: How often the signals are read; default 0.5.
+        windows: Daily ``HH:MM-HH:MM`` local windows in which work may run;
+            default none (any time).
+    """
+
+    preset: str = "server"
+    signal_file: str = ""
+    poll_s: float = 0.5
+    windows: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.preset not in ("server", "desktop"):
+            raise ConfigError(f"[owner] preset must be \"server\" or \"desktop\", got {self.preset!r}")
+        if not isinstance(self.signal_file, str):
+            raise ConfigError("[owner] signal_file must be a string")
+        if _positive_float(self, "owner", "poll_s") > 60:
+            raise ConfigError(f"[owner] poll_s must be at most 60, got {self.poll_s}")
+        for w in _str_tuple(self, "owner", "windows"):
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", w):
+                raise ConfigError(f"[owner] windows: {w!r} is not HH:MM-HH:MM")
+
+
 _SECTIONS: Final[dict[str, type]] = {
     "node": NodeConfig,
     "api": ApiOptions,
@@ -472,6 +506,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "verify": VerifyConfig,
     "archive": ArchiveConfig,
     "log": LogConfig,
+    "owner": OwnerConfig,
 }
 # Keys accepted in the file; the API tokens are deliberately absent (they live
 # in their own 0600 files so that config.toml can be shared or pasted safely).

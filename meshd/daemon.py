@@ -50,6 +50,7 @@ from .errors import ConfigError, MeshdError
 from .home import Home
 from .node import Node, node_inventory
 from .owner import api as owner_api
+from .owner import service as owner_service
 from .p2p import P2POptions, Transport
 from .p2p.mesh import Mesh, MeshOptions
 from .p2p.secret import SealedTransport
@@ -208,6 +209,11 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
                 await nursery.start(supervise, name, role.serve, health)
                 started[name] = role
             log.info("node_ready", peer_id=node.peer_id, api=bound.url, roles=",".join(config.node.roles))
+            if "runner" in started:
+                # [owner] the owner policy closes the runner's gate and stops its engines.
+                owner = owner_service.from_config(config.owner, started["runner"], host)
+                await nursery.start(owner.serve)
+                started["owner"] = owner
             if shutdown is not None and "runner" in started:
                 # From now on the first SIGTERM drains before the node stops.
                 stop = trio.Event()

@@ -33,18 +33,21 @@ def test_server_preset_always_runs_and_reads_nothing() -> None:
 def test_desktop_starts_after_15_idle_minutes_with_low_owner_load() -> None:
     m = OwnerMachine(DESKTOP)
     assert m.step(idle(60.0), 0.0).state == WAITING
-    # Input idle long enough, but the machine has been quiet (load) only since t=0.
-    d = m.step(idle(1000.0), 100.0)
+    d = m.step(idle(899.0), 839.0)
     assert d.state == WAITING and "wait" in d.why
-    d = m.step(idle(1900.0), 900.0)
+    assert m.step(idle(950.0, load=0.5), 890.0).state == WAITING  # the owner's own load
+    d = m.step(idle(960.0), 900.0)
     assert (d.state, d.actions) == (RUNNING, (START,)), d
+    # Without an input signal, the machine must be quiet that long.
+    quiet = OwnerMachine(OwnerPolicyOptions(signals=("load",)))
+    assert quiet.step(idle(0.0), 0.0).state == WAITING
+    assert quiet.step(idle(0.0), 899.0).state == WAITING
+    assert quiet.step(idle(0.0), 900.0).actions == (START,)
 
 
 def test_a_touch_or_load_suspends_idleness_continues_and_a_long_suspension_vacates_then_kills() -> None:
     m = OwnerMachine(DESKTOP)
-    m.step(idle(2000.0), 0.0)
-    m.step(idle(2900.0), 900.0)
-    assert m.state == RUNNING
+    assert m.step(idle(2900.0), 900.0).actions == (START,)
     assert m.step(idle(2901.0), 901.0).actions == ()  # still idle: nothing to do
     d = m.step(idle(0.2), 902.0)  # a key was pressed since the last poll
     assert (d.state, d.actions) == (SUSPENDED, (SUSPEND,)) and "owner active" in d.why

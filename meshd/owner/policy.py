@@ -172,12 +172,15 @@ class OwnerMachine:
             return -1.0, busy
         if self._quiet_since is None:
             self._quiet_since = now
-        idle = now - self._quiet_since if ({"load", "pressure"} & set(self.options.signals)) else float("inf")
         if "input" in self.options.signals:
+            # As HTCondor: the time is the keyboard's; load and pressure
+            # (themselves averages) need only be low now.
             if r.input_idle_s is None:
                 return -1.0, "keyboard/mouse idle time unreadable"
-            idle = min(idle, r.input_idle_s)
-        return idle, f"idle for {idle:.0f} s" if idle != float("inf") else "no owner signals"
+            idle = r.input_idle_s
+        else:
+            idle = now - self._quiet_since  # no input signal: quiet for how long
+        return idle, f"idle for {idle:.0f} s"
 
     def step(self, r: Readings, now: float) -> Decision:
         """Advance on one poll's readings at monotonic time ``now``."""

@@ -538,6 +538,10 @@ class Runner:
         log.info("leases_released", count=len(ops), reason=reason[:100])
         return len(ops)
 
+    def unstarted(self) -> list[CID]:
+        """Tasks claimed and not started (their engines have not begun)."""
+        return [t for t in self.running if t not in self._started]
+
     def _announce(self, draining: bool) -> None:
         """Say in this node's presence whether it drains (peers' planners skip a draining runner)."""
         if draining:
@@ -559,7 +563,7 @@ class Runner:
         self.gate.set(draining=True, reason=reason)
         self._announce(True)
         log.info("draining", deadline_s=deadline_s, running=len(self._started), claimed=len(self.running))
-        await self.release([t for t in self.running if t not in self._started], f"released: {reason}")
+        await self.release(self.unstarted(), f"released: {reason}")
         with trio.move_on_after(deadline_s):
             while self._started:
                 await self._slot_freed.wait()
