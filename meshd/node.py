@@ -259,7 +259,8 @@ class Node:
         for (by, n), f in failures.items():  # failures without a visible assignment
             attempts.append({"runner": by, "attempt": n, "started": None, "lease_until": None, "finished": f["at"],
                              "ok": False, "error": f.get("error"), "stderr": f.get("stderr", "")})
-        out: dict[str, Any] = {"cid": str(st.task), "state": st.state, "attempts": attempts, "result": None}
+        out: dict[str, Any] = {"cid": str(st.task), "state": st.state, "name": self._task_name(st.task),
+                               "attempts": attempts, "result": None}
         if st.completions:
             first = min(st.completions, key=lambda c: (c["at"], c["by"]))
             out["result"] = {"/": str(first["result"])}
@@ -276,6 +277,11 @@ class Node:
                 "state": "verified" if st.state == queue.COMPLETED else "awaiting quorum",
                 "verdict": codec.to_json(self.trust.verdict(st.task)) if self.trust.verdict(st.task) else None,
             }
+            live = self.live_runner_count()
+            if st.state != queue.COMPLETED and live < k:
+                # Otherwise silent: the task would sit at "awaiting quorum" for ever.
+                out["verification"]["warning"] = (f"needs {k} distinct runners, and {live} live runner(s) "
+                                                  f"are in the mesh: it cannot reach its quorum until more join")
         if with_task:
             try:
                 out["task"] = codec.to_json(self.task_record(st.task))
@@ -285,6 +291,19 @@ class Node:
                 out["task"] = None
                 out["rejected"] = str(exc)
         return out
+
+    def live_runner_count(self) -> int:
+        """Runners seen lately, this node included when it runs tasks."""
+        if self.mesh is not None:
+            return len(self.mesh.live_runners())
+        return 1 if "runner" in self.config.node.roles else 0
+
+    def _task_name(self, cid: CID) -> str | None:
+        try:
+            name = self.task_record(cid).get("name")
+        except (BlockNotFound, BadInput):
+            return None
+        return name if isinstance(name, str) else None
 
     # -- NodeService: tasks -------------------------------------------------------------
 
@@ -379,12 +398,20 @@ class Node:
     async def results(self, task_cid: str, wait_s: float = 0.0) -> dict:
         c = parse_cid(task_cid, "task CID")
         recs = self.results_view.results(c)
+        st = self.queue.status(c, now_ms())
         if not recs and wait_s > 0:
-            # Long poll: wake on every change of the results object.
+            # Long poll: until a first result, or the task fails for good
+            # (then at once: no result will come).  The versions are read
+            # before the state, so no change between the two is missed.
             with trio.move_on_after(wait_s):
-                while not recs:
-                    await self.objects.wait_changed(self.results_obj)
+                while True:
+                    since = [(self.results_obj, self.results_obj.version), (self.queue_obj, self.queue_obj.version)]
                     recs = self.results_view.results(c)
+                    st = self.queue.status(c, now_ms())
+                    if recs or (st is not None and st.state == queue.FAILED):
+                        break
+                    await self._wait_any(since)
+            st = self.queue.status(c, now_ms())
         if not recs and c not in self.queue:
             raise NotFound(f"task {c} is not in the queue", code="task_not_found")
         present = await self.objects.run_io(lambda: [self.store.has(r["output"]) for r in recs])
@@ -399,7 +426,21 @@ class Node:
                         # Only v1 records carry a signature; the delta that carries a v2 record authenticates it.
                         "signature": base64.b64encode(r["s"]).decode() if "s" in r else None, "at": r["at"],
                         "duration_s": r.get("duration_s"), "stderr": r.get("stderr", "")})
-        return {"task": str(c), "results": out}
+        answer: dict[str, Any] = {"task": str(c), "results": out, "state": st.state if st is not None else None}
+        if st is not None and st.state == queue.FAILED:
+            final = [f for f in st.failures if f.get("final")]
+            answer["reason"] = final[0].get("error") if final else None
+        return answer
+
+    async def _wait_any(self, since: list[tuple[Followed, int]]) -> None:
+        """Return once any of the objects changed after its given version (cancellation: nothing to undo)."""
+        async with trio.open_nursery() as nursery:
+            async def one(obj: Followed, version: int) -> None:
+                await self.objects.wait_changed(obj, since=version)
+                nursery.cancel_scope.cancel()
+
+            for obj, version in since:
+                nursery.start_soon(one, obj, version)
 
     def _output_or_none(self, cid: CID) -> Any:
         try:

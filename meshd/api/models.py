@@ -297,6 +297,7 @@ class TaskStatusOut(_Open):
 
     cid: str
     state: str
+    name: str | None = Field(default=None, description="the task's name, when it has one")
     attempts: list[AttemptOut] = Field(default_factory=list)
     result: dict[str, str] | None = None
     task: dict[str, Any] | None = None
@@ -324,6 +325,8 @@ class ResultsOut(_Open):
 
     task: str
     results: list[ResultOut]
+    state: str | None = Field(default=None, description="the task's state here (null: not in this node's queue)")
+    reason: str | None = Field(default=None, description="why a failed task failed")
 
 
 class QueueOut(_Open):

@@ -254,10 +254,18 @@ def cmd_result(args: argparse.Namespace, out: TextIO) -> int:
         if args.wait:
             status = _wait_for_task(client, args.cid, args.timeout, sys.stderr)
         answer = client.request("GET", f"/v1/results/{args.cid}")
+    failed = (status or answer).get("state") == "failed"
+    if failed and not answer.get("results") and not args.json:
+        # Nothing to show but the error (no "no results yet" first).
+        last = ((status or {}).get("attempts") or [{}])[-1]
+        reason = (status or {}).get("reason") or answer.get("reason") or last.get("error") or "no error message"
+        print(f"error: task failed: {reason}", file=sys.stderr)
+        return 1
     _emit(args, answer, fmt.format_results, out)
-    if status is not None and status.get("state") == "failed":
-        last = (status.get("attempts") or [{}])[-1]
-        print(f"error: task failed: {last.get('error') or 'no error message'}", file=sys.stderr)
+    if failed:
+        last = ((status or {}).get("attempts") or [{}])[-1]
+        print(f"error: task failed: {(status or {}).get('reason') or answer.get('reason') or last.get('error')}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -9,6 +9,7 @@ display glitch must never become a crash.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 
@@ -30,6 +31,18 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def when(ms: Any) -> str:
+    """Epoch milliseconds as local ``YYYY-MM-DD HH:MM:SS.mmm``; ``-`` for anything else."""
+    if type(ms) is not int or not 0 < ms < 2**53:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
+
+
+def _short(peer: Any) -> str:
+    """A peer id cut to its last 8 characters (``…abcdefgh``), as in most listings."""
+    return f"…{peer[-8:]}" if isinstance(peer, str) and len(peer) > 12 else str(peer or "-")
+
+
 def pretty_json(value: Any) -> str:
     """Indented JSON, the ``--json`` output."""
     return json.dumps(value, indent=2, sort_keys=True)
@@ -45,9 +58,20 @@ def format_status(status: dict[str, Any]) -> str:
     """A task's state, result link and attempts."""
     lines = [
         f"task:     {status.get('cid', '?')}",
+        *([f"name:     {status['name']}"] if status.get("name") else []),
         f"state:    {status.get('state', '?')}",
         f"result:   {_link(status.get('result'))}",
     ]
+    if status.get("reason"):
+        lines.append(f"reason:   {status['reason']}")
+    if status.get("rejected"):
+        lines.append(f"rejected: {status['rejected']}")
+    v = status.get("verification")
+    if isinstance(v, dict):
+        lines.append(f"verify:   {v.get('state', '?')}: {v.get('largest_agreement', 0)} of {v.get('results', 0)} "
+                     f"results agree (quorum {v.get('quorum', '?')} of {v.get('replicas', '?')})")
+        if v.get("warning"):
+            lines.append(f"warning:  {v['warning']}")
     attempts = status.get("attempts") or []
     lines.append(f"attempts: {len(attempts)}")
     rows = [("  #", "runner", "started", "finished", "ok", "error")]
@@ -55,8 +79,8 @@ def format_status(status: dict[str, Any]) -> str:
         rows.append((
             f"  {i}",
             str(a.get("runner") or "-"),
-            str(a.get("started") or "-"),
-            str(a.get("finished") or "-"),
+            when(a.get("started")),
+            when(a.get("finished")),
             {True: "yes", False: "no"}.get(a.get("ok"), "-"),
             str(a.get("error") or ""),
         ))
@@ -72,10 +96,12 @@ def format_results(answer: dict[str, Any]) -> str:
     """Each runner's output for a task."""
     results = answer.get("results") or []
     if not results:
+        if answer.get("state") == "failed":
+            return f"task {answer.get('task', '?')} failed: {answer.get('reason') or 'no error message'}"
         return f"no results yet for {answer.get('task', 'this task')}"
     blocks = []
     for r in results:
-        head = f"runner {r.get('runner', '?')} at {r.get('at', '?')}"
+        head = f"runner {r.get('runner', '?')} at {when(r.get('at'))}"
         if r.get("output_cid"):
             head += f"  (output {r['output_cid']})"
         blocks.append(head + "\n" + json.dumps(r.get("output"), indent=2, sort_keys=True))
@@ -90,9 +116,15 @@ def format_queue(counts: dict[str, Any]) -> str:
 
 
 def format_task_list(answer: dict[str, Any]) -> str:
-    """One line per task, plus the cursor for the next page."""
-    rows = [(str(t.get("cid", "?")), str(t.get("state", "?"))) for t in answer.get("tasks") or []]
-    text = _table(rows) or "no tasks"
+    """One line per task (CID, state, name, last runner, last change), plus the cursor for the next page."""
+    tasks = answer.get("tasks") or []
+    rows = [("cid", "state", "name", "runner", "updated")]
+    for t in tasks:
+        attempts = [a for a in t.get("attempts") or [] if isinstance(a, dict)]
+        last = attempts[-1] if attempts else {}
+        rows.append((str(t.get("cid", "?")), str(t.get("state", "?")), str(t.get("name") or "-"),
+                     _short(last.get("runner")), when(last.get("finished") or last.get("started"))))
+    text = _table(rows) if tasks else "no tasks"
     if answer.get("next"):
         text += f"\n(more: --after {answer['next']})"
     return text

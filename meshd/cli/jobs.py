@@ -91,17 +91,34 @@ def _finish(args: argparse.Namespace, status: dict[str, Any], out: TextIO) -> in
     return 0
 
 
+def evaluator_hint(client: ApiClient, answer: dict[str, Any]) -> str | None:
+    """A line for stderr when this node runs no evaluator: whether any peer does (else the job cannot advance)."""
+    if answer.get("evaluator"):
+        return None
+    try:
+        peers = client.request("GET", "/v1/peers").get("peers") or []
+    except ClientError:
+        peers = []
+    if any("evaluator" in (p.get("roles") or []) for p in peers if isinstance(p, dict)):
+        return "note: this node runs no evaluator; a peer that does fires the next stages"
+    return ("warning: no node of the mesh runs the evaluator role (this node does not, and no peer in "
+            "`meshd peers` does): the job's stages after the first will not fire until one joins "
+            "(add \"evaluator\" to [node] roles)")
+
+
 def cmd_job_submit(args: argparse.Namespace, out: TextIO) -> int:
     body = _read_json_input(args.file)
     with _closing(_client(args)) as client:
         answer = client.request("POST", "/v1/jobs", body)
+        hint = evaluator_hint(client, answer)
         if not args.watch:
             _emit(args, answer, lambda a: a["job"], out)
-            if not answer.get("evaluator"):
-                print("note: this node runs no evaluator; another node of the mesh must fire the "
-                      "next stages", file=sys.stderr)
+            if hint:
+                print(hint, file=sys.stderr)
             return 0
         print(answer["job"], file=sys.stderr)
+        if hint:
+            print(hint, file=sys.stderr)
         status = watch(client, answer["job"], timeout=args.timeout, progress=sys.stderr)
     return _finish(args, status, out)
 
