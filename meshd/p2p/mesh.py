@@ -241,6 +241,9 @@ class Mesh:
             self._locked(self.core.follow, obj.replica, now)  # no I/O: syncers only
         unsubscribe = self.objects.subscribe(self._on_local_change)
         self.transport.set_request_handler(self._serve_request)
+        set_farewell = getattr(self.transport, "set_farewell", None)
+        if set_farewell is not None:
+            set_farewell(self._farewell)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -251,6 +254,20 @@ class Mesh:
         finally:
             self._nursery = None
             unsubscribe()
+
+    def _farewell(self) -> bytes | None:
+        """Our leaving presence, signed now (the transport calls it as it stops, on the event loop).
+
+        The core's lock may be held by a slow store call in a worker thread:
+        waiting for it is bounded, and without it we leave unannounced (our
+        presence then expires on the peers, as after a crash).
+        """
+        if not self._lock.acquire(timeout=0.5):
+            return None
+        try:
+            return self.core.leave(time.time())
+        finally:
+            self._lock.release()
 
     def _on_local_change(self, obj: Followed) -> None:
         # An ObjectHost listener (trio thread): hand the change to the tick loop.

@@ -80,6 +80,13 @@ class SealedTransport:
     async def connect(self, multiaddr: str) -> str:
         return await self.inner.connect(multiaddr)
 
+    def set_farewell(self, farewell: Callable[[], bytes | None]) -> None:
+        def sealed() -> bytes | None:
+            data = farewell()
+            return None if data is None else seal(self._key, data)
+
+        self.inner.set_farewell(sealed)
+
     async def connect_any(self, peer_id: str, addrs: list[str]) -> str:
         return await self.inner.connect_any(peer_id, addrs)
 

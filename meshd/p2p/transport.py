@@ -93,6 +93,7 @@ from ._pubsub_tuning import (  # noqa: E402
 from ._exclusive_ports import install_exclusive_listeners  # noqa: E402
 from .addresses import Advertiser  # noqa: E402
 from .dialing import dial_exact, dial_first  # noqa: E402
+from .leaving import Farewell, say_farewell  # noqa: E402
 from .mdns import serve_mdns  # noqa: E402
 from .options import P2POptions, PeerInfo, TransportStatistics  # noqa: E402
 from .requests import RequestHandler, answer_stream, call_over_stream, reset_quietly  # noqa: E402
@@ -142,17 +143,10 @@ class _Notifee:
     async def disconnected(self, network: Any, conn: Any) -> None:
         self._t._on_disconnected(str(conn.muxed_conn.peer_id))
 
-    async def opened_stream(self, network: Any, stream: Any) -> None:
+    async def _ignored(self, network: Any, what: Any) -> None:
         pass
 
-    async def closed_stream(self, network: Any, stream: Any) -> None:
-        pass
-
-    async def listen(self, network: Any, addr: Any) -> None:
-        pass
-
-    async def listen_close(self, network: Any, addr: Any) -> None:
-        pass
+    opened_stream = closed_stream = listen = listen_close = _ignored
 
 
 class Transport:
@@ -185,6 +179,7 @@ class Transport:
         self._serve_users: dict[str, int] = defaultdict(int)
         self._counts: dict[str, int] = defaultdict(int)
         self._advertiser = Advertiser(announce=options.announce, no_announce=options.no_announce)
+        self._farewell: Farewell | None = None
 
     # -- public API -----------------------------------------------------------
 
@@ -209,6 +204,10 @@ class Transport:
         request is answered with the handler-failed status.
         """
         self._handler = handler
+
+    def set_farewell(self, farewell: Farewell) -> None:
+        """Gossip ``farewell()`` as serving stops, before connections close (:mod:`meshd.p2p.leaving`)."""
+        self._farewell = farewell
 
     async def serve(self, *, task_status: trio.TaskStatus[Transport] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the host until cancelled.
@@ -300,6 +299,7 @@ class Transport:
                     await trio.sleep_forever()
                 finally:
                     self._serving = False
+                    await say_farewell(pubsub, opts.topic, self._farewell)  # shielded, bounded
                     with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLOSE_TIMEOUT_S):
                         try:
                             await host.close()  # every connection, stream and listener
