@@ -129,6 +129,7 @@ def test_sigterm_with_a_backlog_exits_within_the_drain_and_a_peer_takes_the_runn
         released, lease_until = mine[0]["finished"], mine[0]["lease_until"]
         assert lease_until - released > HANDOFF_MS, atts  # waiting for the lease would take longer
         assert theirs[0]["started"] - released <= HANDOFF_MS, atts
+        print(f"sigterm_exit_s={elapsed:.2f} handoff_ms={theirs[0]['started'] - released}")
 
 
 def test_drain_releases_claims_and_resume_takes_work_again(daemon_factory) -> None:

@@ -42,7 +42,7 @@ from .ports import (
     write_destination,
 )
 from .claimer import Claimer
-from .gate import Gate
+from .gate import Gate, Yielding
 from .replica_cap import ReplicaCap
 
 if TYPE_CHECKING:
@@ -173,8 +173,8 @@ class EngineRunner(Protocol):
                         signatures: Iterable[CID] = ...) -> list[Outcome]: ...
 
 
-class Runner:
-    """Runs tasks from the queue on this node's engines."""
+class Runner(Yielding):
+    """Runs tasks from the queue on this node's engines (drains and releases: :class:`.gate.Yielding`)."""
 
     name = "runner"
 
@@ -513,89 +513,6 @@ class Runner:
         self._publish_load()
         ev, self._slot_freed = self._slot_freed, trio.Event()
         ev.set()
-
-    async def release(self, tasks: Iterable[CID], reason: str) -> int:
-        """Give claims back at once: a void failure per held attempt (docs/protocol.md,
-        *release*), so every replica frees the lease and another runner takes
-        the task now, not when the lease expires.  Shielded and bounded like
-        a record; cancellation past that leaves the leases to expire."""
-        me, now, ops = self.node.peer_id, now_ms(), []
-        for t in tasks:
-            a = self._held.get(t)
-            if a is not None and t not in self._given_back:
-                self._given_back.add(t)
-                ops.append(queue.fail_op(t, me, now, a.n, reason, False, void=True))
-        if not ops:
-            return 0
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + _RECORD_GRACE_S):
-            try:
-                await self.node.objects.commit(self.node.queue_obj, ops)
-            except StoreError as exc:
-                log.warning("release_failed", error=str(exc)[:200])
-                return 0
-        self.gate.released += len(ops)
-        self.node.count("leases_released", len(ops))
-        log.info("leases_released", count=len(ops), reason=reason[:100])
-        return len(ops)
-
-    def unstarted(self) -> list[CID]:
-        """Tasks claimed and not started (their engines have not begun)."""
-        return [t for t in self.running if t not in self._started]
-
-    def _announce(self, draining: bool) -> None:
-        """Say in this node's presence whether it drains (peers' planners skip a draining runner)."""
-        if draining:
-            self.node.inventory["draining"] = True
-        else:
-            self.node.inventory.pop("draining", None)
-        mesh = self.node.mesh
-        if mesh is not None:
-            mesh.presence_soon()
-
-    async def drain(self, deadline_s: float, reason: str = "node draining") -> None:
-        """Stop claiming, release unstarted claims at once, let running tasks
-        finish for ``deadline_s``, then vacate the rest (engines killed,
-        leases released).  The node stays drained until :meth:`resume`.
-
-        Cancellation (a resume, or the daemon stopping) leaves the gate
-        closed and whatever still runs running.
-        """
-        self.gate.set(draining=True, reason=reason)
-        self._announce(True)
-        log.info("draining", deadline_s=deadline_s, running=len(self._started), claimed=len(self.running))
-        await self.release(self.unstarted(), f"released: {reason}")
-        with trio.move_on_after(deadline_s):
-            while self._started:
-                await self._slot_freed.wait()
-        if self.gate.vacate():
-            with trio.move_on_after(_RECORD_GRACE_S):
-                while self._started:
-                    await self._slot_freed.wait()
-        log.info("drained", vacated=self.gate.vacated, released=self.gate.released)
-
-    def begin_drain(self, deadline_s: float) -> None:
-        """Drain in the background (the API's ``POST /v1/node/drain``)."""
-        if self._nursery is None:
-            raise RuntimeError("the runner is not serving")
-        if self._drain_scope is not None:
-            self._drain_scope.cancel()
-        scope = self._drain_scope = trio.CancelScope()
-        self.gate.set(draining=True, reason="node draining")  # closed from this answer on
-
-        async def run() -> None:
-            with scope:
-                await self.drain(deadline_s)
-
-        self._nursery.start_soon(run)
-
-    def resume(self) -> None:
-        """End a drain: claim again (the owner policy may still keep the gate closed)."""
-        if self._drain_scope is not None:
-            self._drain_scope.cancel()
-            self._drain_scope = None
-        self.gate.set(draining=False, reason="" if not self.gate.owner_closed else None)
-        self._announce(False)
-        log.info("resumed")
 
     async def _execute(self, t: CID) -> tuple[Outcome, dict[str, Any] | None]:
         try:
