@@ -13,7 +13,9 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..api.models import ErrorOut
 
 if TYPE_CHECKING:
     from ..roles import RoleContext
@@ -22,7 +24,14 @@ if TYPE_CHECKING:
 DEFAULT_DRAIN_DEADLINE_S = 600.0
 
 
+#: Error answers the drain and resume routes document (the schema test holds them to it).
+_ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+
+
 class DrainRequest(BaseModel):
+    # Strict: ``true`` is not a number of seconds, and unknown keys are refused.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     deadline_s: float = Field(DEFAULT_DRAIN_DEADLINE_S, gt=0, le=86400,
                               description="How long running tasks may finish before they are vacated")
 
@@ -48,14 +57,14 @@ def router(ctx: "RoleContext") -> APIRouter:
         """The owner policy's state and why, the signal readings, and the runner's gate."""
         return owner_state(ctx.roles.get("runner"), ctx.roles.get("owner"))
 
-    @r.post("/v1/node/drain")
+    @r.post("/v1/node/drain", responses=_ERRORS)
     async def drain(body: DrainRequest | None = None) -> dict[str, Any]:
         """Stop claiming, release claimed-ahead tasks now, vacate running ones after ``deadline_s``."""
         run = runner()
         run.begin_drain((body or DrainRequest()).deadline_s)
         return owner_state(run, ctx.roles.get("owner"))
 
-    @r.post("/v1/node/resume")
+    @r.post("/v1/node/resume", responses=_ERRORS)
     async def resume() -> dict[str, Any]:
         """End a drain: claim again (unless the owner policy keeps the gate closed)."""
         run = runner()
