@@ -2,7 +2,8 @@
 
 ``app`` builds the FastAPI application over a ``NodeService``; ``guard`` is the
 one gate every request passes; ``models`` are the request bodies; ``engines``,
-``mesh`` and ``archive`` add routes (``engine_admin`` is the service behind
-``/v1/engines``; ``archive`` holds the Archivist's); ``server`` serves the app
-with Hypercorn's trio worker.
+``mesh``, ``archive`` and ``metrics`` (``GET /metrics``) add routes
+(``engine_admin`` is the service behind ``/v1/engines``; ``archive`` holds the
+Archivist's); ``server`` serves the app with Hypercorn's trio worker, and
+``address`` records where it listens in ``<home>/api``.
 """
