@@ -33,6 +33,7 @@ from engines.ledger import LEDGER_NAME, kill_recorded
 from engines.manifest import Resources
 from engines.native import NativeOptions
 from engines.pool import PoolOptions
+from lattice import queue
 from lattice.cid import CID
 from lattice.diskstore import DiskBlockStore, DiskStoreOptions
 from lattice.errors import StoreError
@@ -48,7 +49,7 @@ from .api.app import create_app
 from .api.engine_admin import EngineAdmin
 from .errors import ConfigError, MeshdError
 from .home import Home
-from .node import Node, node_inventory
+from .node import QUEUE, Node, node_inventory
 from .owner import api as owner_api
 from .owner import service as owner_service
 from .p2p import P2POptions, Transport
@@ -121,7 +122,8 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             # authors) are accepted only from members, whoever relays them.
             members = frozenset(config.p2p.allow_peers) | {identity.peer_id}
             replica_options = ReplicaOptions(accept_author=lambda pk: peer_id_of(pk) in members)
-        objects = ObjectHost(store, heads, signer, replica_options=replica_options)
+        objects = ObjectHost(store, heads, signer, replica_options=replica_options,
+                             checks={QUEUE: queue.check_delta})
         t0 = time.perf_counter()
         objects.load()
         health = Health()
