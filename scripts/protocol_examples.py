@@ -619,11 +619,16 @@ def build() -> str:
         ("inv", "map", "inventory: `os`, `arch`, `cpus`, `memory`, `gpu`, `labels` (matched against task "
                        "constraints), `platform` (matched against a native engine's builds), and a runner's "
                        "load: `slots` it advertises (the claim planner caps it by the completions seen from "
-                       "the peer), `free` idle slots and `backlog` tasks claimed, not started (only text, int, "
-                       "bool and list values are sent)"),
+                       "the peer), `free` idle slots and `backlog` tasks claimed, not started; `draining: true` "
+                       "while the node drains (peers' claim planners then leave it out: it takes no more work) "
+                       "(only text, int, bool and list values are sent)"),
         ("api", _TAG, "the sender's HTTP API URL, or `\"\"`"),
         ("addrs", "[text]", "the sender's libp2p listen multiaddrs, at most 8"),
         ("seq", "uint", "strictly increasing per sender: `max(previous + 1, clock in ms)`"),
+        ("leaving", "bool", "only in a stopping node's last presence, `true`: receivers accept it as any "
+                            "presence, then stop counting the sender as live at once (`PeerTable.mark_left`); "
+                            "its next presence (a restart) makes it a new peer again. Absent otherwise (older "
+                            "nodes ignore it)"),
         ("a", "bytes(32)", "the sender's Ed25519 public key"),
         ("s", "bytes(64)", "signature by `a` over the record without `s`"),
     ])
