@@ -68,6 +68,11 @@ __all__ = ["Mesh", "MeshOptions", "MeshStatistics", "Refusing", "TokenBucket", "
 
 log = get_logger("meshd.mesh")
 
+#: A lost peer is redialled this often ...
+REDIAL_EVERY_S = 2.0
+#: ... for this long after its connection went away (see Mesh._redial_loop).
+REDIAL_FOR_S = 600.0
+
 
 class Transport(Protocol):
     """What the mesh needs from the network (meshd.p2p implements it over libp2p).
@@ -250,6 +255,8 @@ class Mesh:
                 nursery.start_soon(self._receive_loop)
                 await self._carry(await self._call(self.core.start, time.time()))
                 nursery.start_soon(self._tick_loop)
+                if getattr(self.transport, "connect_any", None) is not None:
+                    nursery.start_soon(self._redial_loop)
                 task_status.started(self)
         finally:
             self._nursery = None
@@ -268,6 +275,43 @@ class Mesh:
             return self.core.leave(time.time())
         finally:
             self._lock.release()
+
+    async def _redial_loop(self) -> None:
+        """Redial peers we lost, every ``redial_every_s`` for ``redial_for_s``.
+
+        A node that restarts may have only dead bootstrap peers (the mesh
+        outlived them); its former peers dialling it back is how it rejoins
+        at once.  A peer is lost when a connection to it is gone; it is
+        dialled at the addresses it last announced (a restart on the same
+        listen addresses is found), and forgotten when connected again or
+        after ``redial_for_s``.
+        """
+        lost: dict[str, float] = {}  # peer -> when it was first missed
+        was: set[str] = set()
+        dialing: set[str] = set()  # one dial per peer at a time
+
+        async def redial(peer: str, addrs: tuple[str, ...]) -> None:
+            dialing.add(peer)
+            try:
+                await self._dial(peer, addrs)
+            finally:
+                dialing.discard(peer)
+
+        while True:
+            now = time.monotonic()
+            connected = {getattr(p, "peer_id", str(p)) for p in self.transport.peers()}
+            for peer in was - connected:
+                lost.setdefault(peer, now)
+            was = connected
+            for peer, since in list(lost.items()):
+                addrs = self.core.peers.addrs(peer)
+                if peer in connected or now - since > REDIAL_FOR_S or not addrs:
+                    del lost[peer]
+                    continue
+                if peer not in dialing:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(redial, peer, tuple(addrs))
+            await trio.sleep(REDIAL_EVERY_S)
 
     def _on_local_change(self, obj: Followed) -> None:
         # An ObjectHost listener (trio thread): hand the change to the tick loop.
