@@ -81,11 +81,17 @@ class SealedTransport:
         return await self.inner.connect(multiaddr)
 
     def set_farewell(self, farewell: Callable[[], bytes | None]) -> None:
+        # Optional, as for any transport (the mesh looks it up with getattr):
+        # an inner transport without farewells sends none.
+        inner = getattr(self.inner, "set_farewell", None)
+        if inner is None:
+            return
+
         def sealed() -> bytes | None:
             data = farewell()
             return None if data is None else seal(self._key, data)
 
-        self.inner.set_farewell(sealed)
+        inner(sealed)
 
     async def connect_any(self, peer_id: str, addrs: list[str]) -> str:
         return await self.inner.connect_any(peer_id, addrs)
