@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from ..config import parse_host_port
 from ..errors import BadAddressFile
 
 ADDRESS_FILE: Final = "api"
@@ -107,6 +108,13 @@ def remove(home: Path, pid: int) -> None:
         mine = True  # garbage is nobody's record
     if mine:
         path.unlink(missing_ok=True)
+
+
+def client_url(listen: str) -> str:
+    """The URL a local client reaches an ``[api] listen`` address at (a wildcard bind through loopback)."""
+    host, port = parse_host_port(listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def read_live(home: Path) -> ApiAddress | None:

@@ -29,7 +29,6 @@ import httpx
 
 from .. import __version__
 from ..api import address
-from ..config import parse_host_port
 from ..errors import ClientError, MeshdError, NotRunning
 from ..home import DEFAULT_HOME, Home, init_home
 from . import format as fmt
@@ -100,13 +99,6 @@ def _resolve_home(args: argparse.Namespace) -> Home:
     return Home(Path(raw).expanduser())
 
 
-def _client_url(listen: str) -> str:
-    host, port = parse_host_port(listen)
-    # A wildcard bind is reached through loopback.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def _client(args: argparse.Namespace) -> ApiClient:
     """A client of the daemon: ``--api``, else the address a running daemon
     recorded in ``<home>/api``, else the config's ``[api] listen``."""
@@ -122,7 +114,7 @@ def _client(args: argparse.Namespace) -> ApiClient:
                 token = home.read_token()
             except MeshdError:
                 token = None  # the API's 401 (with a hint below) will explain
-    url = running.url if running is not None else _client_url(listen or DEFAULT_API)
+    url = running.url if running is not None else address.client_url(listen or DEFAULT_API)
     return ApiClient(url, token=token, timeout=args.timeout_http)
 
 

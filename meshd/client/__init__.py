@@ -47,9 +47,7 @@ def _home_target(home: str | Path) -> tuple[str, str]:
     if running is not None:
         url = running.url
     else:
-        host, _, port = h.load_config().api.listen.rpartition(":")
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host.strip("[]"), host.strip("[]"))
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        url = address.client_url(h.load_config().api.listen)
     return url, h.read_token()
 
 
