@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import types
@@ -422,7 +423,27 @@ class _Attacker(http.server.ThreadingHTTPServer):
         self.reports: list[dict[str, str]] = []
         self.go = False
         self.changed = threading.Condition()
+        self.connections: set[socket.socket] = set()
         super().__init__(("127.0.0.1", port), _AttackerHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        self.connections.add(conn)
+        return conn, address
+
+    def close(self) -> None:
+        """Stop serving and drop every open connection, idle ones included.
+
+        Chromium opens spare connections ahead of need and later sends a request on one; a handler
+        thread still waiting on such a connection would answer for the attacker after the daemon has
+        taken the port (CI once saw the rebound POST answered by this server's 501 page)."""
+        self.shutdown()
+        self.server_close()
+        for conn in list(self.connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by its handler, which also closes the rest
+                pass
 
     def wait(self, stage: str, timeout: float = 60) -> dict[str, str]:
         with self.changed:
@@ -494,8 +515,7 @@ def test_a_real_browser_on_attacker_pages_changes_nothing(tmp_path: Path) -> Non
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         report.wait("loaded")
-        rebind.shutdown()
-        rebind.server_close()
+        rebind.close()
         d.start()
         before = _state(d)
         report.go = True
