@@ -13,8 +13,9 @@ the daemon's pump and the simulation both drive:
   and given up after ``prefetch_retries`` asks ended without it; callers add
   their own wants with :meth:`MeshCore.want`;
 * the :class:`~lattice.peers.PeerTable` (signed presence, liveness, dials);
-* when to announce: local changes within ``announce_coalesce_s`` share one
-  announcement, every object is re-announced every ``announce_interval_s``
+* when to announce: a change after a quiet ``announce_coalesce_s`` is
+  announced at once, and changes within that window of an announcement
+  share the next one, every object is re-announced every ``announce_interval_s``
   (anti-entropy), and all objects are queried at start and when a new peer
   appears;
 * admission: the allow-list and per-peer token buckets for gossip and block
@@ -182,7 +183,9 @@ class MeshCore:
         self._arrived: set[CID] = set()  # ... of which the core stored the block
         self._rounds: dict[CID, int] = {}  # ... stuck ones: times offered to the live peers again
         self._dirty: set[CID] = set()
+        self._pushable: set[CID] = set()  # dirty by a local change: its announcement pushes the heads
         self._announce_at: float | None = None
+        self._last_announce = float("-inf")
         self._started = False
         self._next_presence = self._next_anti_entropy = self._next_tick = 0.0
 
@@ -266,7 +269,12 @@ class MeshCore:
         self.peers.note_peer(peer)
         if t == "hpcp/announce":
             self._last_sender[g] = peer
+        before = syncer.replica.version
         self._dispatch(g, syncer.receive_untrusted(peer, data, now), out)
+        if syncer.replica.version != before:  # it pushed blocks we applied
+            out.append(Changed(g))
+            if not syncer.syncing:
+                self._mark_dirty(g, now)
         return self._end(out, now)
 
     def serve(self, peer: str, data: bytes, now: float) -> bytes:
@@ -281,7 +289,7 @@ class MeshCore:
         if msg is None or msg["t"] != "hpcp/want":
             self.reject("bad_request")
             return hpcp.encode_blocks([], [])
-        return hpcp.serve_want(self.store, msg["cids"][:MAX_SERVED_CIDS], MAX_SERVED_BYTES)
+        return hpcp.serve_want(self.store, msg["cids"][:MAX_SERVED_CIDS], MAX_SERVED_BYTES, have=msg.get("have", ()))
 
     def on_response(self, ask_id: int, data: bytes | None, now: float) -> list[Output]:
         """The answer to ``Request(ask_id)``; None when it failed or timed out."""
@@ -320,12 +328,17 @@ class MeshCore:
         out: list[Output] = []
         if genesis in self.syncers:
             self._mark_dirty(genesis, now)
+            self._pushable.add(genesis)
         return self._end(out, now)
 
     def _mark_dirty(self, genesis: CID, now: float) -> None:
         self._dirty.add(genesis)
         if self._announce_at is None:
-            self._announce_at = now + self.options.announce_coalesce_s
+            # Leading edge: the first change after a quiet window goes out at
+            # once (a lone task reaches peers without waiting); changes that
+            # follow within the window share the next announcement, so an
+            # object is announced at most once per window under load.
+            self._announce_at = max(now, self._last_announce + self.options.announce_coalesce_s)
 
     def want(self, cids: Iterable[CID], hint: str | None, now: float, *,
              providers: Iterable[str] = ()) -> list[Output]:
@@ -360,7 +373,10 @@ class MeshCore:
         o = self.options
         if self._announce_at is not None and now >= self._announce_at:
             dirty, self._dirty, self._announce_at = self._dirty, set(), None
-            out += [self._announce(g, now) for g in sorted(dirty, key=lambda c: c.raw) if g in self.syncers]
+            pushable, self._pushable = self._pushable, set()
+            self._last_announce = now
+            out += [self._announce(g, now, push=g in pushable)
+                    for g in sorted(dirty, key=lambda c: c.raw) if g in self.syncers]
         if not self._started:
             return self._end(out, now)
         if now >= self._next_anti_entropy:
@@ -482,9 +498,9 @@ class MeshCore:
         if addrs:
             out.append(Dial(peer, tuple(addrs)))
 
-    def _announce(self, g: CID, now: float) -> Broadcast:
+    def _announce(self, g: CID, now: float, *, push: bool = False) -> Broadcast:
         self._counts["announces_out"] += 1
-        return Broadcast(self.syncers[g].announce(now))
+        return Broadcast(self.syncers[g].announce(now, push=push))
 
     def _dispatch(self, genesis: CID, outs: list[hpcp.Outgoing], out: list[Output]) -> None:
         for o in outs:

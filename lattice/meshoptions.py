@@ -16,9 +16,11 @@ class MeshCoreOptions:
     """Mesh timing and limits; validated once, here.
 
     Attributes:
-        announce_coalesce_s: Local changes within this window share one
-            announcement (default 0.02 s): keeps gossip far below the
-            transport's message ceiling under load.
+        announce_coalesce_s: Announcements go out at most once per this
+            window (default 0.02 s): a change after a quiet window is
+            announced at once, later ones in the window share the next
+            announcement.  Keeps gossip far below the transport's message
+            ceiling under load without delaying a lone change.
         announce_interval_s: Anti-entropy re-announcement period (5 s).
         presence_interval_s: Presence broadcast period (2 s); a peer unseen
             for 3 periods is no longer live.

@@ -579,6 +579,9 @@ def build() -> str:
         ("snap", f"{_LINK} or null", "the snapshot the author's replica started from, if any"),
         ("seq", "uint", "strictly increasing per author: `max(previous + 1, clock in ms)`"),
         ("a", "bytes(32)", "the author's Ed25519 public key"),
+        ("push", "[[link, bytes]], optional", "head blocks pushed along after a local change, so a peer one "
+         "change behind needs no want: at most 8 blocks and 16 KiB (`MAX_PUSH_*`); a receiver takes those "
+         "that are unknown heads exactly as if they answered its want (left out when empty)"),
         ("s", "bytes(64)", "signature by `a` over the message without `s`"),
     ])
     d.example("alice announces the queue at her first delta", None, ann)
@@ -588,7 +591,9 @@ def build() -> str:
               note="A peer that follows `g` answers with an `hpcp/announce` sent to the asker only.")
     d.add("#### hpcp/want", "")
     d.fields([("t", _TAG, "`\"hpcp/want\"`"), ("v", "uint", "`1`"),
-              ("cids", f"[{_LINK}]", "blocks asked for; at most 4,096 accepted, the first 1,024 served")])
+              ("cids", f"[{_LINK}]", "blocks asked for; at most 4,096 accepted, the first 1,024 served"),
+              ("have", f"[{_LINK}], optional", "at most 64 of the asker's heads of the object: the server's "
+               "ancestor walk stops there (left out when empty)")])
     d.example("bob wants alice's head", None, want, annotate=True,
               note="Exactly what bob's `Syncer` sends after the announce above.")
     d.add("#### hpcp/blocks", "")

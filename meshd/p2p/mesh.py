@@ -44,6 +44,7 @@ import trio
 
 from lattice import hpcp
 from lattice.cid import CID
+from lattice.errors import BadInput
 from lattice.claims import rendezvous_rank
 from lattice.meshcore import (
     Broadcast,
@@ -345,7 +346,26 @@ class Mesh:
     async def _receive_loop(self) -> None:
         while True:
             peer, data = await self.transport.receive()
-            await self._carry(await self._call(self.core.receive, peer, data, time.time()))
+            # An announcement that pushes blocks may change its replica, which a
+            # local commit must not see half-done: take the object's lock, as
+            # answers to wants do (a cheap byte test first; most gossip pushes
+            # nothing).
+            obj = self._pushed_to(data)
+            async with self._host_lock(obj):
+                outs = await self._call(self.core.receive, peer, data, time.time())
+                for x in outs:
+                    if isinstance(x, Changed) and (target := self.objects.get(x.genesis)) is not None:
+                        await self._persist(target)
+            await self._carry([x for x in outs if not isinstance(x, Changed)])
+
+    def _pushed_to(self, data: bytes) -> Followed | None:
+        if b"push" not in data:
+            return None
+        try:
+            genesis = hpcp.peek_genesis_untrusted(data)
+        except BadInput:  # malformed: core.receive counts and drops it
+            return None
+        return self.objects.get(genesis) if genesis is not None else None
 
     async def _serve_request(self, peer: str, data: bytes) -> bytes:
         answer = await self._call(self.core.serve, peer, data, time.time())
