@@ -7,12 +7,16 @@ The queue GOHO holds four grow-only sets:
   records of one attempt ``(by, n)`` are one lease, from the earliest
   ``at`` to the latest ``until`` (a renewal, :func:`renew_op`);
 * ``completed``: completion records ``{task, by, at, result}`` (Complete);
-* ``failed``: failed-attempt records ``{task, by, at, n, error, final}``.
+* ``failed``: failed-attempt records ``{task, by, at, n, error, final}``;
+* ``cancelled`` and ``retried``: the lifecycle records of
+  :mod:`lattice.lifecycle` (cancel a task's current generation; start a new
+  one with fresh attempts).
 
 **Who may write what** (enforced when a peer's delta is admitted, see
 :func:`check_delta`, and when a record is read, see :class:`QueueView`):
 
-* every ``assigned``, ``completed`` and ``failed`` record names its writer in
+* every ``assigned``, ``completed``, ``failed``, ``cancelled`` and
+  ``retried`` record names its writer in
   ``by``, which must be the peer id of the delta's author: nobody writes in
   another peer's name;
 * a lease lasts at most :data:`MAX_LEASE_MS` from its claim, a renewal (which
@@ -30,9 +34,11 @@ removed; a task's state is a function of the four sets and the reader's
 clock, so every replica with the same sets computes the same answer:
 
 * ``completed`` if any completion names it;
-* else ``failed`` if a failure record with ``final`` names it;
-* else ``assigned`` if it has a *live lease*: an assignment with
-  ``until > now`` whose attempt did not fail;
+* else ``cancelled`` if a cancel of its current generation names it;
+* else ``failed`` if a failure record with ``final`` names an attempt of its
+  current generation (above the latest retry's ``n``);
+* else ``assigned`` if it has a *live lease*: an assignment of the current
+  generation with ``until > now`` whose attempt did not fail;
 * else ``available``.
 
 **Deterministic winner rule.**  Two peers may assign the same task before they
@@ -59,6 +65,7 @@ from typing import Any
 from .cid import CID
 from .errors import BadRecord
 from .goho import Replica
+from .lifecycle import CANCELLED, RETRIED, Generations, valid_cancel, valid_retry
 from .signing import peer_id_of
 from .state import decode_value
 
@@ -67,7 +74,7 @@ ASSIGNED = "assigned"
 COMPLETED = "completed"
 FAILED = "failed"
 REPLICAS = "replicas"
-STATES = (AVAILABLE, ASSIGNED, COMPLETED, FAILED)
+STATES = (AVAILABLE, ASSIGNED, COMPLETED, FAILED, CANCELLED)
 #: Completion times kept per runner (enough to cap any advertised capacity).
 _COMPLETIONS_KEPT = 1024
 #: Largest ``settle`` a claim may carry (ms); larger values are read as 0.
@@ -80,7 +87,7 @@ MAX_LEASE_MS = 600_000
 #: Longest lease a renewal may ask for, from when it was made (``r``): a
 #: started attempt's renewals grow to 8 leases (``meshd.roles.runner``).
 MAX_RENEWAL_MS = 8 * MAX_LEASE_MS
-_WRITTEN_BY = (ASSIGNED, COMPLETED, FAILED)
+_WRITTEN_BY = (ASSIGNED, COMPLETED, FAILED, CANCELLED, RETRIED)
 
 
 def check_delta(delta: Any) -> None:
@@ -212,10 +219,24 @@ class TaskInfo:
     #: (module doc), as ``(key, encoding)``: read again when the task gains
     #: an assignment, a replica or its replication record.
     held: list[tuple[str, bytes]] = field(default_factory=list)
+    life: Generations = field(default_factory=Generations)  # cancels and retries
 
     @property
     def done(self) -> bool:
-        return bool(self.completions) or any(f.get("final") for f in self.failures)
+        return self.outcome() is not None
+
+    @property
+    def failed_final(self) -> bool:
+        """A final failure of an attempt of the current generation."""
+        return any(f.get("final") and self.life.current(f["n"]) for f in self.failures)
+
+    def outcome(self) -> str | None:
+        """The terminal state the records give (bans aside), or None while open."""
+        if self.completions:
+            return COMPLETED
+        if self.life.cancels and self.life.current_cancels():
+            return CANCELLED
+        return FAILED if self.failed_final else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +253,8 @@ class TaskStatus:
     replicas_wanted: int = 1
     replica_done: tuple[dict[str, Any], ...] = ()
     holders: tuple[Assignment, ...] = ()
+    generation: int = 0  # retries started so far (lattice.lifecycle)
+    cancels: tuple[dict[str, Any], ...] = ()  # the cancels that count (current generation)
 
     @property
     def attempts(self) -> int:
@@ -279,7 +302,8 @@ class QueueView:
         self._order: list[CID] = []  # enqueue order as seen here
         self._leased: set[CID] = set()  # have assignments and are not done
         self._done = 0
-        self._failed = 0
+        self._ended = {COMPLETED: 0, FAILED: 0, CANCELLED: 0}  # done tasks by outcome
+        self._feed: list[CID] = []  # enqueued, then reopened by a retry (tasks_since)
         self._completed_at: dict[str, list[int]] = {}  # runner -> its earliest completion times, sorted
         #: ``(by, at, arrived)`` of the newest claim and completion records
         #: applied after the view was built, ``arrived`` from ``clock`` (None
@@ -291,7 +315,7 @@ class QueueView:
         # What was in the replica when the view was built arrived now.
         self._arrived: int | None = clock() if clock is not None else None
         state = replica.state
-        for key in (REPLICAS, AVAILABLE, ASSIGNED, COMPLETED, FAILED):
+        for key in (REPLICAS, AVAILABLE, RETRIED, CANCELLED, ASSIGNED, COMPLETED, FAILED):
             for enc in list(state.encoded_members(key)):
                 self._on_add(key, enc)
 
@@ -337,6 +361,7 @@ class QueueView:
             if not info.available:
                 info.available = True
                 self._order.append(task)
+                self._feed.append(task)
                 if info.replication is not None:
                     if not info.done:
                         self._open_rep[task] = None
@@ -366,7 +391,8 @@ class QueueView:
                 info.assignments.append(a)
                 if heard:  # a new claim (a renewal keeps its first ``at``)
                     self.heard.append((a.by, a.at, self._arrived))
-            self._ready.pop(a.task, None)
+            if info.life.current(a.n):  # a lease from before a retry holds nothing
+                self._ready.pop(a.task, None)
             if not info.done:
                 self._leased.add(a.task)
             heapq.heappush(self._leases, (a.until, a.task.raw))
@@ -392,15 +418,9 @@ class QueueView:
                     if info.held:
                         self._retry_held(info)
                 return
-            self._open_rep.pop(rec["task"], None)
-            was_done = info.done
+            prev = info.outcome()
             info.completions.append(rec)
-            if not was_done:
-                self._done += 1
-                if any(f.get("final") for f in info.failures):
-                    self._failed -= 1
-            self._ready.pop(rec["task"], None)
-            self._leased.discard(rec["task"])
+            self._settle(rec["task"], info, prev)
         elif key == FAILED:
             rec = decode_value(enc)
             if not _valid_record(rec, _FAIL_FIELDS):
@@ -409,19 +429,57 @@ class QueueView:
             if not self._may_conclude(info, rec, replica=False):
                 info.held.append((key, enc))
                 return
-            was_done = info.done
+            prev = info.outcome()
             info.failures.append(rec)
-            if not was_done and info.done:
-                self._done += 1
-                self._failed += 1
-            if info.done:
-                self._ready.pop(rec["task"], None)
-                self._leased.discard(rec["task"])
-                self._open_rep.pop(rec["task"], None)
-            elif info.available and info.replication is None:
+            self._settle(rec["task"], info, prev)
+            if not info.done and info.available and info.replication is None:
                 # The failed attempt voids its lease: the task is ready again
                 # (re-checked against other live leases in next()).
                 self._ready[rec["task"]] = None
+
+        elif key == CANCELLED or key == RETRIED:
+            rec = decode_value(enc)
+            if not (valid_cancel(rec) if key == CANCELLED else valid_retry(rec)):
+                return
+            if key == CANCELLED and self._banned(rec["by"]):
+                return  # bans only grow: it never counts (a later ban is read by is_done)
+            info = self._info(rec["task"])
+            prev = info.outcome()
+            if key == CANCELLED:
+                info.life.add_cancel(rec)
+            else:
+                info.life.add_retry(rec)
+            self._settle(rec["task"], info, prev)
+            if key == RETRIED and not info.done and info.available and info.replication is None:
+                self._ready[rec["task"]] = None  # its leases may be history now (next() re-checks)
+
+    def _settle(self, task: CID, info: TaskInfo, prev: str | None) -> None:
+        """Keep the counts and indexes right after ``task``'s outcome went from ``prev``.
+
+        A retry can reopen a task that had ended (failed or cancelled): it is
+        ready again, and fed to :meth:`tasks_since` as if newly enqueued, so
+        a caller's index that dropped it takes it back.
+        """
+        now = info.outcome()
+        if now == prev:
+            return
+        if prev is not None:
+            self._done -= 1
+            self._ended[prev] -= 1
+        if now is not None:
+            self._done += 1
+            self._ended[now] += 1
+            self._ready.pop(task, None)
+            self._leased.discard(task)
+            self._open_rep.pop(task, None)
+        elif info.available:
+            self._feed.append(task)
+            if info.assignments:
+                self._leased.add(task)  # a claim of the new generation may have come first
+            if info.replication is not None:
+                self._open_rep[task] = None
+            else:
+                self._ready[task] = None
 
     def _may_conclude(self, info: TaskInfo, rec: dict[str, Any], *, replica: bool) -> bool:
         """Whether ``rec`` (a completion or failure) is allowed by the writing rules.
@@ -454,8 +512,10 @@ class QueueView:
     # -- reads ---------------------------------------------------------------------
 
     def is_done(self, info: TaskInfo) -> bool:
-        """Done for good: a completion by a peer that is not banned, or a final failure."""
-        return any(not self._banned(c["by"]) for c in info.completions) or any(f.get("final") for f in info.failures)
+        """Done for good (until a retry): a completion or a cancel by a peer
+        that is not banned, or a final failure of the current generation."""
+        return any(not self._banned(c["by"]) for c in info.completions) or info.failed_final \
+            or any(not self._banned(c["by"]) for c in info.life.current_cancels())
 
     def wanted(self, task: CID) -> int:
         """Replicas ``task`` needs now (1 for a plain task)."""
@@ -484,9 +544,10 @@ class QueueView:
         if info is None or self.is_done(info):
             return []
         failed = {(f["by"], f["n"]) for f in info.failures}
+        current = info.life.current
         live = sorted(
             (a for a in info.assignments
-             if a.until > now_ms and (a.by, a.n) not in failed and not self._banned(a.by)
+             if a.until > now_ms and current(a.n) and (a.by, a.n) not in failed and not self._banned(a.by)
              and a.by not in info.replica_done),
             key=Assignment.key,
         )
@@ -523,9 +584,12 @@ class QueueView:
             return None
         holders = self._holders(task, now_ms)
         counted = [c for c in info.completions if not self._banned(c["by"])]
+        cancels = [c for c in info.life.current_cancels() if not self._banned(c["by"])]
         if counted:
             state = COMPLETED
-        elif any(f.get("final") for f in info.failures):
+        elif cancels:
+            state = CANCELLED
+        elif info.failed_final:
             state = FAILED
         elif holders or (info.replication is not None and info.replica_done):
             state = ASSIGNED
@@ -534,7 +598,7 @@ class QueueView:
         return TaskStatus(
             task, state, holders[0] if holders else None, tuple(sorted(info.assignments, key=Assignment.key)),
             tuple(counted), tuple(info.failures), info.replication, self._wanted_now(task),
-            tuple(info.replica_done.values()), tuple(holders),
+            tuple(info.replica_done.values()), tuple(holders), info.life.gen, tuple(cancels),
         )
 
     def rescan(self, now_ms: int) -> None:
@@ -551,12 +615,16 @@ class QueueView:
         if info is None:
             return 1
         seen = [a.n for a in info.assignments] + [f["n"] for f in info.failures]
-        return 1 + max(seen, default=0)
+        return 1 + max(max(seen, default=0), info.life.base)
 
     def failures(self, task: CID) -> int:
+        """Failed attempts of ``task``'s current generation that count towards ``max_attempts``."""
         self.sync()
         info = self._tasks.get(task)
-        return 0 if info is None else len({(f["by"], f["n"]) for f in info.failures if not f.get("void")})
+        if info is None:
+            return 0
+        current = info.life.current
+        return len({(f["by"], f["n"]) for f in info.failures if not f.get("void") and current(f["n"])})
 
     def _expire(self, now_ms: int) -> None:
         heap = self._leases
@@ -654,10 +722,11 @@ class QueueView:
         return not info.assignments or not self._holders(task, now_ms)
 
     def tasks_since(self, start: int) -> list[CID]:
-        """Tasks enqueued here after the first ``start`` (in the order seen):
-        lets a caller index new tasks once instead of rescanning the queue."""
+        """Tasks enqueued here after the first ``start`` (in the order seen),
+        and tasks a retry reopened (again, when it did): lets a caller index
+        new tasks once instead of rescanning the queue."""
         self.sync()
-        return self._order[start:]
+        return self._feed[start:]
 
     def open_replicated(self) -> list[CID]:
         """Replicated tasks not yet completed (what the Verifier watches)."""
@@ -701,13 +770,13 @@ class QueueView:
         self.sync()
         self._expire(now_ms)
         total = len(self._order)
-        completed = self._done - self._failed
         assigned = sum(1 for t in self._leased if self._has(t) and self._holders(t, now_ms))
         return {
             AVAILABLE: max(0, total - self._done - assigned),
             ASSIGNED: assigned,
-            COMPLETED: completed,
-            FAILED: self._failed,
+            COMPLETED: self._ended[COMPLETED],
+            FAILED: self._ended[FAILED],
+            CANCELLED: self._ended[CANCELLED],
             "total": total,
         }
 

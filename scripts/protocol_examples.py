@@ -49,7 +49,7 @@ from engines.manifest import (  # noqa: E402
     sign_manifest,
     signature_from_untrusted,
 )
-from lattice import codec, goho, hpcp, queue, records, results, task, trust  # noqa: E402
+from lattice import codec, goho, hpcp, lifecycle, queue, records, results, task, trust  # noqa: E402
 from lattice.blockstore import MemoryBlockStore  # noqa: E402
 from lattice.cid import CID, DAG_CBOR, RAW  # noqa: E402
 from lattice.signing import Signer  # noqa: E402
@@ -674,7 +674,7 @@ def build() -> str:
 
     # queue records
     d.add("### Queue records", "")
-    d.para("The queue object's four sets hold these values. They travel inside `goho/delta` ops "
+    d.para("The queue object's sets hold these values. They travel inside `goho/delta` ops "
            "(`[\"add\", \"assigned\", {…}]`), never as blocks of their own. Times are the writer's "
            "clock in ms; `by` is the runner's peer id. Readers ignore records of the wrong shape and "
            "fields they do not know.")
@@ -696,6 +696,12 @@ def build() -> str:
         ("replicas", "map", "`{task: link, k: uint, q: uint}` with `1 ≤ q ≤ k ≤ 16`: the task wants `k` "
                             "independent runs, accepted on `q` agreeing outputs. Written by the enqueuing node "
                             "in the same delta as the task's `available` element (first in the delta)"),
+        ("cancelled", "map", "`{task: link, by: text, at: uint, g: uint, reason?: text (≤ 500 chars)}`: "
+                             "generation `g` of the task is cancelled (`lattice.lifecycle`; `g` is the number "
+                             "of retries its writer had seen)"),
+        ("retried", "map", "`{task: link, by: text, at: uint, g: uint ≥ 1, n: uint}`: generation `g` of the "
+                           "task starts; attempts numbered `n` or lower (the largest its writer had seen) "
+                           "belong to earlier generations"),
     ])
     d.para("A completion with `replica: true` is one runner's finished replica of a replicated task. It "
            "does not complete the task: a Verifier does, with an ordinary completion (no `replica` key) "
@@ -721,6 +727,11 @@ def build() -> str:
               note="Bob's replica of the replicated task.")
     d.example("canonical completion by a verifier", None, codec.encode(canonical[2]),
               note="Carol, a verifier, completes the task with the canonical result record.")
+    d.example("cancel", None, codec.encode(lifecycle.cancel_op(t2_cid, alice_id, T0_MS + 4_000, 0,
+                                                            "not needed any more")[2]),
+              note="Alice cancels the second task (its generation 0: it was never retried).")
+    d.example("retry", None, codec.encode(lifecycle.retry_op(t2_cid, alice_id, T0_MS + 9_000, 1, 2)[2]),
+              note="Alice retries it: generation 1 starts, and attempts 1 and 2 are history.")
 
     # result
     d.add("### meshd/result", "")

@@ -55,7 +55,7 @@ def test_complete_and_final_failure_are_terminal() -> None:
     assert view.status(a, 10).state == "completed"
     assert view.status(b, 10).state == "failed"
     assert view.next(10, limit=5) == []
-    assert view.counts(10) == {"available": 0, "assigned": 0, "completed": 1, "failed": 1, "total": 2}
+    assert view.counts(10) == {"available": 0, "assigned": 0, "completed": 1, "failed": 1, "cancelled": 0, "total": 2}
 
 
 def test_failed_attempt_voids_its_lease() -> None:

@@ -336,6 +336,7 @@ class QueueOut(_Open):
     assigned: int
     completed: int
     failed: int
+    cancelled: int = 0
     total: int
 
 
