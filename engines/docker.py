@@ -219,8 +219,11 @@ class DockerRunner:
     # -- cold --------------------------------------------------------------------
 
     async def run_cold(self, image_ref: str, cmd: Sequence[str] | None, input: Any,
-                       resources: Any = None) -> Outcome:
+                       resources: Any = None, *, env: dict[str, str] | None = None) -> Outcome:
         """Runs one task in a fresh container, removed afterwards.
+
+        ``env`` adds variables to the container's environment (the task's
+        metadata); ``MESHD_ENGINE_MODE`` is always meshd's.
 
         Returns:
             The outcome; ``ok=False`` with a reason for a timeout, a non-zero
@@ -237,7 +240,7 @@ class DockerRunner:
         started = time.monotonic()
         self._bump(cold_runs=1)
         try:
-            container = await self._create_shielded(image_ref, cmd, limits, "cold")
+            container = await self._create_shielded(image_ref, cmd, limits, "cold", env)
         except dio.TaskFailed as exc:
             return self._finish(Outcome(ok=False, error=str(exc)), started, "docker-cold")
         try:
@@ -380,18 +383,18 @@ class DockerRunner:
     # -- shared helpers ----------------------------------------------------------
 
     async def _create_shielded(self, image_ref: str, cmd: Sequence[str] | None,
-                               limits: ContainerLimits, mode: str) -> Any:
+                               limits: ContainerLimits, mode: str, env: dict[str, str] | None = None) -> Any:
         # Shielded: a create abandoned half-way would leave a container
         # nobody knows the id of. It is one short API call.
         with trio.CancelScope(shield=True):
-            container = await self._call(self._create, image_ref, cmd, limits, mode)
+            container = await self._call(self._create, image_ref, cmd, limits, mode, env)
         self._live.add(container.id)
         # No checkpoint between here and the caller's try/finally that
         # removes it, so a pending cancellation cannot leak the container.
         return container
 
     def _create(self, image_ref: str, cmd: Sequence[str] | None,
-                limits: ContainerLimits, mode: str) -> Any:
+                limits: ContainerLimits, mode: str, env: dict[str, str] | None = None) -> Any:
         o = self.options
         api = self.client.api
         host_config = api.create_host_config(
@@ -421,7 +424,7 @@ class DockerRunner:
                 command=list(cmd) if cmd else None,
                 user=o.user,
                 stdin_open=True,  # with detach=False: attach stdin, StdinOnce
-                environment={"MESHD_ENGINE_MODE": mode},
+                environment={**(env or {}), "MESHD_ENGINE_MODE": mode},
                 labels={RUNNER_LABEL: "docker", f"{RUNNER_LABEL}.mode": mode,
                         **({HOME_LABEL: o.owner} if o.owner else {})},
                 network_disabled=True,

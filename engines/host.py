@@ -37,6 +37,7 @@ run the node under a dedicated uid to rule that out.
 from __future__ import annotations
 
 import io
+import json
 import os
 import platform as _platform
 import shutil
@@ -72,6 +73,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 _MANIFEST_CACHE = 1024
+#: The variable an engine reads its task's ``runner.metadata`` from, as JSON.
+METADATA_ENV = "MESHD_TASK_METADATA"
 
 
 def current_platform() -> str:
@@ -87,8 +90,9 @@ class DockerBackend(Protocol):
         """Load the ``docker save`` tarball (bytes or a path) unless ``image_id`` is present; return its ref."""
         ...
 
-    async def run_cold(self, image_ref: str, cmd: Sequence[str], task_input: Any, resources: Resources) -> Outcome:
-        """Run one task in a fresh container."""
+    async def run_cold(self, image_ref: str, cmd: Sequence[str], task_input: Any, resources: Resources, *,
+                       env: dict[str, str] | None = None) -> Outcome:
+        """Run one task in a fresh container, with ``env`` added to its environment."""
         ...
 
     async def run_warm(self, image_ref: str, cmd: Sequence[str], task_input: Any, resources: Resources) -> Outcome:
@@ -231,7 +235,8 @@ class EngineHost:
                 shutil.rmtree(cache, ignore_errors=True)
 
     async def run(self, engine_cid: CID, task_input: Any, *, timeout_s: float | None = None,
-                  warm: bool | None = None, signatures: Iterable[EngineSignature | CID] = ()) -> Outcome:
+                  warm: bool | None = None, signatures: Iterable[EngineSignature | CID] = (),
+                  metadata: dict[str, Any] | None = None) -> Outcome:
         """Run ``task_input`` on engine ``engine_cid``.
 
         Args:
@@ -243,6 +248,10 @@ class EngineHost:
                 warm), False = cold, None = ``HostOptions.warm_default`` when
                 the engine supports it.
             signatures: ``meshd/engine-sig`` records, or their CIDs in the store.
+            metadata: The task's ``runner.metadata`` (the whitepaper passes
+                "metadata and input to the engine").  The engine reads it as
+                JSON from ``$MESHD_TASK_METADATA``.  A warm process serves
+                many tasks, so a run with metadata is always cold.
 
         Returns:
             The outcome; refusals, bad manifests and engine failures are
@@ -261,9 +270,17 @@ class EngineHost:
         if isinstance(admitted, Outcome):
             return admitted
         manifest, resources = admitted
+        env: dict[str, str] = {}
+        if metadata:
+            try:
+                env[METADATA_ENV] = json.dumps(metadata, allow_nan=False, sort_keys=True)
+            except (TypeError, ValueError) as exc:
+                return Outcome(ok=False, error=f"metadata is not JSON: {exc}")
+            warm = False
         if isinstance(manifest, DockerManifest):
-            return await self._run_docker(manifest, task_input, resources, warm)
-        (outcome,) = await self._run_native(engine_cid, manifest, [task_input], resources, warm, batch=False)
+            return await self._run_docker(manifest, task_input, resources, warm, env)
+        (outcome,) = await self._run_native(engine_cid, manifest, [task_input], resources, warm, batch=False,
+                                            env=env)
         return outcome
 
     async def run_batch(self, engine_cid: CID, inputs: list[Any], *, timeout_s: float | None = None,
@@ -374,7 +391,8 @@ class EngineHost:
                          timeout_s=min(res.timeout_s if timeout_s is None else timeout_s, cap.timeout_s),
                          nofile=min(res.nofile, cap.nofile))
 
-    async def _run_docker(self, m: DockerManifest, task_input: Any, res: Resources, warm: bool | None) -> Outcome:
+    async def _run_docker(self, m: DockerManifest, task_input: Any, res: Resources, warm: bool | None,
+                          env: dict[str, str] | None = None) -> Outcome:
         if self.docker is None:
             return Outcome(ok=False, error="docker runner unavailable on this node", runner="docker-cold")
         use_warm = m.warm_capable if warm is None and self.options.warm_default else bool(warm)
@@ -391,10 +409,10 @@ class EngineHost:
         self._docker += 1
         if use_warm:
             return await self.docker.run_warm(ref, list(m.cmd), task_input, res)
-        return await self.docker.run_cold(ref, list(m.cmd), task_input, res)
+        return await self.docker.run_cold(ref, list(m.cmd), task_input, res, env=env)
 
     async def _run_native(self, cid: CID, m: NativeManifest, inputs: list[Any], res: Resources,
-                          warm: bool | None, *, batch: bool) -> list[Outcome]:
+                          warm: bool | None, *, batch: bool, env: dict[str, str] | None = None) -> list[Outcome]:
         """Run ``inputs`` (one per outcome; a warm batch is one :meth:`WarmPool.run_batch`)."""
         build = m.platforms.get(self.options.platform)
         if build is None:
@@ -429,7 +447,8 @@ class EngineHost:
             for task_input in inputs:
                 self._cold += 1
                 outcomes.append(await self.native.run(base, task_input, resources=res, cwd=str(root),
-                                                      protocol="jsonl" if m.protocol == "jsonl" else "json"))
+                                                      protocol="jsonl" if m.protocol == "jsonl" else "json",
+                                                      env=env))
             return outcomes
         if m.protocol == "python":
             spec = WorkerSpec("python", str(root), entry=m.entry, resources=res)

@@ -138,7 +138,7 @@ class NativeRunner:
 
     async def run(self, argv: Sequence[str], task_input: Any, *, resources: Resources = Resources(),
                   cwd: str | None = None, protocol: str = "json", timeout_s: float | None = None,
-                  runner: str = "native-cold") -> Outcome:
+                  runner: str = "native-cold", env: dict[str, str] | None = None) -> Outcome:
         """Run ``argv`` once with ``task_input`` as JSON on stdin.
 
         Args:
@@ -151,6 +151,8 @@ class NativeRunner:
             protocol: ``"json"`` (whole stdout is one document) or ``"jsonl"``
                 (one line in, the first line out).
             timeout_s: Overrides ``resources.timeout_s``.
+            env: Variables added to the sandbox's clean environment (the
+                task's metadata); they cannot replace ``PATH``, ``HOME`` or ``TMPDIR``.
 
         Returns:
             The outcome; failures of the engine are ``ok=False``.
@@ -177,7 +179,8 @@ class NativeRunner:
         home = tempfile.mkdtemp(prefix="meshd-run-", dir=self.options.work_root)
         self._running += 1
         try:
-            outcome = await self._run_in(argv, payload, home, cwd or home, limits, isolated, timeout, protocol, runner)
+            outcome = await self._run_in(argv, payload, home, cwd or home, limits, isolated, timeout, protocol, runner,
+                                         env or {})
         finally:
             self._running -= 1
             # Sync rmtree on purpose: it must also run when we are cancelled.
@@ -192,12 +195,13 @@ class NativeRunner:
         return outcome
 
     async def _run_in(self, argv: Sequence[str], payload: bytes, home: str, cwd: str, limits: SandboxLimits,
-                      isolated: bool, timeout: float, protocol: str, runner: str) -> Outcome:
+                      isolated: bool, timeout: float, protocol: str, runner: str,
+                      env: dict[str, str]) -> Outcome:
         opts = self.options
         try:
             proc = await trio.lowlevel.open_process(
                 list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                env=clean_env(home, opts.path), start_new_session=True, close_fds=True,
+                env={**env, **clean_env(home, opts.path)}, start_new_session=True, close_fds=True,
                 preexec_fn=make_preexec(limits, isolate_network=isolated))
         except (OSError, subprocess.SubprocessError) as exc:
             return Outcome(ok=False, error=f"cannot start engine: {exc}", runner=runner)

@@ -11,9 +11,20 @@ Accepted fields (JSON form, links as ``{"/": "bafy…"}``):
   (optionally with ``"index"`` and ``"key"``, which ``map`` adds).
 * ``taskDefinition``: a link to a task-definition block, or inline
   ``{"runner": {"type": "bin-json-runner"|"docker-json-runner", "engine": link,
-  "metadata": {...}}, "result"?, "conditions"?, "constraints"?}``.
+  "metadata": {...}}, "result"?, "conditions"?, "constraints"?}``.  A
+  ``docker-json-runner`` may name its engine by ``metadata.image`` alone (an
+  image name or digest); the node resolves it to a published engine when the
+  task is enqueued (:func:`image_of` gives the name).  ``metadata`` is passed
+  to the engine.
 * ``result``: ``{"action": "set"|"append", "destination": {"dataset": link,
-  "path": str}}``.
+  "path": str}}``, or Listing 3's ``{"dataset": link, "path": str}`` (no
+  action), which is stored as ``{"action": "set", "destination": {...}}``.
+  A ``result`` in the task definition applies when the task has none
+  (:func:`result_of`).
+* ``status``: a link, or ``{"dataset": link, "path": str}``: where the
+  whitepaper's client keeps a task's status.  It is kept in the record (so
+  whitepaper tasks are accepted as written); meshd itself reports a task's
+  state from the queue, never from this field.
 * ``constraints``: ``[{"type": "os"|"arch"|"label"|"min_memory"|"gpu",
   "value": ...}]``; ``verify``: ``{"replicas": k, "quorum": q}``;
   ``max_attempts``: int; ``name``: str; ``nonce``: str (to enqueue the same
@@ -30,7 +41,8 @@ from .errors import BadEncoding, BadInput, BadRecord
 
 RUNNER_TYPES = frozenset({"bin-json-runner", "docker-json-runner"})
 CONSTRAINT_TYPES = frozenset({"os", "arch", "label", "min_memory", "gpu"})
-_TOP = frozenset({"input", "taskDefinition", "result", "constraints", "verify", "max_attempts", "name", "nonce", "t", "v"})
+_TOP = frozenset({"input", "taskDefinition", "result", "status", "constraints", "verify", "max_attempts", "name",
+                  "nonce", "t", "v"})
 #: Largest encoded task (bytes).
 MAX_TASK_BYTES = 1024 * 1024
 
@@ -51,9 +63,18 @@ def _path(value: Any, what: str) -> str:
     return value
 
 
+def _location(value: Any, what: str) -> dict[str, Any]:
+    if type(value) is not dict or set(value) != {"dataset", "path"}:
+        raise _bad(f"{what} must be {{dataset, path}}")
+    return {"dataset": _link(value["dataset"], f"{what}.dataset"), "path": _path(value["path"], f"{what}.path")}
+
+
 def _result(value: Any) -> dict[str, Any]:
+    if type(value) is dict and set(value) == {"dataset", "path"}:
+        # Listing 3's form: a location with no action means "set it there".
+        return {"action": "set", "destination": _location(value, "result")}
     if type(value) is not dict or set(value) - {"action", "destination"}:
-        raise _bad("result must be {action, destination}")
+        raise _bad("result must be {action, destination} or {dataset, path}")
     action = value.get("action", "set")
     if action not in ("set", "append"):
         raise _bad("result.action must be 'set' or 'append'")
@@ -146,6 +167,9 @@ def normalize_task_untrusted(obj: Any) -> dict[str, Any]:
     task["taskDefinition"] = _definition(obj["taskDefinition"])
     if "result" in obj:
         task["result"] = _result(obj["result"])
+    if "status" in obj:
+        st = obj["status"]
+        task["status"] = st if type(st) is CID else _location(st, "status")
     if "constraints" in obj:
         task["constraints"] = _constraints(obj["constraints"])
     if "verify" in obj:
@@ -231,6 +255,69 @@ def engine_of(task: dict[str, Any], definition: dict[str, Any] | None = None) ->
         td = definition
     engine = td.get("runner", {}).get("engine") if type(td) is dict else None
     return engine if type(engine) is CID else None
+
+
+def result_of(task: dict[str, Any], definition: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Where a task's output goes: its own ``result``, else its definition's.
+
+    Listing 2 puts ``result`` on the task, while a definition shared by many
+    tasks may carry it too; the task's own wins.
+
+    Args:
+        task: A validated task record.
+        definition: Its linked definition, validated, when the caller has
+            resolved the link; ignored when the definition is inline.
+
+    Returns:
+        The normalized ``{"action", "destination"}``, or None (output is kept
+        in the results object only).
+    """
+    if task.get("result") is not None:
+        return task["result"]
+    td = task.get("taskDefinition")
+    if type(td) is not dict:
+        td = definition
+    res = td.get("result") if type(td) is dict else None
+    return res if type(res) is dict else None
+
+
+def image_of(task: dict[str, Any], definition: dict[str, Any] | None = None) -> str | None:
+    """The ``metadata.image`` a ``docker-json-runner`` task names, when it names no engine CID.
+
+    Returns:
+        The image name or digest as written, or None when the task names an
+        engine, is not a Docker task, or names no image.
+    """
+    td = task.get("taskDefinition")
+    if type(td) is not dict:
+        td = definition
+    runner = td.get("runner") if type(td) is dict else None
+    if type(runner) is not dict or runner.get("type") != "docker-json-runner" or "engine" in runner:
+        return None
+    image = (runner.get("metadata") or {}).get("image")
+    return image if type(image) is str and image else None
+
+
+def metadata_of(task: dict[str, Any], definition: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The runner's ``metadata`` (passed to the engine), or None."""
+    td = task.get("taskDefinition")
+    if type(td) is not dict:
+        td = definition
+    runner = td.get("runner") if type(td) is dict else None
+    meta = runner.get("metadata") if type(runner) is dict else None
+    return meta if type(meta) is dict and meta else None
+
+
+def with_engine(task: dict[str, Any], engine: CID) -> dict[str, Any]:
+    """A copy of a task with an inline definition whose runner names ``engine``.
+
+    The node fixes the engine that ``metadata.image`` resolved to when the
+    task is enqueued, so every runner and verifier runs the same engine
+    whatever the engines registry says later.
+    """
+    td = dict(task["taskDefinition"])
+    td["runner"] = {**td["runner"], "engine": engine}
+    return {**task, "taskDefinition": td}
 
 
 def constraints_of(task: dict[str, Any]) -> list[dict[str, Any]]:

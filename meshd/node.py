@@ -41,6 +41,7 @@ from lattice.trust import TrustOptions, TrustView
 
 from . import __version__
 from .errors import BadRequest, NotFound
+from .roles.images import RegistryView, resolve_image
 from .roles.verify import ReplicationPolicy
 from .store.objects import Followed, ObjectHost
 from .store.peerblocks import PeerBlocks
@@ -320,6 +321,7 @@ class Node:
                 cid, data, rec = task.task_from_json_untrusted(t)
             except BadInput as exc:
                 raise BadRequest(f"task {i}: {exc}", code="bad_task") from None
+            cid, data, rec = await self._fix_engine(i, cid, data, rec)
             self.blocks.remember_task(cid, rec)  # validated here: no need to decode it again
             if "verify" in rec:
                 v = rec["verify"]
@@ -362,6 +364,53 @@ class Node:
             st = self.queue.status(cid, now)
             out.append({"cid": str(cid), "state": st.state if st else queue.AVAILABLE})
         return out
+
+    async def image_engine(self, image: str) -> CID | None:
+        """The published Docker engine ``image`` (a name or digest) names; see :mod:`meshd.roles.images`."""
+        view = RegistryView.of(self.engines_obj.replica.state, image)
+        return await self.objects.run_io(resolve_image, image, view, self.store)
+
+    async def engine_for(self, rec: dict[str, Any], definition: dict[str, Any] | None) -> CID | None:
+        """The engine a validated task runs: its ``runner.engine``, else what its ``metadata.image`` names.
+
+        A task enqueued here has its image resolved already (:meth:`enqueue`);
+        this covers tasks whose linked definition names only an image (rules
+        fire such tasks without a node in between).
+        """
+        engine = task.engine_of(rec, definition)
+        if engine is not None:
+            return engine
+        image = task.image_of(rec, definition)
+        return None if image is None else await self.image_engine(image)
+
+    async def _fix_engine(self, i: int, cid: CID, data: bytes,
+                          rec: dict[str, Any]) -> tuple[CID, bytes, dict[str, Any]]:
+        """Resolve a Docker task's ``metadata.image`` to an engine, or refuse the task.
+
+        An inline definition gets the engine written into its runner (a new
+        task CID, fixed for good); a linked one is only checked, when its
+        block is here, and resolved again by the runner.
+
+        Raises:
+            BadRequest: ``unknown_engine`` when no published engine matches.
+        """
+        try:
+            definition = None if type(rec["taskDefinition"]) is dict else self.task_definition(rec)
+        except (BlockNotFound, BadInput):
+            return cid, data, rec  # the runner fetches, validates and resolves it
+        image = task.image_of(rec, definition)
+        if image is None:
+            return cid, data, rec
+        engine = await self.image_engine(image)
+        if engine is None:
+            raise BadRequest(f"task {i}: no published docker-json-runner engine matches metadata.image {image!r} "
+                             "(publish it with `meshd engine add-docker`, or name runner.engine)",
+                             code="unknown_engine")
+        if definition is not None:
+            return cid, data, rec
+        rec = task.with_engine(rec, engine)
+        cid, data = codec.encode_block(rec)
+        return cid, data, rec
 
     def engine_known(self, engine: CID) -> bool:
         return self.store.has(engine) or bool(self.engine_signatures(engine))

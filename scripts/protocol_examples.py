@@ -653,8 +653,17 @@ def build() -> str:
         ("taskDefinition", "link or map", "a link to a stored definition, or `{runner, result?, conditions?, "
                                           "constraints?}`; `runner` = `{type: \"bin-json-runner\" | "
                                           "\"docker-json-runner\", engine?: link, metadata?: map}` "
-                                          "(a `manifest` link is renamed `engine`)"),
-        ("result", "map", "optional: `{action: \"set\" | \"append\", destination: {dataset: link, path: text}}`"),
+                                          "(a `manifest` link is renamed `engine`). A docker-json-runner that "
+                                          "names only `metadata.image` (a name, tag or `sha256:` digest) gets the "
+                                          "`engine` it resolves to written in when the node enqueues it "
+                                          "(`meshd.roles.images`); `metadata` is passed to the engine in "
+                                          "`$MESHD_TASK_METADATA`"),
+        ("result", "map", "optional: `{action: \"set\" | \"append\", destination: {dataset: link, path: text}}`; "
+                          "Listing 3's `{dataset: link, path: text}` is stored as `{action: \"set\", destination: "
+                          "{...}}`. Absent: the definition's `result`, if any"),
+        ("status", "link or map", "optional: a link or `{dataset: link, path: text}`, where the whitepaper's "
+                                  "client keeps the task's status; kept, not read (meshd reports status from "
+                                  "the queue)"),
         ("constraints", "[map]", "optional, at most 32: `{type: os | arch | label | min_memory | gpu, value}`"),
         ("verify", "map", "optional: `{replicas: 1..16, quorum: 1..16}`, quorum at most replicas (default: "
                           "replicas): run on several runners and complete once `quorum` outputs agree "
@@ -665,9 +674,10 @@ def build() -> str:
     d.para("The whitepaper's Listing 2 as a user sends it (base58btc links are accepted):")
     d.code("json", _compact(listing2))
     d.example("Listing 2, normalised", t1_cid, t1_data,
-              note="Links became tag 42 (printed here in base32), keys are in canonical order. The queue "
-                   "accepts it, but this build's Runner needs `taskDefinition.runner.engine`; without one "
-                   "the attempt fails with \"task names no engine (runner.engine)\".")
+              note="Links became tag 42 (printed here in base32), keys are in canonical order. This is "
+                   "the record's own form; `POST /v1/tasks` stores it only after writing in "
+                   "`runner.engine`, the published engine `metadata.image` names, and refuses it "
+                   "(`unknown_engine`) when none matches.")
     d.example("inline value with an engine", t2_cid, t2_data,
               note="Runs the echo engine of [meshd/engine](#meshdengine-bin-json-runner) and appends the "
                    "output to `map/results` of the `fibsum` dataset.")

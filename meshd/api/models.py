@@ -110,6 +110,18 @@ class ResultSpec(_Strict):
     destination: DatasetRef
 
 
+def _result_kind(value: Any) -> str:
+    return "location" if isinstance(value, dict) and "destination" not in value and "action" not in value \
+        else "spec"
+
+
+#: Listing 2's ``{action, destination}``, or Listing 3's ``{dataset, path}`` (set there).
+AnyResult = Annotated[
+    Annotated[ResultSpec, Tag("spec")] | Annotated[DatasetRef, Tag("location")],
+    Discriminator(_result_kind),
+]
+
+
 class Constraint(_Strict):
     """A runner requirement, e.g. ``{"type": "arch", "value": "x86_64"}``."""
 
@@ -131,7 +143,7 @@ class TaskDefinition(_Strict):
     """The reusable part of a task (whitepaper Listing 2)."""
 
     runner: RunnerSpec
-    result: ResultSpec | None = None
+    result: AnyResult | None = None
     conditions: list[dict[str, Any]] | None = None
     constraints: Constraints | None = None
 
@@ -183,7 +195,12 @@ class TaskIn(_Strict):
         Annotated[TaskDefinition, Tag("inline")] | Annotated[Link, Tag("link")],
         Discriminator(_definition_kind),
     ]
-    result: ResultSpec | None = None
+    result: AnyResult | None = None
+    status: Annotated[
+        Annotated[Link, Tag("link")] | Annotated[DatasetRef, Tag("location")],
+        Discriminator(_definition_kind),
+    ] | None = Field(default=None, description="Where the whitepaper's client keeps the task's status; "
+                                                "kept in the record, not used by meshd")
     constraints: Constraints | None = None
     verify: Verify | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=100)

@@ -28,7 +28,7 @@ from engines.outcome import Outcome
 from lattice import codec, dataset, queue, results
 from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, StoreError
-from lattice.task import engine_of
+from lattice.task import engine_of, image_of, metadata_of, result_of
 
 from ..node import now_ms
 from ..runtime.logs import get_logger
@@ -160,6 +160,10 @@ class RunnerNode(QueuePort, TaskSource, Datasets, TrustPort, Counts, Protocol):
     def engine_platforms(self, engine: CID) -> frozenset[str] | None:
         """Platform keys ``engine`` has builds for (None: any); BlockNotFound
         while its manifest is not here."""
+        ...
+
+    async def engine_for(self, rec: dict[str, Any], definition: dict[str, Any] | None) -> CID | None:
+        """The engine a task runs, resolving a Docker ``metadata.image`` (:mod:`meshd.roles.images`)."""
         ...
 
 
@@ -444,8 +448,8 @@ class Runner(Yielding):
             return None
         engine = engine_of(rec, td)
         inp = rec["input"]
-        if engine is None or "value" not in inp:
-            return None
+        if engine is None or "value" not in inp or metadata_of(rec, td) is not None:
+            return None  # metadata: a cold run of its own (EngineHost.run)
         return rec, engine, codec.to_json(inp["value"])
 
     async def _run_batch(self, batch: list[tuple[CID, int]]) -> None:
@@ -535,8 +539,13 @@ class Runner(Yielding):
             self._invalid.add(t)
             return Outcome(ok=False, error=f"invalid task definition: {exc}"[:500]), rec
         engine = engine_of(rec, td)
+        if engine is None and image_of(rec, td) is not None:
+            engine = await self.node.engine_for(rec, td)
+            if engine is None:
+                return Outcome(ok=False, error=f"no published engine matches metadata.image {image_of(rec, td)!r}"), rec
         if engine is None:
             return Outcome(ok=False, error="task names no engine (runner.engine)"), rec
+        metadata = metadata_of(rec, td)
         inp = rec["input"]
         if "value" in inp:
             value = inp["value"]
@@ -553,7 +562,7 @@ class Runner(Yielding):
             try:
                 outcome = await self.host.run(
                     engine, payload, warm=None if self.options.warm else False,
-                    signatures=signatures,
+                    signatures=signatures, **({"metadata": metadata} if metadata else {}),
                 )
                 break
             except EngineMissing as exc:
@@ -602,6 +611,15 @@ class Runner(Yielding):
                 value = dataset.get(obj.replica, path)
         return value
 
+    def _destination(self, rec: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The task's result destination, its own or its definition's (:func:`lattice.task.result_of`)."""
+        if not rec:
+            return None
+        try:
+            return result_of(rec, self.node.task_definition(rec))
+        except (BlockNotFound, BadInput):
+            return result_of(rec)
+
     async def _record(self, t: CID, attempt: int, outcome: Outcome, rec: dict[str, Any] | None, seconds: float) -> None:
         node, me, now = self.node, self.node.peer_id, now_ms()
         self.stats["runs"] += 1
@@ -625,7 +643,7 @@ class Runner(Yielding):
                 self.stats["ok"] += 1
                 node.count("replicas_completed")
                 return
-            dest = (rec or {}).get("result")
+            dest = self._destination(rec)
             if dest:
                 await write_destination(node, dest, output)
             await node.objects.commit(node.queue_obj, [queue.complete_op(t, me, now, rcid)])

@@ -36,6 +36,7 @@ from lattice import codec, queue
 from lattice.blockstore import BlockStore
 from lattice.cid import CID
 from lattice.claims import verifier_claim_delay
+from lattice.task import result_of as task_result_of
 from lattice.errors import BadInput, BlockNotFound, StoreError
 from lattice.trust import verdict_op, verdict_record
 
@@ -259,7 +260,10 @@ class Verifier:
             body = node.task_record(task)
         except (BlockNotFound, BadInput):
             body = {}
-        dest = body.get("result")
+        try:
+            dest = task_result_of(body, node.task_definition(body)) if body else None
+        except (BlockNotFound, BadInput):
+            dest = task_result_of(body) if body else None
         if dest:
             try:
                 output = node.output_value(canonical["output"])
