@@ -5,5 +5,6 @@ one gate every request passes; ``models`` are the request bodies; ``engines``,
 ``mesh``, ``archive`` and ``metrics`` (``GET /metrics``) add routes
 (``engine_admin`` is the service behind ``/v1/engines``; ``archive`` holds the
 Archivist's); ``server`` serves the app with Hypercorn's trio worker, and
-``address`` records where it listens in ``<home>/api``.
+``address`` records where it listens in ``<home>/api``; ``dashboard`` serves the
+web dashboard's static files at ``/``.
 """

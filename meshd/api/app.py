@@ -42,6 +42,7 @@ from lattice.errors import BadInput, BlockNotFound, StoreError
 from ..config import ApiOptions
 from ..errors import ApiError, BadRequest, InternalError, InvalidRequest, ServiceUnavailable
 from ..runtime.logs import get_logger
+from . import dashboard
 from . import models as m
 from .guard import ROUTE_SCOPES, ApiGuard, GuardPolicy, error_body
 from .guard import send_error as _send_error
@@ -351,6 +352,7 @@ def create_app(node: NodeService, options: ApiOptions, *, version: str = "0.1.0"
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
     app.add_middleware(ApiGuard, policy=policy, rejections=rejections)
 
+    app.include_router(dashboard.router())  # GET / and its files: open, no secret in them
     for router in routers:
         app.include_router(router)
 

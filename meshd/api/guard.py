@@ -16,7 +16,8 @@ from the request line and headers, before one body byte is read:
    ``bad_origin``); ``Origin: null`` never is.  A CLI sends none.
 3. ``Authorization: Bearer <token>`` (401 ``unauthorized``) whose scope
    covers the route (403 ``insufficient_scope``).  Only ``GET /v1/health``
-   is open.  A page cannot attach this header without a preflight, which the
+   and the dashboard's static files (``/``, ``/dashboard/…``, no secret in
+   them) are open.  A page cannot attach this header without a preflight, which the
    API never approves (it sends no CORS headers at all).
 4. A ``POST``/``PUT``/``PATCH``/``DELETE`` must declare the route's content
    type (415 ``unsupported_media_type``): ``application/json``, or
@@ -73,6 +74,9 @@ _R, _S, _A = Access.READ, Access.SUBMIT, Access.ADMIN
 #: The scope of every route, by (method, path template as in the OpenAPI document).
 ROUTE_SCOPES: Final[dict[tuple[str, str], Access]] = {
     ("GET", "/v1/health"): Access.OPEN,
+    # The dashboard's static files: no secret in them (meshd.api.dashboard); its data needs the read token.
+    ("GET", "/"): Access.OPEN,
+    ("GET", "/dashboard/{name}"): Access.OPEN,
     ("GET", "/openapi.json"): _R,
     ("GET", "/v1/node"): _R,
     ("GET", "/v1/peers"): _R,
