@@ -56,6 +56,7 @@ from lattice.cid import CID
 from lattice.errors import BlockNotFound
 
 from .auth import AuthPolicy, authorize
+from .checkpoint import CheckpointDir
 from .errors import BadManifest, EngineCorrupt, EngineError, EngineMissing, EngineNotAuthorized
 from .ledger import GroupLedger
 from .manifest import (DockerManifest, EngineSignature, NativeManifest, PlatformBuild, Resources, encode_manifest,
@@ -236,7 +237,8 @@ class EngineHost:
 
     async def run(self, engine_cid: CID, task_input: Any, *, timeout_s: float | None = None,
                   warm: bool | None = None, signatures: Iterable[EngineSignature | CID] = (),
-                  metadata: dict[str, Any] | None = None) -> Outcome:
+                  metadata: dict[str, Any] | None = None,
+                  checkpoint: CheckpointDir | None = None) -> Outcome:
         """Run ``task_input`` on engine ``engine_cid``.
 
         Args:
@@ -252,6 +254,9 @@ class EngineHost:
                 "metadata and input to the engine").  The engine reads it as
                 JSON from ``$MESHD_TASK_METADATA``.  A warm process serves
                 many tasks, so a run with metadata is always cold.
+            checkpoint: Run with checkpoints in this directory (see
+                :mod:`engines.checkpoint`): a native engine runs cold with
+                the directory named in its environment.
 
         Returns:
             The outcome; refusals, bad manifests and engine failures are
@@ -279,6 +284,9 @@ class EngineHost:
             warm = False
         if isinstance(manifest, DockerManifest):
             return await self._run_docker(manifest, task_input, resources, warm, env)
+        if checkpoint is not None:  # native engines only, so far
+            env.update(checkpoint.env())
+            warm = False
         (outcome,) = await self._run_native(engine_cid, manifest, [task_input], resources, warm, batch=False,
                                             env=env)
         return outcome

@@ -1,6 +1,6 @@
 """The work queue: the whitepaper's Manager protocol as pure functions over a GOHO.
 
-The queue GOHO holds four grow-only sets:
+The queue GOHO holds these grow-only sets:
 
 * ``available``: task CIDs (Enqueue adds here);
 * ``assigned``: assignment records ``{task, by, at, until, n}`` (Assign);
@@ -11,12 +11,14 @@ The queue GOHO holds four grow-only sets:
 * ``cancelled`` and ``retried``: the lifecycle records of
   :mod:`lattice.lifecycle` (cancel a task's current generation; start a new
   one with fresh attempts).
+* ``checkpoints``: saved engine states ``{task, by, at, n, state, size}``
+  (:mod:`lattice.checkpoints`).
 
 **Who may write what** (enforced when a peer's delta is admitted, see
 :func:`check_delta`, and when a record is read, see :class:`QueueView`):
 
-* every ``assigned``, ``completed``, ``failed``, ``cancelled`` and
-  ``retried`` record names its writer in
+* every ``assigned``, ``completed``, ``failed``, ``cancelled``,
+  ``retried`` and ``checkpoints`` record names its writer in
   ``by``, which must be the peer id of the delta's author: nobody writes in
   another peer's name;
 * a lease lasts at most :data:`MAX_LEASE_MS` from its claim, a renewal (which
@@ -62,6 +64,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checkpoints import CHECKPOINTS, check_record as _check_checkpoint
 from .cid import CID
 from .errors import BadRecord
 from .goho import Replica
@@ -87,7 +90,7 @@ MAX_LEASE_MS = 600_000
 #: Longest lease a renewal may ask for, from when it was made (``r``): a
 #: started attempt's renewals grow to 8 leases (``meshd.roles.runner``).
 MAX_RENEWAL_MS = 8 * MAX_LEASE_MS
-_WRITTEN_BY = (ASSIGNED, COMPLETED, FAILED, CANCELLED, RETRIED)
+_WRITTEN_BY = (ASSIGNED, COMPLETED, FAILED, CANCELLED, RETRIED, CHECKPOINTS)
 
 
 def check_delta(delta: Any) -> None:
@@ -114,6 +117,8 @@ def check_delta(delta: Any) -> None:
             author = peer_id_of(delta.author)
         if by != author:
             raise BadRecord(f"queue record in {key} names {by[:60]!r}, not its delta's author")
+        if key == CHECKPOINTS:
+            _check_checkpoint(value)
         if key == ASSIGNED:
             at, until, r = value.get("at"), value.get("until"), value.get("r")
             if type(at) is not int or type(until) is not int:

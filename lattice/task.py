@@ -28,7 +28,9 @@ Accepted fields (JSON form, links as ``{"/": "bafy…"}``):
 * ``constraints``: ``[{"type": "os"|"arch"|"label"|"min_memory"|"gpu",
   "value": ...}]``; ``verify``: ``{"replicas": k, "quorum": q}``;
   ``max_attempts``: int; ``name``: str; ``nonce``: str (to enqueue the same
-  work twice on purpose).
+  work twice on purpose); ``checkpoint_s``: int 1..86400, the task runs with
+  checkpoints, its engine saving its state about this often
+  (:mod:`lattice.checkpoints`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from .errors import BadEncoding, BadInput, BadRecord
 RUNNER_TYPES = frozenset({"bin-json-runner", "docker-json-runner"})
 CONSTRAINT_TYPES = frozenset({"os", "arch", "label", "min_memory", "gpu"})
 _TOP = frozenset({"input", "taskDefinition", "result", "status", "constraints", "verify", "max_attempts", "name",
-                  "nonce", "t", "v"})
+                  "nonce", "checkpoint_s", "t", "v"})
 #: Largest encoded task (bytes).
 MAX_TASK_BYTES = 1024 * 1024
 
@@ -181,6 +183,10 @@ def normalize_task_untrusted(obj: Any) -> dict[str, Any]:
         if type(obj["max_attempts"]) is not int or not 1 <= obj["max_attempts"] <= 100:
             raise _bad("max_attempts must be an integer 1..100")
         task["max_attempts"] = obj["max_attempts"]
+    if "checkpoint_s" in obj:
+        if type(obj["checkpoint_s"]) is not int or not 1 <= obj["checkpoint_s"] <= 86400:
+            raise _bad("checkpoint_s must be an integer 1..86400")
+        task["checkpoint_s"] = obj["checkpoint_s"]
     for k in ("name", "nonce"):
         if k in obj:
             if type(obj[k]) is not str or len(obj[k]) > 256:

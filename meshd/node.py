@@ -35,6 +35,7 @@ from engines.errors import BadManifest
 from engines.host import current_platform, publish_native, publish_signature
 from engines.manifest import Resources, load_manifest
 from lattice import codec, dataset, queue, results, task
+from lattice.checkpoints import CheckpointView
 from lattice.cid import CID
 from lattice.errors import BadCID, BadInput, BlockNotFound
 from lattice.trust import TrustOptions, TrustView
@@ -158,6 +159,7 @@ class Node:
         self.policy = ReplicationPolicy(self, self.trust, vc)  # [verify], validated once by the config
         self.queue = queue.QueueView(self.queue_obj.replica, banned=self.trust.banned, wanted=self.policy.wanted,
                                      clock=now_ms)
+        self.checkpoints = CheckpointView(self.queue_obj.replica, self.queue)
         # Task bodies, definitions, outputs and manifests from the shared objects, validated once.
         self.blocks = PeerBlocks(self.store, self.quarantine, on_bad_task=self.queue.reject)
         self._banned_seen: frozenset[str] = self.trust.banned_peers()
@@ -262,6 +264,10 @@ class Node:
                              "ok": False, "error": f.get("error"), "stderr": f.get("stderr", "")})
         out: dict[str, Any] = {"cid": str(st.task), "state": st.state, "name": self._task_name(st.task),
                                "attempts": attempts, "result": None}
+        cks = self.checkpoints.of(st.task)
+        if cks:
+            out["checkpoints"] = [{"runner": c.by, "attempt": c.n, "at": c.at, "state": {"/": str(c.state)},
+                                   "size": c.size} for c in cks]
         if st.completions:
             first = min(st.completions, key=lambda c: (c["at"], c["by"]))
             out["result"] = {"/": str(first["result"])}

@@ -49,7 +49,7 @@ from engines.manifest import (  # noqa: E402
     sign_manifest,
     signature_from_untrusted,
 )
-from lattice import codec, goho, hpcp, lifecycle, queue, records, results, task, trust  # noqa: E402
+from lattice import checkpoints, codec, goho, hpcp, lifecycle, queue, records, results, task, trust  # noqa: E402
 from lattice.blockstore import MemoryBlockStore  # noqa: E402
 from lattice.cid import CID, DAG_CBOR, RAW  # noqa: E402
 from lattice.signing import Signer  # noqa: E402
@@ -669,6 +669,8 @@ def build() -> str:
                           "replicas): run on several runners and complete once `quorum` outputs agree "
                           "(see [Queue records](#queue-records) and [meshd/verdict](#meshdverdict))"),
         ("max_attempts", "uint", "optional, 1..100: overrides `[runner] max_attempts`"),
+        ("checkpoint_s", "uint", "optional, 1..86400: run with checkpoints, the engine saving its state about "
+                                 "this often (see [Queue records](#queue-records), `checkpoints`)"),
         ("name, nonce", _TAG, "optional, at most 256 characters; a `nonce` enqueues identical work twice on purpose"),
     ])
     d.para("The whitepaper's Listing 2 as a user sends it (base58btc links are accepted):")
@@ -712,6 +714,10 @@ def build() -> str:
         ("retried", "map", "`{task: link, by: text, at: uint, g: uint ≥ 1, n: uint}`: generation `g` of the "
                            "task starts; attempts numbered `n` or lower (the largest its writer had seen) "
                            "belong to earlier generations"),
+        ("checkpoints", "map", "`{task: link, by: text, at: uint, n: uint, state: link, size: uint}`: attempt `n` "
+                               "saved its engine's state, `size` bytes (at most 256 MiB) stored as `state` (a raw "
+                               "block, or a `meshd/file` node over chunks); the task's next runner resumes from "
+                               "the latest, the greatest `(n, at, by)` (`lattice.checkpoints`)"),
     ])
     d.para("A completion with `replica: true` is one runner's finished replica of a replicated task. It "
            "does not complete the task: a Verifier does, with an ordinary completion (no `replica` key) "
@@ -731,6 +737,11 @@ def build() -> str:
     d.example("completion", None, codec.encode(complete[2]))
     d.example("void failure (runner restarted)", None, codec.encode(void[2]),
               note="What a Runner writes on start for each lease it still holds from a previous life.")
+    ck_state = CID.for_block(RAW, b'{"done": 40, "inside": 31416, "batch": 1000}')
+    d.example("checkpoint", None, codec.encode(checkpoints.checkpoint_op(t2_cid, bob_id, T0_MS + 31_000, 1,
+                                                                          ck_state, 44)[2]),
+              note="Bob's engine saved its state 30 s into attempt 1 (the task has `checkpoint_s`); the 44 "
+                   "bytes are the raw block `state`. Bob's next runner, or any other, resumes from it.")
     d.example("replication request", None, codec.encode(rep_op[2]),
               note="`verify: {replicas: 3, quorum: 2}` on the second task.")
     d.example("replica completion", None, codec.encode(replica_done[2]),

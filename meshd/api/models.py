@@ -204,6 +204,8 @@ class TaskIn(_Strict):
     constraints: Constraints | None = None
     verify: Verify | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=100)
+    checkpoint_s: int | None = Field(default=None, ge=1, le=86400,
+                                     description="run with checkpoints, the engine saving its state about this often")
     name: str | None = Field(default=None, max_length=256)
     nonce: str | None = Field(default=None, max_length=256)
     t: Literal["meshd/task"] | None = None
@@ -309,6 +311,16 @@ class AttemptOut(_Open):
     stolen: bool | None = Field(default=None, description="claimed from another runner's share (a steal)")
 
 
+class CheckpointOut(_Open):
+    """One saved engine state of a task (its next runner resumes from the latest)."""
+
+    runner: str
+    attempt: int
+    at: int
+    state: dict[str, str]
+    size: int
+
+
 class TaskStatusOut(_Open):
     """A task's state, attempts and result link."""
 
@@ -316,6 +328,8 @@ class TaskStatusOut(_Open):
     state: str
     name: str | None = Field(default=None, description="the task's name, when it has one")
     attempts: list[AttemptOut] = Field(default_factory=list)
+    checkpoints: list[CheckpointOut] | None = Field(default=None, description="saved states, oldest first "
+                                                    "(tasks with checkpoint_s)")
     result: dict[str, str] | None = None
     task: dict[str, Any] | None = None
 

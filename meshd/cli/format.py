@@ -86,6 +86,14 @@ def format_status(status: dict[str, Any]) -> str:
         ))
     if attempts:
         lines.append(_table(rows))
+    cks = status.get("checkpoints") or []
+    if cks:
+        lines.append(f"checkpoints: {len(cks)} (the next runner resumes from the last)")
+        ck_rows = [("  attempt", "runner", "saved", "bytes", "state")]
+        for c in cks:
+            ck_rows.append((f"  {c.get('attempt', '?')}", str(c.get("runner") or "-"), when(c.get("at")),
+                            str(c.get("size", "?")), _link(c.get("state"))))
+        lines.append(_table(ck_rows))
     for i, a in enumerate(attempts, 1):
         if a.get("stderr"):
             lines.append(f"--- stderr of attempt {i} ---\n{str(a['stderr']).rstrip()}")

@@ -46,6 +46,8 @@ class OwnedRunner(Protocol):
 
     async def release(self, tasks: Iterable[CID], reason: str) -> int: ...
 
+    async def vacate(self, tasks: Iterable[CID] | None = None) -> int: ...
+
 
 class OwnedEngines(Protocol):
     """What the service uses of the engine host (``engines.host.EngineHost``)."""
@@ -116,7 +118,7 @@ class OwnerService:
             self.stopped.clear()
             self.counts["continues" if CONTINUE in d.actions else "vacates"] += 1
         if VACATE in d.actions:
-            gate.vacate()
+            await self.runner.vacate()  # checkpoints first, where the tasks keep them
         if KILL in d.actions:
             self.counts["kills"] += 1
             groups = self.engines.kill_engines()

@@ -33,6 +33,7 @@ from ..node import now_ms
 from ..runtime.logs import get_logger
 
 if TYPE_CHECKING:
+    from .checkpointing import Checkpointing
     from .runner import RunnerNode
 
 log = get_logger("meshd.runner")
@@ -144,6 +145,7 @@ class Yielding:
     _slot_freed: trio.Event
     _nursery: trio.Nursery | None
     _drain_scope: trio.CancelScope | None
+    checkpointing: "Checkpointing"
 
     async def release(self, tasks: Iterable[CID], reason: str) -> int:
         """Give claims back at once: a void failure per held attempt (docs/protocol.md,
@@ -168,6 +170,17 @@ class Yielding:
         self.node.count("leases_released", len(ops))
         log.info("leases_released", count=len(ops), reason=reason[:100])
         return len(ops)
+
+    async def vacate(self, tasks: Iterable[CID] | None = None) -> int:
+        """Vacate the runs of ``tasks`` (all when None): ask their engines for a
+        checkpoint first (tasks with ``checkpoint_s``, bounded by the
+        checkpoint grace, :mod:`.checkpointing`), then cancel the runs (the
+        runner kills the engines and releases the leases).  Returns how many
+        runs were cancelled.  Cancellation while waiting for the checkpoints
+        leaves the runs running."""
+        chosen = self.gate.running_tasks() if tasks is None else list(tasks)
+        await self.checkpointing.request(chosen)
+        return self.gate.vacate(chosen)
 
     def unstarted(self) -> list[CID]:
         """Tasks claimed and not started (their engines have not begun)."""
@@ -198,7 +211,7 @@ class Yielding:
         with trio.move_on_after(deadline_s):
             while self._started:
                 await self._slot_freed.wait()
-        if self.gate.vacate():
+        if await self.vacate():
             with trio.move_on_after(_RELEASE_GRACE_S):
                 while self._started:
                     await self._slot_freed.wait()

@@ -33,6 +33,7 @@ from lattice import dataset
 from lattice.cid import CID
 
 if TYPE_CHECKING:
+    from lattice.checkpoints import CheckpointView
     from lattice.queue import QueueView, TaskInfo
     from lattice.signing import Signer
     from lattice.trust import TrustView
@@ -83,6 +84,11 @@ class QueuePort(Protocol):
 
     @property
     def queue_obj(self) -> Followed: ...
+
+    @property
+    def checkpoints(self) -> CheckpointView:
+        """The queue's checkpoints (``lattice.checkpoints``), over the same replica as ``queue``."""
+        ...
 
     @property
     def objects(self) -> Committer: ...

@@ -16,6 +16,7 @@ after their lease expires.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from .ports import (
     TrustPort,
     write_destination,
 )
+from .checkpointing import Checkpointing
 from .claimer import Claimer
 from .gate import Gate, Yielding
 from .replica_cap import ReplicaCap
@@ -200,6 +202,7 @@ class Runner(Yielding):
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
         self.gate = Gate()  # drain and owner policy: may it claim, start, keep running
         self._given_back: set[CID] = set()  # claims released (void record written or on its way)
+        self.checkpointing = Checkpointing(node)
         self._nursery: trio.Nursery | None = None
         self._drain_scope: trio.CancelScope | None = None
 
@@ -448,8 +451,8 @@ class Runner(Yielding):
             return None
         engine = engine_of(rec, td)
         inp = rec["input"]
-        if engine is None or "value" not in inp or metadata_of(rec, td) is not None:
-            return None  # metadata: a cold run of its own (EngineHost.run)
+        if engine is None or "value" not in inp or metadata_of(rec, td) is not None or rec.get("checkpoint_s"):
+            return None  # metadata, checkpoints: a cold run of its own (EngineHost.run)
         return rec, engine, codec.to_json(inp["value"])
 
     async def _run_batch(self, batch: list[tuple[CID, int]]) -> None:
@@ -560,10 +563,14 @@ class Runner(Yielding):
         # node, chunks): fetch what is missing and try again.
         for _ in range(6):
             try:
-                outcome = await self.host.run(
-                    engine, payload, warm=None if self.options.warm else False,
-                    signatures=signatures, **({"metadata": metadata} if metadata else {}),
-                )
+                run = functools.partial(self.host.run, engine, payload, warm=None if self.options.warm else False,
+                                        signatures=signatures, **({"metadata": metadata} if metadata else {}))
+                every = rec.get("checkpoint_s")
+                held = self._held.get(t)
+                if every and held is not None:  # resumes from the task's latest checkpoint, records new ones
+                    outcome = await self.checkpointing.run(t, held.n, every, lambda d: run(checkpoint=d))
+                else:
+                    outcome = await run()
                 break
             except EngineMissing as exc:
                 missing = [c for c in exc.missing if type(c) is CID]
