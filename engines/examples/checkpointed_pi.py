@@ -5,7 +5,9 @@ Input ``{"batches": N, "batch": n, "seed": s, "pause_s": p}``: ``N`` batches of
 ``n`` random points each; batch ``i`` draws from its own generator
 (``seed + i``), so the estimate is the same however many times the run was
 stopped and resumed.  ``pause_s`` (default 0) sleeps after each batch, which
-makes the run's length predictable for tests and benchmarks.
+makes the run's length predictable for tests and benchmarks, and ``trace``
+(optional, a file path) gets one line appended per batch computed, so they
+can count the total work of a run that moved between processes.
 
 Output ``{"pi": float, "samples": N*n, "resumed_from": k, "batches_here": m}``:
 ``k`` batches came from the checkpoint it resumed from, ``m`` were computed
@@ -30,7 +32,7 @@ except ImportError:
 
 def run(task, ck):
     batches, n, seed = int(task["batches"]), int(task.get("batch", 1000)), int(task.get("seed", 0))
-    pause = float(task.get("pause_s", 0.0))
+    pause, trace = float(task.get("pause_s", 0.0)), task.get("trace")
     state = ck.load_json()
     if not (isinstance(state, dict) and isinstance(state.get("done"), int) and isinstance(state.get("inside"), int)
             and 0 <= state["done"] <= batches):
@@ -45,6 +47,9 @@ def run(task, ck):
                 inside += 1
         if pause:
             time.sleep(pause)
+        if trace:
+            with open(trace, "a") as f:
+                f.write(f"{state['done']}\n")
         state = {"done": state["done"] + 1, "inside": state["inside"] + inside}
         if ck.due():
             ck.save_json(state)

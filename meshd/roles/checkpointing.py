@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+import outcome
 import trio
 
 from engines.checkpoint import REQUEST_FILE, STATE_FILE, CheckpointDir
@@ -107,10 +108,11 @@ class Checkpointing:
             spot = self._spots[t] = _Spot(path, attempt, seen)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch, t, spot)
-                try:
-                    return await run(CheckpointDir(path, float(interval_s)))
-                finally:
-                    nursery.cancel_scope.cancel()
+                # Captured, so the run's own errors (EngineMissing, which the
+                # runner fetches for) come out as themselves, not in a group.
+                result = await outcome.acapture(run, CheckpointDir(path, float(interval_s)))
+                nursery.cancel_scope.cancel()
+            return result.unwrap()
         finally:
             self._spots.pop(t, None)
             shutil.rmtree(path, ignore_errors=True)  # sync on purpose: it must run when cancelled too
