@@ -120,3 +120,21 @@ def test_cli_offers_bench_spread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "meshd.bench.spread", spread)
     assert main(["bench", "spread", "--variants", "base", "--json"]) == 0
     assert seen == [(24, 0.5, ["base"], 5.0)]
+
+
+def test_owner_work_lost_counts_batches_computed_twice_at_the_median_batch_time() -> None:
+    from meshd.bench import owner
+
+    # Batches 1-5 on node-a, vacated after its checkpoint at 4; the resumed run recomputes 5, then 6-8.
+    trace = ["1 100.0", "2 100.1", "3 100.2", "4 100.3", "5 100.4", "5 101.0", "6 101.1", "7 101.2", "8 101.3"]
+    computed, per_batch, lost = owner.work_lost(trace, 8)
+    assert computed == 9 and per_batch == pytest.approx(0.1) and lost == pytest.approx(0.1)
+    assert owner.work_lost([], 8) == (0, 0.0, 0.0)
+
+
+def test_owner_bench_refuses_bad_arguments() -> None:
+    from meshd.bench import owner
+
+    assert owner.parse_args(["--json"]).checkpoint_s == 2
+    with pytest.raises(SystemExit):
+        owner.parse_args(["--checkpoint-s", "0"])

@@ -94,7 +94,7 @@ def test_a_vacated_task_resumes_from_its_checkpoint_on_another_daemon(daemon_fac
     assert out["resumed_from"] > 0 and out["resumed_from"] + out["batches_here"] == BATCHES, out
     # The engine saved on the vacate's request: b resumed from a's last state.
     assert len(batches_on_a) >= 3, done["checkpoints"]
-    total = len(trace.read_text().split())
+    total = len(trace.read_text().splitlines())
     assert BATCHES <= total < 1.2 * BATCHES, f"{total} batches computed for a run of {BATCHES}"
     lost_s = (total - BATCHES) * PAUSE_S
     print(f"handoff_ms={handoff_ms} resumed_from={out['resumed_from']} total_batches={total} "

@@ -6,7 +6,7 @@ Input ``{"batches": N, "batch": n, "seed": s, "pause_s": p}``: ``N`` batches of
 (``seed + i``), so the estimate is the same however many times the run was
 stopped and resumed.  ``pause_s`` (default 0) sleeps after each batch, which
 makes the run's length predictable for tests and benchmarks, and ``trace``
-(optional, a file path) gets one line appended per batch computed, so they
+(optional, a file path) gets one line ``"<batches done> <unix time>"`` appended per batch computed, so they
 can count the total work of a run that moved between processes.
 
 Output ``{"pi": float, "samples": N*n, "resumed_from": k, "batches_here": m}``:
@@ -49,7 +49,7 @@ def run(task, ck):
             time.sleep(pause)
         if trace:
             with open(trace, "a") as f:
-                f.write(f"{state['done']}\n")
+                f.write(f"{state['done']} {time.time():.3f}\n")
         state = {"done": state["done"] + 1, "inside": state["inside"] + inside}
         if ck.due():
             ck.save_json(state)

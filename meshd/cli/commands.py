@@ -33,7 +33,7 @@ from ..errors import ClientError, MeshdError, NotRunning
 from ..home import DEFAULT_HOME, Home, init_home
 from . import format as fmt
 
-BENCHES = ("lattice", "engines", "mesh", "spread", "ipfs")
+BENCHES = ("lattice", "engines", "mesh", "spread", "ipfs", "owner")
 DEFAULT_API = "127.0.0.1:7600"
 _TERMINAL_STATES = frozenset({"completed", "failed"})
 _SPINNER = "|/-\\"
