@@ -107,3 +107,19 @@ def test_a_checkpoint_record_of_the_wrong_shape_is_ignored() -> None:
     bad[2]["state"] = "not a link"
     _send(writer, reader, [bad, ["add", checkpoints.CHECKPOINTS, codec.cid_of("junk")]], ALICE)
     assert view.of(t) == []
+
+
+def test_a_retry_starts_over_without_the_earlier_generations_checkpoints() -> None:
+    from lattice import lifecycle
+
+    writer, reader, view = _pair()
+    t = task_cid(5)
+    _send(writer, reader, queue.enqueue_ops([t]) + [queue.assign_op(t, A, 1_000, 5_000, 1)], ALICE)
+    _send(writer, reader, [checkpoints.checkpoint_op(t, A, 2_000, 1, _state("gen 0"), 5)], ALICE)
+    _send(writer, reader, [queue.fail_op(t, A, 3_000, 1, "crashed", True)], ALICE)
+    assert view.latest(t).state == _state("gen 0")
+    _send(writer, reader, [lifecycle.retry_op(t, A, 4_000, 1, 1)], ALICE)
+    assert view.latest(t) is None
+    _send(writer, reader, [queue.assign_op(t, B, 5_000, 5_000, 2)], BOB)
+    _send(writer, reader, [checkpoints.checkpoint_op(t, B, 6_000, 2, _state("gen 1"), 5)], BOB)
+    assert view.latest(t).state == _state("gen 1")
