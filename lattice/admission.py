@@ -75,15 +75,16 @@ class TokenBucket:
     def __len__(self) -> int:
         return len(self._state)
 
-    def allow(self, peer: str, now: float) -> bool:
+    def allow(self, peer: str, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens (1 per message; a byte bucket takes a message's length)."""
         tokens, last = self._state.pop(peer, (self.burst, now))  # re-inserted last: LRU order
         tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
         if len(self._state) >= self.max_entries:
             self._evict(now)
-        if tokens < 1.0:
+        if tokens < cost:
             self._state[peer] = (tokens, now)
             return False
-        self._state[peer] = (tokens - 1.0, now)
+        self._state[peer] = (tokens - cost, now)
         return True
 
     def _evict(self, now: float) -> None:

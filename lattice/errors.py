@@ -13,6 +13,10 @@ class LatticeError(Exception):
     """Base class of every error raised by the lattice package."""
 
 
+class DatasetTooLarge(LatticeError, ValueError):
+    """A dataset read would walk more keys than its budget (a ValueError, like a bad path)."""
+
+
 class BadInput(LatticeError):
     """Untrusted input was rejected; the message says why."""
 

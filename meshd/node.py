@@ -537,9 +537,11 @@ class Node:
         obj = self._dataset(dataset_cid)
         if not path.strip("/"):
             # The whole value: an object of the top-level paths ({} when empty).
-            tops = dict.fromkeys(p.split("/", 1)[0] for p in dataset.paths(obj.replica))
-            whole = {top: codec.to_json(dataset.get(obj.replica, top)) for top in tops}
-            return {"dataset": str(obj.genesis), "path": "", "value": whole}
+            try:
+                whole = dataset.get(obj.replica, "") or {}
+            except ValueError as exc:  # over the read budget
+                raise BadRequest(str(exc), code="bad_path") from None
+            return {"dataset": str(obj.genesis), "path": "", "value": codec.to_json(whole)}
         try:
             value = dataset.get(obj.replica, path)
         except ValueError as exc:

@@ -20,6 +20,7 @@ import sys
 import trio
 
 from meshd.p2p import P2POptions, Transport
+from meshd.p2p.budgets import BudgetOptions
 
 
 async def _echo(peer_id: str, data: bytes) -> bytes:
@@ -30,7 +31,9 @@ async def _echo(peer_id: str, data: bytes) -> bytes:
 
 
 async def main(bootstrap: tuple[str, ...]) -> None:
-    transport = Transport(os.urandom(32), P2POptions(bootstrap=bootstrap))
+    # Requests are capped at 256 KiB by default; this echo peer takes the 4 MiB the test sends.
+    budgets = BudgetOptions(max_request_bytes=8 * 1024 * 1024, request_bytes_per_s=16 * 1024 * 1024)
+    transport = Transport(os.urandom(32), P2POptions(bootstrap=bootstrap, budgets=budgets))
     transport.set_request_handler(_echo)
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.serve)

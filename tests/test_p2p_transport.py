@@ -28,6 +28,7 @@ from meshd.p2p import (
     Transport,
     TransportError,
 )
+from meshd.p2p.budgets import BudgetOptions
 from meshd.p2p.identity import Identity, peer_id_from_public_key
 from meshd.p2p.wire import FrameReader, decode_frame_untrusted, encode_frame
 
@@ -124,7 +125,8 @@ async def test_burst_of_1000_broadcasts_all_arrive(nursery):
 
 
 async def test_request_round_trips_a_4_mib_payload(nursery):
-    a, b = await pair(nursery)
+    # Requests are capped at 256 KiB by default (meshd's wants are small): this pair allows 8 MiB.
+    a, b = await pair(nursery, budgets=BudgetOptions(max_request_bytes=8 * MiB, request_bytes_per_s=8 * MiB))
     payload = os.urandom(4 * MiB)
     with trio.fail_after(20):
         assert await a.request(b.peer_id, payload) == payload

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import multiaddr
 
 from .addresses import parse_filter
+from .budgets import BudgetOptions
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class P2POptions:
             observed ones (Kubo's ``Addresses.Announce``); default none.
         no_announce: Multiaddrs, prefixes or ``/ip4|ip6/<net>/ipcidr/<bits>``
             ranges never offered (Kubo's ``Addresses.NoAnnounce``).
+        budgets: What one connection may send us: size caps and rate limits
+            in messages and bytes (:mod:`meshd.p2p.budgets`).
     """
 
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
@@ -53,6 +56,7 @@ class P2POptions:
     receive_buffer: int = 10_000
     announce: tuple[str, ...] = ()
     no_announce: tuple[str, ...] = ()
+    budgets: BudgetOptions = BudgetOptions()
 
     def validate(self) -> None:
         """Check every field once.
@@ -132,5 +136,6 @@ class TransportStatistics:
     requests_broken: int
     handler_errors: int
     bad_frames: int
+    requests_refused: int
     connects: int
     disconnects: int

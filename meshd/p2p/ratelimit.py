@@ -15,5 +15,5 @@ from lattice.meshcore import TokenBucket as _PureBucket
 class TokenBucket(_PureBucket):
     """One token bucket per peer: ``rate`` per second, bursts of twice that."""
 
-    def allow(self, peer: str, now: float | None = None) -> bool:
-        return super().allow(peer, time.monotonic() if now is None else now)
+    def allow(self, peer: str, now: float | None = None, cost: float = 1.0) -> bool:
+        return super().allow(peer, time.monotonic() if now is None else now, cost)

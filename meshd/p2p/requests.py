@@ -36,6 +36,7 @@ class Served(enum.Enum):
     HANDLER_FAILED = "handler_errors"
     BAD_FRAME = "bad_frames"
     BROKEN = "requests_broken"
+    REFUSED = "requests_refused"
 
 
 async def call_over_stream(stream: Any, peer_id: str, data: bytes, max_bytes: int) -> bytes:
@@ -70,8 +71,13 @@ async def call_over_stream(stream: Any, peer_id: str, data: bytes, max_bytes: in
     return reply[1:]
 
 
-async def answer_stream(stream: Any, peer_id: str, handler: RequestHandler | None, options: Any) -> Served:
+async def answer_stream(stream: Any, peer_id: str, handler: RequestHandler | None, options: Any,
+                        admit: Callable[[str, int], bool] = lambda peer, size: True) -> Served:
     """Read one request frame, run ``handler``, write one response frame.
+
+    A request over ``options.budgets.max_request_bytes`` (or ``max_message_bytes``) is refused from its
+    frame header, before its payload is read; one that ``admit(peer_id,
+    size)`` refuses (the connection's budget is spent) is reset unanswered.
 
     Never raises except ``trio.Cancelled``: an oversize or malformed request
     resets the stream; a handler exception (or a response over the limit) is
@@ -82,7 +88,8 @@ async def answer_stream(stream: Any, peer_id: str, handler: RequestHandler | Non
     """
     try:
         with trio.fail_after(options.request_timeout_s):
-            request = await FrameReader(stream).read_frame_untrusted(options.max_message_bytes)
+            request = await FrameReader(stream).read_frame_untrusted(
+                min(options.max_message_bytes, options.budgets.max_request_bytes))
     except BadFrame as exc:
         log.warning("p2p_bad_request_frame", peer_id=peer_id, error=str(exc))
         await reset_quietly(stream)
@@ -91,6 +98,9 @@ async def answer_stream(stream: Any, peer_id: str, handler: RequestHandler | Non
         log.debug("p2p_request_read_failed", peer_id=peer_id, error=repr(exc))
         await reset_quietly(stream)
         return Served.BROKEN
+    if not admit(peer_id, len(request)):
+        await reset_quietly(stream)
+        return Served.REFUSED
     status, body, outcome = RESPONSE_OK, b"", Served.OK
     try:
         if handler is None:

@@ -65,7 +65,8 @@ class SealedTransport:
         out: list[str] = []
         while self._refused:
             out.append(self._refused.popleft())
-        return out
+        inner = getattr(self.inner, "take_rejections", None)  # the connection budgets' refusals
+        return out + (inner() if inner is not None else [])
 
     @property
     def peer_id(self) -> str:

@@ -92,11 +92,12 @@ from ._pubsub_tuning import (  # noqa: E402
 )
 from ._exclusive_ports import install_exclusive_listeners  # noqa: E402
 from .addresses import Advertiser  # noqa: E402
+from .budgets import ConnectionBudgets  # noqa: E402
 from .dialing import dial_exact, dial_first  # noqa: E402
 from .leaving import Farewell, say_farewell  # noqa: E402
 from .mdns import serve_mdns  # noqa: E402
 from .options import P2POptions, PeerInfo, TransportStatistics  # noqa: E402
-from .requests import RequestHandler, answer_stream, call_over_stream, reset_quietly  # noqa: E402
+from .requests import RequestHandler, Served, answer_stream, call_over_stream, reset_quietly  # noqa: E402
 
 __all__ = [
     "BLOCKS_PROTOCOL",
@@ -180,6 +181,7 @@ class Transport:
         self._counts: dict[str, int] = defaultdict(int)
         self._advertiser = Advertiser(announce=options.announce, no_announce=options.no_announce)
         self._farewell: Farewell | None = None
+        self._budgets = ConnectionBudgets(options.budgets)
 
     # -- public API -----------------------------------------------------------
 
@@ -273,6 +275,8 @@ class Transport:
             max_inbound_rpc_size=MAX_BROADCAST_BYTES + 64 * 1024,
             allowed_topics={opts.topic},
         )
+        # Per-connection budgets, on the forwarder, not the claimed origin (meshd.p2p.budgets).
+        pubsub.set_topic_validator(opts.topic, self._budgets.gossip_validator(self._id), False)
         start_seqno_from_clock(pubsub)
         install_peer_record_caches()
         install_exclusive_listeners()
@@ -506,7 +510,12 @@ class Transport:
             **{f: c[f] for f in TransportStatistics.__dataclass_fields__ if f != "peers"},
         )
 
+    def take_rejections(self) -> list[str]:
+        """Reasons of the messages the connection budgets refused since the last call; any thread."""
+        return self._budgets.take_rejections()
+
     # -- internals --------------------------------------------------------------
+
 
     def _require_host(self) -> Any:
         if self._host is None or not self._serving:
@@ -592,8 +601,11 @@ class Transport:
         self._serve_users[peer_id] += 1
         try:
             async with limit:
-                served = await answer_stream(stream, peer_id, self._handler, self._options)
+                served = await answer_stream(stream, peer_id, self._handler, self._options,
+                                             self._budgets.request)
             self._counts[served.value] += 1
+            if served is Served.BAD_FRAME:
+                self._budgets.refuse("bad_request_frame")
         finally:
             self._serve_users[peer_id] -= 1
             if self._serve_users[peer_id] == 0:

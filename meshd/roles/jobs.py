@@ -251,14 +251,8 @@ async def enqueue_blocks(node: JobsNode, blocks: Sequence[tuple[CID, bytes]]) ->
 
 
 def read_path(replica: Replica, path: str) -> Any:
-    """The value at ``path`` of a dataset replica (the whole dataset for ``""``); None if absent."""
-    if not path:
-        out: dict[str, Any] = {}
-        for key in replica.state.keys():
-            first = key.split("/", 1)[0]
-            if first not in out:
-                out[first] = dataset.get(replica, first)
-        return out or None
+    """The value at ``path`` of a dataset replica (the whole dataset for ``""``); None if absent
+    (or over the read budget of :func:`lattice.dataset.get`)."""
     try:
         return dataset.get(replica, path)
     except ValueError:

@@ -549,16 +549,24 @@ class Runner(Yielding):
         if engine is None:
             return Outcome(ok=False, error="task names no engine (runner.engine)"), rec
         metadata = metadata_of(rec, td)
+        signatures = self.node.engine_signatures(engine)
+        await self._fetch_signatures(engine, signatures)
+        # Authorization before the input is read: a dataset input may be
+        # large, and an engine this node refuses must cost no read of it.
+        authorized = getattr(self.host, "authorized", None)
         inp = rec["input"]
         if "value" in inp:
             value = inp["value"]
+        elif authorized is not None and not authorized(engine, signatures):
+            value = None  # the host refuses the engine below, before looking at the input
         else:
-            value = await self._dataset_value(inp["dataset"], inp["path"])
+            try:
+                value = await self._dataset_value(inp["dataset"], inp["path"])
+            except ValueError as exc:  # over the read budget (lattice.dataset.DatasetTooLarge)
+                return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']}: {exc}"[:500]), rec
             if value is None:
                 return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']} is empty or unknown"), rec
         payload = codec.to_json(value)
-        signatures = self.node.engine_signatures(engine)
-        await self._fetch_signatures(engine, signatures)
         # An engine published elsewhere arrives block by block (manifest, file
         # node, chunks): fetch what is missing and try again.
         for _ in range(6):

@@ -1,0 +1,160 @@
+"""A hostile peer: a real libp2p process that speaks meshd's wire protocol.
+
+Run as ``python -m tests.adversarial._hostile_peer <topic> <bootstrap multiaddr>``.
+It serves one plain :class:`meshd.p2p.transport.Transport` (no mesh secret,
+no meshd node behind it), dials the bootstrap peer, prints one JSON line
+``{"peer_id": ..., "addrs": [...]}`` and then obeys JSON commands, one per
+stdin line, answering each with one JSON line on stdout:
+
+* ``{"op": "flood_requests", "peer": id, "bytes": n, "count": k, "parallel": p}``:
+  send ``k`` garbage requests of ``n`` bytes, ``p`` at a time; answers
+  ``{"sent": k, "answered": a, "seconds": s}``;
+* ``{"op": "flood_gossip", "bytes": n, "count": k}``: publish ``k`` garbage
+  gossip messages of ``n`` bytes;
+* ``{"op": "fake_peers", "count": n, "addrs": [...], "roles": [...]}``: sign
+  and gossip a valid presence for ``n`` made-up peer ids (fresh keys), each
+  offering ``addrs`` (where the attacker wants the node to dial);
+* ``{"op": "heard"}``: every gossip message received so far, hex encoded
+  (``{"messages": [[origin, hex], ...]}``): what an eavesdropper reads;
+* ``{"op": "replay"}``: publish again every gossip message received so far,
+  byte for byte;
+* ``{"op": "want", "peer": id, "cids": [...]}``: send an ``hpcp/want`` for
+  ``cids`` and answer how many blocks came back (``{"blocks": n}``, or
+  ``{"error": ...}``);
+* ``{"op": "raw_request", "peer": id, "hex": data}``: send those bytes as a
+  request; answers ``{"hex": answer}`` or ``{"error": ...}``.
+
+It exits when stdin closes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import trio
+
+from lattice import codec, hpcp
+from lattice.cid import CID
+from lattice.peers import PeerTable
+from lattice.signing import Signer, peer_id_of
+from meshd.p2p import P2POptions, Transport
+from meshd.p2p.wire import TransportError
+
+
+def _payload(size: int, kind: str) -> bytes:
+    """``size`` bytes (about) of garbage, or of canonical DAG-CBOR that is costly to decode (tiny maps)."""
+    if kind == "cbor":
+        return codec.encode({"t": "hpcp/want", "v": 1, "x": [{"a": i} for i in range(size // 8)]})
+    return os.urandom(size)
+
+
+async def _flood_requests(t: Transport, cmd: dict) -> dict:
+    payload = _payload(cmd["bytes"], cmd.get("kind", "random"))
+    answered = 0
+    start = time.monotonic()
+    limit = trio.CapacityLimiter(cmd.get("parallel", 4))
+
+    async def one() -> None:
+        nonlocal answered
+        async with limit:
+            try:
+                await t.request(cmd["peer"], payload, timeout_s=30)
+                answered += 1
+            except TransportError:
+                pass
+
+    async with trio.open_nursery() as n:
+        for _ in range(cmd["count"]):
+            n.start_soon(one)
+    return {"sent": cmd["count"], "answered": answered, "seconds": round(time.monotonic() - start, 3)}
+
+
+async def _flood_gossip(t: Transport, cmd: dict) -> dict:
+    for _ in range(cmd["count"]):
+        await t.broadcast(_payload(cmd["bytes"], cmd.get("kind", "random")))
+    return {"sent": cmd["count"]}
+
+
+async def _fake_peers(t: Transport, cmd: dict) -> dict:
+    ids = []
+    for _ in range(cmd["count"]):
+        s = Signer.generate()
+        table = PeerTable(peer_id_of(s.public), roles=cmd.get("roles", ["runner"]))
+        await t.broadcast(table.encode_presence(s, inventory={"cpus": 64, "slots": 64}, api="http://127.0.0.1:1",
+                                                addrs=cmd.get("addrs", []), now=time.time()))
+        ids.append(table.me)
+    return {"ids": ids}
+
+
+async def _want(t: Transport, cmd: dict) -> dict:
+    try:
+        answer = await t.request(cmd["peer"], hpcp.encode_want([CID.parse_untrusted(c) for c in cmd["cids"]]),
+                                 timeout_s=10)
+    except TransportError as exc:
+        return {"error": type(exc).__name__}
+    try:
+        msg = hpcp.decode_message_untrusted(answer, verify=False)
+    except Exception as exc:  # noqa: BLE001 - the answer of a sealed mesh is not ours to read
+        return {"error": f"undecodable answer: {type(exc).__name__}", "bytes": len(answer)}
+    return {"blocks": len(msg.get("blocks", [])) if isinstance(msg, dict) else 0}
+
+
+async def _raw_request(t: Transport, cmd: dict) -> dict:
+    try:
+        return {"hex": (await t.request(cmd["peer"], bytes.fromhex(cmd["hex"]), timeout_s=10)).hex()}
+    except TransportError as exc:
+        return {"error": type(exc).__name__}
+
+
+async def main(topic: str, bootstrap: tuple[str, ...]) -> None:
+    transport = Transport(os.urandom(32), P2POptions(bootstrap=bootstrap, topic=topic))
+    heard: list[tuple[str, bytes]] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.serve)
+
+        async def listen() -> None:
+            while True:
+                heard.append(await transport.receive())
+                del heard[:-2000]
+
+        nursery.start_soon(listen)
+        await transport.wait_peers(1)
+        print(json.dumps({"peer_id": transport.peer_id, "addrs": transport.listen_addrs()}), flush=True)
+        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+        buf = b""
+        while True:
+            chunk = await stdin.receive_some()
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                cmd = json.loads(line)
+                op = cmd["op"]
+                if op == "flood_requests":
+                    out = await _flood_requests(transport, cmd)
+                elif op == "flood_gossip":
+                    out = await _flood_gossip(transport, cmd)
+                elif op == "fake_peers":
+                    out = await _fake_peers(transport, cmd)
+                elif op == "heard":
+                    out = {"messages": [[p, d.hex()] for p, d in heard]}
+                elif op == "replay":
+                    for _p, d in list(heard):
+                        await transport.broadcast(d)
+                    out = {"sent": len(heard)}
+                elif op == "want":
+                    out = await _want(transport, cmd)
+                elif op == "raw_request":
+                    out = await _raw_request(transport, cmd)
+                else:
+                    out = {"error": f"unknown op {op}"}
+                print(json.dumps(out), flush=True)
+        nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1], tuple(sys.argv[2:]))
