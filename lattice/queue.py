@@ -535,6 +535,15 @@ class QueueView:
             return self._wanted(task, info)
         return info.replication[0]
 
+    def cancelled(self, task: CID) -> bool:
+        """Whether ``task``'s current generation is cancelled (and it did not complete):
+        the cheap check a Runner makes for each task it runs on every queue change."""
+        self.sync()
+        info = self._tasks.get(task)
+        if info is None or not info.life.cancels or any(not self._banned(c["by"]) for c in info.completions):
+            return False
+        return any(not self._banned(c["by"]) for c in info.life.current_cancels())
+
     def holders(self, task: CID, now_ms: int) -> list[Assignment]:
         """Live leases of ``task``: the winner for a plain task; for a
         replicated task, one per runner, as many as replicas are still needed

@@ -42,6 +42,7 @@ from lattice.signing import Signer, peer_id_of
 
 from . import __version__
 from .api import engines as api_engines
+from .api import lifecycle as api_lifecycle
 from .api import mesh as api_mesh
 from .api import metrics as api_metrics
 from .api import server as httpserver
@@ -192,7 +193,8 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             # tracker follows the queue from now on.
             api_rejections: dict[str, int] = {}
             metrics = await nursery.start(api_metrics.NodeMetrics(node, started, api_rejections).serve)
-            routers = [api_mesh.router(node), api_metrics.router(metrics)]
+            # The lifecycle router goes first: its /v1/results/stream must win over /v1/results/{task_cid}.
+            routers = [api_lifecycle.router(node), api_mesh.router(node), api_metrics.router(metrics)]
             for name in dict.fromkeys([*config.node.roles, *ALWAYS_ROUTED]):
                 mod = role_module(name)
                 if mod is not None and hasattr(mod, "router"):

@@ -101,6 +101,18 @@ def node_inventory(config: Any) -> dict[str, Any]:
     return inv
 
 
+def _ended_reason(st: queue.TaskStatus) -> dict[str, Any]:
+    """Why a task failed (its latest final failure) or who cancelled it and why; empty otherwise."""
+    if st.state == queue.FAILED:
+        final = [f for f in st.failures if f.get("final")]
+        return {"reason": max(final, key=lambda f: (f["n"], f["at"])).get("error") if final else None}
+    if st.state == queue.CANCELLED and st.cancels:
+        first = min(st.cancels, key=lambda c: (c["at"], c["by"]))
+        return {"reason": "cancelled" + (f": {first['reason']}" if first.get("reason") else ""),
+                "cancelled": {"by": first["by"], "at": first["at"], "reason": first.get("reason", "")}}
+    return {}
+
+
 class Node:
     """A meshd node's state and the Manager protocol over it.
 
@@ -271,9 +283,9 @@ class Node:
         if st.completions:
             first = min(st.completions, key=lambda c: (c["at"], c["by"]))
             out["result"] = {"/": str(first["result"])}
-        if st.state == queue.FAILED:
-            final = [f for f in st.failures if f.get("final")]
-            out["reason"] = final[0].get("error") if final else None
+        out.update(_ended_reason(st))
+        if st.generation:
+            out["generation"] = st.generation  # retries so far (docs/protocol.md, *Cancel and retry*)
         if st.replication is not None:
             recs = self.policy.results_of(st.task)
             groups = [len(g) for g in (self._groups(recs) if recs else [])]
@@ -455,15 +467,15 @@ class Node:
         recs = self.results_view.results(c)
         st = self.queue.status(c, now_ms())
         if not recs and wait_s > 0:
-            # Long poll: until a first result, or the task fails for good
-            # (then at once: no result will come).  The versions are read
+            # Long poll: until a first result, or the task fails for good or
+            # is cancelled (then at once: no result will come).  The versions are read
             # before the state, so no change between the two is missed.
             with trio.move_on_after(wait_s):
                 while True:
                     since = [(self.results_obj, self.results_obj.version), (self.queue_obj, self.queue_obj.version)]
                     recs = self.results_view.results(c)
                     st = self.queue.status(c, now_ms())
-                    if recs or (st is not None and st.state == queue.FAILED):
+                    if recs or (st is not None and st.state in (queue.FAILED, queue.CANCELLED)):
                         break
                     await self._wait_any(since)
             st = self.queue.status(c, now_ms())
@@ -482,9 +494,8 @@ class Node:
                         "signature": base64.b64encode(r["s"]).decode() if "s" in r else None, "at": r["at"],
                         "duration_s": r.get("duration_s"), "stderr": r.get("stderr", "")})
         answer: dict[str, Any] = {"task": str(c), "results": out, "state": st.state if st is not None else None}
-        if st is not None and st.state == queue.FAILED:
-            final = [f for f in st.failures if f.get("final")]
-            answer["reason"] = final[0].get("error") if final else None
+        if st is not None:
+            answer.update(_ended_reason(st))
         return answer
 
     async def _wait_any(self, since: list[tuple[Followed, int]]) -> None:

@@ -56,7 +56,7 @@ class Access(enum.IntEnum):
 
     OPEN = 0  #: no token needed (``/v1/health`` only)
     READ = 1  #: every GET
-    SUBMIT = 2  #: enqueue tasks, create and edit datasets, submit jobs
+    SUBMIT = 2  #: enqueue, cancel and retry tasks, create and edit datasets, submit and cancel jobs
     ADMIN = 3  #: anything that changes which code the node runs or trusts
 
     @property
@@ -84,6 +84,7 @@ ROUTE_SCOPES: Final[dict[tuple[str, str], Access]] = {
     ("GET", "/v1/tasks"): _R,
     ("GET", "/v1/tasks/{cid}"): _R,
     ("GET", "/v1/results/{task_cid}"): _R,
+    ("GET", "/v1/results/stream"): _R,
     ("GET", "/v1/datasets/{cid}"): _R,
     ("GET", "/v1/datasets/{cid}/{path}"): _R,
     ("GET", "/v1/engines"): _R,
@@ -102,6 +103,9 @@ ROUTE_SCOPES: Final[dict[tuple[str, str], Access]] = {
     ("POST", "/v1/datasets"): _S,
     ("PUT", "/v1/datasets/{cid}/{path}"): _S,
     ("POST", "/v1/jobs"): _S,
+    ("POST", "/v1/tasks/{cid}/cancel"): _S,
+    ("POST", "/v1/tasks/{cid}/retry"): _S,
+    ("POST", "/v1/jobs/{job}/cancel"): _S,
     ("POST", "/v1/engines"): _A,
     ("POST", "/v1/engines/docker"): _A,
     ("POST", "/v1/engines/trust"): _A,

@@ -35,7 +35,7 @@ from . import format as fmt
 
 BENCHES = ("lattice", "engines", "mesh", "spread", "ipfs", "owner")
 DEFAULT_API = "127.0.0.1:7600"
-_TERMINAL_STATES = frozenset({"completed", "failed"})
+_TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 _SPINNER = "|/-\\"
 
 
@@ -246,17 +246,18 @@ def cmd_result(args: argparse.Namespace, out: TextIO) -> int:
         if args.wait:
             status = _wait_for_task(client, args.cid, args.timeout, sys.stderr)
         answer = client.request("GET", f"/v1/results/{args.cid}")
-    failed = (status or answer).get("state") == "failed"
+    state = (status or answer).get("state")
+    failed = state in ("failed", "cancelled")
     if failed and not answer.get("results") and not args.json:
         # Nothing to show but the error (no "no results yet" first).
         last = ((status or {}).get("attempts") or [{}])[-1]
         reason = (status or {}).get("reason") or answer.get("reason") or last.get("error") or "no error message"
-        print(f"error: task failed: {reason}", file=sys.stderr)
+        print(f"error: task {state}: {reason}" if state == "failed" else f"error: task {reason}", file=sys.stderr)
         return 1
     _emit(args, answer, fmt.format_results, out)
     if failed:
         last = ((status or {}).get("attempts") or [{}])[-1]
-        print(f"error: task failed: {(status or {}).get('reason') or answer.get('reason') or last.get('error')}",
+        print(f"error: task {state}: {(status or {}).get('reason') or answer.get('reason') or last.get('error')}",
               file=sys.stderr)
         return 1
     return 0
@@ -512,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: CLI modules that add their own commands: each has ``register(sub, common,
 #: client)``.  Keeps this file small and lets each feature own its commands.
-EXTENSIONS = ("meshd.cli.jobs", "meshd.cli.engines", "meshd.cli.archive", "meshd.cli.mesh", "meshd.cli.owner",
-              "meshd.cli.top", "meshd.cli.dashboard")
+EXTENSIONS = ("meshd.cli.jobs", "meshd.cli.lifecycle", "meshd.cli.engines", "meshd.cli.archive", "meshd.cli.mesh",
+              "meshd.cli.owner", "meshd.cli.top", "meshd.cli.dashboard")
 
 
 def _register_extensions(sub: Any, common: argparse.ArgumentParser, client: argparse.ArgumentParser) -> None:

@@ -106,6 +106,8 @@ def format_results(answer: dict[str, Any]) -> str:
     if not results:
         if answer.get("state") == "failed":
             return f"task {answer.get('task', '?')} failed: {answer.get('reason') or 'no error message'}"
+        if answer.get("state") == "cancelled":
+            return f"task {answer.get('task', '?')} {answer.get('reason') or 'cancelled'}"
         return f"no results yet for {answer.get('task', 'this task')}"
     blocks = []
     for r in results:

@@ -69,7 +69,7 @@ def watch(client: ApiClient, job: str, *, timeout: float, progress: TextIO) -> d
                 progress.write(f"{line} {elapsed:.1f}s\n")
                 progress.flush()
             last = line
-            if status.get("state") in ("completed", "failed"):
+            if status.get("state") in ("completed", "failed", "cancelled"):
                 return status
             if elapsed >= timeout:
                 raise ClientError(f"timed out after {timeout:g}s waiting for job {job} ({progress_line(status)})")
@@ -83,9 +83,9 @@ def watch(client: ApiClient, job: str, *, timeout: float, progress: TextIO) -> d
 
 
 def _finish(args: argparse.Namespace, status: dict[str, Any], out: TextIO) -> int:
-    if status.get("state") == "failed":
+    if status.get("state") in ("failed", "cancelled"):
         print(format_status(status), file=sys.stderr)
-        print(f"error: job {status.get('job')} failed", file=sys.stderr)
+        print(f"error: job {status.get('job')} {status.get('state')}", file=sys.stderr)
         return 1
     print(fmt.pretty_json(status if args.json else status.get("result")), file=out)
     return 0
@@ -148,6 +148,13 @@ def cmd_job_list(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_job_cancel(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("POST", f"/v1/jobs/{args.job}/cancel", {"reason": args.reason} if args.reason else {})
+    _emit(args, answer, lambda a: f"job {a['job']} cancelled ({a['tasks_cancelled']} open task(s) cancelled)", out)
+    return 0
+
+
 def cmd_job_publish_examples(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
         answer = publish_examples(client)
@@ -171,6 +178,11 @@ def register(sub: Any, common: argparse.ArgumentParser, client: argparse.Argumen
     p = job.add_parser("status", parents=[client], help="a job's progress now")
     p.add_argument("job")
     p.set_defaults(func=cmd_job_status)
+    p = job.add_parser("cancel", parents=[client],
+                       help="cancel a job: its rules stop firing everywhere, its open tasks are cancelled")
+    p.add_argument("job")
+    p.add_argument("--reason", default="", help="why (kept with the task cancels)")
+    p.set_defaults(func=cmd_job_cancel)
     p = job.add_parser("list", parents=[client], help="jobs this node follows")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=cmd_job_list)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from ..home import Home
 __all__ = ["AsyncClient", "Client", "TERMINAL_STATES"]
 
 #: States a task does not leave.
-TERMINAL_STATES = frozenset({"completed", "failed"})
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 
 
 def _home_target(home: str | Path) -> tuple[str, str]:
@@ -70,6 +70,37 @@ def _task_body(tasks: Mapping[str, Any] | list[Mapping[str, Any]]) -> dict[str, 
 
 def _cids(answer: Any) -> list[str]:
     return [t["cid"] for t in answer["tasks"]] if "tasks" in answer else [answer["cid"]]
+
+
+def _stream_params(cids: list[str]) -> dict[str, str]:
+    if not cids:
+        raise ClientError("stream_results needs at least one task CID")
+    return {"tasks": ",".join(cids)}
+
+
+class _Sse:
+    """Reads a Server-Sent Events stream line by line: the ``result`` events' data, decoded, until ``end``."""
+
+    def __init__(self) -> None:
+        self.event, self.data, self.ended = "message", [], False
+
+    def feed(self, line: str) -> Any | None:
+        """One line in; the decoded data of a ``result`` event it completes, else None."""
+        if line == "":
+            event, data = self.event, self.data
+            self.event, self.data = "message", []
+            if event == "end":
+                self.ended = True
+            elif event == "result" and data:
+                return json.loads("\n".join(data))
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                self.event = value
+            elif name == "data":
+                self.data.append(value)
+        return None
 
 
 def _engine_body(name: str, files: Mapping[str, bytes], executable: str, manifest: Mapping[str, Any]) -> dict:
@@ -149,6 +180,47 @@ class Client:
                 raise ClientError(f"timed out after {timeout:g}s waiting for {cid} (state: {status['state']})")
             if self.results(cid, wait=min(10.0, left))["results"]:
                 time.sleep(0.25)  # results, not done yet (a replicated task awaits its quorum): poll gently
+
+    def cancel(self, cid: str, reason: str = "") -> dict[str, Any]:
+        """Cancel a task (its engine stops wherever it runs); its status after."""
+        return self._call("POST", f"/v1/tasks/{cid}/cancel", {"reason": reason} if reason else {})
+
+    def retry(self, cid: str) -> dict[str, Any]:
+        """Make a failed or cancelled task available again, with fresh attempts; its status after."""
+        return self._call("POST", f"/v1/tasks/{cid}/retry", {})
+
+    def cancel_job(self, job: str, reason: str = "") -> dict[str, Any]:
+        """Cancel a job: its rules stop firing and its open tasks are cancelled."""
+        return self._call("POST", f"/v1/jobs/{job}/cancel", {"reason": reason} if reason else {})
+
+    def stream_results(self, cids: list[str], *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield each task's results answer (as :meth:`results`) as the task ends, in the order they end.
+
+        One Server-Sent Events request (``GET /v1/results/stream``), not a
+        poll per task; the generator ends once every task has ended.
+        ``timeout`` bounds the whole stream (default: none).
+
+        Raises:
+            ClientError: the API refused the request, or ``timeout`` passed.
+        """
+        params = _stream_params(cids)
+        try:
+            with self._http.stream("GET", "/v1/results/stream", params=params,
+                                   timeout=httpx.Timeout(self.timeout, read=timeout)) as response:
+                if not response.is_success:
+                    response.read()
+                    _answer(response)
+                sse = _Sse()
+                for line in response.iter_lines():
+                    item = sse.feed(line)
+                    if item is not None:
+                        yield item
+                    if sse.ended:
+                        return
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise NotRunning(f"meshd is not running at {self.base_url}") from None
+        except httpx.TransportError as exc:
+            raise ClientError(f"results stream from {self.base_url} failed: {exc!r}") from None
 
     def queue(self) -> dict[str, Any]:
         return self._call("GET", "/v1/queue")
@@ -239,6 +311,37 @@ class AsyncClient:
                 raise ClientError(f"timed out after {timeout:g}s waiting for {cid} (state: {status['state']})")
             if (await self.results(cid, wait=min(10.0, left)))["results"]:
                 await anyio.sleep(0.25)
+
+    async def cancel(self, cid: str, reason: str = "") -> dict[str, Any]:
+        return await self._call("POST", f"/v1/tasks/{cid}/cancel", {"reason": reason} if reason else {})
+
+    async def retry(self, cid: str) -> dict[str, Any]:
+        return await self._call("POST", f"/v1/tasks/{cid}/retry", {})
+
+    async def cancel_job(self, job: str, reason: str = "") -> dict[str, Any]:
+        return await self._call("POST", f"/v1/jobs/{job}/cancel", {"reason": reason} if reason else {})
+
+    async def stream_results(self, cids: list[str], *, timeout: float | None = None
+                             ) -> AsyncIterator[dict[str, Any]]:
+        """As :meth:`Client.stream_results`, an async generator."""
+        params = _stream_params(cids)
+        try:
+            async with self._http.stream("GET", "/v1/results/stream", params=params,
+                                         timeout=httpx.Timeout(self.timeout, read=timeout)) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _answer(response)
+                sse = _Sse()
+                async for line in response.aiter_lines():
+                    item = sse.feed(line)
+                    if item is not None:
+                        yield item
+                    if sse.ended:
+                        return
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise NotRunning(f"meshd is not running at {self.base_url}") from None
+        except httpx.TransportError as exc:
+            raise ClientError(f"results stream from {self.base_url} failed: {exc!r}") from None
 
     async def queue(self) -> dict[str, Any]:
         return await self._call("GET", "/v1/queue")

@@ -203,13 +203,14 @@ class RuleBook:
             self._readers.setdefault(g, set()).add(origin)
 
     def load_dataset(self, genesis: CID, replica: Replica) -> list[tuple[int, str]] | None:
-        """Reload the ``_job/rules`` record of a dataset if it changed.
+        """Reload the ``_job/rules`` record of a dataset if it changed (or the job was cancelled).
 
         Returns None when the record is unchanged, else the malformed entries
         as ``(index, message)`` (empty when all are fine).
         """
         put = replica.state.register_entry(jobs.RULES_PATH)
-        encoded = None if put is None else put.value
+        # A cancelled job's rules fire no more: read as if it had none.
+        encoded = None if put is None or jobs.is_cancelled(replica) else put.value
         if genesis in self._records and self._records[genesis] == encoded:
             return None
         self._records[genesis] = encoded

@@ -119,6 +119,13 @@ class Gate:
         """Tasks whose engines run now (or are about to)."""
         return list(self._scopes)
 
+    def stop(self, tasks: Iterable[CID]) -> int:
+        """Cancel the runs of ``tasks`` because they were cancelled (not counted as vacated)."""
+        scopes = {id(s): s for t in tasks if (s := self._scopes.get(t)) is not None}
+        for s in scopes.values():
+            s.cancel()
+        return len(scopes)
+
     def vacate(self, tasks: Iterable[CID] | None = None) -> int:
         """Cancel the runs of ``tasks`` (all when None); returns how many runs."""
         scopes = []

@@ -79,9 +79,11 @@ if TYPE_CHECKING:
 # Pipeline, Stage and MAX_STAGES live in meshd/roles/pipeline.py (pure validation of
 # the pipeline file) and are re-exported here, where callers have always found them.
 __all__ = [
-    "EXAMPLE_ENGINES", "JOB_PLACEHOLDER", "JOB_TYPE", "MAX_RULES", "MAX_STAGES", "RULES_PATH",
+    "CANCEL_PATH", "CANCEL_TYPE", "EXAMPLE_ENGINES", "JOB_PLACEHOLDER", "JOB_TYPE", "MAX_RULES", "MAX_STAGES", "RULES_PATH",
     "RULES_TYPE", "SPEC_PATH", "JobObjects", "JobPlan", "JobsNode", "Pipeline", "ReplicaResolver", "Requester", "RuleEntry",
-    "Stage", "default_condition", "enqueue_blocks", "fire_entry", "job_status", "list_jobs",
+    "Stage", "cancel_record", "default_condition", "enqueue_blocks", "fire_entry", "is_cancelled", "job_status",
+    "job_tasks",
+    "list_jobs",
     "node_resolver", "plan_job", "publish_examples", "read_path", "resolve_engine", "rules_from_record_untrusted",
     "rules_record", "submit_job", "task_blocks",
 ]
@@ -90,6 +92,10 @@ JOB_TYPE = "meshd/job"
 RULES_TYPE = "meshd/rules"
 SPEC_PATH = "_job/spec"
 RULES_PATH = "_job/rules"
+#: A grow-only set in the job dataset: ``{t: CANCEL_TYPE, v: 1, by, at}``
+#: elements; any one cancels the job (docs/protocol.md, *Cancel and retry*).
+CANCEL_PATH = "_job/cancelled"
+CANCEL_TYPE = "meshd/job-cancel"
 #: Stands for the job id in a stage's custom ``condition``.
 JOB_PLACEHOLDER = "$JOB"
 #: Most rule entries one ``_job/rules`` record may hold (bounds evaluation).
@@ -428,6 +434,28 @@ def _job_obj(node: JobsNode, job: CID) -> tuple[Any, dict[str, Any]]:
     return obj, spec
 
 
+def is_cancelled(replica: Replica) -> bool:
+    """Whether a job dataset holds a cancel: its rules fire no more on any evaluator."""
+    return any(type(v) is dict and v.get("t") == CANCEL_TYPE for v in replica.state.members(CANCEL_PATH))
+
+
+def cancel_record(by: str, at_ms: int) -> list[Any]:
+    """The op that cancels a job (added to its dataset)."""
+    return ["add", CANCEL_PATH, {"t": CANCEL_TYPE, "v": 1, "by": by, "at": at_ms}]
+
+
+def job_tasks(node: JobsNode, job: CID, *, options: ConditionOptions) -> list[CID]:
+    """Every task the job's stages have made so far (as their rules fire them).
+
+    Raises:
+        NotFound: ``job_not_found``.
+    """
+    obj, _ = _job_obj(node, job)
+    entries = rules_from_record_untrusted(obj.replica.state.register(RULES_PATH), options)[0]
+    resolver = node_resolver(node)
+    return [c for e in entries if e is not None for c in _expected_tasks(e, resolver, options)]
+
+
 def _expected_tasks(entry: RuleEntry, resolver: Any, options: ConditionOptions) -> list[CID]:
     # The stage's tasks as its rule fires them once its condition holds.
     always = dataclasses.replace(entry.rule, condition="true", expr=parse_untrusted("true", options))
@@ -444,7 +472,8 @@ def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: i
     ``done``/``failed``/``running`` count the stage's tasks by queue state;
     ``total`` is how many tasks the stage has (None while a map's source is
     not written yet).  The state is ``completed`` once the last stage's result
-    exists, ``failed`` when a task failed for good or a rule errors, else
+    exists, ``failed`` when a task failed for good or a rule errors,
+    ``cancelled`` once the job is cancelled (:data:`CANCEL_PATH`), else
     ``running``.
 
     Raises:
@@ -477,6 +506,8 @@ def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: i
     # crash re-runs rather than loses it): wait for both before "completed".
     all_done = all(s["total"] is not None and s["done"] >= s["total"] for s in stages_out)
     state = "completed" if result is not None and all_done else ("failed" if failed or active else "running")
+    if state != "completed" and is_cancelled(obj.replica):
+        state = "cancelled"
     return {"job": str(job), "name": spec.get("name"), "created_ms": spec.get("created_ms"),
             "state": state, "stages": stages_out, "result_path": result_path,
             "result": None if result is None else codec.to_json(result), "errors": list(errors)}
@@ -485,7 +516,7 @@ def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: i
 def list_jobs(node: JobsNode, *, limit: int = 100) -> list[dict[str, Any]]:
     """The jobs this node follows, newest first: ``{"job", "name", "created_ms", "state"}``.
 
-    ``state`` here is only ``completed`` or ``running`` (the cheap check);
+    ``state`` here is only ``completed``, ``cancelled`` or ``running`` (the cheap check);
     ``GET /v1/jobs/{job}`` gives the full status.
     """
     out = []
@@ -497,8 +528,9 @@ def list_jobs(node: JobsNode, *, limit: int = 100) -> list[dict[str, Any]]:
             continue
         result = spec.get("result")
         done = type(result) is str and read_path(obj.replica, result) is not None
+        state = "completed" if done else ("cancelled" if is_cancelled(obj.replica) else "running")
         out.append({"job": str(obj.genesis), "name": spec.get("name"), "created_ms": spec.get("created_ms"),
-                    "state": "completed" if done else "running"})
+                    "state": state})
     out.sort(key=lambda j: (-(j["created_ms"] or 0), j["job"]))
     return out[:limit]
 

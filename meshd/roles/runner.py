@@ -203,6 +203,7 @@ class Runner(Yielding):
         self.gate = Gate()  # drain and owner policy: may it claim, start, keep running
         self._given_back: set[CID] = set()  # claims released (void record written or on its way)
         self.checkpointing = Checkpointing(node)
+        self._cancelled: set[CID] = set()  # runs stopped because their task was cancelled
         self._nursery: trio.Nursery | None = None
         self._drain_scope: trio.CancelScope | None = None
 
@@ -223,6 +224,7 @@ class Runner(Yielding):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._renew_loop)
+            nursery.start_soon(self._watch_cancels)
             task_status.started()
             while True:
                 if not self.gate.open:
@@ -310,6 +312,22 @@ class Runner(Yielding):
             except StoreError as exc:
                 log.warning("renew_failed", error=str(exc)[:200])
 
+    async def _watch_cancels(self) -> None:
+        """Stop the engines of running tasks that were cancelled (docs/protocol.md,
+        *Cancel and retry*): checked on every queue change, and at least every
+        half second, so an engine stops well within 2 s of the cancel arriving.
+        The run then releases its attempt.  Cancellation: nothing to undo."""
+        q = self.node.queue
+        while True:
+            await self.node.wait_changed(self.node.queue_obj, 0.5)
+            gone = [t for t in self.gate.running_tasks() if t not in self._cancelled and q.cancelled(t)]
+            if gone:
+                self._cancelled.update(gone)
+                stopped = self.gate.stop(gone)
+                self.node.count("runs_cancelled", len(gone))
+                log.info("runs_cancelled", tasks=len(gone), engines_stopped=stopped)
+            await trio.sleep(0.02)  # a busy queue changes constantly: look at most 50 times a second
+
     def _publish_load(self) -> None:
         """Keep the load this node announces in its presence current: idle
         engine slots (``free``) and tasks claimed but not started (``backlog``)."""
@@ -392,8 +410,11 @@ class Runner(Yielding):
             except Exception as exc:  # noqa: BLE001 - any defect becomes a failed attempt, never a crash
                 log.error("run_crashed", task=str(t), error=repr(exc))
                 outcome, rec = Outcome(ok=False, error=f"internal error: {exc!r}"[:500]), None
-        if scope.cancelled_caught:  # vacated (drain deadline, owner policy): the engine is gone
-            await self.release([t], "vacated: " + (self.gate.reason or "vacated"))
+        if scope.cancelled_caught:  # cancelled, or vacated (drain deadline, owner policy): the engine is gone
+            if t in self._cancelled:
+                await self.release([t], "cancelled: the task was cancelled")
+            else:
+                await self.release([t], "vacated: " + (self.gate.reason or "vacated"))
             outcome = None
         if outcome is None:
             self._finished(t)
@@ -513,6 +534,7 @@ class Runner(Yielding):
 
     def _finished(self, t: CID) -> None:
         self._given_back.discard(t)
+        self._cancelled.discard(t)
         self.planner.forget(t)
         self.running.discard(t)
         self._held.pop(t, None)
