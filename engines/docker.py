@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -158,6 +158,30 @@ class DockerRunner:
         """Containers this runner created and has not removed yet (cold runs
         in flight and warm containers).  Thread-safe (one atomic copy)."""
         return tuple(self._live)
+
+    async def set_paused(self, paused: bool, ids: Iterable[str] | None = None) -> tuple[str, ...]:
+        """Pause (freeze in place, ``docker pause``) or unpause the containers
+        ``ids`` (default every one of :meth:`container_ids`): the owner
+        policy's suspend and continue.
+
+        A container already in the wanted state, or removed meanwhile, is
+        skipped.  Cancellation leaves the containers handled so far as they are.
+
+        Returns:
+            The ids whose state changed.
+
+        Raises:
+            RunnerUnavailable: the daemon does not answer.
+        """
+        api = self.client.api
+        changed = []
+        for cid in self.container_ids() if ids is None else tuple(ids):
+            try:
+                await self._call(api.pause if paused else api.unpause, cid)
+            except dio.TaskFailed:
+                continue  # already (un)paused, or gone
+            changed.append(cid)
+        return tuple(changed)
 
     def kill_containers(self, timeout_s: float = 3.0) -> tuple[str, ...]:
         """Force-remove every container of :meth:`container_ids`, synchronously.

@@ -12,7 +12,8 @@ Every ``poll_s`` the service reads its sources (in a worker thread), steps
   them and releases the leases, so peers start the tasks at once);
 * ``kill`` SIGKILLs every engine group still there.
 
-Docker engines are not paused yet: a suspension stops native engines only.
+Docker engine containers are paused (``docker pause``, the cgroup freezer)
+on suspend and unpaused on continue and vacate.
 
 Cancellation leaves the engines as they are: the daemon's stop kills them,
 stopped or not (SIGKILL ends a stopped process).
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 
 import trio
 
+from engines.errors import RunnerUnavailable
 from lattice.cid import CID
 
 from ..runtime.logs import get_logger
@@ -57,6 +59,14 @@ class OwnedEngines(Protocol):
     def kill_engines(self) -> tuple[int, ...]: ...
 
 
+class OwnedContainers(Protocol):
+    """What the service uses of the Docker backend (``engines.docker.DockerRunner``)."""
+
+    def container_ids(self) -> tuple[str, ...]: ...
+
+    async def set_paused(self, paused: bool, ids: Iterable[str] | None = None) -> tuple[str, ...]: ...
+
+
 class OwnerService:
     """Drives one runner's gate and engines from the owner policy.
 
@@ -66,13 +76,16 @@ class OwnerService:
         machine: The policy.
         sources: Where the readings come from.
         poll_s: Time between polls.
+        containers: The Docker backend whose containers it pauses (None: no Docker).
     """
 
     name = "owner"
 
     def __init__(self, runner: OwnedRunner, engines: OwnedEngines, machine: OwnerMachine,
-                 sources: list[Source], poll_s: float) -> None:
+                 sources: list[Source], poll_s: float, containers: OwnedContainers | None = None) -> None:
         self.runner, self.engines, self.machine = runner, engines, machine
+        self.containers = containers
+        self.paused: set[str] = set()  # Docker containers we paused
         self.sources, self.poll_s = sources, poll_s
         self.readings = Readings()
         self.decision = Decision(machine.state, (), "not polled yet")
@@ -85,7 +98,8 @@ class OwnerService:
         return {"preset": self.machine.options.preset, "state": self.decision.state, "why": self.decision.why,
                 "since_s": round(trio.current_time() - since, 1) if since is not None else 0.0,
                 "readings": {k: getattr(self.readings, k) for k in self.readings.__slots__},
-                "stopped_engine_groups": sorted(self.stopped), **self.counts}
+                "stopped_engine_groups": sorted(self.stopped), "paused_containers": len(self.paused),
+                **self.counts}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll and act until cancelled (see the module doc for what that leaves)."""
@@ -113,9 +127,11 @@ class OwnerService:
             self.counts["suspends"] += 1
         if d.state == SUSPENDED:
             self._signal(signal.SIGSTOP)  # again every poll: engines that started since stop too
+            await self._pause(True)
         if CONTINUE in d.actions or VACATE in d.actions:
             self._signal(signal.SIGCONT)
             self.stopped.clear()
+            await self._pause(False)
             self.counts["continues" if CONTINUE in d.actions else "vacates"] += 1
         if VACATE in d.actions:
             await self.runner.vacate()  # checkpoints first, where the tasks keep them
@@ -124,6 +140,25 @@ class OwnerService:
             groups = self.engines.kill_engines()
             if groups:
                 log.warning("owner_killed_engines", engine_groups=",".join(map(str, groups)))
+
+    async def _pause(self, paused: bool) -> None:
+        """Pause the Docker containers not paused yet, or unpause the ones we paused."""
+        if self.containers is None:
+            return
+        if paused:
+            ids = set(self.containers.container_ids()) - self.paused
+        else:
+            ids, self.paused = self.paused, set()
+        if not ids:
+            return
+        try:
+            changed = await self.containers.set_paused(paused, ids)
+        except RunnerUnavailable as exc:
+            log.warning("owner_pause_failed", error=str(exc)[:200])
+            return
+        if paused:
+            self.paused.update(changed)
+            log.info("containers_paused", count=len(changed), at=round(time.time(), 3))
 
     def _signal(self, sig: int) -> None:
         for g in self.engines.process_groups():
@@ -153,7 +188,8 @@ def from_config(owner: Any, runner: OwnedRunner, engines: OwnedEngines) -> Owner
                                       signals=tuple(dict.fromkeys((*options.signals, "window"))))
     sources: list[Source] = ([FileSource(owner.signal_file)] if owner.signal_file
                              else machine_sources(engines.process_groups))
-    return OwnerService(runner, engines, OwnerMachine(options), sources, owner.poll_s)
+    return OwnerService(runner, engines, OwnerMachine(options), sources, owner.poll_s,
+                        containers=getattr(engines, "docker", None))
 
 
 __all__ = ["OwnedEngines", "OwnedRunner", "OwnerService", "from_config"]
