@@ -73,7 +73,7 @@ class Daemon:
         )
 
     def init(self) -> "Daemon":
-        self.cli("init", "--home", str(self.home))
+        self.cli("init", "--home", str(self.home), "--preset", "server")  # tests choose their owner policy
         cfg = self.home / "config.toml"
         text = cfg.read_text()
         roles = ", ".join(f'"{r}"' for r in self.roles)

@@ -51,7 +51,7 @@ class LocalNode:
 
     def init(self, bootstrap: list[str], roles: list[str], *, slots: int = 2, extra_config: str = "",
              trust: list[str] = ()) -> None:
-        self.meshd("init")
+        self.meshd("init", "--preset", "server")  # benchmarks set their owner policy themselves
         cfg = self.home / "config.toml"
         text = cfg.read_text()
         text = text.replace('listen = "127.0.0.1:7600"', f'listen = "127.0.0.1:{self.api_port}"')

@@ -132,12 +132,21 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
         overrides["api"] = {"listen": args.api}
     if args.listen:
         overrides["p2p"] = {"listen": list(args.listen)}
+    if args.preset == "auto":
+        from ..owner.signals import detect_preset
+
+        preset, why = detect_preset()
+    else:
+        preset, why = args.preset, "chosen with --preset"
+    overrides["owner"] = {"preset": preset}
     init_home(home.path, force=args.force, **overrides)
     identity = home.load_identity()
     if args.json:
-        print(fmt.pretty_json({"home": str(home.path), "peer_id": identity.peer_id}), file=out)
+        print(fmt.pretty_json({"home": str(home.path), "peer_id": identity.peer_id, "owner_preset": preset,
+                               "owner_preset_why": why}), file=out)
     else:
-        print(f"initialised {home.path}\npeer id: {identity.peer_id}", file=out)
+        print(f"initialised {home.path}\npeer id: {identity.peer_id}\n"
+              f"owner preset: {preset} ({why}; change it in [owner] preset)", file=out)
     return 0
 
 
@@ -432,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing home's identity and config")
     p.add_argument("--api", metavar="HOST:PORT", help="API listen address to write into config.toml")
     p.add_argument("--listen", action="append", metavar="MULTIADDR", help="p2p listen address (repeatable)")
+    p.add_argument("--preset", choices=("auto", "server", "desktop"), default="auto",
+                   help="[owner] preset: auto (default) picks desktop on a machine with a readable keyboard/mouse "
+                        "or a battery, server otherwise")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")

@@ -228,5 +228,21 @@ class OwnerMachine:
         self.state, self.since = state, now
 
 
-__all__ = ["CONTINUE", "KILL", "PRESETS", "RUNNING", "START", "SIGNALS", "SUSPEND", "SUSPENDED", "VACATE",
+def choose_preset(input_readable: bool, has_battery: bool) -> tuple[str, str]:
+    """The preset a fresh ``meshd init`` writes, and why, from what the machine has.
+
+    A machine whose keyboard or mouse times can be read, or that has a
+    battery, is someone's workstation or laptop: ``desktop``.  Anything else
+    (no input devices, or none readable, and no battery: a server, a VM, a
+    container) gets ``server``: the desktop preset would wait for ever on
+    signals it cannot read.
+    """
+    if input_readable:
+        return "desktop", "keyboard/mouse event times are readable: a workstation"
+    if has_battery:
+        return "desktop", "it has a battery: a laptop"
+    return "server", "no readable keyboard or mouse and no battery: a server"
+
+
+__all__ = ["CONTINUE", "KILL", "PRESETS", "choose_preset", "RUNNING", "START", "SIGNALS", "SUSPEND", "SUSPENDED", "VACATE",
            "WAITING", "Decision", "OwnerMachine", "OwnerPolicyOptions", "Readings", "in_windows"]

@@ -186,6 +186,28 @@ class FileSource:
         return out
 
 
+def has_battery(root: str = "/sys/class/power_supply") -> bool:
+    """Whether the machine has a battery (a power supply of type ``Battery``)."""
+    try:
+        supplies = os.listdir(root)
+    except OSError:
+        return False
+    for s in supplies:
+        try:
+            if Path(root, s, "type").read_text().strip() == "Battery":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def detect_preset() -> tuple[str, str]:
+    """The preset for this machine and why (:func:`meshd.owner.policy.choose_preset`)."""
+    from .policy import choose_preset
+
+    return choose_preset(InputIdle().read()["input_idle_s"] is not None, has_battery())
+
+
 def machine_sources(groups: Callable[[], Iterable[int]] = tuple) -> list[Source]:
     """The machine's own signals."""
     return [InputIdle(), OwnerLoad(groups), Pressure(), Battery(), LocalTime()]
@@ -204,4 +226,4 @@ def read_all(sources: Iterable[Source]) -> Readings:
 
 
 __all__ = ["Battery", "FileSource", "InputIdle", "LocalTime", "OwnerLoad", "Pressure", "Source",
-           "machine_sources", "read_all"]
+           "detect_preset", "has_battery", "machine_sources", "read_all"]
