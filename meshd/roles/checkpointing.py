@@ -86,6 +86,16 @@ def _signature(path: str) -> tuple[int, int] | None:
     return (st.st_mtime_ns, st.st_size)
 
 
+def _read_file(path: str, limit: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(limit)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 class Checkpointing:
     """Checkpoints of the tasks one runner runs (module doc)."""
 
@@ -164,8 +174,7 @@ class Checkpointing:
             log.warning("checkpoint_not_restored", task=str(t), state=str(ck.state))
             return None
         target = os.path.join(path, STATE_FILE)
-        with open(target, "wb") as f:
-            f.write(data)
+        await trio.to_thread.run_sync(_write_file, target, data)
         self.stats["restored"] += 1
         log.info("checkpoint_restored", task=str(t), state=str(ck.state), size=ck.size, attempt=ck.n, by=ck.by)
         return _signature(target)
@@ -184,8 +193,7 @@ class Checkpointing:
                 log.warning("checkpoint_not_recorded", task=str(t), error=str(exc)[:200])
 
     async def _record(self, t: CID, spot: _Spot, target: str) -> None:
-        with open(target, "rb") as f:
-            data = f.read(MAX_CHECKPOINT_BYTES + 1)
+        data = await trio.to_thread.run_sync(_read_file, target, MAX_CHECKPOINT_BYTES + 1)
         if len(data) > MAX_CHECKPOINT_BYTES:
             log.warning("checkpoint_too_large", task=str(t), limit=MAX_CHECKPOINT_BYTES)
             return
