@@ -30,6 +30,14 @@ def test_server_preset_always_runs_and_reads_nothing() -> None:
         assert (d.state, d.actions) == (RUNNING, ())
 
 
+def test_a_server_with_windows_starts_as_a_window_opens() -> None:
+    opts = dataclasses.replace(PRESETS["server"], windows=("09:00-17:00",), signals=("window",))
+    m = OwnerMachine(opts)
+    assert m.step(Readings(minute=20 * 60), 0.0).state == WAITING
+    d = m.step(Readings(minute=10 * 60), 1.0)
+    assert (d.state, d.actions) == (RUNNING, (START,)), d
+
+
 def test_desktop_starts_after_15_idle_minutes_with_low_owner_load() -> None:
     m = OwnerMachine(DESKTOP)
     assert m.step(idle(60.0), 0.0).state == WAITING

@@ -100,7 +100,9 @@ class OwnerPolicyOptions:
 #: input or load, continue after 5 idle minutes, vacate after 10 suspended),
 #: plus memory/I/O pressure and battery.
 PRESETS: dict[str, OwnerPolicyOptions] = {
-    "server": OwnerPolicyOptions(),
+    # No idle waits: with [owner] windows (its only signal then) a server
+    # starts when a window opens and continues when the next one does.
+    "server": OwnerPolicyOptions(start_idle_s=0.0, continue_idle_s=0.0),
     "desktop": OwnerPolicyOptions(preset="desktop", signals=("input", "load", "pressure", "battery", "window")),
 }
 
