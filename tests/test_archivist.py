@@ -206,7 +206,7 @@ def test_embedded_store_pins_newest_version_and_keeps_old_ones_readable(daemon_f
     # `meshd pin ls` and `meshd archive GENESIS` (registered as a CLI extension).
     monkeypatch.setattr(cli, "EXTENSIONS", tuple(dict.fromkeys([*cli.EXTENSIONS, "meshd.cli.archive"])))
     capsys.readouterr()
-    assert cli.main(["pin", "ls", "--home", str(d.home)]) == 0
+    assert cli.main(["pin", "ls", "--local", "--home", str(d.home)]) == 0
     out = capsys.readouterr().out
     assert "version" in out and "result" in out and "pin(s) in the embedded store" in out
     q = _queue_genesis(d)

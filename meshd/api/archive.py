@@ -19,6 +19,7 @@ from lattice.errors import BadInput, StoreError
 
 from ..errors import ApiError, NotFound
 from ..store.archive import ArchiveError
+from .pinset import router as pinset_router
 
 if TYPE_CHECKING:
     from ..roles import RoleContext
@@ -74,6 +75,8 @@ def router(ctx: RoleContext) -> APIRouter:
             return JSONResponse(await in_thread(a.version_json_sync, g, v))
         except BadInput as exc:
             raise NotFound(f"{v} is not a version of {g}: {exc}", code="version_not_found") from None
+
+    r.include_router(pinset_router(ctx))
 
     @r.get("/v1/pins")
     async def list_pins() -> JSONResponse:

@@ -1,6 +1,7 @@
-"""``meshd pin ls`` and ``meshd archive [GENESIS [VERSION]]``: the Archivist from the shell.
+"""``meshd pin add|rm|ls`` and ``meshd archive [GENESIS [VERSION]]``: the Archivist from the shell.
 
-Thin clients of ``GET /v1/pins`` and ``GET /v1/archive...`` (see
+Thin clients of ``/v1/pinset`` (:mod:`meshd.api.pinset`), ``GET /v1/pins``
+(``pin ls --local``) and ``GET /v1/archive...`` (see
 :mod:`meshd.roles.archivist`); ``--json`` prints the raw answer.
 """
 
@@ -58,11 +59,61 @@ def format_version(answer: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_pinset(answer: dict[str, Any]) -> str:
+    pins = answer.get("pins") or []
+    lines = []
+    for p in pins:
+        title = f"{p.get('cid')}" + (f" ({p.get('name')})" if p.get("name") else "") + (
+            " dataset" if p.get("dataset") else "")
+        lines.append(f"{title}: {p.get('state')}, held by {p.get('held')} of {p.get('replicas')} "
+                     f"(expires {_when(p.get('expire')) if p.get('expire') else 'never'})")
+        rows = [("  ARCHIVIST", "ALLOCATED", "LIVE", "HELD", "BLOCKS", "BYTES", "REPORTED")]
+        rows += [(f"  {a}", "yes" if s.get("allocated") else "no", "yes" if s.get("live") else "no",
+                  "yes" if s.get("held") else "no", str(s.get("blocks")), str(s.get("bytes")), _when(s.get("at")))
+                 for a, s in (p.get("status") or {}).items()]
+        lines.append(_table(rows))
+    lines.append(f"{len(pins)} pin(s); {len(answer.get('archivists') or {})} live archivist(s)")
+    return "\n".join(lines)
+
+
 def cmd_pin_ls(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", "/v1/pins")
-    _emit(args, answer, format_pins, out)
+        if args.local:
+            _emit(args, client.request("GET", "/v1/pins"), format_pins, out)
+        else:
+            _emit(args, client.request("GET", "/v1/pinset"), format_pinset, out)
     return 0
+
+
+def cmd_pin_add(args: argparse.Namespace, out: TextIO) -> int:
+    body: dict[str, Any] = {"target": args.target, "replicas": args.replicas}
+    if args.name:
+        body["name"] = args.name
+    if args.expire is not None:
+        body["expire_s"] = args.expire
+    with _closing(_client(args)) as client:
+        answer = client.request("POST", "/v1/pinset", body)
+    _emit(args, answer, lambda a: f"pinned {a.get('cid')} on {a.get('replicas')} archivist(s)"
+          + (" (dataset)" if a.get("dataset") else ""), out)
+    return 0
+
+
+def cmd_pin_rm(args: argparse.Namespace, out: TextIO) -> int:
+    with _closing(_client(args)) as client:
+        answer = client.request("DELETE", f"/v1/pinset/{args.cid}")
+    _emit(args, answer, lambda a: f"unpinned {a.get('cid')}", out)
+    return 0
+
+
+def _seconds(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h`` or ``7d`` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 12h, 7d)") from None
 
 
 def cmd_archive(args: argparse.Namespace, out: TextIO) -> int:
@@ -79,9 +130,20 @@ def cmd_archive(args: argparse.Namespace, out: TextIO) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser, client: argparse.ArgumentParser) -> None:
     """Add ``pin`` and ``archive`` to the ``meshd`` parser (see ``cli.EXTENSIONS``)."""
-    pin = sub.add_parser("pin", help="the archivist's pins").add_subparsers(
+    pin = sub.add_parser("pin", help="the mesh's pinset: keep CIDs and datasets on N archivists").add_subparsers(
         dest="pin_command", required=True, metavar="ACTION")
-    p = pin.add_parser("ls", parents=[client], help="list pins (versions, result outputs, engine files)")
+    p = pin.add_parser("add", parents=[client], help="pin a CID or a dataset on N archivists")
+    p.add_argument("target", help="a CID, a dataset's genesis, or <dataset>/<path> (the block linked there)")
+    p.add_argument("--replicas", type=int, default=1, help="archivists that keep it (default 1)")
+    p.add_argument("--name", default="", help="a name shown by `pin ls`")
+    p.add_argument("--expire", type=_seconds, default=None, help="unpin after this long (90s, 15m, 12h, 7d)")
+    p.set_defaults(func=cmd_pin_add)
+    p = pin.add_parser("rm", parents=[client], help="unpin a CID or dataset")
+    p.add_argument("cid")
+    p.set_defaults(func=cmd_pin_rm)
+    p = pin.add_parser("ls", parents=[client], help="the pinset: each pin's state on each archivist")
+    p.add_argument("--local", action="store_true",
+                   help="instead, this archivist's own pins (versions, result outputs, engine files)")
     p.set_defaults(func=cmd_pin_ls)
 
     p = sub.add_parser("archive", parents=[client], help="archived objects, an object's versions, or one version")

@@ -51,6 +51,7 @@ from ..store.archive import (
 from ..api.archive import ArchiveUnavailable, router
 from ..errors import MeshdError, NotFound
 from ..runtime.logs import get_logger
+from .pinholder import PinHolder
 
 if TYPE_CHECKING:
     from lattice.blockstore import BlockStore
@@ -219,6 +220,7 @@ class Archivist:
         self.index: ArchiveIndex | None = None
         self.pinner: Pinner | None = None
         self.pins_view: PinsView | None = None
+        self.holder: PinHolder | None = None
         self._pins_obj: Any = None
         self._serving = False
         self._wake = trio.Event()
@@ -280,8 +282,14 @@ class Archivist:
             self._engines_dirty = self.options.pin_engines
             unsubscribe = node.objects.subscribe(self._on_change)
             self._serving = True
-            task_status.started()
-            await self._loop()
+            async with trio.open_nursery() as nursery:
+                # The pinset's share of this archivist (meshd.roles.pinholder); the
+                # version pins below stay, as the automatic policy.
+                self.holder = PinHolder(node, self.config.node.mesh, node.objects.signer, self.pinner, self.index,
+                                        self.home.path)
+                await nursery.start(self.holder.serve)
+                task_status.started()
+                await self._loop()
         finally:
             self._serving = False
             if unsubscribe is not None:

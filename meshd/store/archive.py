@@ -335,6 +335,10 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS versions_by_genesis ON versions (genesis, seq)",
     "CREATE TABLE IF NOT EXISTS pins (cid BLOB PRIMARY KEY, purpose TEXT NOT NULL, genesis BLOB, at INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS pins_by_genesis ON pins (genesis, purpose)",
+    # Pinset pins (lattice.pinset) held whole here; their IPFS pins are
+    # separate from the rows above, which other purposes own.
+    "CREATE TABLE IF NOT EXISTS held (cid BLOB PRIMARY KEY, blocks INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " at INTEGER NOT NULL)",
 )
 
 
@@ -470,6 +474,22 @@ class ArchiveIndex:
     def add_pin(self, cid: CID, purpose: str, genesis: CID | None, at_ms: int) -> None:
         self._run(lambda c: c.execute("INSERT OR IGNORE INTO pins (cid, purpose, genesis, at) VALUES (?, ?, ?, ?)",
                                       (cid.raw, purpose, genesis.raw if genesis else None, at_ms)))
+
+    # -- the pinset pins this archivist holds (meshd.roles.pinholder) ------------------
+
+    def hold(self, cid: CID, blocks: int, size: int, at_ms: int) -> None:
+        """Record that this archivist holds pinset pin ``cid`` whole."""
+        self._run(lambda c: c.execute("INSERT OR REPLACE INTO held (cid, blocks, bytes, at) VALUES (?, ?, ?, ?)",
+                                      (cid.raw, blocks, size, at_ms)))
+
+    def release(self, cid: CID) -> None:
+        """Forget that this archivist holds pinset pin ``cid``."""
+        self._run(lambda c: c.execute("DELETE FROM held WHERE cid=?", (cid.raw,)))
+
+    def held(self) -> dict[CID, tuple[int, int]]:
+        """The pinset pins held here: CID -> (blocks, bytes)."""
+        rows = self._run(lambda c: c.execute("SELECT cid, blocks, bytes FROM held").fetchall())
+        return {CID(bytes(c)): (b, n) for c, b, n in rows}
 
     def has_pin(self, cid: CID) -> bool:
         return self._run(lambda c: c.execute("SELECT 1 FROM pins WHERE cid=?", (cid.raw,)).fetchone()) is not None
