@@ -49,7 +49,7 @@ from engines.manifest import (  # noqa: E402
     sign_manifest,
     signature_from_untrusted,
 )
-from lattice import checkpoints, codec, goho, hpcp, lifecycle, queue, records, results, task, trust  # noqa: E402
+from lattice import checkpoints, codec, goho, hpcp, lifecycle, pinset, queue, records, results, task, trust  # noqa: E402
 from lattice.blockstore import MemoryBlockStore  # noqa: E402
 from lattice.cid import CID, DAG_CBOR, RAW  # noqa: E402
 from lattice.signing import Signer  # noqa: E402
@@ -899,6 +899,48 @@ def build() -> str:
         ("s", "bytes(64)", "signature by `pk` over the record without `s`"),
     ])
     d.example(f"carol pins the second version (set key `{pin_key}`)", None, codec.encode(pin))
+
+    # the pinset
+    ps_pin = pinset.pin_op(v2_cid, 2, _peer_id(ALICE.public), T0_MS + 12_000, name="queue-v2",
+                           expire_ms=T0_MS + 86_400_000)[2]
+    ps_unpin = pinset.unpin_op(v2_cid, _peer_id(ALICE.public), T0_MS + 20_000)[2]
+    ps_held = pinset.held_record(CAROL, v2_cid, True, 3, 1234, T0_MS + 13_000)
+    d.add("### The pinset", "")
+    d.para("The mesh's `pinset` object (genesis kind `pinset`, name = mesh name, empty nonce; "
+           "`lattice/pinset.py`) holds what the mesh asks its archivists to keep, in three sets: `pins` "
+           "(`meshd/pinset-pin`), `unpins` (`meshd/pinset-unpin`) and `held` (`meshd/pin-held`). A CID's "
+           "pin is its newest pin or unpin record by `(at, by, kind)`, minus pins past `expire`. Which "
+           "archivists keep a pin is computed, not written: weighted rendezvous hashing of `(cid, "
+           "archivist)` over the live archivists, weighted by the `free_mb` of their presence inventory "
+           "(rounded down to a power of two); the first `replicas` keep it. Readers ignore elements of the "
+           "wrong shape, and `held` reports whose signature or key does not match `archivist`.")
+    d.fields([
+        ("t, v", "", "`\"meshd/pinset-pin\"`, `1`"),
+        ("cid", _LINK, "the DAG to keep (with `dataset`: a dataset's genesis, kept with its whole delta DAG)"),
+        ("replicas", "uint", "archivists that keep it, 1..64"),
+        ("name", _TAG, "optional, at most 256 characters"),
+        ("expire", "uint", "optional: unpinned from this time on (ms)"),
+        ("dataset", "bool", "optional, `true` only: `cid` is a dataset's genesis"),
+        ("by, at", "text, uint", "who pinned it and when (ms)"),
+    ])
+    d.example("alice pins a version root on two archivists for a day", None, codec.encode(ps_pin))
+    d.fields([
+        ("t, v", "", "`\"meshd/pinset-unpin\"`, `1`"),
+        ("cid", _LINK, "the pin removed"),
+        ("by, at", "text, uint", "who removed it and when (ms)"),
+    ])
+    d.example("alice unpins it", None, codec.encode(ps_unpin))
+    d.fields([
+        ("t, v", "", "`\"meshd/pin-held\"`, `1`"),
+        ("cid", _LINK, "the pin reported on"),
+        ("archivist", _TAG, "the archivist's peer id (must match `pk`)"),
+        ("pk", "bytes(32)", "the archivist's Ed25519 public key"),
+        ("held", "bool", "`true`: it holds every block of the DAG; `false`: it let the pin go"),
+        ("blocks, bytes", "uint", "the DAG's size as the archivist counted it"),
+        ("at", "uint", "when (ms); an archivist's newest report wins"),
+        ("s", "bytes(64)", "signature by `pk` over the record without `s`"),
+    ])
+    d.example("carol reports the pin held", None, codec.encode(ps_held))
 
     # jobs
     d.add("### Job records: meshd/job and meshd/rules", "")
