@@ -3,6 +3,9 @@
 The owner policy's suspend pauses every container the Docker runner runs
 (``DockerRunner.set_paused``, the cgroup freezer: the engine keeps its
 memory and its place) and continue unpauses them; against a real dockerd.
+A running container also has the smallest CPU weight (``CpuShares`` 2, the
+Docker counterpart of the native engines' nice 19 and ``SCHED_IDLE``), so
+the owner's processes come first even while it runs.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ async def test_a_running_container_is_paused_and_unpaused(docker_runner, docker_
                     docker_client.api.inspect_container(ids[0])["State"]["Status"] != "running":
                 await trio.sleep(0.05)
         (cid,) = ids
+        assert docker_client.api.inspect_container(cid)["HostConfig"]["CpuShares"] == 2
         assert await docker_runner.set_paused(True) == (cid,)
         assert docker_client.api.inspect_container(cid)["State"]["Paused"] is True
         assert await docker_runner.set_paused(True) == ()  # already paused: nothing changes
