@@ -2,7 +2,8 @@
 
 A task with ``checkpoint_s`` runs with checkpoints.  Its engine then sees
 two environment variables (a Docker engine sees the same, with the
-directory mounted in its container):
+directory mounted in its container at :data:`CONTAINER_DIR`,
+``/meshd/checkpoint``):
 
 * ``MESHD_CHECKPOINT_DIR``: a directory of its own.  If it holds a file
   ``checkpoint`` when the engine starts, that is the state the task's
@@ -46,6 +47,8 @@ from typing import Any
 STATE_FILE = "checkpoint"
 #: The file the runner creates to ask for a checkpoint now.
 REQUEST_FILE = "request"
+#: Where a Docker engine's checkpoint directory is mounted in its container.
+CONTAINER_DIR = "/meshd/checkpoint"
 #: Least time between two looks for ``request`` (a stat), seconds.
 _LOOK_S = 0.05
 
@@ -147,4 +150,4 @@ class Checkpoint:
         self.save(json.dumps(state, separators=(",", ":")).encode())
 
 
-__all__ = ["REQUEST_FILE", "STATE_FILE", "Checkpoint", "CheckpointDir"]
+__all__ = ["CONTAINER_DIR", "REQUEST_FILE", "STATE_FILE", "Checkpoint", "CheckpointDir"]

@@ -243,11 +243,14 @@ class DockerRunner:
     # -- cold --------------------------------------------------------------------
 
     async def run_cold(self, image_ref: str, cmd: Sequence[str] | None, input: Any,
-                       resources: Any = None, *, env: dict[str, str] | None = None) -> Outcome:
+                       resources: Any = None, *, env: dict[str, str] | None = None,
+                       binds: dict[str, str] | None = None) -> Outcome:
         """Runs one task in a fresh container, removed afterwards.
 
         ``env`` adds variables to the container's environment (the task's
-        metadata); ``MESHD_ENGINE_MODE`` is always meshd's.
+        metadata); ``MESHD_ENGINE_MODE`` is always meshd's.  ``binds`` mounts
+        host directories read-write (host path -> container path: the task's
+        checkpoint directory, :mod:`engines.checkpoint`).
 
         Returns:
             The outcome; ``ok=False`` with a reason for a timeout, a non-zero
@@ -264,7 +267,7 @@ class DockerRunner:
         started = time.monotonic()
         self._bump(cold_runs=1)
         try:
-            container = await self._create_shielded(image_ref, cmd, limits, "cold", env)
+            container = await self._create_shielded(image_ref, cmd, limits, "cold", env, binds)
         except dio.TaskFailed as exc:
             return self._finish(Outcome(ok=False, error=str(exc)), started, "docker-cold")
         try:
@@ -407,21 +410,24 @@ class DockerRunner:
     # -- shared helpers ----------------------------------------------------------
 
     async def _create_shielded(self, image_ref: str, cmd: Sequence[str] | None,
-                               limits: ContainerLimits, mode: str, env: dict[str, str] | None = None) -> Any:
+                               limits: ContainerLimits, mode: str, env: dict[str, str] | None = None,
+                               binds: dict[str, str] | None = None) -> Any:
         # Shielded: a create abandoned half-way would leave a container
         # nobody knows the id of. It is one short API call.
         with trio.CancelScope(shield=True):
-            container = await self._call(self._create, image_ref, cmd, limits, mode, env)
+            container = await self._call(self._create, image_ref, cmd, limits, mode, env, binds)
         self._live.add(container.id)
         # No checkpoint between here and the caller's try/finally that
         # removes it, so a pending cancellation cannot leak the container.
         return container
 
     def _create(self, image_ref: str, cmd: Sequence[str] | None,
-                limits: ContainerLimits, mode: str, env: dict[str, str] | None = None) -> Any:
+                limits: ContainerLimits, mode: str, env: dict[str, str] | None = None,
+                binds: dict[str, str] | None = None) -> Any:
         o = self.options
         api = self.client.api
         host_config = api.create_host_config(
+            binds={h: {"bind": c, "mode": "rw"} for h, c in (binds or {}).items()} or None,
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={o.tmpfs_bytes},mode=1777"},

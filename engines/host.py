@@ -56,7 +56,7 @@ from lattice.cid import CID
 from lattice.errors import BlockNotFound
 
 from .auth import AuthPolicy, authorize
-from .checkpoint import CheckpointDir
+from .checkpoint import CONTAINER_DIR, CheckpointDir
 from .errors import BadManifest, EngineCorrupt, EngineError, EngineMissing, EngineNotAuthorized
 from .ledger import GroupLedger
 from .manifest import (DockerManifest, EngineSignature, NativeManifest, PlatformBuild, Resources, encode_manifest,
@@ -92,8 +92,9 @@ class DockerBackend(Protocol):
         ...
 
     async def run_cold(self, image_ref: str, cmd: Sequence[str], task_input: Any, resources: Resources, *,
-                       env: dict[str, str] | None = None) -> Outcome:
-        """Run one task in a fresh container, with ``env`` added to its environment."""
+                       env: dict[str, str] | None = None, binds: dict[str, str] | None = None) -> Outcome:
+        """Run one task in a fresh container, with ``env`` added to its environment and
+        ``binds`` (host directory -> container path, read-write) mounted."""
         ...
 
     async def run_warm(self, image_ref: str, cmd: Sequence[str], task_input: Any, resources: Resources) -> Outcome:
@@ -255,8 +256,9 @@ class EngineHost:
                 JSON from ``$MESHD_TASK_METADATA``.  A warm process serves
                 many tasks, so a run with metadata is always cold.
             checkpoint: Run with checkpoints in this directory (see
-                :mod:`engines.checkpoint`): a native engine runs cold with
-                the directory named in its environment.
+                :mod:`engines.checkpoint`): the engine runs cold with the
+                directory named in its environment (a Docker engine's is
+                mounted at ``/meshd/checkpoint``).
 
         Returns:
             The outcome; refusals, bad manifests and engine failures are
@@ -282,11 +284,17 @@ class EngineHost:
             except (TypeError, ValueError) as exc:
                 return Outcome(ok=False, error=f"metadata is not JSON: {exc}")
             warm = False
-        if isinstance(manifest, DockerManifest):
-            return await self._run_docker(manifest, task_input, resources, warm, env)
-        if checkpoint is not None:  # native engines only, so far
-            env.update(checkpoint.env())
+        binds: dict[str, str] = {}
+        if checkpoint is not None:  # a run of its own, cold, with the directory in its environment
             warm = False
+            if isinstance(manifest, DockerManifest):
+                env.update(checkpoint.env(CONTAINER_DIR))
+                binds[checkpoint.path] = CONTAINER_DIR
+                os.chmod(checkpoint.path, 0o777)  # the container's user is not the node's
+            else:
+                env.update(checkpoint.env())
+        if isinstance(manifest, DockerManifest):
+            return await self._run_docker(manifest, task_input, resources, warm, env, binds)
         (outcome,) = await self._run_native(engine_cid, manifest, [task_input], resources, warm, batch=False,
                                             env=env)
         return outcome
@@ -400,7 +408,7 @@ class EngineHost:
                          nofile=min(res.nofile, cap.nofile))
 
     async def _run_docker(self, m: DockerManifest, task_input: Any, res: Resources, warm: bool | None,
-                          env: dict[str, str] | None = None) -> Outcome:
+                          env: dict[str, str] | None = None, binds: dict[str, str] | None = None) -> Outcome:
         if self.docker is None:
             return Outcome(ok=False, error="docker runner unavailable on this node", runner="docker-cold")
         use_warm = m.warm_capable if warm is None and self.options.warm_default else bool(warm)
@@ -417,7 +425,8 @@ class EngineHost:
         self._docker += 1
         if use_warm:
             return await self.docker.run_warm(ref, list(m.cmd), task_input, res)
-        return await self.docker.run_cold(ref, list(m.cmd), task_input, res, env=env)
+        return await self.docker.run_cold(ref, list(m.cmd), task_input, res, env=env,
+                                          **({"binds": binds} if binds else {}))
 
     async def _run_native(self, cid: CID, m: NativeManifest, inputs: list[Any], res: Resources,
                           warm: bool | None, *, batch: bool, env: dict[str, str] | None = None) -> list[Outcome]:

@@ -1,11 +1,14 @@
-"""Docker engines step aside for the machine's owner by pausing (issue 16, item 1).
+"""Docker engines step aside for the machine's owner by pausing, and checkpoint in a mounted directory (issue 16).
 
 The owner policy's suspend pauses every container the Docker runner runs
 (``DockerRunner.set_paused``, the cgroup freezer: the engine keeps its
 memory and its place) and continue unpauses them; against a real dockerd.
 A running container also has the smallest CPU weight (``CpuShares`` 2, the
 Docker counterpart of the native engines' nice 19 and ``SCHED_IDLE``), so
-the owner's processes come first even while it runs.
+the owner's processes come first even while it runs.  A task with
+checkpoints gets its checkpoint directory mounted at ``/meshd/checkpoint``
+and named in ``MESHD_CHECKPOINT_DIR``: the engine reads the state to resume
+from there and saves the next one.
 """
 
 from __future__ import annotations
@@ -43,3 +46,24 @@ async def test_a_running_container_is_paused_and_unpaused(docker_runner, docker_
         assert state["Paused"] is False and state["Status"] == "running"
         nursery.cancel_scope.cancel()  # the run is cancelled: its container is removed
     assert runner_containers(docker_client) == []
+
+
+async def test_a_docker_engine_resumes_from_and_saves_to_its_mounted_checkpoint_directory(docker_runner,
+                                                                                            tmp_path) -> None:
+    import json
+    import os
+
+    from engines.checkpoint import CONTAINER_DIR, CheckpointDir
+
+    ck = CheckpointDir(str(tmp_path / "ck"), 1.0)
+    os.mkdir(ck.path)
+    os.chmod(ck.path, 0o777)  # as the engine host does: the container's user is not ours
+    (tmp_path / "ck" / "checkpoint").write_text("3")
+    script = ('cat >/dev/null; s=$(cat "$MESHD_CHECKPOINT_DIR/checkpoint"); '
+              'echo $((s + 1)) > "$MESHD_CHECKPOINT_DIR/.new" && mv "$MESHD_CHECKPOINT_DIR/.new" '
+              '"$MESHD_CHECKPOINT_DIR/checkpoint"; printf \'{"resumed": %s, "dir": "%s"}\' "$s" "$MESHD_CHECKPOINT_DIR"')
+    out = await docker_runner.run_cold(NOOP, ["sh", "-c", script], {}, env=ck.env(CONTAINER_DIR),
+                                       binds={ck.path: CONTAINER_DIR})
+    assert out.ok, out
+    assert out.output == {"resumed": 3, "dir": CONTAINER_DIR}
+    assert json.loads((tmp_path / "ck" / "checkpoint").read_text()) == 4
