@@ -58,7 +58,7 @@ MAX_REPLICAS: Final = 64
 _MAX_NAME = 256
 
 __all__ = ["HELD", "HELD_TAG", "MAX_REPLICAS", "PINS", "PINSET", "PIN_TAG", "UNPINS", "UNPIN_TAG", "Held", "Pin",
-           "allocate", "held_op", "held_record", "held_from_untrusted", "pin_from_untrusted", "pin_op",
+           "Plan", "allocate", "held_op", "plan", "held_record", "held_from_untrusted", "pin_from_untrusted", "pin_op",
            "pins", "reports", "unpin_op", "weight"]
 
 
@@ -242,3 +242,48 @@ def allocate(cid: CID, replicas: int, archivists: Mapping[str, int]) -> list[str
     """
     ranked = sorted(archivists, key=lambda a: (-_score(cid, a, max(1, archivists[a])), a))
     return ranked[:max(0, replicas)]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one archivist should do with the pinset now (:func:`plan`).
+
+    Attributes:
+        hold: Live pins allocated to it: fetch, pin and report each held.
+        release: Pins it holds and should let go of: removed or expired
+            ones, and moved ones once every archivist now allocated reports
+            them held (so a moving pin never has fewer holders than before).
+    """
+
+    hold: tuple[Pin, ...]
+    release: tuple[CID, ...]
+
+
+def plan(me: str, state: State, now_ms: int, live: Mapping[str, int], holding: Iterable[CID]) -> Plan:
+    """The one decision an archivist makes about the pinset, as a pure function.
+
+    Args:
+        me: This archivist's peer id.
+        state: The pinset object's state.
+        now_ms: The reader's clock (expiry).
+        live: Live archivists and their weights, this one included.
+        holding: Pins this archivist holds now.
+
+    Returns:
+        The pins to hold and the pins to release.
+    """
+    active = pins(state, now_ms)
+    reps = reports(state)
+    hold: list[Pin] = []
+    release: list[CID] = []
+    held_here = set(holding)
+    for cid, pin in sorted(active.items()):
+        alloc = allocate(cid, pin.replicas, live)
+        if me in alloc:
+            hold.append(pin)
+        elif cid in held_here:
+            mine = reps.get(cid, {})
+            if all((r := mine.get(a)) is not None and r.held for a in alloc):
+                release.append(cid)
+    release += sorted(c for c in held_here if c not in active)
+    return Plan(tuple(hold), tuple(release))

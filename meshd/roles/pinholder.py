@@ -186,22 +186,14 @@ class PinHolder:
 
     async def _round(self) -> None:
         state = self.obj.replica.state
-        now = _now_ms()
-        live = self.archivists()
-        active = pinset.pins(state, now)
+        todo = pinset.plan(self.me, state, _now_ms(), self.archivists(), self._held)
         reports = pinset.reports(state)
-        for cid, pin in sorted(active.items()):
-            alloc = pinset.allocate(cid, pin.replicas, live)
-            mine = reports.get(cid, {}).get(self.me)
-            if self.me in alloc:
-                got = await self._hold(pin)
-                if got is not None and (mine is None or not mine.held or (mine.blocks, mine.bytes) != got):
-                    await self._report(cid, True, *got)
-            elif cid in self._held:
-                holding = [a for a in alloc if (r := reports.get(cid, {}).get(a)) is not None and r.held]
-                if len(holding) >= len(alloc):
-                    await self._release(cid)
-        for cid in [c for c in self._held if c not in active]:
+        for pin in todo.hold:
+            got = await self._hold(pin)
+            mine = reports.get(pin.cid, {}).get(self.me)
+            if got is not None and (mine is None or not mine.held or (mine.blocks, mine.bytes) != got):
+                await self._report(pin.cid, True, *got)
+        for cid in todo.release:
             await self._release(cid)
 
     # ------------------------------------------------------------------ holding
