@@ -43,6 +43,7 @@ from lattice.signing import Signer, peer_id_of
 from . import __version__
 from .api import engines as api_engines
 from .api import lifecycle as api_lifecycle
+from .api import lineage as api_lineage
 from .api import mesh as api_mesh
 from .api import metrics as api_metrics
 from .api import server as httpserver
@@ -203,6 +204,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             admin = EngineAdmin(node, host, home, max_image_bytes=config.docker.max_image_mb * 1024 * 1024)
             routers.append(api_engines.router(admin))
             routers.append(owner_api.router(ctx))  # /v1/owner, /v1/node/drain, /v1/node/resume
+            routers.append(api_lineage.router(ctx))  # GET /v1/explain/{cid}
             app = create_app(node, home.api_options(config), version=__version__, routers=routers,
                              rejections=api_rejections)
             app = api_engines.with_docker_upload(app, admin, home.api_options(config))

@@ -526,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
 #: CLI modules that add their own commands: each has ``register(sub, common,
 #: client)``.  Keeps this file small and lets each feature own its commands.
 EXTENSIONS = ("meshd.cli.jobs", "meshd.cli.lifecycle", "meshd.cli.engines", "meshd.cli.archive", "meshd.cli.mesh",
-              "meshd.cli.owner", "meshd.cli.top", "meshd.cli.dashboard")
+              "meshd.cli.owner", "meshd.cli.top", "meshd.cli.dashboard",
+              "meshd.cli.explain")
 
 
 def _register_extensions(sub: Any, common: argparse.ArgumentParser, client: argparse.ArgumentParser) -> None:

@@ -255,6 +255,10 @@ class Client:
         """``GET /metrics``: Prometheus text."""
         return self._call("GET", "/metrics")
 
+    def explain(self, cid: str, *, depth: int = 1) -> dict[str, Any]:
+        """The lineage of a task, result, dataset (version) or engine (``GET /v1/explain/{cid}``)."""
+        return self._call("GET", f"/v1/explain/{cid}?depth={int(depth)}")
+
 
 class AsyncClient:
     """The same methods as :class:`Client`, awaitable (trio or asyncio, through httpx)."""
@@ -374,3 +378,6 @@ class AsyncClient:
 
     async def metrics(self) -> str:
         return await self._call("GET", "/metrics")
+
+    async def explain(self, cid: str, *, depth: int = 1) -> dict[str, Any]:
+        return await self._call("GET", f"/v1/explain/{cid}?depth={int(depth)}")
