@@ -43,7 +43,11 @@ STEAL_POOL = 16
 #: Ready tasks a steal pass examines at least (newest first) per round.
 STEAL_SCAN = 2048
 #: Weights change only at these wall-clock boundaries (ms); see :meth:`ClaimPlanner.candidates`.
-EPOCH_MS = 1000
+EPOCH_MS = 2000
+#: Completions count towards a weight only once they are this much older than
+#: the boundary (ms): more than the lag a stealer allows for (``MAX_LAG_S``),
+#: so every runner has them when it switches, and all switch alike.
+EPOCH_MARGIN_MS = 6000
 #: How long an idle owner that is heard from keeps a task of its share that
 #: it does not claim: past this, it is stolen like a busy owner's (an owner
 #: that cannot take a task, say its body never reached it, must not hold it).
@@ -166,20 +170,29 @@ class ClaimPlanner:
     @staticmethod
     def candidates(live: Mapping[str, Mapping[str, Any]], completed_by: Callable[[str, int], int], now_ms: int,
                    banned: Collection[str] = frozenset(), *, epoch_ms: int = EPOCH_MS,
+                   margin_ms: int = EPOCH_MARGIN_MS,
                    fresh: Collection[str] | None = None) -> dict[str, Candidate]:
         """The live runners (not banned, not draining) with their weights.
 
         A runner's weight is its announced ``slots`` capped by the
         completions the queue has seen from it
         (:func:`lattice.claims.effective_capacity`), counting only those
-        stamped before the current ``epoch_ms`` boundary
-        (``QueueView.completed_by(peer, before_ms)``): every runner weighs
+        stamped before the last ``epoch_ms`` boundary at least ``margin_ms``
+        ago (``QueueView.completed_by(peer, before_ms)``): every runner weighs
         every other, itself included, by this one rule from the same
         records, so all rank alike even while the newest completions are
         still on their way.  ``fresh``: the runners heard from lately (None:
         all); the others are silent (:attr:`Candidate.fresh`).
         """
-        before = now_ms // epoch_ms * epoch_ms
+        # Measured (issue 13): with the boundary at the last second, a batch's
+        # first completions reached the three runners of a loaded mesh 1-2 s
+        # apart, so for a while each weighed the others differently, each took
+        # some of the others' shares for its own (4,150 "own share" claims for
+        # 2,060 tasks), and 30-40% of the tasks ran twice.  Counting only
+        # completions older than the lag makes the weights the same
+        # everywhere, at the price of a runner reaching its full weight 6-8 s
+        # after it proved it.
+        before = (now_ms - margin_ms) // epoch_ms * epoch_ms
         out: dict[str, Candidate] = {}
         for peer, inv in live.items():
             if peer in banned or inv.get("draining") is True:
@@ -283,8 +296,16 @@ class ClaimPlanner:
             # completion since the task appeared here: it has most likely not
             # seen the task yet (a large batch takes a while to reach it), and
             # will claim it.  A silent runner is stolen from regardless.
+            # Nor while it has not shown it has the task: it claimed or
+            # completed nothing enqueued with it or after it (QueueView.reach).
+            # A submitter sees its next batch seconds before the other runners
+            # do, and their claims on the previous batch say nothing about it:
+            # measured, a submitter that stole on that evidence ran a fifth of
+            # a 2,000-task bulk twice.
             seen = self.first_seen_ms.setdefault(t, now_ms)
-            if c is not None and c.fresh and owner != self.me and self.last_heard.get(owner, -1) < seen \
+            pos = queue.position(t)
+            if c is not None and c.fresh and owner != self.me \
+                    and (self.last_heard.get(owner, -1) < seen or (pos is not None and queue.reach(owner) < pos)) \
                     and clock - self.first_seen.get(t, clock) < IDLE_OWNER_GRACE_S:
                 return False
             delays[t] = d + _jitter(self.me, t) * self.defer_s
@@ -378,4 +399,4 @@ class ClaimPlanner:
         return bool(self.first_seen)
 
 
-__all__ = ["EPOCH_MS", "Candidate", "ClaimPlanner", "Fit", "MAX_FIRST_SEEN"]
+__all__ = ["EPOCH_MARGIN_MS", "EPOCH_MS", "Candidate", "ClaimPlanner", "Fit", "MAX_FIRST_SEEN"]

@@ -209,6 +209,10 @@ class Assignment:
         return (self.at + self.settle, self.by, self.n)
 
 
+#: Most runners whose :meth:`QueueView.reach` is kept.
+_MAX_REACH = 10_000
+
+
 @dataclass(slots=True)
 class TaskInfo:
     """Everything the queue knows of one task."""
@@ -305,6 +309,13 @@ class QueueView:
         self._ready: dict[CID, None] = {}  # available, not done, no known lease (FIFO)
         self._leases: list[tuple[int, bytes]] = []  # (until, task raw) min-heap
         self._order: list[CID] = []  # enqueue order as seen here
+        #: A task -> the number of the delta that enqueued it, counted in the
+        #: order deltas were applied here (0: already in the replica when the
+        #: view was built); see :meth:`reach`.
+        self._pos: dict[CID, int] = {}
+        self._delta_no = 0
+        #: runner -> the largest _pos of a task it claimed or completed
+        self._reach: dict[str, int] = {}
         self._leased: set[CID] = set()  # have assignments and are not done
         self._done = 0
         self._ended = {COMPLETED: 0, FAILED: 0, CANCELLED: 0}  # done tasks by outcome
@@ -332,6 +343,7 @@ class QueueView:
         if changes:
             self._arrived = self._clock() if self._clock is not None else None
         for change in changes:
+            self._delta_no += 1
             for key, enc in change.adds:
                 self._on_add(key, enc, heard=True)
 
@@ -365,6 +377,7 @@ class QueueView:
             info = self._info(task)
             if not info.available:
                 info.available = True
+                self._pos[task] = self._delta_no
                 self._order.append(task)
                 self._feed.append(task)
                 if info.replication is not None:
@@ -394,6 +407,7 @@ class QueueView:
                     break
             else:
                 info.assignments.append(a)
+                self._reached(a.by, a.task)
                 if heard:  # a new claim (a renewal keeps its first ``at``)
                     self.heard.append((a.by, a.at, self._arrived))
             if info.life.current(a.n):  # a lease from before a retry holds nothing
@@ -411,6 +425,7 @@ class QueueView:
             if not self._may_conclude(info, rec, replica=rec.get("replica") is True):
                 info.held.append((key, enc))
                 return
+            self._reached(rec["by"], rec["task"])
             if heard:
                 self.heard.append((rec["by"], rec["at"], self._arrived))
             times = self._completed_at.setdefault(rec["by"], [])
@@ -734,6 +749,33 @@ class QueueView:
         if info.rejected or info.replication is not None or self.is_done(info):
             return None
         return not info.assignments or not self._holders(task, now_ms)
+
+    def _reached(self, peer: str, task: CID) -> None:
+        pos = self._pos.get(task)
+        if pos is not None and pos > self._reach.get(peer, -1):
+            if peer not in self._reach and len(self._reach) >= _MAX_REACH:
+                self._reach.clear()  # bounded: forgetting only makes steals wait their grace period
+            self._reach[peer] = pos
+
+    def position(self, task: CID) -> int | None:
+        """The number of the delta that enqueued ``task``, in the order deltas
+        were applied here (None: not enqueued here)."""
+        self.sync()
+        return self._pos.get(task)
+
+    def reach(self, peer: str) -> int:
+        """The largest :meth:`position` of a task ``peer`` claimed or completed (-1: none).
+
+        A peer that claimed a task enqueued by the same delta as ``t`` holds
+        ``t``; one that claimed a task of a later delta of the same submitter
+        holds it too (a submitter's deltas form a chain, applied in causal
+        order).  So ``reach(peer) >= position(t)`` is evidence that ``peer``
+        has seen ``t``: the claim planner steals a live owner's task only
+        then (or after a grace period).  With several submitters it is a
+        heuristic: their deltas interleave differently on each replica.
+        """
+        self.sync()
+        return self._reach.get(peer, -1)
 
     def tasks_since(self, start: int) -> list[CID]:
         """Tasks enqueued here after the first ``start`` (in the order seen),

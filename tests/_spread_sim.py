@@ -68,7 +68,11 @@ class SpreadSim:
     def __init__(self, seed: int, slots: list[int], platforms: list[str], *, latency_s: tuple[float, float] = (0.005, 0.05),
                  drop: float = 0.02, duplicate: float = 0.02, repair_s: float = 1.0, horizon_s: float = 3.0,
                  defer_s: float = 0.5, ahead_s: float = 2.0, lease_s: float = 10.0, tick_s: float = 0.05,
-                 recent_s: float = 30.0) -> None:
+                 recent_s: float = 30.0, proven: bool = True) -> None:
+        """``proven``: the mesh has worked before the simulation starts: each
+        runner completed ``slots`` tasks 20 s ago, so its weight is its slots
+        from the start (``ClaimPlanner.candidates`` counts only completions
+        older than ``EPOCH_MARGIN_MS``)."""
         self.rng = random.Random(seed)
         self.latency_s, self.drop, self.duplicate, self.repair_s = latency_s, drop, duplicate, repair_s
         self.horizon_s, self.ahead_s, self.lease_ms, self.tick_s = horizon_s, ahead_s, int(lease_s * 1000), tick_s
@@ -76,9 +80,12 @@ class SpreadSim:
         self.now = 0.0
         self.genesis = records.make_genesis("queue", f"sim-{seed}")[0]
         self.runners: dict[str, SimRunner] = {}
-        for i, (n, plat) in enumerate(zip(slots, platforms)):
-            name = f"r{i:02d}"
+        names = [f"r{i:02d}" for i in range(len(slots))]
+        history = self._history(dict(zip(names, slots))) if proven else None
+        for name, n, plat in zip(names, slots, platforms):
             rep = goho.Replica.empty(self.genesis, MemoryBlockStore(), goho.ReplicaOptions(verify_signatures=False))
+            if history is not None:
+                rep.receive_untrusted(*history)
             self.runners[name] = SimRunner(name, n, plat, Signer.from_seed(self.rng.randbytes(32)), rep,
                                            queue.QueueView(rep, clock=lambda: int(self.now * 1000)),
                                            ClaimPlanner(name, defer_s=defer_s))
@@ -91,6 +98,18 @@ class SpreadSim:
         self._seq = 0
         self._died_at: dict[str, float] = {}
         self._cut: tuple[set[str], float, float] | None = None  # (one side, from, until)
+
+    def _history(self, slots: dict[str, int]) -> tuple[CID, bytes]:
+        """One delta in which every runner claimed and completed ``slots`` old tasks."""
+        ops: list[list[Any]] = []
+        for name, n in slots.items():
+            old = [codec.cid_of({"old": name, "i": i}) for i in range(n)]
+            ops += queue.enqueue_ops(old)
+            for t in old:
+                ops.append(queue.assign_op(t, name, -30_000, self.lease_ms, 1))
+                ops.append(queue.complete_op(t, name, -20_000, codec.cid_of({"result": str(t)})))
+        scratch = goho.Replica.empty(self.genesis, MemoryBlockStore(), goho.ReplicaOptions(verify_signatures=False))
+        return scratch.update(ops, Signer.from_seed(b"\x07" * 32))
 
     # -- the network -------------------------------------------------------------------------
 

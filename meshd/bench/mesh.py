@@ -22,6 +22,8 @@ warms every pool with ``20 × nodes`` tasks, then measures:
   mesh, from enqueue to the result visible on the submitter (long poll);
   ``latency_timeouts`` counts samples with no result after 60 s, which enter
   the percentiles as 60 s (the phase stops after 5 such samples);
+  before any of these, the warm-up's completions are given ``PROOF_S`` to
+  count towards the runners' weights everywhere (``lattice.planner``);
 * ``duplicate_runs`` — result records beyond one per task, as a fraction of
   the tasks (all of them, warm-up and latency samples included), from
   ``/v1/queue``'s counts; ``sampled_duplicate_runs`` reads 200 measured
@@ -57,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from lattice.planner import EPOCH_MARGIN_MS, EPOCH_MS
 
 from .cputime import self_cpu_s, tree_cpu_s
 from .localmesh import LocalNode, start_mesh, wait_peers
@@ -202,6 +206,11 @@ def summarize(*, nodes: int, tasks: int, slots: int, remote: bool, elapsed_s: fl
     }
 
 
+#: After the warm-up, runners' weights settle: a completion counts towards
+#: its runner's weight only once it is this old (``lattice.planner``).
+PROOF_S = (EPOCH_MARGIN_MS + EPOCH_MS) / 1000
+
+
 def wait_results(client: httpx.Client, target: int, base: int, tasks: int, t0: float, progress: bool) -> int:
     """Poll ``/v1/queue`` until ``target`` results; give up after ``STALL_S`` without a new one.
 
@@ -223,7 +232,7 @@ def wait_results(client: httpx.Client, target: int, base: int, tasks: int, t0: f
         if progress and now - last > 1.0:
             last = now
             print(f"  {done - base}/{tasks} results after {now - t0:.1f}s", file=sys.stderr)
-        time.sleep(0.02)
+        time.sleep(0.1)  # each poll costs the submitter a queue count: 10 Hz, not 50
 
 
 def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: int = 2,
@@ -249,6 +258,7 @@ def run(nodes: int = 3, tasks: int = 20_000, latency_samples: int = 200, slots: 
         if wait_results(client, before + 20 * nodes, before, 20 * nodes, time.perf_counter(), False) < 20 * nodes:
             raise SystemExit("bench mesh: the warm-up tasks got no new result for 60 s; is the runner failing? "
                              f"(node logs: {root})")
+        time.sleep(PROOF_S)  # the weights the warm-up proved take effect on every runner
         base = client.get("/v1/queue").json()
         pids = [n.pid for n in mesh]
         cpu0, client0 = tree_cpu_s(pids), self_cpu_s()

@@ -3,7 +3,8 @@
 Starts 3 real daemons on 127.0.0.1 (manager + runner each), publishes a
 ``burn`` engine (protocol ``python``, warm workers) whose task burns
 ``--cpu-s`` seconds (0.5) of its thread's CPU time, warms the pools with
-``2 × total slots`` tasks that burn nothing, then enqueues ``--tasks`` (24)
+``2 × total slots`` tasks that burn nothing, waits ``PROOF_S`` (8 s) for
+the slots they proved to count on every runner, then enqueues ``--tasks`` (24)
 burn tasks on node-a in one request.  Each variant starts a fresh mesh; all
 three run by default (``--variants`` picks some):
 
@@ -69,7 +70,7 @@ from typing import Any
 import httpx
 
 from .localmesh import LocalNode, start_mesh, wait_peers
-from .mesh import STALL_S, wait_results
+from .mesh import PROOF_S, STALL_S, wait_results
 
 VARIANTS = ("base", "capacity", "stall")
 BASE_SLOTS = (1, 1, 1)
@@ -282,6 +283,7 @@ def run_variant(slots: Sequence[int], *, tasks: int, cpu_s: float, stall_s: floa
         first.post("/v1/tasks", {"tasks": [_task(engine, f"w{i}", 0.0, salt) for i in range(n_warm)]})
         if wait_results(client, before + n_warm, before, n_warm, time.perf_counter(), False) < n_warm:
             raise SystemExit(f"bench spread: the warm-up got no new result for {STALL_S:.0f}s; is the runner failing?")
+        time.sleep(PROOF_S)  # the warm-up proves each node's slots; every runner weighs them alike after this
         victim = mesh[-1] if stall_s > 0 else None
         out = _run_batch(mesh, engine, tasks, cpu_s, salt, progress, victim=victim, stall_s=stall_s)
         ideal = ideal_s(tasks, cpu_s, sum(slots))
