@@ -572,6 +572,10 @@ def _write_dir(cache: Path, final: Path, build: PlatformBuild, data: bytes) -> N
                     tf.extractall(tmp, filter="data")
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise EngineCorrupt(f"archive {build.file} cannot be unpacked: {exc}") from None
+        # Engine files are public content; a jailed engine runs as another
+        # uid when the node is root, so its directory must be readable by all
+        # (mkdtemp made it 0700).  The home above it stays private.
+        tmp.chmod(0o755)
         # The rename is the commit point: readers only ever see complete dirs.
         try:
             os.rename(tmp, final)

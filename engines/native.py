@@ -6,6 +6,12 @@ stdout and returns an :class:`~engines.outcome.Outcome`.  Engine misbehaviour
 (non-zero exit, a signal, invalid or oversize output, a timeout) becomes
 ``Outcome(ok=False, error=...)``, never an exception.
 
+Every run is jailed (:mod:`engines.jail`: bubblewrap namespaces, an
+unprivileged uid, RLIMIT_NPROC, no network, no view of the daemon's home).
+A node that cannot build the jail refuses native engines unless its operator
+allowed the weak sandbox (``weak_sandbox``: rlimits and a umask only, plus a
+network namespace when the node runs as root).
+
 Every run gets a private temporary directory (its ``HOME`` and ``TMPDIR``),
 removed when the run ends, and its whole process group is SIGKILLed when the
 engine exits, times out, floods stdout or the caller is cancelled, so children
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +36,9 @@ import trio
 from .ledger import GroupLedger
 from .manifest import Resources
 from .outcome import Outcome
-from .sandbox import SandboxLimits, clean_env, describe_exit, kill_group, make_preexec, network_isolation_available
+from .jail import JailSpec, dedupe, jail_argv, program_paths, python_paths
+from .sandbox import (SandboxLimits, clean_env, describe_exit, jail_unavailable, kill_group, make_preexec,
+                      network_isolation_available)
 
 _READ = 65536
 #: Longest wait for a SIGKILLed engine to be reaped before giving up on it.
@@ -57,15 +66,33 @@ class NativeOptions:
         stderr_limit: Stderr kept in the outcome, bytes (the rest is read
             and dropped).  Default 64 KiB.
         path: ``PATH`` inside the sandbox.  Default ``/usr/local/bin:/usr/bin:/bin``.
-        isolate_network: Put engines in a new network namespace when the node
-            can (root + kernel support).  Default True.
-        require_network_isolation: Refuse to run when isolation is wanted but
-            unavailable.  Default False.
+        isolate_network: Engines get no network (a new network namespace).
+            Default True.  False keeps the host's network in the jail (the
+            ``[runner] engine_network`` switch).
+        require_network_isolation: In the weak sandbox, refuse to run when
+            isolation is wanted but unavailable (it needs root there).
+            Default False.
         work_root: Parent of per-run temporary directories; None = system temp.
         fsize_mb: RLIMIT_FSIZE (largest file an engine may write).  Default 1024.
-        nproc: RLIMIT_NPROC, see :mod:`engines.sandbox`.  Default None (unset).
+        nproc: RLIMIT_NPROC inside the jail's user namespace: the most
+            processes and threads one engine may have.  Default 256.  Not
+            applied in the weak sandbox (there it would count every process
+            of the node's user).
         idle: Run engines (cold and warm) at the lowest CPU and I/O priority
             (nice 19, ``SCHED_IDLE``, idle I/O class); default true.
+        weak_sandbox: When the jail cannot be built (no bubblewrap, user
+            namespaces disabled), run native engines anyway with rlimits only.
+            Default False: they are refused, with the reason.
+        bwrap: The bubblewrap program (looked up on the node's ``PATH``).
+            Default ``"bwrap"``.
+        engine_uid: The uid engines run as when the node runs as root.
+            Default 65534 (nobody).  (A node run by a user keeps that uid,
+            without capabilities, in its own user namespace.)
+        engine_gid: Their gid when the node runs as root.  Default 65534.
+        ro_paths: More host paths every jail sees, read-only (interpreters
+            installed outside ``/usr`` and the node's Python).  Default none.
+        hide: Host directories no jail may see even under a bound directory:
+            the daemon passes its home.  Default none.
     """
 
     stdout_limit: int = 16 * 1024 * 1024
@@ -75,8 +102,14 @@ class NativeOptions:
     require_network_isolation: bool = False
     work_root: str | None = None
     fsize_mb: int | None = 1024
-    nproc: int | None = None
+    nproc: int = 256
     idle: bool = True
+    weak_sandbox: bool = False
+    bwrap: str = "bwrap"
+    engine_uid: int = 65534
+    engine_gid: int = 65534
+    ro_paths: tuple[str, ...] = ()
+    hide: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.stdout_limit < 1 or self.stderr_limit < 0:
@@ -85,8 +118,62 @@ class NativeOptions:
             raise ValueError("path must be a non-empty PATH string")
         if self.fsize_mb is not None and self.fsize_mb < 1:
             raise ValueError("fsize_mb must be positive")
-        if self.nproc is not None and self.nproc < 1:
+        if self.nproc < 1:
             raise ValueError("nproc must be positive")
+        if not 1 <= self.engine_uid < 2**32 - 1 or not 1 <= self.engine_gid < 2**32 - 1:
+            raise ValueError("engine_uid and engine_gid must be unprivileged ids (not 0)")
+        if not self.bwrap:
+            raise ValueError("bwrap must name a program")
+        for p in (*self.ro_paths, *self.hide):
+            if not os.path.isabs(p):
+                raise ValueError(f"ro_paths and hide must be absolute paths, got {p!r}")
+
+
+@dataclass(frozen=True)
+class SandboxChoice:
+    """How this node sandboxes native engines, decided once per options.
+
+    Attributes:
+        jailed: Engines run in the bubblewrap jail.
+        refusal: Why native engines are refused (no jail, no weak sandbox
+            allowed), or None.
+        network_isolated: Engines have no network.
+    """
+
+    jailed: bool
+    refusal: str | None
+    network_isolated: bool
+
+
+def choose_sandbox(options: NativeOptions) -> SandboxChoice:
+    """Probe (blocking, cached per setting) and decide the sandbox for ``options``."""
+    reason = jail_unavailable(options.bwrap, uid=options.engine_uid, gid=options.engine_gid)
+    if reason is None:
+        return SandboxChoice(True, None, options.isolate_network)
+    if not options.weak_sandbox:
+        return SandboxChoice(False, f"native engines are refused: the sandbox is unavailable ({reason}); "
+                                    "set [runner] weak_sandbox = true to run them with rlimits only", False)
+    isolated = options.isolate_network and network_isolation_available()
+    if options.isolate_network and options.require_network_isolation and not isolated:
+        return SandboxChoice(False, "network isolation is required but unavailable", False)
+    return SandboxChoice(False, None, isolated)
+
+
+def jailed(options: NativeOptions, argv: list[str], *, home: str, cwd: str, ro: tuple[str, ...] = (),
+           rw: tuple[str, ...] = ()) -> list[str]:
+    """``argv`` wrapped in the jail for ``options`` (see :mod:`engines.jail`).
+
+    ``home`` must exist; when the node runs as root it is handed to the
+    engine uid here, since the engine runs as that uid.
+    """
+    as_root = os.geteuid() == 0
+    if as_root:
+        os.chown(home, options.engine_uid, options.engine_gid)
+    spec = JailSpec(bwrap=shutil.which(options.bwrap) or options.bwrap, home=home, cwd=cwd,
+                    ro=dedupe((*python_paths(), *program_paths(argv), *options.ro_paths, *ro)), rw=rw,
+                    hide=options.hide, network=not options.isolate_network, nproc=options.nproc,
+                    as_root=as_root, uid=options.engine_uid, gid=options.engine_gid)
+    return jail_argv(argv, spec)
 
 
 @dataclass(frozen=True)
@@ -100,6 +187,8 @@ class NativeStatistics:
     running: int
     network_isolated: bool | None
     """True/False once probed (first run); None before."""
+    jailed: bool | None = None
+    """True when engines run in the namespace jail, once probed; None before."""
 
 
 class NativeRunner:
@@ -116,11 +205,13 @@ class NativeRunner:
         self.options = options
         self.ledger = ledger
         self._runs = self._ok = self._failed = self._timeouts = self._running = 0
-        self._netns: bool | None = None
+        self._choice: SandboxChoice | None = None
         self._groups: set[int] = set()  # process groups of runs in flight
 
     def statistics(self) -> NativeStatistics:
-        return NativeStatistics(self._runs, self._ok, self._failed, self._timeouts, self._running, self._netns)
+        c = self._choice
+        return NativeStatistics(self._runs, self._ok, self._failed, self._timeouts, self._running,
+                                None if c is None else c.network_isolated, None if c is None else c.jailed)
 
     def process_groups(self) -> tuple[int, ...]:
         """Process groups of the engines running now (for a forced shutdown).
@@ -129,12 +220,15 @@ class NativeRunner:
         """
         return tuple(self._groups)
 
+    async def sandbox(self) -> SandboxChoice:
+        """How runs are sandboxed (probes once, in a thread)."""
+        if self._choice is None:
+            self._choice = await trio.to_thread.run_sync(choose_sandbox, self.options)
+        return self._choice
+
     async def isolation(self) -> bool:
         """Whether runs get network isolation (probes once, in a thread)."""
-        if self._netns is None:
-            want = self.options.isolate_network
-            self._netns = bool(want and await trio.to_thread.run_sync(network_isolation_available))
-        return self._netns
+        return (await self.sandbox()).network_isolated
 
     async def run(self, argv: Sequence[str], task_input: Any, *, resources: Resources = Resources(),
                   cwd: str | None = None, protocol: str = "json", timeout_s: float | None = None,
@@ -170,17 +264,26 @@ class NativeRunner:
             return Outcome(ok=False, error=f"input is not JSON: {exc}", runner=runner)
         if protocol == "jsonl":
             payload += b"\n"
-        isolated = await self.isolation()
-        if self.options.isolate_network and self.options.require_network_isolation and not isolated:
+        choice = await self.sandbox()
+        if choice.refusal is not None:
             self._failed += 1
-            return Outcome(ok=False, error="network isolation is required but unavailable", runner=runner)
+            return Outcome(ok=False, error=choice.refusal, runner=runner)
+        # RLIMIT_NPROC is the jail's (set inside its user namespace), never the node user's.
         limits = SandboxLimits(memory_mb=resources.memory_mb, nofile=resources.nofile, cpu_s=resources.cpu_s,
-                               fsize_mb=self.options.fsize_mb, nproc=self.options.nproc, idle=self.options.idle)
+                               fsize_mb=self.options.fsize_mb, nproc=None, idle=self.options.idle)
         home = tempfile.mkdtemp(prefix="meshd-run-", dir=self.options.work_root)
         self._running += 1
         try:
-            outcome = await self._run_in(argv, payload, home, cwd or home, limits, isolated, timeout, protocol, runner,
-                                         env or {})
+            if choice.jailed and argv and os.path.isabs(argv[0]) and not os.access(argv[0], os.X_OK):
+                # Inside the jail this would be prlimit's exec error; say it as a plain start would.
+                outcome = Outcome(ok=False, error=f"cannot start engine: {argv[0]} is not an executable file",
+                                  runner=runner)
+            else:
+                if choice.jailed:
+                    argv = jailed(self.options, list(argv), home=home, cwd=cwd or home)
+                netns = choice.network_isolated and not choice.jailed
+                outcome = await self._run_in(argv, payload, home, cwd or home, limits, netns, timeout, protocol,
+                                             runner, choice.jailed, env or {})
         finally:
             self._running -= 1
             # Sync rmtree on purpose: it must also run when we are cancelled.
@@ -195,7 +298,7 @@ class NativeRunner:
         return outcome
 
     async def _run_in(self, argv: Sequence[str], payload: bytes, home: str, cwd: str, limits: SandboxLimits,
-                      isolated: bool, timeout: float, protocol: str, runner: str,
+                      isolated: bool, timeout: float, protocol: str, runner: str, jail: bool,
                       env: dict[str, str]) -> Outcome:
         opts = self.options
         try:
@@ -271,7 +374,7 @@ class NativeRunner:
         if flooded:
             return Outcome(ok=False, error=f"output exceeds {opts.stdout_limit} bytes", stderr=stderr, runner=runner)
         if proc.returncode != 0:
-            return Outcome(ok=False, error=describe_exit(proc.returncode), stderr=stderr, runner=runner)
+            return Outcome(ok=False, error=describe_exit(proc.returncode, jailed=jail), stderr=stderr, runner=runner)
         data = bytes(out)
         if protocol == "jsonl":
             data = data.split(b"\n", 1)[0]
@@ -293,4 +396,5 @@ def check_timeout(value: float | None) -> None:
         raise ValueError("timeout_s must be a positive finite number")
 
 
-__all__ = ["PYTHON_SHIM", "NativeOptions", "NativeRunner", "NativeStatistics"]
+__all__ = ["PYTHON_SHIM", "NativeOptions", "NativeRunner", "NativeStatistics", "SandboxChoice", "choose_sandbox",
+           "jailed"]

@@ -27,6 +27,14 @@ message) exceeds ``max_rss_mb``.  A worker that dies mid-task fails that task
 (all of its batch) with ``"worker died"`` and is replaced.  A task that
 overruns its timeout kills its worker (the engine cannot be interrupted
 otherwise) and gets ``"timeout after ... s"``.
+
+Workers run in the engine jail (:mod:`engines.jail`) like cold runs: the
+jail's cost (a few milliseconds) is paid once per worker, never per task.
+Inside it a worker sees only its home, the engine directory, the Python
+prefixes, ``worker.py`` and the pool's socket.  Its pid namespace hides the
+daemon's pid, so a worker learns that the daemon died from a lifeline pipe
+instead: the pool holds the write end, and the read end reaches end-of-file
+when the daemon's process is gone, however it died.
 """
 
 from __future__ import annotations
@@ -49,9 +57,9 @@ import zmq
 from .errors import EngineError
 from .ledger import GroupLedger
 from .manifest import Resources
-from .native import NativeOptions
+from .native import NativeOptions, SandboxChoice, choose_sandbox, jailed
 from .outcome import Outcome
-from .sandbox import SandboxLimits, clean_env, describe_exit, kill_group, make_preexec, network_isolation_available
+from .sandbox import SandboxLimits, clean_env, describe_exit, kill_group, make_preexec
 
 _WORKER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 _STDERR_TAIL = 4096
@@ -190,6 +198,9 @@ class WarmPool:
         self._broken: str | None = None
         self._start_failures = 0
         self._netns = False
+        self._choice: SandboxChoice | None = None
+        self._lifeline = -1  # write end of the workers' lifeline pipe, held while serving
+        self._lifeline_r = -1
         self._ok = self._failed = self._started = self._recycled = self._died = 0
 
     def statistics(self) -> PoolStatistics:
@@ -220,8 +231,12 @@ class WarmPool:
         queued or in flight with ``"pool stopped"``, closes the socket and
         removes the pool's temporary directory.
         """
-        self._netns = self.sandbox.isolate_network and await trio.to_thread.run_sync(network_isolation_available)
+        choice = self._choice = await trio.to_thread.run_sync(choose_sandbox, self.sandbox)
+        if choice.refusal is not None:
+            raise EngineError(choice.refusal)
+        self._netns = choice.network_isolated
         self._home = tempfile.mkdtemp(prefix="meshd-pool-", dir=self.sandbox.work_root)
+        self._lifeline_r, self._lifeline = os.pipe()  # both close-on-exec; passed to workers by pass_fds
         ctx = zmq.Context(io_threads=1)
         try:
             sock = ctx.socket(zmq.ROUTER)
@@ -229,6 +244,10 @@ class WarmPool:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._endpoint = f"ipc://{self._home}/pool"
             sock.bind(self._endpoint)
+            if choice.jailed and os.geteuid() == 0:
+                # Workers connect as the engine uid.  The socket sits in this
+                # pool's 0700 directory, which only the jails bind.
+                os.chmod(os.path.join(self._home, "pool"), 0o666)
             self._sock = sock
             failure: str | None = None
             async with trio.open_nursery() as nursery:
@@ -269,6 +288,9 @@ class WarmPool:
             # closed, and a socket left open by a failed bind would hang the
             # stop forever; destroy closes them (linger 0) first.
             ctx.destroy(linger=0)
+            for fd in (self._lifeline, self._lifeline_r):
+                os.close(fd)
+            self._lifeline = self._lifeline_r = -1
             shutil.rmtree(self._home, ignore_errors=True)
 
     async def run(self, task_input: Any, *, timeout_s: float | None = None) -> Outcome:
@@ -505,20 +527,26 @@ class WarmPool:
         w = _Worker(wid, os.path.join(self._home, f"worker-{n}.stderr"))
         spec = {"mode": self.spec.mode, "cwd": self.spec.cwd, "entry": self.spec.entry,
                 "argv": list(self.spec.argv), "stdout_limit": self.sandbox.stdout_limit,
-                "parent": os.getpid()}
+                "parent": os.getpid(), "lifeline": self._lifeline_r}
         res = self.spec.resources
+        # RLIMIT_NPROC is the jail's (set inside its user namespace), never the node user's.
         limits = SandboxLimits(memory_mb=res.memory_mb, nofile=max(res.nofile, 64), cpu_s=None,
-                               fsize_mb=self.sandbox.fsize_mb, nproc=self.sandbox.nproc, idle=self.sandbox.idle)
+                               fsize_mb=self.sandbox.fsize_mb, nproc=None, idle=self.sandbox.idle)
         home = os.path.join(self._home, f"home-{n}")
         os.mkdir(home, 0o700)
         argv = [sys.executable, "-I", _WORKER_PY, self._endpoint, wid.hex(), json.dumps(spec)]
+        assert self._choice is not None
+        if self._choice.jailed:
+            argv = jailed(self.sandbox, argv, home=home, cwd=self.spec.cwd,
+                          ro=(_WORKER_PY, *program_files(self.spec.argv)), rw=(self._endpoint[len("ipc://"):],))
         self._workers[wid] = w
         with open(w.stderr_path, "wb") as err:
             try:
                 w.proc = await trio.lowlevel.open_process(
                     argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.spec.cwd,
                     env=clean_env(home, self.sandbox.path), start_new_session=True, close_fds=True,
-                    preexec_fn=make_preexec(limits, isolate_network=self._netns))
+                    pass_fds=(self._lifeline_r,),
+                    preexec_fn=make_preexec(limits, isolate_network=self._netns and not self._choice.jailed))
             except (OSError, subprocess.SubprocessError) as exc:
                 del self._workers[wid]
                 w.state = "dead"
@@ -547,12 +575,12 @@ class WarmPool:
         if was == "retiring":
             return
         if was == "starting":
-            reason = w.fail_reason or f"worker {describe_exit(w.proc.returncode)}: {self._stderr_tail(w)}"
+            reason = w.fail_reason or f"worker {describe_exit(w.proc.returncode, jailed=self._jailed())}: {self._stderr_tail(w)}"
             w.fail_reason = reason
             self._start_failed(reason)
         elif w.task is not None or was == "busy":
             self._died += 1
-            detail = describe_exit(w.proc.returncode)
+            detail = describe_exit(w.proc.returncode, jailed=self._jailed())
             self._finish(w.task, Outcome(ok=False, error=f"worker died ({detail})", stderr=self._stderr_tail(w),
                                        runner="native-warm"))
             w.task = None
@@ -560,6 +588,9 @@ class WarmPool:
             self._died += 1
         if self._broken is None:
             await self._spawn()
+
+    def _jailed(self) -> bool:
+        return self._choice is not None and self._choice.jailed
 
     def _forget(self, w: _Worker) -> None:
         """Drop a reaped worker's group from the ledger."""
@@ -583,6 +614,12 @@ class WarmPool:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+
+def program_files(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The absolute paths a jsonl engine's command names (its program, and its
+    script when an interpreter runs it): the jail binds them read-only."""
+    return tuple(a for a in argv[:2] if os.path.isabs(a))
 
 
 def _outcome(status: bytes, seconds: bytes, result: bytes) -> Outcome:

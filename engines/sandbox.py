@@ -20,9 +20,13 @@ What an engine process gets:
   bound to filesystem paths still work, which is how pool workers talk to
   the pool.  :func:`network_isolation_available` probes this once.
 
-RLIMIT_NPROC is not set by default: it counts every process of the real user,
-not of the sandbox, so it is only meaningful when engines run under a
-dedicated uid.  ``SandboxLimits.nproc`` sets it for nodes that do that.
+These limits and priorities apply to every engine.  The namespaces, the
+private root, the unprivileged uid and RLIMIT_NPROC come from the jail
+(:mod:`engines.jail`, bubblewrap); :func:`jail_unavailable` probes once
+whether this node can build one.  Without a jail (the operator's explicit
+``weak_sandbox``) only what is listed here applies: RLIMIT_NPROC is then not
+set, because outside a user namespace it counts every process of the node's
+user, not of the engine.
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ import ctypes
 import os
 import resource
 import signal
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from .jail import JailSpec, jail_argv
 
 _CLONE_NEWNET = 0x40000000
 _MiB = 1024 * 1024
@@ -112,6 +120,42 @@ def network_isolation_available() -> bool:
     return _netns_probe
 
 
+_jail_probes: dict[tuple[str, bool, int, int], str | None] = {}
+
+
+def jail_unavailable(bwrap: str, *, uid: int = 65534, gid: int = 65534) -> str | None:
+    """Why this node cannot jail engines (see :mod:`engines.jail`), or None when it can.
+
+    Probed once per setting by jailing ``/usr/bin/true`` exactly as engines
+    are jailed (a few milliseconds); the reason is bubblewrap's own message,
+    e.g. that unprivileged user namespaces are disabled.
+    """
+    as_root = os.geteuid() == 0
+    key = (bwrap, as_root, uid, gid)
+    if key not in _jail_probes:
+        program = shutil.which(bwrap)
+        if program is None:
+            _jail_probes[key] = f"{bwrap} (bubblewrap) is not installed"
+        else:
+            home = tempfile.mkdtemp(prefix="meshd-jail-probe-")
+            try:
+                if as_root:
+                    os.chown(home, uid, gid)
+                argv = jail_argv(["true"], JailSpec(bwrap=program, home=home, cwd=home, as_root=as_root,
+                                                    uid=uid, gid=gid))
+                proc = subprocess.run(argv, capture_output=True, timeout=30, check=False,
+                                      env={"PATH": "/usr/bin:/bin"})
+                reason = None if proc.returncode == 0 else (
+                    f"bubblewrap failed ({describe_exit(proc.returncode)}): "
+                    f"{proc.stderr.decode('utf-8', 'replace').strip()[:500]}")
+            except (OSError, subprocess.SubprocessError) as exc:
+                reason = f"bubblewrap cannot start: {exc}"
+            finally:
+                shutil.rmtree(home, ignore_errors=True)
+            _jail_probes[key] = reason
+    return _jail_probes[key]
+
+
 def make_preexec(limits: SandboxLimits, *, isolate_network: bool) -> Callable[[], None]:
     """Build the ``preexec_fn`` that applies ``limits`` (and the netns) in the child.
 
@@ -175,8 +219,15 @@ def kill_group(pgid: int) -> bool:
     return True
 
 
-def describe_exit(returncode: int) -> str:
-    """``"exit status 3"`` or ``"killed by SIGXCPU"``."""
+def describe_exit(returncode: int, *, jailed: bool = False) -> str:
+    """``"exit status 3"`` or ``"killed by SIGXCPU"``.
+
+    A jailed engine's status comes through bubblewrap, which exits with
+    128 + N when the engine was killed by signal N (as shells do); with
+    ``jailed`` those read as the signal.
+    """
+    if jailed and 128 < returncode <= 128 + 64:
+        returncode = 128 - returncode
     if returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
@@ -185,5 +236,5 @@ def describe_exit(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
-__all__ = ["SandboxLimits", "clean_env", "describe_exit", "kill_group", "make_preexec",
+__all__ = ["SandboxLimits", "clean_env", "describe_exit", "jail_unavailable", "kill_group", "make_preexec",
            "network_isolation_available"]

@@ -85,6 +85,19 @@ def _die_with(parent: int) -> None:
     os.killpg(0, signal.SIGKILL)
 
 
+def _die_with_lifeline(fd: int, lost: threading.Event) -> None:
+    """Like :func:`_die_with`, for a jailed worker: its pid namespace hides
+    the daemon, so it waits for end-of-file on the lifeline pipe, whose write
+    end only the daemon holds (the kernel closes it however the daemon dies)."""
+    try:
+        while os.read(fd, 1):
+            pass
+    except OSError:
+        pass
+    lost.set()
+    os.killpg(0, signal.SIGKILL)
+
+
 def main(argv: list[str]) -> int:
     import psutil
     import zmq
@@ -100,7 +113,16 @@ def main(argv: list[str]) -> int:
     # The pool passes its pid: a daemon that died before this line would
     # otherwise leave getppid() == 1 looking like the parent.
     parent = int(spec.get("parent", os.getppid()))
-    threading.Thread(target=_die_with, args=(parent,), name="lifeline", daemon=True).start()
+    lost = threading.Event()
+    lifeline = spec.get("lifeline")
+    jailed = lifeline is not None and os.getppid() != parent
+    if jailed:
+        threading.Thread(target=_die_with_lifeline, args=(int(lifeline), lost), name="lifeline", daemon=True).start()
+    else:
+        threading.Thread(target=_die_with, args=(parent,), name="lifeline", daemon=True).start()
+
+    def orphaned() -> bool:
+        return lost.is_set() if jailed else os.getppid() != parent
     child = None
     call = None
     try:
@@ -151,7 +173,7 @@ def main(argv: list[str]) -> int:
         # Poll with a timeout only to notice an orphaned worker (the pool
         # process died); a message wakes the poll at once.
         if not sock.poll(1000):
-            if os.getppid() != parent:
+            if orphaned():
                 code = 4
                 break
             continue
@@ -178,7 +200,7 @@ def main(argv: list[str]) -> int:
         if status == b"X":
             code = 5
             break
-        if os.getppid() != parent:
+        if orphaned():
             code = 4
             break
     if child is not None:

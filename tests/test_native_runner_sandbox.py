@@ -5,27 +5,29 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import uuid
 
 import psutil
 import pytest
 import trio
 
 from engines import NativeOptions, NativeRunner, Resources
-from engines.sandbox import network_isolation_available
 
 PY = sys.executable
 
+# Engines run in their own pid namespace, so the pids they see mean nothing
+# here: their children carry a token in argv, by which the host finds them.
 FORK_AND_HANG = """\
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-sys.stderr.write(f"child={child.pid}\\n"); sys.stderr.flush()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]])
+sys.stderr.write("forked\\n"); sys.stderr.flush()
 time.sleep(600)
 """
 
 FORK_AND_EXIT = """\
 import json, subprocess, sys
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdout=subprocess.DEVNULL)
-json.dump({"child": child.pid}, sys.stdout)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]], stdout=subprocess.DEVNULL)
+json.dump({"child": True}, sys.stdout)
 """
 
 
@@ -36,15 +38,21 @@ async def wait_until(predicate, timeout=10.0):
             await trio.sleep(0.01)
 
 
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+def py(code: str, *args: str) -> list[str]:
+    return [PY, "-c", code, *args]
 
 
-def py(code: str) -> list[str]:
-    return [PY, "-c", code]
+def with_token(token: str) -> list[int]:
+    """Host pids of the live (not zombie) processes with ``token`` in their argv."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if token in (p.info["cmdline"] or ()) and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p.pid)
+    return found
+
+
+def token() -> str:
+    return f"meshd-test-{uuid.uuid4().hex}"
 
 
 async def test_engine_output_is_parsed_as_json():
@@ -53,27 +61,27 @@ async def test_engine_output_is_parsed_as_json():
 
 
 async def test_timeout_kills_hanging_engine_and_its_forked_children():
-    outcome = await NativeRunner().run(py(FORK_AND_HANG), {}, timeout_s=1.0)
-    assert not outcome.ok and outcome.error == "timeout after 1 s"
-    child = int(outcome.stderr.split("child=")[1].split()[0])
-    await wait_until(lambda: gone(child))
+    t = token()
+    outcome = await NativeRunner().run(py(FORK_AND_HANG, t), {}, timeout_s=3.0)
+    assert not outcome.ok and outcome.error == "timeout after 3 s" and "forked" in outcome.stderr
+    await wait_until(lambda: not with_token(t))
 
 
 async def test_children_left_behind_by_a_finished_engine_are_killed():
-    outcome = await NativeRunner().run(py(FORK_AND_EXIT), {})
-    assert outcome.ok
-    await wait_until(lambda: gone(outcome.output["child"]))
+    t = token()
+    outcome = await NativeRunner().run(py(FORK_AND_EXIT, t), {})
+    assert outcome.ok and outcome.output == {"child": True}
+    await wait_until(lambda: not with_token(t))
 
 
-async def test_cancellation_kills_the_process_group(tmp_path):
-    pidfile = tmp_path / "pid"
-    code = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(600)"
+async def test_cancellation_kills_the_process_group():
+    t = token()
     runner = NativeRunner()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(runner.run, py(code), {})
-        await wait_until(lambda: pidfile.exists() and pidfile.read_text())
+        nursery.start_soon(runner.run, py("import time; time.sleep(600)", t), {})
+        await wait_until(lambda: with_token(t))
         nursery.cancel_scope.cancel()
-    await wait_until(lambda: gone(int(pidfile.read_text())))
+    await wait_until(lambda: not with_token(t))
     assert runner.statistics().running == 0
 
 
@@ -124,6 +132,8 @@ async def test_environment_is_clean_and_home_is_removed():
     finally:
         del os.environ["MESHD_SECRET_FOR_TEST"]
     env = outcome.output["env"]
+    # PWD is bubblewrap's (it sets it to the working directory it enters).
+    assert env.pop("PWD", outcome.output["cwd"]) == outcome.output["cwd"]
     assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG"}
     assert env["PATH"] == NativeOptions().path and env["HOME"] == env["TMPDIR"] == outcome.output["cwd"]
     assert not os.path.exists(env["HOME"])
@@ -147,9 +157,9 @@ async def test_network_isolation_is_reported_and_enforced():
         outcome = await runner.run(py(code), {})
     finally:
         listener.close()
-    isolated = network_isolation_available()
-    assert runner.statistics().network_isolated is isolated
-    assert outcome.ok and outcome.output is (not isolated)
+    # The jail always has its own network namespace (no root needed).
+    assert runner.statistics().network_isolated is True and runner.statistics().jailed is True
+    assert outcome.ok and outcome.output is False
 
 
 async def test_jsonl_protocol_reads_the_first_line():

@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 
+import psutil
 import pytest
 import trio
 
@@ -15,13 +16,14 @@ from engines.examples import EXAMPLES_DIR
 
 ENGINE = """\
 import os, time
-from pathlib import Path
+
+# Which worker answered: every jailed worker is pid 2 of its own pid namespace.
+WORKER = os.urandom(8).hex()
 
 def pid(task):
-    return os.getpid()
+    return WORKER
 
 def hang(task):
-    Path(task["pidfile"]).write_text(str(os.getpid()))
     time.sleep(600)
 
 def fail(task):
@@ -37,7 +39,22 @@ def grow(task):
 @pytest.fixture
 def engine_dir(tmp_path):
     (tmp_path / "testengine.py").write_text(ENGINE)
+    # Engine directories are world-readable (the jail's engine uid reads them
+    # when the node is root); pytest makes its directories 0700.
+    tmp_path.chmod(0o755)
     return str(tmp_path)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is in process group ``pgid``
+    (a worker's jail: the worker and what it forked)."""
+    for p in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False
 
 
 async def wait_until(predicate, timeout=10.0):
@@ -120,18 +137,18 @@ async def test_workers_over_the_memory_limit_are_recycled(engine_dir):
         nursery.cancel_scope.cancel()
 
 
-async def test_worker_killed_mid_task_is_reported_and_replaced(engine_dir, tmp_path):
-    pidfile = tmp_path / "worker.pid"
+async def test_worker_killed_mid_task_is_reported_and_replaced(engine_dir):
     async with trio.open_nursery() as nursery:
         pool = await nursery.start(WarmPool(python_spec(engine_dir, "testengine:hang"), PoolOptions(workers=1)).serve)
         result = {}
 
         async def submit():
-            result["outcome"] = await pool.run({"pidfile": str(pidfile)})
+            result["outcome"] = await pool.run({})
 
         nursery.start_soon(submit)
-        await wait_until(lambda: pidfile.exists() and pidfile.read_text())
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        await wait_until(lambda: pool.statistics().busy == 1)
+        (worker,) = pool.process_groups()
+        os.kill(worker, signal.SIGKILL)
         await wait_until(lambda: "outcome" in result)
         outcome = result["outcome"]
         assert not outcome.ok and outcome.error.startswith("worker died") and "SIGKILL" in outcome.error
@@ -141,15 +158,15 @@ async def test_worker_killed_mid_task_is_reported_and_replaced(engine_dir, tmp_p
         nursery.cancel_scope.cancel()
 
 
-async def test_task_over_its_timeout_fails_and_the_worker_is_replaced(engine_dir, tmp_path):
+async def test_task_over_its_timeout_fails_and_the_worker_is_replaced(engine_dir):
     spec = WorkerSpec("python", engine_dir, entry="testengine:hang", resources=Resources(timeout_s=0.5))
     async with trio.open_nursery() as nursery:
         pool = await nursery.start(WarmPool(spec, PoolOptions(workers=1)).serve)
-        outcome = await pool.run({"pidfile": str(tmp_path / "p")})
+        (hung,) = pool.process_groups()
+        outcome = await pool.run({})
         assert not outcome.ok and outcome.error == "timeout after 0.5 s"
-        hung = int((tmp_path / "p").read_text())
         await wait_until(lambda: pool.statistics().idle == 1)
-        assert not os.path.exists(f"/proc/{hung}") or open(f"/proc/{hung}/stat").read().split()[2] == "Z"
+        await wait_until(lambda: not group_alive(hung))
         nursery.cancel_scope.cancel()
 
 
@@ -166,6 +183,7 @@ async def test_engine_exceptions_are_failed_outcomes_and_the_worker_lives_on(eng
 def once_spec(path) -> WorkerSpec:
     """A jsonl engine that answers one line, then exits."""
     (path / "once.py").write_text("import sys\nline = sys.stdin.readline()\nprint(line.strip())\n")
+    path.chmod(0o755)  # as engine_dir says
     return WorkerSpec("jsonl", str(path), argv=(sys.executable, "once.py"))
 
 
@@ -188,8 +206,7 @@ async def test_engine_that_cannot_start_makes_serve_fail(engine_dir):
             await nursery.start(WarmPool(python_spec(engine_dir, "nosuchmodule:f"), PoolOptions(workers=1)).serve)
 
 
-async def test_stopping_the_pool_kills_workers_and_fails_queued_tasks(engine_dir, tmp_path):
-    pidfile = tmp_path / "w.pid"
+async def test_stopping_the_pool_kills_workers_and_fails_queued_tasks(engine_dir):
     outcomes = []
     async with trio.open_nursery() as outer:
         pool_scope = trio.CancelScope()
@@ -202,12 +219,12 @@ async def test_stopping_the_pool_kills_workers_and_fails_queued_tasks(engine_dir
         pool = await outer.start(serve)
 
         async def submit():
-            outcomes.append(await pool.run({"pidfile": str(pidfile)}))
+            outcomes.append(await pool.run({}))
 
         outer.start_soon(submit)
         outer.start_soon(submit)
-        await wait_until(lambda: pidfile.exists() and pidfile.read_text())
+        await wait_until(lambda: pool.statistics().busy == 1)
+        (worker,) = pool.process_groups()
         pool_scope.cancel()
     assert [o.error for o in outcomes] == ["pool stopped", "pool stopped"]
-    worker = int(pidfile.read_text())
-    assert not os.path.exists(f"/proc/{worker}") or open(f"/proc/{worker}/stat").read().split()[2] == "Z"
+    await wait_until(lambda: not group_alive(worker))

@@ -111,11 +111,11 @@ async def test_a_worker_killed_mid_batch_fails_the_batch_and_the_pool_recovers()
         nursery.cancel_scope.cancel()
 
 
-async def test_a_batch_over_its_deadline_fails_and_the_worker_is_replaced(engine_dir, tmp_path):
+async def test_a_batch_over_its_deadline_fails_and_the_worker_is_replaced(engine_dir):
     spec = python_spec(engine_dir, "testengine:hang", timeout_s=0.2)
     async with trio.open_nursery() as nursery:
         pool = await nursery.start(WarmPool(spec, PoolOptions(workers=1)).serve)
-        outcomes = await pool.run_batch([{"pidfile": str(tmp_path / "p")}] * 3)
+        outcomes = await pool.run_batch([{}] * 3)
         # The deadline is timeout_s per input, for the batch as a whole.
         assert [o.error for o in outcomes] == ["timeout after 0.6 s (a batch of 3, 0.2 s per input)"] * 3
         await wait_until(lambda: pool.statistics().idle == 1)
