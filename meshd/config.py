@@ -26,6 +26,8 @@ Example ``config.toml`` (every key optional)::
     task_timeout_s = 60.0
     warm = true
     drain_deadline_s = 3.0
+    weak_sandbox = false
+    engine_network = false
 
     [engines]
     trusted_publishers = []
@@ -195,6 +197,14 @@ class RunnerConfig:
             before they are vacated (engines killed, leases released to
             peers); default 3.0, at most 300.  The watchdog's
             ``[node] shutdown_grace_s`` counts from the end of the drain.
+        weak_sandbox: Run native engines even where the engine jail
+            (bubblewrap with user namespaces, see docs/security.md) cannot be
+            built, with rlimits only: no namespaces, the node's own uid, its
+            files readable.  Default false: such a node refuses native
+            engines and says why.
+        engine_network: Let jailed native engines use the host's network.
+            Default false: they get a network namespace of their own with no
+            interfaces but a down loopback.
     """
 
     slots: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -203,9 +213,13 @@ class RunnerConfig:
     task_timeout_s: float = 60.0
     warm: bool = True
     drain_deadline_s: float = 3.0
+    weak_sandbox: bool = False
+    engine_network: bool = False
 
     def __post_init__(self) -> None:
         _int(self, "runner", "slots", minimum=1, maximum=4096)
+        _bool(self, "runner", "weak_sandbox")
+        _bool(self, "runner", "engine_network")
         _int(self, "runner", "max_attempts", minimum=1, maximum=1000)
         if _positive_float(self, "runner", "lease_s") > 600:
             # lattice.queue.MAX_LEASE_MS: peers refuse a longer claim.

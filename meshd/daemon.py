@@ -20,6 +20,7 @@ shutdown_grace_s``, or a second signal, kills the engines and exits hard
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,11 +90,23 @@ def _policy(config: Any, own_key: bytes) -> AuthPolicy:
     return AuthPolicy(trusted_publishers=frozenset(keys), allow_cids=frozenset(allow))
 
 
+def _native_options(home: Home, config: Any) -> NativeOptions:
+    """The engine sandbox: the home hidden from every jail, the configured
+    interpreters' installations visible (read-only), the operator's two switches."""
+    prefixes = []
+    for program in config.engines.interpreters.values():
+        prefix = os.path.dirname(os.path.dirname(os.path.realpath(program)))
+        if prefix not in ("/", "/usr", "/usr/local"):
+            prefixes.append(prefix)
+    return NativeOptions(weak_sandbox=config.runner.weak_sandbox, isolate_network=not config.runner.engine_network,
+                         hide=(str(home.path.resolve()),), ro_paths=tuple(dict.fromkeys(prefixes)))
+
+
 def _engine_host(home: Home, config: Any, store: Any, signer: Signer, docker: Any) -> EngineHost:
     """The engine host (no I/O): native cold and warm runners, and ``docker`` (or None)."""
     return EngineHost(
         store,
-        HostOptions(cache_dir=str(home.path / "engines"), native=NativeOptions(),
+        HostOptions(cache_dir=str(home.path / "engines"), native=_native_options(home, config),
                     ledger_path=str(home.path / LEDGER_NAME),
                     interpreters={"python3": sys.executable, "python": sys.executable,
                                   **dict(config.engines.interpreters)},
