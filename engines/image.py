@@ -6,6 +6,13 @@ before anything is loaded: :func:`tarball_image_id` reads ``manifest.json``,
 hashes the config blob it points at, and :func:`load_image` refuses a tarball
 whose id is not the expected one (and checks the daemon's answer too).
 
+A tarball may also *name* images: ``RepoTags`` in ``manifest.json``, the
+legacy ``repositories`` file, and the OCI ``index.json`` name annotations.
+``docker load`` applies those names to the host, moving a tag such as
+``ubuntu:latest`` from the host's image to the loaded one.  Engines are
+always run by id, so :func:`load_image` removes every name before loading
+(:func:`strip_names`): an authorized image can retag nothing.
+
 These functions block (docker-py); async callers run them in a thread, as
 :class:`engines.docker.DockerRunner` does.
 """
@@ -18,6 +25,7 @@ import json
 import os
 import re
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,7 +33,10 @@ import docker.errors
 
 from .errors import EngineCorrupt
 
-__all__ = ["has_image", "load_image", "normalize_id", "save_image", "tarball_image_id"]
+__all__ = ["has_image", "load_image", "normalize_id", "save_image", "strip_names", "tarball_image_id"]
+
+#: OCI ``index.json`` annotations that Docker (and containerd) read as image names.
+_NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
 
 _ID = re.compile(r"^(sha256:)?([0-9a-f]{64})$")
 
@@ -134,19 +145,110 @@ def load_image(client: Any, tar: "str | os.PathLike[str] | bytes",
     if want is not None and found != want:
         raise EngineCorrupt(f"image tarball holds {found}, expected {want}")
     try:
-        if isinstance(tar, (bytes, bytearray)):
-            images = client.images.load(bytes(tar))
+        unnamed = strip_names(tar)
+    except (tarfile.TarError, OSError, ValueError, KeyError) as exc:
+        raise EngineCorrupt(f"not a docker image tarball: {exc}") from None
+    try:
+        if isinstance(unnamed, (bytes, bytearray)):
+            images = client.images.load(bytes(unnamed))
         else:
-            with open(tar, "rb") as data:
+            with open(unnamed, "rb") as data:
                 images = client.images.load(data)
     except (docker.errors.ImageLoadError, docker.errors.APIError) as exc:
         raise EngineCorrupt(f"docker refused the image tarball: {exc}") from None
+    finally:
+        if not isinstance(unnamed, (bytes, bytearray)) and not isinstance(tar, (bytes, bytearray)) \
+                and os.fspath(unnamed) != os.fspath(tar):
+            os.unlink(unnamed)
     ids = {image.id for image in images}
     if found not in ids:
         # Some daemons report only the tag; ask for the id itself.
         if not has_image(client, found):
             raise EngineCorrupt(f"docker loaded {sorted(ids)}, not {found}")
     return found
+
+
+def _unnamed_manifest(data: bytes) -> bytes:
+    manifest = json.loads(data)
+    for entry in manifest if isinstance(manifest, list) else ():
+        if isinstance(entry, dict):
+            entry["RepoTags"] = None
+    return json.dumps(manifest).encode()
+
+
+def _unnamed_index(data: bytes) -> bytes:
+    index = json.loads(data)
+    for entry in index.get("manifests") or () if isinstance(index, dict) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("annotations"), dict):
+            for key in _NAME_ANNOTATIONS:
+                entry["annotations"].pop(key, None)
+    return json.dumps(index).encode()
+
+
+def _names_anything(archive: tarfile.TarFile) -> bool:
+    names = set(archive.getnames())
+    if "repositories" in names:
+        return True
+    manifest = json.loads(_member(archive, "manifest.json"))
+    if any(isinstance(e, dict) and e.get("RepoTags") for e in manifest if isinstance(manifest, list)):
+        return True
+    if "index.json" in names:
+        index = json.loads(_member(archive, "index.json"))
+        for entry in index.get("manifests") or () if isinstance(index, dict) else ():
+            annotations = entry.get("annotations") if isinstance(entry, dict) else None
+            if isinstance(annotations, dict) and any(k in annotations for k in _NAME_ANNOTATIONS):
+                return True
+    return False
+
+
+def strip_names(tar: "str | os.PathLike[str] | bytes") -> "bytes | str":
+    """``tar`` without the names ``docker load`` would apply to the host.
+
+    A tarball that names nothing is returned as given.  Otherwise it is
+    copied member by member (streamed: images can be gigabytes) without
+    ``repositories``, with ``RepoTags`` emptied and the name annotations
+    dropped; bytes in, bytes out; a path in, a new temporary file's path out
+    (beside the original; the caller removes it).  Layers and the config
+    are untouched, so the image id stays the same.
+
+    Raises:
+        tarfile.TarError, OSError, ValueError, KeyError: not a readable
+            image tarball.
+    """
+    with _open_tar(tar) as archive:
+        if not _names_anything(archive):
+            return tar
+        if isinstance(tar, (bytes, bytearray)):
+            out_file: Any = io.BytesIO()
+            out_path = None
+        else:
+            fd, out_path = tempfile.mkstemp(prefix=".unnamed-", suffix=".tar", dir=os.path.dirname(os.fspath(tar)))
+            out_file = os.fdopen(fd, "wb")
+        try:
+            with out_file, tarfile.open(fileobj=out_file, mode="w:", format=tarfile.PAX_FORMAT) as new:
+                for member in archive:
+                    if member.name == "repositories":
+                        continue
+                    if member.name in ("manifest.json", "index.json") and member.isfile():
+                        data = _member(archive, member.name)
+                        data = _unnamed_manifest(data) if member.name == "manifest.json" else _unnamed_index(data)
+                        member.size = len(data)
+                        new.addfile(member, io.BytesIO(data))
+                    elif member.isfile():
+                        handle = archive.extractfile(member)
+                        assert handle is not None
+                        with handle:
+                            new.addfile(member, handle)
+                    else:
+                        new.addfile(member)
+                if out_path is None:
+                    new.close()
+                    return out_file.getvalue()
+        except BaseException:
+            if out_path is not None:
+                os.unlink(out_path)
+            raise
+        return out_path
 
 
 def _open_tar(tar: "str | os.PathLike[str] | bytes") -> tarfile.TarFile:

@@ -8,10 +8,13 @@ Every test that needs the daemon skips, with the reason, when none can be had
 from __future__ import annotations
 
 import io
+import json
 import statistics
+import tarfile
 import subprocess
 import time
 
+import docker.errors
 import pytest
 import trio
 
@@ -290,6 +293,47 @@ async def test_load_refuses_a_tarball_with_another_id(docker_client) -> None:
         load_image(docker_client, tar, "sha256:" + "0" * 64)
     with pytest.raises(EngineCorrupt):
         load_image(docker_client, b"not a tarball", None)
+
+
+def _with_names(tar: bytes, tags: list[str]) -> bytes:
+    """``tar`` (saved by id) rewritten to name ``tags``, as a hostile publisher could."""
+    src = tarfile.open(fileobj=io.BytesIO(tar))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:") as dst:
+        for member in src:
+            handle = src.extractfile(member) if member.isfile() else None
+            if member.name == "manifest.json":
+                manifest = json.loads(handle.read())
+                manifest[0]["RepoTags"] = tags
+                data = json.dumps(manifest).encode()
+                member.size = len(data)
+                handle = io.BytesIO(data)
+            dst.addfile(member, handle)
+        repos = json.dumps({t.rsplit(":", 1)[0]: {t.rsplit(":", 1)[1]: "0" * 64} for t in tags}).encode()
+        info = tarfile.TarInfo("repositories")
+        info.size = len(repos)
+        dst.addfile(info, io.BytesIO(repos))
+    return out.getvalue()
+
+
+async def test_loading_an_image_retags_nothing_on_the_host(docker_client) -> None:
+    image_id = await trio.to_thread.run_sync(_build_unique_image, docker_client)
+    victim = f"meshd-test-victim:{time.time_ns()}"
+    docker_client.images.get(NOOP).tag(victim)
+    try:
+        tar = _with_names(await trio.to_thread.run_sync(save_image, docker_client, image_id), [victim])
+        assert tarball_image_id(tar) == image_id
+        docker_client.images.remove(image_id, force=True)
+        assert await trio.to_thread.run_sync(load_image, docker_client, tar, image_id) == image_id
+        # The host's tag still names the host's image, and the loaded image is unnamed.
+        assert docker_client.images.get(victim).id == docker_client.images.get(NOOP).id
+        assert docker_client.images.get(image_id).tags == []
+    finally:
+        for ref in (victim, image_id):
+            try:
+                docker_client.images.remove(ref, force=True)
+            except docker.errors.ImageNotFound:
+                pass  # a retag (the bug) left one name fewer
 
 
 # -- figures -------------------------------------------------------------------------------
