@@ -9,9 +9,11 @@ cd "$REPO"
 say() { echo "setup: $*" >&2; }
 
 # py-libp2p's fastecdsa builds from source and needs GMP headers; iproute2
-# gives `ip netns` for partition tests.
+# gives `ip netns` for partition tests; bubblewrap and util-linux (setpriv,
+# unshare, prlimit) build the jail native engines run in (engines/jail.py):
+# without them a node refuses native engines.
 need=()
-for pkg in libgmp-dev iproute2; do
+for pkg in libgmp-dev iproute2 bubblewrap util-linux; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
