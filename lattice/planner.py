@@ -129,6 +129,7 @@ class ClaimPlanner:
         self.stolen: set[CID] = set()  # claimed from another runner's share, not yet finished
         self._version: frozenset[Any] | None = None
         self._delays: dict[CID, float] = {}
+        self._owners: dict[CID, str | None] = {}  # a task's owner under _version (ranking hashes per peer)
         # The index of this runner's share (see plan): its tasks in arrival
         # order, how many of the queue's tasks were classified, and those
         # whose body had not arrived when they were.
@@ -244,7 +245,7 @@ class ClaimPlanner:
         version = frozenset((p, c.weight, c.inventory.get("platform"), repr(c.inventory.get("labels")))
                             for p, c in cands.items())
         if version != self._version or queue is not self._indexed_queue:
-            self._version, self._delays = version, {}
+            self._version, self._delays, self._owners = version, {}, {}
             # This runner's share is decided anew: every task is classified again.
             self._mine, self._indexed, self._unsure, self._indexed_queue = {}, 0, {}, queue
         cache = self._delays
@@ -277,7 +278,9 @@ class ClaimPlanner:
             return False
 
         delays: dict[CID, float] = {}
-        owners: dict[CID, str | None] = {}
+        owners = self._owners
+        if len(owners) >= MAX_FIRST_SEEN:
+            owners.clear()
         def steal(t: CID) -> bool:
             d = delay_of(t)
             if not d or t in exclude:  # None: cannot run it; 0: offered by the first pass
