@@ -54,13 +54,15 @@ class CheckpointOptions:
 
     Attributes:
         poll_s: How often the watcher looks for a new state (default 0.25 s).
-        grace_s: Longest wait for the engine's state before a vacate (default 2 s).
+        grace_s: Longest wait for the engine's state before a vacate (default
+            1 s: a SIGTERM's drain has 2 s beyond its deadline for this and
+            the release records, ``meshd.daemon``).
         fetch_s: Longest wait for the latest state's blocks before a run (default 10 s).
         work_root: Parent of the checkpoint directories; None: the system temp.
     """
 
     poll_s: float = 0.25
-    grace_s: float = 2.0
+    grace_s: float = 1.0
     fetch_s: float = 10.0
     work_root: str | None = None
 
