@@ -89,6 +89,7 @@ from .fetcher import Fetcher, FetchOptions
 from .goho import Change, Cursor, Replica
 from .meshoptions import MeshCoreOptions, MeshStatistics
 from .meshout import Broadcast, Changed, Dial, Fetched, Follow, Output, Request
+from .newcomers import Newcomers
 from .peers import PRESENCE_TYPE, PeerTable, PeerTableOptions, Received
 from .signing import Signer, peer_id_of
 from .state import decode_value
@@ -168,6 +169,10 @@ class MeshCore:
         self.rejected: dict[str, int] = {}
         self._counts = dict.fromkeys(("announces_out", "gossip_in", "requests_out", "requests_in", "prefetched"), 0)
         self._gossip_bucket = TokenBucket(o.gossip_per_s)
+        self._newcomers = Newcomers(o.new_peers_per_s, o.dials_per_s, self.reject)
+        #: Peers with a connection now, as the driver last saw them (None:
+        #: unknown, e.g. a simulation); a connected peer is never dialled.
+        self.connected: frozenset[str] | None = None
         self._request_bucket = TokenBucket(o.requests_per_s)
         # One change-feed cursor per followed replica: a replica may change on
         # another thread (a local commit); the next call into the core pulls
@@ -482,20 +487,27 @@ class MeshCore:
         got = self.peers.receive_presence_untrusted(peer, obj, now)
         if got.accepted and obj.get("leaving") is True:
             self.peers.mark_left(peer)  # stopping: not live from now on, no dial
+            self._newcomers.forget(peer)  # welcomed again when it comes back
             return
         if got is Received.NEW_PEER:
+            self._newcomers.forget(peer)
+        if got.accepted and self._newcomers.welcome(peer, now):
             # A new peer: ask it (and everyone) for the newest heads of our
-            # objects, and offer it for linked blocks nobody else could serve.
+            # objects, and offer it for linked blocks nobody else could serve
+            # (within the welcome budget: made-up ids are free, lattice.newcomers).
             out += [Broadcast(s.query()) for s in self.syncers.values()]
             self.fetcher.add_peers([peer], owner=LINKED)
         if got.accepted:
             self._dial(peer, now, out)
 
     def _dial(self, peer: str, now: float, out: list[Output]) -> None:
-        # The core does not know who is connected: the driver skips a dial to
-        # a connected peer, and the table allows one per dial_interval_s.
-        addrs = self.peers.dial_addrs(peer, now, connected=False)
-        if addrs:
+        # The table allows one dial per peer per dial_interval_s; a connected
+        # peer is not dialled (the driver also checks), and dials are budgeted.
+        connected = self.connected is not None and peer in self.connected
+        addrs = self.peers.dial_addrs(peer, now, connected=connected)
+        allow = self.options.allow_peers
+        if addrs and self._newcomers.may_dial(peer, now, connected=connected,
+                                               member=allow is None or peer in allow):
             out.append(Dial(peer, tuple(addrs)))
 
     def _announce(self, g: CID, now: float, *, push: bool = False) -> Broadcast:

@@ -51,6 +51,11 @@ class MeshCoreOptions:
         snapshot_signers: Ed25519 public keys whose snapshots a fresh replica
             installs besides this node's own (default none; see
             :class:`lattice.hpcp.SyncOptions`).
+        new_peers_per_s: New peers welcomed (queried, offered for linked
+            blocks) per second, bursts of twice that (default 5;
+            ``new_peer_limited``; see :mod:`lattice.newcomers`).
+        dials_per_s: Dials that presence triggers per second, bursts of twice
+            that (default 5; ``dial_limited``).
     """
 
     announce_coalesce_s: float = 0.02
@@ -70,10 +75,13 @@ class MeshCoreOptions:
     max_auto_follow: int = 8192
     max_linked_wanted: int = 100_000
     snapshot_signers: frozenset[bytes] = frozenset()
+    new_peers_per_s: float = 5.0
+    dials_per_s: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("announce_coalesce_s", "announce_interval_s", "presence_interval_s", "tick_s",
-                     "request_timeout_s", "want_timeout_s", "backoff_cap_s", "gossip_per_s", "requests_per_s"):
+                     "request_timeout_s", "want_timeout_s", "backoff_cap_s", "gossip_per_s", "requests_per_s",
+                     "new_peers_per_s", "dials_per_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         for name in ("max_requests", "prefetch_batch", "prefetch_retries", "follow_per_author",

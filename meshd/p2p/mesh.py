@@ -32,6 +32,7 @@ Cancellation stops every loop; the pump holds nothing that must survive.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -131,6 +132,7 @@ class Mesh:
         self._rejects: deque[str] = deque()  # transport rejections not yet counted by the core
         self._refusing = transport if isinstance(transport, Refusing) else None
         self._waiters: list[_Waiter] = []
+        self._connected_at: dict[str, float] = {}  # peer -> when last seen connected (time.time())
         self._nursery: trio.Nursery | None = None
         self._notifying = False  # our own notifications are not local changes
         # Bytes of HPCP answers (blocks) served to peers and fetched from them, for /metrics.
@@ -148,7 +150,31 @@ class Mesh:
             return fn(*args, **kwargs)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.core.connected = self._connections()  # read on the event loop, where the transport lives
         return await trio.to_thread.run_sync(lambda: self._locked(fn, *args, **kwargs))
+
+    def _connections(self) -> frozenset[str]:
+        """The peers connected now; remembers when each was last seen connected."""
+        now = time.time()
+        conn = frozenset(getattr(p, "peer_id", str(p)) for p in self.transport.peers())
+        for p in conn:
+            self._connected_at[p] = now
+        if len(self._connected_at) > 4 * len(conn) + 1024:  # forget peers gone for the longest
+            for p, _at in sorted(self._connected_at.items(), key=lambda kv: kv[1])[:len(self._connected_at) // 2]:
+                del self._connected_at[p]
+        return conn
+
+    def _runners_only(self, peers: Iterable[str], within_s: float | None) -> list[str]:
+        """``peers`` that had a connection within ``within_s`` (the liveness horizon when None).
+
+        A presence proves only that someone holds a key, and keys are free;
+        a connection was authenticated by Noise and costs the peer a socket.
+        So only peers connected lately (ours included) count as live: made-up
+        ids gossiped through one peer do not skew the claim planner.
+        """
+        self._connections()
+        horizon = time.time() - (self.core.peers.options.horizon_s if within_s is None else within_s)
+        return [p for p in peers if p == self.peer_id or self._connected_at.get(p, float("-inf")) >= horizon]
 
     # -- public -----------------------------------------------------------------------
 
@@ -171,13 +197,14 @@ class Mesh:
         return self.statistics().rejected
 
     def live_peers(self, role: str) -> list[str]:
-        """Peer ids (ours included when we have ``role``) with ``role`` that were seen lately."""
-        return self.core.live(time.time(), role)
+        """Peer ids (ours included when we have ``role``) with ``role`` that were seen, and connected, lately."""
+        return self._runners_only(self.core.live(time.time(), role), None)
 
     def live_inventories(self, role: str, within_s: float | None = None) -> dict[str, Mapping[str, Any]]:
         """Live peers with ``role`` (ours included when we have it) and their announced inventories;
-        ``within_s``: heard from within this long, instead of the liveness horizon."""
-        return self.core.live_inventories(time.time(), role, within_s)
+        ``within_s``: heard from (and connected) within this long, instead of the liveness horizon."""
+        inv = self.core.live_inventories(time.time(), role, within_s)
+        return {p: inv[p] for p in self._runners_only(inv, within_s)}
 
     def live_runners(self) -> list[str]:
         """Peer ids (ours included when we run) that run tasks and were seen lately."""
@@ -193,7 +220,7 @@ class Mesh:
         return self.core.peers.any_presence()
 
     def statistics(self) -> MeshStatistics:
-        return self.core.statistics(time.time())
+        return dataclasses.replace(self.core.statistics(time.time()), live_runners=len(self.live_runners()))
 
     def peer_list(self) -> list[dict[str, Any]]:
         conn = {getattr(p, "peer_id", str(p)): list(getattr(p, "addrs", ()) or ()) for p in self.transport.peers()}

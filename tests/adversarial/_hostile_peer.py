@@ -13,7 +13,8 @@ stdin line, answering each with one JSON line on stdout:
   gossip messages of ``n`` bytes;
 * ``{"op": "fake_peers", "count": n, "addrs": [...], "roles": [...]}``: sign
   and gossip a valid presence for ``n`` made-up peer ids (fresh keys), each
-  offering ``addrs`` (where the attacker wants the node to dial);
+  claiming its made-up id as the gossip origin and offering ``addrs`` (where
+  the attacker wants the node to dial);
 * ``{"op": "heard"}``: every gossip message received so far, hex encoded
   (``{"messages": [[origin, hex], ...]}``): what an eavesdropper reads;
 * ``{"op": "replay"}``: publish again every gossip message received so far,
@@ -78,14 +79,29 @@ async def _flood_gossip(t: Transport, cmd: dict) -> dict:
     return {"sent": cmd["count"]}
 
 
+async def _publish_as(t: Transport, origin: str, data: bytes) -> None:
+    """Gossip ``data`` claiming ``origin`` as its author: libp2p does not sign meshd's gossip,
+    so the origin of a message is whatever its first sender writes there."""
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.pb import rpc_pb2
+
+    pubsub = t._pubsub
+    msg = rpc_pb2.Message(data=data, topicIDs=[t._options.topic], from_id=ID.from_base58(origin).to_bytes(),
+                          seqno=pubsub._next_seqno())
+    await t._wait_for_queue_room(pubsub)  # py-libp2p drops what does not fit its 32-RPC queue
+    await pubsub.push_msg(pubsub.my_id, msg)
+
+
 async def _fake_peers(t: Transport, cmd: dict) -> dict:
     ids = []
     for _ in range(cmd["count"]):
         s = Signer.generate()
         table = PeerTable(peer_id_of(s.public), roles=cmd.get("roles", ["runner"]))
-        await t.broadcast(table.encode_presence(s, inventory={"cpus": 64, "slots": 64}, api="http://127.0.0.1:1",
-                                                addrs=cmd.get("addrs", []), now=time.time()))
+        await _publish_as(t, table.me, table.encode_presence(
+            s, inventory={"cpus": 64, "slots": 64}, api="http://127.0.0.1:1", addrs=cmd.get("addrs", []),
+            now=time.time()))
         ids.append(table.me)
+        await trio.sleep(0)
     return {"ids": ids}
 
 

@@ -11,6 +11,11 @@ work with correct results.
   CBOR that is slow to decode (tiny maps: 4.7 s each), gossip of 1 MiB, and a
   flood of gossip over the connection's byte budget.  Before the budgets, the
   six requests held the node's mesh core for 28 s.
+* Fake peers (finding 7): 300 made-up peer ids, each with a validly signed
+  presence naming a runner with 64 slots and an address the attacker
+  listens on.  None counts as a live runner (no connection), and the dials
+  and queries they trigger are budgeted (before: 300 dials to the
+  attacker's address and 300 rounds of queries).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 import httpx
 import pytest
 
-from .._daemons import Daemon, echo_task, wait_for
+from .._daemons import Daemon, echo_task, free_port, wait_for
 from .conftest import HostilePeer, rejected, topic_of
 
 pytestmark = pytest.mark.slow
@@ -87,6 +92,37 @@ def test_oversize_and_costly_messages_are_refused_before_decoding(mesh) -> None:
     assert after.get("oversize_gossip", 0) - before.get("oversize_gossip", 0) >= 1, after
     # The API kept answering (1 MiB of such CBOR inline took 0.43 s; 8 MiB in the core, 4.7 s).
     assert probe.worst < 2.0, f"GET /v1/health took {probe.worst:.2f} s during the flood"
+
+
+def _dialled(d: Daemon, ids: set[str]) -> set[str]:
+    """Which of ``ids`` the daemon dialled (its ``dialed_peer``/``dial_failed`` log lines)."""
+    out = set()
+    for line in d.log_path.read_text(errors="replace").splitlines():
+        if "event=dial_failed" in line or "event=dialed_peer" in line:
+            peer = line.split(" peer=", 1)[1].split(" ", 1)[0] if " peer=" in line else ""
+            if peer in ids:
+                out.add(peer)
+    return out
+
+
+def test_made_up_peer_ids_are_not_runners_and_trigger_few_dials(mesh) -> None:
+    a, b, hostile, _engine = mesh
+    before = rejected(a)
+    # Each made-up id offers an address where nothing listens (the attacker's choice).
+    fake = set(hostile("fake_peers", count=300, addrs=[f"/ip4/127.0.0.1/tcp/{free_port()}"],
+                       roles=["runner"])["ids"])
+    wait_for(lambda: len(fake & {p["peer_id"] for p in a.get("/v1/peers").json()["peers"]}) == 300,
+             timeout=60, what="a to hear every fake presence")
+    peers = a.get("/v1/peers").json()
+    assert not fake & set(peers["live_runners"]), "a made-up id counts as a live runner"
+    assert b.peer_id in peers["live_runners"]
+    after = rejected(a)
+    assert after.get("new_peer_limited", 0) - before.get("new_peer_limited", 0) >= 150, after
+    assert after.get("dial_limited", 0) - before.get("dial_limited", 0) >= 150, after
+    # A burst of 10 dials, then 5 a second, while the 300 presences arrived (before: one per made-up id).
+    for d in (a, b):
+        dialled = _dialled(d, fake)
+        assert len(dialled) <= 150, f"{d.home.name} dialled {len(dialled)} made-up peers"
 
 
 def test_the_honest_mesh_still_finishes_its_work(mesh) -> None:
