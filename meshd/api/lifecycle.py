@@ -2,7 +2,7 @@
 
 * ``POST /v1/tasks/{cid}/cancel`` (optional body ``{"reason": text}``) and
   ``POST /v1/tasks/{cid}/retry``: write the queue's cancel or retry record
-  under this node's key (:mod:`meshd.lifecycle`); the answer is the task's
+  under this node's key (:mod:`meshd.roles.lifecycle`); the answer is the task's
   status.  Scope ``submit``, like enqueueing: the mesh cannot tell who asked
   a node, so this is where the authority is checked.
 * ``POST /v1/jobs/{job}/cancel``: the job's rules stop firing everywhere and
@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .. import lifecycle
+from ..roles import lifecycle
 from ..errors import BadRequest
 from ..node import parse_cid
 from ..roles.evaluator import EvaluatorOptions

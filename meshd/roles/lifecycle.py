@@ -1,5 +1,7 @@
 """Cancel and retry of tasks and jobs, and waiting on many tasks: what the API asks of the node.
 
+Not a role: the helpers the lifecycle routes (:mod:`meshd.api.lifecycle`) call.
+
 The records are :mod:`lattice.lifecycle`'s (and a job's ``_job/cancelled``,
 :mod:`meshd.roles.jobs`); this module decides, on the node the API asked,
 whether an operation makes sense now (a completed task is not cancelled, a
@@ -20,9 +22,9 @@ from conditions import ConditionOptions
 from lattice import lifecycle, queue
 from lattice.cid import CID
 
-from .errors import Conflict, NotFound
-from .node import Node, now_ms
-from .roles import jobs
+from ..errors import Conflict, NotFound
+from ..node import Node, now_ms
+from . import jobs
 
 #: States a task leaves only by a retry (or never, for ``completed``).
 ENDED = frozenset({queue.COMPLETED, queue.FAILED, queue.CANCELLED})
