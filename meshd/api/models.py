@@ -27,7 +27,7 @@ from lattice.errors import BadCID
 from lattice.task import CONSTRAINT_TYPES, RUNNER_TYPES
 
 BAD_CID: str = "bad_cid"
-TaskState = Literal["available", "assigned", "completed", "failed"]
+TaskState = Literal["available", "assigned", "completed", "failed", "cancelled"]
 
 
 def _check_cid(text: str) -> str:
@@ -357,7 +357,7 @@ class ResultsOut(_Open):
     task: str
     results: list[ResultOut]
     state: str | None = Field(default=None, description="the task's state here (null: not in this node's queue)")
-    reason: str | None = Field(default=None, description="why a failed task failed")
+    reason: str | None = Field(default=None, description="why a failed task failed, or who cancelled it and why")
 
 
 class QueueOut(_Open):

@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("tasks", parents=[client], help="list tasks")
-    p.add_argument("--state", choices=["available", "assigned", "completed", "failed"])
+    p.add_argument("--state", choices=["available", "assigned", "completed", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--after", metavar="CID")
     p.set_defaults(func=cmd_tasks)
