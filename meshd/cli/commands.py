@@ -21,7 +21,7 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +32,7 @@ from ..api import address
 from ..errors import ClientError, MeshdError, NotRunning
 from ..home import DEFAULT_HOME, Home, init_home
 from . import format as fmt
+from .progress import Progress
 
 BENCHES = ("lattice", "engines", "mesh", "spread", "ipfs", "owner")
 DEFAULT_API = "127.0.0.1:7600"
@@ -61,8 +62,10 @@ class ApiClient:
         """Close the connection pool."""
         self._http.close()
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, *, progress: Progress | None = None) -> Any:
         """Send one request and return the decoded JSON answer.
+
+        ``progress``, when given, follows the body's upload (its total is set here).
 
         Raises:
             NotRunning: Nothing listens at the base URL.
@@ -70,7 +73,11 @@ class ApiClient:
         """
         # The API takes bodies as application/json only, even an empty one.
         headers = {"Content-Type": "application/json"} if method in ("POST", "PUT", "PATCH", "DELETE") else None
-        content = json.dumps(body).encode() if body is not None else None
+        content: Any = json.dumps(body).encode() if body is not None else None
+        if progress is not None and content is not None:
+            progress.total = len(content)
+            headers = {**(headers or {}), "Content-Length": str(len(content))}
+            content = _chunks(content, progress)
         try:
             response = self._http.request(method, path, content=content, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -91,6 +98,13 @@ class ApiClient:
         if response.status_code == 401:
             message += " (the API needs the token from <home>/api.token; check --home)"
         raise ClientError(message)
+
+
+def _chunks(data: bytes, progress: Progress, size: int = 64 * 1024) -> Iterator[bytes]:
+    # The body in pieces, so the bar moves as httpx sends them.
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+        progress.update(min(len(data), i + size))
 
 
 def _resolve_home(args: argparse.Namespace) -> Home:
@@ -198,8 +212,40 @@ def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
         body = {"tasks": body}
     with _closing(_client(args)) as client:
         answer = client.request("POST", "/v1/tasks", body)
+        if args.wait:
+            states = _wait_for_all(client, [t["cid"] for t in answer.get("tasks", [answer])], args.timeout, sys.stderr)
+            for t in answer.get("tasks", [answer]):
+                t["state"] = states[t["cid"]]
     _emit(args, answer, fmt.format_enqueued, out)
+    failed = [t["cid"] for t in answer.get("tasks", [answer]) if t.get("state") in ("failed", "cancelled")]
+    if args.wait and failed:
+        print(f"error: {len(failed)} task(s) did not complete (see `meshd status CID`)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _wait_for_all(client: ApiClient, cids: list[str], timeout: float, progress: TextIO) -> dict[str, str]:
+    """Poll each task until all are completed, failed or cancelled; a bar on ``progress`` (a TTY only)."""
+    states: dict[str, str] = {}
+    pending = list(dict.fromkeys(cids))
+    start = time.monotonic()
+    interval = 0.1
+    with Progress(progress, len(pending), "waiting") as bar:
+        while True:
+            for cid in list(pending):
+                state = client.request("GET", f"/v1/tasks/{cid}").get("state")
+                states[cid] = state
+                if state in _TERMINAL_STATES or state == "cancelled":
+                    pending.remove(cid)
+            done = len(states) - len(pending)
+            failed = sum(1 for s in states.values() if s in ("failed", "cancelled"))
+            bar.update(done, f"{failed} failed" if failed else "")
+            if not pending:
+                return states
+            if time.monotonic() - start >= timeout:
+                raise ClientError(f"timed out after {timeout:g}s: {len(pending)} task(s) still pending")
+            time.sleep(interval)
+            interval = min(interval * 1.5, 1.0)
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
@@ -367,8 +413,8 @@ def cmd_engine_add(args: argparse.Namespace, out: TextIO) -> int:
     if args.timeout:
         manifest.setdefault("resources", {})["timeout_s"] = args.timeout
     body = {"manifest": manifest, "files": {k: base64.b64encode(v).decode() for k, v in files.items()}}
-    with _closing(_client(args)) as client:
-        answer = client.request("POST", "/v1/engines", body)
+    with _closing(_client(args)) as client, Progress(sys.stderr, 0, f"uploading {name}", bytes_=True) as bar:
+        answer = client.request("POST", "/v1/engines", body, progress=bar)
     _emit(args, answer, lambda a: f"engine {name}: {a.get('cid', '?')}", out)
     return 0
 
@@ -454,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("enqueue", parents=[client], help="enqueue tasks from a JSON file (- for stdin)")
     p.add_argument("file", metavar="FILE|-")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until every task completes or fails (a progress bar on a terminal); exit 1 if any failed")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up waiting after S seconds")
     p.set_defaults(func=cmd_enqueue)
 
     p = sub.add_parser("status", parents=[client], help="show a task's state and attempts")

@@ -22,19 +22,14 @@ import time
 from typing import Any, TextIO
 
 from ..errors import ClientError
-from ..roles.jobs import publish_examples
+from ..roles.jobs import progress_of, publish_examples
 from . import format as fmt
 from .commands import ApiClient, _client, _closing, _emit, _read_json_input
 
 
 def progress_line(status: dict[str, Any]) -> str:
     """``split 1/1  map 3/8  reduce 0/1`` (``?`` for a total not known yet), plus failures."""
-    parts = []
-    for stage in status.get("stages", []):
-        total = "?" if stage.get("total") is None else stage["total"]
-        failed = f" ({stage['failed']} failed)" if stage.get("failed") else ""
-        parts.append(f"{stage.get('name')} {stage.get('done', 0)}/{total}{failed}")
-    return "  ".join(parts)
+    return progress_of(status)
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -42,6 +37,9 @@ def format_status(status: dict[str, Any]) -> str:
              f"stages: {progress_line(status)}"]
     if status.get("result") is not None:
         lines.append(f"result: {fmt.pretty_json(status['result'])}")
+    for stage in status.get("stages", []):
+        if stage.get("blocked"):
+            lines.append(f"blocked: {stage.get('name')}: {stage['blocked']}")
     for error in status.get("errors", []):
         lines.append(f"error:  rule {error.get('index')} {error.get('rule') or ''}: {error.get('error')}")
     return "\n".join(lines)
@@ -57,6 +55,7 @@ def watch(client: ApiClient, job: str, *, timeout: float, progress: TextIO) -> d
     interval = 0.1
     tty = progress.isatty()
     last = None
+    told = False
     try:
         while True:
             status = client.request("GET", f"/v1/jobs/{job}")
@@ -69,6 +68,11 @@ def watch(client: ApiClient, job: str, *, timeout: float, progress: TextIO) -> d
                 progress.write(f"{line} {elapsed:.1f}s\n")
                 progress.flush()
             last = line
+            if status.get("state") == "stalled" and not told:
+                told = True  # said once; it may still resume if something writes the job's dataset
+                reasons = "; ".join(f"{x.get('name')}: {x['blocked']}" for x in status.get("stages", []) if x.get("blocked"))
+                progress.write(("\n" if tty else "") + f"job {job} is stalled: {reasons}\n")
+                progress.flush()
             if status.get("state") in ("completed", "failed", "cancelled"):
                 return status
             if elapsed >= timeout:
@@ -141,7 +145,10 @@ def cmd_job_list(args: argparse.Namespace, out: TextIO) -> int:
         answer = client.request("GET", f"/v1/jobs?limit={args.limit}")
 
     def render(a: dict[str, Any]) -> str:
-        rows = [f"{j['job']}  {j['state']:<9}  {j['name']}" for j in a["jobs"]]
+        rows = []
+        for j in a["jobs"]:
+            rows.append(f"{j['job']}  {j['state']:<9}  {j['name']}  {j.get('stages') or ''}".rstrip())
+            rows += [f"  blocked: {b}" for b in j.get("blocked") or []]
         return "\n".join(rows) if rows else "no jobs"
 
     _emit(args, answer, render, out)

@@ -533,7 +533,7 @@ def router(ctx: RoleContext) -> APIRouter:
     @routes.get("/v1/jobs", tags=["jobs"])
     async def list_jobs(limit: int = Query(default=100, ge=1, le=1000)) -> JSONResponse:
         """Jobs this node follows, newest first."""
-        return JSONResponse({"jobs": jobs.list_jobs(ctx.node, limit=limit)})
+        return JSONResponse({"jobs": jobs.list_jobs(ctx.node, options=options.conditions, now_ms=now_ms(), limit=limit)})
 
     @routes.get("/v1/jobs/{job}", tags=["jobs"])
     async def job_status(job: str) -> JSONResponse:

@@ -465,6 +465,41 @@ def _expected_tasks(entry: RuleEntry, resolver: Any, options: ConditionOptions) 
         return []
 
 
+def _condition_holds(entry: RuleEntry | None, resolver: Any, options: ConditionOptions) -> bool | None:
+    # Whether the stage's rule would fire now (tasks or not); None when the rule errs.
+    if entry is None:
+        return None
+    try:
+        return bool(fire_entry(entry, resolver, options))
+    except (ConditionError, BadInput):
+        return None
+
+
+def _mark_blocked(stages: list[dict[str, Any]], holds: list[bool | None], entries: Sequence[RuleEntry | None],
+                  pending: int, state: str) -> None:
+    """Set each stage's ``blocked``: why its rule can no longer fire, or None.
+
+    A stage after one whose tasks failed for good waits on results that will
+    never come.  Otherwise, when no task of the job is available or running
+    and a stage that has not run has a condition that does not hold, nothing
+    in the job can change the dataset any more: the stage waits for a write
+    from outside, and says so with its condition.
+    """
+    failed_before: str | None = None
+    for i, stage in enumerate(stages):
+        stage["blocked"] = None
+        unfinished = stage["total"] is None or stage["done"] < stage["total"]
+        if failed_before is not None and unfinished and not stage["enqueued"]:
+            stage["blocked"] = f"stage {failed_before} failed, so this stage's rule can no longer fire"
+        elif (state == "running" and pending == 0 and unfinished and not stage["enqueued"] and holds[i] is False
+              and i < len(entries) and entries[i] is not None):
+            condition = entries[i].rule.condition  # type: ignore[union-attr]
+            stage["blocked"] = (f"its condition `{condition}` does not hold and no task of the job is pending: "
+                                f"it fires only if something else writes the job's dataset")
+        if stage["failed"] and failed_before is None:
+            failed_before = str(stage["name"])
+
+
 def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: int,
                errors: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Per-stage progress, state and final value of a job.
@@ -473,8 +508,9 @@ def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: i
     ``total`` is how many tasks the stage has (None while a map's source is
     not written yet).  The state is ``completed`` once the last stage's result
     exists, ``failed`` when a task failed for good or a rule errors,
-    ``cancelled`` once the job is cancelled (:data:`CANCEL_PATH`), else
-    ``running``.
+    ``cancelled`` once the job is cancelled (:data:`CANCEL_PATH`),
+    ``stalled`` when a stage's rule can no longer fire (each stage's
+    ``blocked`` says why; see :func:`_mark_blocked`), else ``running``.
 
     Raises:
         NotFound: ``job_not_found``.
@@ -484,11 +520,15 @@ def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: i
     resolver = node_resolver(node)
     stages_out: list[dict[str, Any]] = []
     failed = False
+    pending = 0  # tasks of the job still available or running
+    holds: list[bool | None] = []  # per stage: whether its rule's condition holds now (None: cannot tell)
     for i, st in enumerate(spec["stages"]):
         st = st if type(st) is dict else {}
         entry = entries[i] if i < len(entries) else None
         cids = _expected_tasks(entry, resolver, options) if entry is not None else []
         states = [s.state for c in cids if (s := node.queue.status(c, now_ms)) is not None]
+        pending += states.count(queue.AVAILABLE) + states.count(queue.ASSIGNED)
+        holds.append(_condition_holds(entry, resolver, options))
         total: int | None = 1
         if st.get("action") == "map":
             source = read_path(obj.replica, str(st.get("source", "")))
@@ -506,6 +546,9 @@ def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: i
     # crash re-runs rather than loses it): wait for both before "completed".
     all_done = all(s["total"] is not None and s["done"] >= s["total"] for s in stages_out)
     state = "completed" if result is not None and all_done else ("failed" if failed or active else "running")
+    _mark_blocked(stages_out, holds, entries, pending, state)
+    if state == "running" and any(s["blocked"] for s in stages_out):
+        state = "stalled"
     if state != "completed" and is_cancelled(obj.replica):
         state = "cancelled"
     return {"job": str(job), "name": spec.get("name"), "created_ms": spec.get("created_ms"),
@@ -513,11 +556,12 @@ def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: i
             "result": None if result is None else codec.to_json(result), "errors": list(errors)}
 
 
-def list_jobs(node: JobsNode, *, limit: int = 100) -> list[dict[str, Any]]:
-    """The jobs this node follows, newest first: ``{"job", "name", "created_ms", "state"}``.
+def list_jobs(node: JobsNode, *, options: ConditionOptions, now_ms: int, limit: int = 100) -> list[dict[str, Any]]:
+    """The jobs this node follows, newest first: ``{"job", "name", "created_ms", "state", "stages", "blocked"}``.
 
-    ``state`` here is only ``completed``, ``cancelled`` or ``running`` (the cheap check);
-    ``GET /v1/jobs/{job}`` gives the full status.
+    ``state`` is :func:`job_status`'s (``failed`` and ``stalled`` included),
+    ``stages`` the progress line, ``blocked`` the stages that can no longer
+    fire and why (None when none).
     """
     out = []
     for obj in list(node.objects.objects.values()):
@@ -526,13 +570,27 @@ def list_jobs(node: JobsNode, *, limit: int = 100) -> list[dict[str, Any]]:
         spec = obj.replica.state.register(SPEC_PATH)
         if type(spec) is not dict or spec.get("t") != JOB_TYPE:
             continue
-        result = spec.get("result")
-        done = type(result) is str and read_path(obj.replica, result) is not None
-        state = "completed" if done else ("cancelled" if is_cancelled(obj.replica) else "running")
-        out.append({"job": str(obj.genesis), "name": spec.get("name"), "created_ms": spec.get("created_ms"),
-                    "state": state})
+        out.append({"job": str(obj.genesis), "name": spec.get("name"), "created_ms": spec.get("created_ms")})
     out.sort(key=lambda j: (-(j["created_ms"] or 0), j["job"]))
-    return out[:limit]
+    out = out[:limit]
+    for j in out:
+        # The full status, so a failed or stalled job is not listed as running.
+        status = job_status(node, CID.parse_untrusted(j["job"]), options=options, now_ms=now_ms)
+        j["state"] = status["state"]
+        j["stages"] = progress_of(status)
+        blocked = [f"{s['name']}: {s['blocked']}" for s in status["stages"] if s.get("blocked")]
+        j["blocked"] = blocked or None
+    return out
+
+
+def progress_of(status: dict[str, Any]) -> str:
+    """``split 1/1  map 3/8  reduce 0/1`` (``?`` for a total not known yet), plus failures."""
+    parts = []
+    for stage in status.get("stages", []):
+        total = "?" if stage.get("total") is None else stage["total"]
+        failed = f" ({stage['failed']} failed)" if stage.get("failed") else ""
+        parts.append(f"{stage.get('name')} {stage.get('done', 0)}/{total}{failed}")
+    return "  ".join(parts)
 
 
 # ----------------------------------------------------------------- example engines
