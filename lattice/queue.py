@@ -218,6 +218,9 @@ class QueueView:
         self._delta_no = 0
         #: runner -> the largest _pos of a task it claimed or completed
         self._reach: dict[str, int] = {}
+        self._idx: dict[CID, int] = {}  # a task's index in _order
+        #: runner -> the largest _idx of a task it claimed or completed
+        self._frontier: dict[str, int] = {}
         self._leased: set[CID] = set()  # have assignments and are not done
         self._done = 0
         self._ended = {COMPLETED: 0, FAILED: 0, CANCELLED: 0}  # done tasks by outcome
@@ -280,6 +283,7 @@ class QueueView:
             if not info.available:
                 info.available = True
                 self._pos[task] = self._delta_no
+                self._idx[task] = len(self._order)
                 self._order.append(task)
                 self._feed.append(task)
                 if info.replication is not None:
@@ -658,6 +662,22 @@ class QueueView:
             if peer not in self._reach and len(self._reach) >= _MAX_REACH:
                 self._reach.clear()  # bounded: forgetting only makes steals wait their grace period
             self._reach[peer] = pos
+        idx = self._idx.get(task)
+        if idx is not None and idx > self._frontier.get(peer, -1):
+            if peer not in self._frontier and len(self._frontier) >= _MAX_REACH:
+                self._frontier.clear()
+            self._frontier[peer] = idx
+
+    def order_index(self, task: CID) -> int | None:
+        """``task``'s index in the order tasks were enqueued here (None: not enqueued here)."""
+        self.sync()
+        return self._idx.get(task)
+
+    def frontier(self, peer: str) -> int:
+        """The largest :meth:`order_index` of a task ``peer`` claimed or completed (-1: none):
+        how far into the queue a runner that takes its share oldest first has come."""
+        self.sync()
+        return self._frontier.get(peer, -1)
 
     def position(self, task: CID) -> int | None:
         """The number of the delta that enqueued ``task``, in the order deltas
