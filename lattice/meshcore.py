@@ -328,6 +328,24 @@ class MeshCore:
         e.g. it began draining, and peers should hear so without waiting a period)."""
         self._next_presence = 0.0
 
+    def peer_joined(self, peer: str, now: float) -> list[Output]:
+        """Our gossip reaches ``peer`` directly now (it connected and subscribed).
+
+        It may be new, or a node that restarted and lost what it had: our
+        presence and every object's heads go out at the next tick instead of
+        within a period, so its view (and its peers', through it) is current
+        at once.  Joins close together share one presence and announcement.
+        """
+        self.presence_now()
+        for g, s in self.syncers.items():
+            if s.replica.heads:
+                self._mark_dirty(g, now)
+        return self._end([], now)
+
+    def suspect(self, peer: str) -> None:
+        """The driver lost ``peer`` and could not reach it again: count it dead until it is heard again."""
+        self.peers.suspect(peer)
+
     def local_change(self, genesis: CID, now: float) -> list[Output]:
         """This node changed ``genesis``: announce it within ``announce_coalesce_s``."""
         out: list[Output] = []
@@ -448,7 +466,7 @@ class MeshCore:
 
     def statistics(self, now: float) -> MeshStatistics:
         return MeshStatistics(len(self.peers), len(self.live(now, "runner")), rejected=self.all_rejected(),
-                              **self._counts)
+                              revived=self.peers.revived, **self._counts)
 
     # -- internals -------------------------------------------------------------------
 

@@ -48,6 +48,10 @@ class MeshCoreOptions:
             API follows itself are not counted.
         max_linked_wanted: Most linked blocks prefetched at once (default
             100,000; ``prefetch_full``); the rest are fetched on demand.
+        max_peers: Connections a node keeps (default 32): above it only
+            the neighbours :mod:`lattice.topology` picks are dialled and
+            other connections are closed (a bounded-degree mesh that stays
+            connected); at most that many live peers, a full mesh.
         snapshot_signers: Ed25519 public keys whose snapshots a fresh replica
             installs besides this node's own (default none; see
             :class:`lattice.hpcp.SyncOptions`).
@@ -74,6 +78,7 @@ class MeshCoreOptions:
     follow_per_author: int = 1024
     max_auto_follow: int = 8192
     max_linked_wanted: int = 100_000
+    max_peers: int = 32
     snapshot_signers: frozenset[bytes] = frozenset()
     new_peers_per_s: float = 5.0
     dials_per_s: float = 5.0
@@ -88,13 +93,20 @@ class MeshCoreOptions:
                      "max_auto_follow", "max_linked_wanted"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.max_peers < 2:
+            raise ValueError("max_peers must be >= 2")
         if self.allow_peers is not None and not isinstance(self.allow_peers, frozenset):
             raise ValueError("allow_peers must be a frozenset of peer ids or None")
 
 
 @dataclass(frozen=True)
 class MeshStatistics:
-    """Counters of one mesh core (``rejected`` sums every reason, HPCP's per object)."""
+    """Counters of one mesh core (``rejected`` sums every reason, HPCP's per object).
+
+    ``revived``: peers counted dead (silent past the liveness horizon, or
+    suspected after their connection was lost) that were heard from again:
+    restarts, and false suspicions.
+    """
 
     peers: int
     live_runners: int
@@ -104,3 +116,4 @@ class MeshStatistics:
     requests_in: int
     prefetched: int
     rejected: dict[str, int]
+    revived: int = 0

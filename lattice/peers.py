@@ -177,6 +177,10 @@ class PeerTable:
         self._seq = 0
         self._dialed: dict[str, float] = {}
         self._newest: float | None = None  # the latest accepted presence time (the table's clock)
+        self._suspected: set[str] = set()
+        #: Peers counted dead (silent past the horizon, or suspected) that were heard from again:
+        #: restarts, and false suspicions (a live peer whose presence came late).
+        self.revived = 0
 
     # -- our presence -----------------------------------------------------------------
 
@@ -307,6 +311,9 @@ class PeerTable:
             old = self._peers[peer]
         if type(seq) is not int or seq <= old.seq:
             return self._reject("presence_replayed")
+        if peer in self._suspected or (old.last_seen is not None and now - old.last_seen > self.options.horizon_s):
+            self.revived += 1
+        self._suspected.discard(peer)
         self._peers[peer] = info
         self._newest = now if self._newest is None else max(self._newest, now)
         return Received.NEW_PEER if old.last_seen is None else Received.ACCEPTED
@@ -431,10 +438,21 @@ class PeerTable:
             self._peers[peer] = PeerInfo(peer, roles=p.roles, inventory=p.inventory, api=p.api, addrs=p.addrs,
                                          last_seen=None, seq=p.seq)
 
+    def suspect(self, peer: str) -> None:
+        """``peer`` seems dead (the transport lost it and could not reach it again): not live from now on.
+
+        Like :meth:`mark_left`, but nobody said so: its next presence makes
+        it live again (and counts in :attr:`revived`).
+        """
+        if peer in self._peers and self._peers[peer].last_seen is not None:
+            self._suspected.add(peer)
+            self.mark_left(peer)
+
     def forget(self, peer: str) -> None:
         """Drop ``peer`` (e.g. removed from the allow-list)."""
         self._peers.pop(peer, None)
         self._dialed.pop(peer, None)
+        self._suspected.discard(peer)
 
 
 __all__ = ["MAX_ADDRS", "MAX_PRESENCE", "MAX_ROLES", "PRESENCE_TYPE", "PRESENCE_VERSION", "PeerInfo",

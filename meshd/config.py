@@ -289,6 +289,10 @@ class P2PConfig:
             twice that).  Default 200.
         secret: A shared mesh secret: when set, every message must carry its
             HMAC (a private mesh, see :mod:`meshd.p2p.secret`); default "".
+        max_peers: Connections kept (2..10000, default 32).  A mesh of at
+            most this many other live nodes is a full mesh; above it each
+            node keeps the neighbours :mod:`lattice.topology` picks, a
+            bounded-degree mesh that stays connected when any node dies.
     """
 
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4601",)
@@ -301,6 +305,7 @@ class P2PConfig:
     gossip_per_s: float = 500.0
     requests_per_s: float = 200.0
     secret: str = ""
+    max_peers: int = 32
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, str) or (self.secret and len(self.secret) < 16):
@@ -319,6 +324,7 @@ class P2PConfig:
                 raise ConfigError(f"[p2p] allow_peers: {pid!r} is not a libp2p peer id")
         _positive_float(self, "p2p", "gossip_per_s")
         _positive_float(self, "p2p", "requests_per_s")
+        _int(self, "p2p", "max_peers", minimum=2, maximum=10_000)
 
 
 @dataclass(frozen=True)

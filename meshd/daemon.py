@@ -23,6 +23,7 @@ import hashlib
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ from .node import QUEUE, Node, node_inventory
 from .owner import api as owner_api
 from .owner import service as owner_service
 from .p2p import P2POptions, Transport
+from .p2p.known_peers import FILE_NAME as KNOWN_PEERS_FILE
+from .p2p.known_peers import serve_known_peers
 from .p2p.mesh import Mesh, MeshOptions
 from .p2p.secret import SealedTransport
 from .roles import ALWAYS_ROUTED, RoleContext, role_module
@@ -164,7 +167,8 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             mesh = Mesh(objects, wire, roles=list(config.node.roles), inventory=inventory,
                         api_url=api.url, addrs=transport.listen_addrs,
                         options=MeshOptions(allow_peers=allow, gossip_per_s=config.p2p.gossip_per_s,
-                                            requests_per_s=config.p2p.requests_per_s))
+                                            requests_per_s=config.p2p.requests_per_s,
+                                            max_peers=config.p2p.max_peers))
         node = Node(objects=objects, peer_id=identity.peer_id, identity_seed=identity.seed, config=config,
                     quarantine=quarantine, health=health, mesh=mesh, inventory=inventory, api_url=api.url,
                     p2p_addrs=transport.listen_addrs if transport is not None else list)
@@ -191,6 +195,9 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             if transport is not None and mesh is not None:
                 await nursery.start(transport.serve)
                 await nursery.start(mesh.serve)
+                # The members it last knew: a restart whose bootstrap peers died rejoins through them.
+                await nursery.start(partial(serve_known_peers, home.path / KNOWN_PEERS_FILE, me=identity.peer_id,
+                                            known=mesh.known_peers, dial=mesh.dial))
                 log.info("p2p_listening", addresses=",".join(node.p2p_addrs))
             # ``started`` is the registry of running roles: the routes below
             # look a role up there per request (404/503 until it has started).

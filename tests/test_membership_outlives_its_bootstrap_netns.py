@@ -13,8 +13,9 @@ The test checks that
   the third, fourth and fifth;
 * a sixth node joins through the third and connects to the others soon,
   although every peer offers the unreachable address first;
-* a restarted node (same home) is heard at once: a task enqueued on it right
-  after its restart is known on its peers within a few seconds.
+* a restarted node (same home), whose bootstrap node is dead, is heard at
+  once: a task enqueued on it right after its restart is known on its peers
+  within a few seconds (it dials the members saved in ``<home>/peers.json``).
 
 Needs root and iproute2; otherwise it skips and says why, and under
 ``CI=true`` a skip is a failure.
@@ -138,7 +139,9 @@ def test_the_mesh_outlives_its_bootstrap_and_restarts_cleanly(tmp_path: Path) ->
         # Every peer offers the unreachable address first: a dial there costs
         # 250 ms, and members are heard of within a presence interval (2 s).
         assert connect_s < 4.0
-        assert heard_s < 6.0  # measured 4.6-4.9 s: the redial interval (2 s) plus the first presence
+        # Measured 0.5 s: it dials the members it saved in peers.json at start
+        # and greets each peer its gossip reaches (was 4.6-4.9 s, waiting on redials).
+        assert heard_s < 3.0
     finally:
         for d in nodes:
             d.stop()

@@ -34,7 +34,7 @@ from ..home import DEFAULT_HOME, Home, init_home
 from . import format as fmt
 from .progress import Progress
 
-BENCHES = ("lattice", "engines", "mesh", "spread", "ipfs", "owner")
+BENCHES = ("lattice", "engines", "mesh", "spread", "membership", "ipfs", "owner")
 DEFAULT_API = "127.0.0.1:7600"
 _TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 _SPINNER = "|/-\\"

@@ -23,6 +23,13 @@ runs pubsub with ``strict_signing=False`` and uses what is here:
   peers' gossipsub logs "Equivocation detected" and stops forwarding them.
   Starting at the clock in nanoseconds (as go-libp2p-pubsub does) makes the
   numbers grow across restarts.
+* :func:`fill_mesh_now` — Quirk: gossipsub grafts peers into its mesh only
+  at its heartbeat, and publishes only to mesh peers, so a message
+  published in the first heartbeat after a peer subscribed (a node that
+  just started or restarted) reaches nobody through that peer.  Running
+  the heartbeat's own "mesh below ``degree_low``: graft" step as soon as a
+  peer subscribes lets a restarted node's first presence and announcements
+  through at once (issue 15).
 * :func:`install_peer_record_caches` — the one patch of py-libp2p globals.
   pubsub attaches our signed peer record to *every* RPC and the receiver
   verifies the record on every RPC (twice for control RPCs).  Building it
@@ -49,6 +56,7 @@ from libp2p.pubsub.mcache import CacheEntry, MessageCache
 
 __all__ = [
     "PeerRecordCacheStatistics",
+    "fill_mesh_now",
     "install_peer_record_caches",
     "message_id",
     "peer_record_cache_statistics",
@@ -100,6 +108,26 @@ def use_message_id_in_gossip(router: Any) -> None:
 def start_seqno_from_clock(pubsub: Any) -> None:
     """Make ``pubsub``'s sequence numbers start at the clock in nanoseconds (8 bytes until 2262)."""
     pubsub.counter = time.time_ns()
+
+
+async def fill_mesh_now(router: Any, topic: str) -> int:
+    """Graft subscribed peers into ``router``'s mesh of ``topic`` now if it is below ``degree_low``.
+
+    The same selection and GRAFT as the heartbeat's (peers in back-off are
+    left out); returns how many peers were grafted.  Cancellation may leave
+    a peer in the mesh whose GRAFT was not sent; the heartbeat then treats
+    it as any mesh peer (the remote side grafts back or prunes).
+    """
+    mesh = router.mesh.get(topic)
+    if mesh is None or len(mesh) >= router.degree_low:
+        return 0
+    chosen = router._get_in_topic_gossipsub_peers_from_minus(topic, router.degree - len(mesh), mesh, True)
+    for peer in chosen:
+        mesh.add(peer)
+        router._notify_mesh_peer_added(peer, topic)
+    for peer in chosen:
+        await router.emit_graft(topic, peer)
+    return len(chosen)
 
 
 @dataclass(frozen=True, slots=True)

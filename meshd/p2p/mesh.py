@@ -43,7 +43,7 @@ from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 import trio
 
-from lattice import hpcp
+from lattice import hpcp, topology
 from lattice.cid import CID
 from lattice.errors import BadInput
 from lattice.claims import rendezvous_rank
@@ -70,10 +70,24 @@ __all__ = ["Mesh", "MeshOptions", "MeshStatistics", "Refusing", "TokenBucket", "
 
 log = get_logger("meshd.mesh")
 
-#: A lost peer is redialled this often ...
+#: How often the pump looks at who is connected and subscribed.
+WATCH_S = 0.05
+#: A lost peer is redialled at once, then this often for REDIAL_SOON_FOR_S ...
+REDIAL_SOON_S = 0.5
+REDIAL_SOON_FOR_S = 10.0
+#: ... then this often ...
 REDIAL_EVERY_S = 2.0
-#: ... for this long after its connection went away (see Mesh._redial_loop).
+#: ... for this long after its connection went away (see Mesh._watch_loop).
 REDIAL_FOR_S = 600.0
+#: A first redial that fails faster than this was refused, not lost: the peer is suspected dead.
+PROBE_S = 1.0
+#: How often connections are weighed against ``max_peers`` (lattice.topology) ...
+PLAN_EVERY_S = 1.0
+#: ... sparing connections younger than this (a newcomer hears of the mesh through them) ...
+TRIM_GRACE_S = 10.0
+#: ... and not dialling again for this long a live peer that closed on us (it does not count us
+#: as its neighbour yet; dialling it again would only be trimmed again).
+HOLD_OFF_S = 30.0
 
 
 class Transport(Protocol):
@@ -135,6 +149,7 @@ class Mesh:
         self._connected_at: dict[str, float] = {}  # peer -> when last seen connected (time.time())
         self._nursery: trio.Nursery | None = None
         self._notifying = False  # our own notifications are not local changes
+        self._neighbours: frozenset[str] = frozenset()  # lattice.topology's, from the last plan
         # Bytes of HPCP answers (blocks) served to peers and fetched from them, for /metrics.
         self.bytes_served = 0
         self.bytes_fetched = 0
@@ -215,6 +230,19 @@ class Mesh:
         self._locked(self.core.presence_now)
         self._wake.set()
 
+    def known_peers(self) -> dict[str, list[str]]:
+        """Live peers with their announced addresses, most recently heard first (for ``<home>/peers.json``)."""
+        table = self.core.peers
+        now = time.time()
+        infos = [table.peer(p) for p in table.live(now) if p != self.peer_id]
+        infos.sort(key=lambda i: -(i.last_seen or 0.0) if i is not None else 0.0)
+        return {i.peer_id: list(i.addrs) for i in infos if i is not None and i.addrs}
+
+    async def dial(self, peer: str, addrs: list[str]) -> None:
+        """Connect to ``peer`` at the first of ``addrs`` that answers, unless connected (failures are logged)."""
+        if not any(getattr(p, "peer_id", None) == peer for p in self.transport.peers()):
+            await self._dial(peer, tuple(addrs))
+
     def any_presence(self) -> bool:
         """Whether any peer's presence has arrived."""
         return self.core.peers.any_presence()
@@ -283,8 +311,7 @@ class Mesh:
                 nursery.start_soon(self._receive_loop)
                 await self._carry(await self._call(self.core.start, time.time()))
                 nursery.start_soon(self._tick_loop)
-                if getattr(self.transport, "connect_any", None) is not None:
-                    nursery.start_soon(self._redial_loop)
+                nursery.start_soon(self._watch_loop)
                 task_status.started(self)
         finally:
             self._nursery = None
@@ -304,42 +331,115 @@ class Mesh:
         finally:
             self._lock.release()
 
-    async def _redial_loop(self) -> None:
-        """Redial peers we lost, every ``redial_every_s`` for ``redial_for_s``.
+    async def _watch_loop(self) -> None:
+        """Watch who we can gossip with: greet peers that join, redial and probe peers we lose.
 
-        A node that restarts may have only dead bootstrap peers (the mesh
-        outlived them); its former peers dialling it back is how it rejoins
-        at once.  A peer is lost when a connection to it is gone; it is
-        dialled at the addresses it last announced (a restart on the same
-        listen addresses is found), and forgotten when connected again or
-        after ``redial_for_s``.
+        Every ``WATCH_S``:
+
+        * a peer that newly subscribed (connected, and its subscription
+          arrived) gets our presence and heads at once
+          (:meth:`MeshCore.peer_joined`): a restarted node is current on its
+          peers, and they on it, within a round trip, not a period;
+        * a peer whose connection went away is redialled at once, then every
+          ``REDIAL_SOON_S`` for ``REDIAL_SOON_FOR_S`` (a restart takes a
+          few seconds), then every ``REDIAL_EVERY_S`` for ``REDIAL_FOR_S``, at the addresses it last
+          announced.  A node that restarts may have only dead bootstrap
+          peers (the mesh outlived them); its former peers dialling it back
+          is how it rejoins at once.  The first redial doubles as a probe:
+          when it fails within ``PROBE_S`` (every address refused: nothing
+          listens there, the process is gone) the peer is suspected dead at
+          once (:meth:`MeshCore.suspect`) instead of after the presence
+          horizon; a dial that hangs proves nothing and leaves it to the
+          horizon.  Its next presence makes it live again.
         """
         lost: dict[str, float] = {}  # peer -> when it was first missed
+        last_dial: dict[str, float] = {}
         was: set[str] = set()
+        greeted: set[str] = set()
         dialing: set[str] = set()  # one dial per peer at a time
+        closed_by_us: dict[str, float] = {}  # trimmed: not lost, not redialled
+        closed_on_us: dict[str, float] = {}  # lost but alive: they trimmed us; not dialled for a while
+        next_plan = 0.0
+        subscribed = getattr(self.transport, "subscribed_peers", None)
+        disconnect = getattr(self.transport, "disconnect", None)
 
-        async def redial(peer: str, addrs: tuple[str, ...]) -> None:
+        async def redial(peer: str, addrs: tuple[str, ...], probe: bool) -> None:
             dialing.add(peer)
+            t0 = time.monotonic()
             try:
-                await self._dial(peer, addrs)
+                ok = await self._dial(peer, addrs)
             finally:
                 dialing.discard(peer)
+            if probe and ok is False and time.monotonic() - t0 < PROBE_S:
+                log.info("peer_suspected", peer=peer, why="connection lost and refused at every address")
+                self._locked(self.core.suspect, peer)
+            elif probe and ok:
+                closed_on_us[peer] = time.monotonic()
+
+        async def trim(peer: str) -> None:
+            assert disconnect is not None
+            closed_by_us[peer] = time.monotonic()
+            try:
+                await disconnect(peer)
+                log.info("peer_trimmed", peer=peer, why=f"over [p2p] max_peers={self.options.max_peers}")
+            except TransportError as exc:
+                log.info("trim_failed", peer=peer, error=repr(exc)[:200])
 
         while True:
             now = time.monotonic()
             connected = {getattr(p, "peer_id", str(p)) for p in self.transport.peers()}
+            joined = (subscribed() if subscribed is not None else connected) - greeted
+            if joined:
+                for peer in sorted(joined):
+                    await self._carry(await self._call(self.core.peer_joined, peer, time.time()))
+                self._wake.set()
+            greeted = (greeted | joined) & connected
             for peer in was - connected:
-                lost.setdefault(peer, now)
+                if now - closed_by_us.pop(peer, float("-inf")) > REDIAL_EVERY_S:
+                    lost.setdefault(peer, now)
             was = connected
+            assert self._nursery is not None
+            full = len(connected) >= self.options.max_peers
             for peer, since in list(lost.items()):
                 addrs = self.core.peers.addrs(peer)
-                if peer in connected or now - since > REDIAL_FOR_S or not addrs:
+                # A lost peer that is not one of our neighbours is left to
+                # the presence horizon once we hold enough connections.
+                if peer in connected or now - since > REDIAL_FOR_S or not addrs or \
+                        (full and peer not in self._neighbours):
                     del lost[peer]
+                    last_dial.pop(peer, None)
                     continue
-                if peer not in dialing:
-                    assert self._nursery is not None
-                    self._nursery.start_soon(redial, peer, tuple(addrs))
-            await trio.sleep(REDIAL_EVERY_S)
+                first = peer not in last_dial
+                # Soon after the loss more often: a restarted node is back within seconds.
+                every = REDIAL_SOON_S if now - since < REDIAL_SOON_FOR_S else REDIAL_EVERY_S
+                if peer not in dialing and (first or now - last_dial[peer] >= every):
+                    last_dial[peer] = now
+                    self._nursery.start_soon(redial, peer, tuple(addrs), first)
+            if now >= next_plan:
+                next_plan = now + PLAN_EVERY_S
+                step = self._plan(now, closed_on_us)
+                for peer in step.close:
+                    if disconnect is not None:
+                        self._nursery.start_soon(trim, peer)
+                for peer in step.dial:
+                    addrs = self.core.peers.addrs(peer)
+                    if addrs and peer not in dialing and now - last_dial.get(peer, float("-inf")) >= REDIAL_EVERY_S:
+                        last_dial[peer] = now
+                        self._nursery.start_soon(redial, peer, tuple(addrs), False)
+            await trio.sleep(WATCH_S)
+
+    def _plan(self, now: float, closed_on_us: dict[str, float]) -> topology.Plan:
+        """Our neighbours now (:mod:`lattice.topology`), and which connections to open and close."""
+        wall = time.time()
+        infos = {getattr(p, "peer_id", str(p)): p for p in self.transport.peers()}
+        live = self.core.live(wall)
+        self._neighbours = frozenset(topology.neighbours(self.peer_id, live, self.options.max_peers))
+        for peer, at in list(closed_on_us.items()):
+            if now - at > HOLD_OFF_S:
+                del closed_on_us[peer]
+        young = {p for p, info in infos.items() if wall - getattr(info, "connected_since", 0.0) < TRIM_GRACE_S}
+        return topology.plan(self.peer_id, live, set(infos), cap=self.options.max_peers, young=young,
+                             avoid=set(closed_on_us))
 
     def _on_local_change(self, obj: Followed) -> None:
         # An ObjectHost listener (trio thread): hand the change to the tick loop.
@@ -415,8 +515,10 @@ class Mesh:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._request, o)
             elif isinstance(o, Dial):
-                if self._nursery is not None and not any(
-                        getattr(p, "peer_id", None) == o.peer for p in self.transport.peers()):
+                peers = self.transport.peers()
+                # At max_peers, only our neighbours are dialled (lattice.topology).
+                if self._nursery is not None and not any(getattr(p, "peer_id", None) == o.peer for p in peers) \
+                        and (len(peers) < self.options.max_peers or o.peer in self._neighbours):
                     self._nursery.start_soon(self._dial, o.peer, o.addrs)
             elif isinstance(o, Follow):
                 await self._follow(o.genesis)
@@ -492,23 +594,27 @@ class Mesh:
             finally:
                 self._notifying = False
 
-    async def _dial(self, peer: str, addrs: tuple[str, ...]) -> None:
+    async def _dial(self, peer: str, addrs: tuple[str, ...]) -> bool | None:
+        """Connect to ``peer``; True when connected, False when every address failed,
+        None when the transport cannot dial (the in-process fake)."""
         connect_any = getattr(self.transport, "connect_any", None)
         if connect_any is not None:  # every address at once, staggered (meshd.p2p.dialing)
             try:
                 await connect_any(peer, list(addrs))
                 log.info("dialed_peer", peer=peer)
+                return True
             except TransportError as exc:
                 log.info("dial_failed", peer=peer, error=repr(exc)[:200])
-            return
+            return False
         connect = getattr(self.transport, "connect", None)
         if connect is None:
-            return
+            return None
         for addr in addrs:
             try:
                 with trio.move_on_after(5):
                     await connect(addr)
                     log.info("dialed_peer", peer=peer, addr=addr)
-                    return
+                    return True
             except TransportError as exc:  # try the next address
                 log.info("dial_failed", peer=peer, addr=addr, error=repr(exc)[:200])
+        return False

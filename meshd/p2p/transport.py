@@ -37,8 +37,9 @@ protection, the silently dropping 32-RPC outgoing queue, the 120 s default
 heartbeat, the 250 ms connect delay, the 32-message subscription channel, the
 1 MiB pubsub RPC limit, the plaintext/secio/TLS defaults, and its logging;
 and in :mod:`meshd.p2p._pubsub_tuning`: sequence numbers reused after a
-restart, a gossip cache keyed apart from the message id, and the signed
-peer record rebuilt and verified on every RPC; in :mod:`meshd.p2p._exclusive_ports`:
+restart, a gossip cache keyed apart from the message id, the signed
+peer record rebuilt and verified on every RPC, and newly subscribed peers
+grafted only at the next heartbeat; in :mod:`meshd.p2p._exclusive_ports`:
 listeners shared through SO_REUSEPORT.  What we offer peers and how we dial
 theirs: :mod:`meshd.p2p.addresses`, :mod:`meshd.p2p.dialing`.
 """
@@ -72,7 +73,7 @@ adopt_libp2p_logging()
 from libp2p import new_host  # noqa: E402
 from libp2p.crypto.x25519 import create_new_key_pair as _x25519_key_pair  # noqa: E402
 from libp2p.custom_types import TProtocol  # noqa: E402
-from libp2p.network.config import ConnectionConfig  # noqa: E402
+from libp2p.network.config import ConnectionConfig, RetryConfig  # noqa: E402
 from libp2p.peer.id import ID  # noqa: E402
 from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub  # noqa: E402
@@ -85,6 +86,7 @@ from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
 
 from ..runtime.logs import get_logger  # noqa: E402
 from ._pubsub_tuning import (  # noqa: E402
+    fill_mesh_now,
     install_peer_record_caches,
     message_id,
     start_seqno_from_clock,
@@ -128,6 +130,7 @@ _QUEUE_HIGH_WATER: Final = 16
 _BACKOFF_MIN_S: Final = 0.0005
 _BACKOFF_MAX_S: Final = 0.002
 _POLL_S: Final = 0.01
+_GRAFT_POLL_S: Final = 0.02
 _CLOSE_TIMEOUT_S: Final = 2.0
 
 log = get_logger("meshd.p2p")
@@ -139,6 +142,13 @@ class _Notifee:
         self._t = transport
 
     async def connected(self, network: Any, conn: Any) -> None:
+        # Quirk: a peer whose dials all failed (it was down) is refused by
+        # new_stream for 60 s (the swarm's negative cache), even once it is
+        # back and connected to us: a restarted node's blocks could not be
+        # fetched for a minute.  A connection proves it reachable.
+        unblock = getattr(network, "unblock_peer", None)
+        if unblock is not None:
+            unblock(conn.muxed_conn.peer_id)
         self._t._on_connected(str(conn.muxed_conn.peer_id))
 
     async def disconnected(self, network: Any, conn: Any) -> None:
@@ -280,6 +290,11 @@ class Transport:
         start_seqno_from_clock(pubsub)
         install_peer_record_caches()
         install_exclusive_listeners()
+        # Quirk: the swarm retries a failed dial 3 times with backoff (~0.7 s
+        # for a refused port) and new_host has no option for it.  The mesh
+        # redials on its own schedule and takes a dial refused at once as a
+        # sign the peer is gone (meshd.p2p.mesh): one attempt per dial.
+        host.get_network().retry_config = RetryConfig(max_retries=0)
         host.get_network().register_notifee(_Notifee(self))
         host.set_stream_handler(BLOCKS_PROTOCOL, self._handle_stream)
         self._host = host
@@ -351,6 +366,7 @@ class Transport:
                 subscription = await pubsub.subscribe(opts.topic)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, subscription)
+                    nursery.start_soon(self._graft_newcomers, pubsub, router)
                     for addr in opts.bootstrap:
                         nursery.start_soon(self._keep_connected, addr)
                     if opts.mdns:
@@ -452,7 +468,10 @@ class Transport:
             TransportClosed: not serving.
         """
         host = self._require_host()
-        return await dial_exact(host, multiaddr_, self._id, self._since, self._options.request_timeout_s)
+        # The swarm's own view: our notifee may not have heard of a
+        # connection that just closed, and a dead peer would pass as connected.
+        connected = {p.to_base58() for p in host.get_connected_peers()}
+        return await dial_exact(host, multiaddr_, self._id, connected, self._options.request_timeout_s)
 
     async def connect_any(self, peer_id: str, addrs: list[str]) -> str:
         """Dial ``peer_id`` at the first of ``addrs`` that answers.
@@ -485,6 +504,37 @@ class Transport:
                 addrs = ()
             out.append(PeerInfo(key, addrs, self._since.get(key, time.time())))
         return out
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close every connection to ``peer_id`` (no-op when there is none).
+
+        Raises:
+            PeerUnreachable: malformed peer id.
+            TransportClosed: not serving.
+        """
+        host = self._require_host()
+        try:
+            target = ID.from_base58(peer_id)
+        except Exception as exc:  # base58 and multihash raise their own errors
+            raise PeerUnreachable(f"malformed peer id {peer_id!r}") from exc
+        await host.disconnect(target)
+
+    def subscribed_peers(self) -> set[str]:
+        """Connected peers our gossip reaches now: subscribed to our topic, and in our gossipsub mesh
+        (or subscribed while our mesh is full enough that it may leave them out)."""
+        pubsub = self._pubsub
+        if pubsub is None or self._host is None:
+            return set()
+        topic = self._options.topic
+        connected = {p.to_base58() for p in self._host.get_connected_peers()}
+        subscribed = connected & {p.to_base58() for p in pubsub.peer_topics.get(topic, ())}
+        router = pubsub.router
+        mesh = getattr(router, "mesh", {}).get(topic, set())
+        if len(mesh) >= getattr(router, "degree_low", 0):
+            return subscribed
+        # Quirk: gossipsub publishes only to its mesh, so a message sent to a
+        # peer that subscribed but is not grafted yet reaches nobody.
+        return subscribed & {p.to_base58() for p in mesh}
 
     async def wait_peers(self, n: int) -> None:
         """Wait until ``n`` peers are connected *and* subscribed to our topic.
@@ -580,14 +630,30 @@ class Transport:
             self._counts["messages_received"] += 1
             self._counts["message_bytes_received"] += len(msg.data)
 
+    async def _graft_newcomers(self, pubsub: Pubsub, router: GossipSub) -> None:
+        """Graft newly subscribed peers at once, not at the next heartbeat (see ``fill_mesh_now``)."""
+        seen: set[Any] = set()
+        while True:
+            now = set(pubsub.peer_topics.get(self._options.topic, ()))
+            if now - seen:
+                await fill_mesh_now(router, self._options.topic)
+            seen = now
+            # py-libp2p has no event for "subscription received": poll.
+            await trio.sleep(_GRAFT_POLL_S)
+
     async def _keep_connected(self, addr: str) -> None:
         """Dial a bootstrap peer, and redial every ``reconnect_s`` while it is away."""
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         key = info.peer_id.to_base58()
+        host = self._host
         while True:
             if key not in self._since:
                 try:
-                    await self.connect(addr)
+                    # Not self.connect(): this runs before serve() reports
+                    # started, when connect() still refuses (the first dial
+                    # then waited out a whole reconnect_s).
+                    connected = {p.to_base58() for p in host.get_connected_peers()}
+                    await dial_exact(host, addr, self._id, connected, self._options.request_timeout_s)
                 except TransportError as exc:
                     log.debug("p2p_bootstrap_dial_failed", addr=addr, error=str(exc))
             await trio.sleep(self._options.reconnect_s)
