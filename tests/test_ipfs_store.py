@@ -334,3 +334,17 @@ def test_retries_ride_out_a_restart(private_node) -> None:
     assert restarted == [api]
     assert store.ipfs_statistics().retries >= 1
     store.close()
+
+
+def test_a_want_of_many_missing_blocks_is_answered_within_its_budget(api: str) -> None:
+    # A peer may want 1,024 blocks at once; each missing one costs timeout_s
+    # on the node, so get_many stops looking after many_budget_s.
+    missing = [CID.for_block(RAW, _unique(f"wanted-{i}")) for i in range(20)]
+    held = _raw_block("held")
+    with IpfsBlockStore.open(IpfsOptions(api=api, timeout_s=0.5, many_budget_s=1.0)) as s:
+        s.put(*held)
+        t0 = time.monotonic()
+        assert s.get_many([held[0], *missing]) == {held[0]: held[1]}
+        assert time.monotonic() - t0 < 4  # 20 × 0.5 s = 10 s unbounded
+    with pytest.raises(ValueError):
+        IpfsOptions(many_budget_s=0)

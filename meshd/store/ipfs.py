@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Iterable, Iterator, Literal
@@ -83,6 +84,11 @@ class IpfsOptions:
         pin_update: ``"native"`` (``pin/update``), ``"add-rm"`` (pin new, then
             unpin old) or ``"auto"`` (try native once, fall back on HTTP 404).
             Default ``"auto"``.
+        many_budget_s: Longest one :meth:`IpfsBlockStore.get_many` keeps
+            looking blocks up; those not reached by then count as not held
+            (and the caller asks again later).  Default 3.0.  Without it, a
+            peer's want of 1,024 blocks this node lacks held a worker thread
+            for 1,024 × ``timeout_s``.
     """
 
     api: str = "/ip4/127.0.0.1/tcp/5001"
@@ -93,6 +99,7 @@ class IpfsOptions:
     retry_backoff_max_s: float = 2.0
     put_codec_param: Literal["auto", "format", "cid-codec"] = "auto"
     pin_update: Literal["auto", "native", "add-rm"] = "auto"
+    many_budget_s: float = 3.0
 
     def __post_init__(self) -> None:
         _api_url(self.api)  # raises ValueError with the reason
@@ -108,6 +115,8 @@ class IpfsOptions:
             raise ValueError("put_codec_param must be 'auto', 'format' or 'cid-codec'")
         if self.pin_update not in ("auto", "native", "add-rm"):
             raise ValueError("pin_update must be 'auto', 'native' or 'add-rm'")
+        if not 0 < self.many_budget_s <= 3600:
+            raise ValueError("many_budget_s must be in (0, 3600]")
 
     @property
     def api_url(self) -> str:
@@ -280,9 +289,18 @@ class IpfsBlockStore:
         return data
 
     def get_many(self, cids: Iterable[CID]) -> dict[CID, bytes]:
-        """See :meth:`lattice.blockstore.BlockStore.get_many`; one ``block/get`` each."""
+        """See :meth:`lattice.blockstore.BlockStore.get_many`; one ``block/get`` each.
+
+        Bounded by ``many_budget_s`` (plus the one lookup under way when it
+        runs out): blocks not looked up by then are left out, as not held.
+        """
         out: dict[CID, bytes] = {}
+        deadline = time.monotonic() + self._options.many_budget_s
         for cid in cids:
+            if time.monotonic() >= deadline:
+                with self._lock:
+                    self._counts[4] += 1  # counted as a miss: the caller will ask again
+                break
             try:
                 out[cid] = self.get(cid)
             except BlockNotFound:
