@@ -56,6 +56,12 @@ from .errors import BlockNotFound
 from .goho import Replica
 from .records import OP_ADD, Delta
 from .signing import Signer, peer_id_of, verify_signature
+
+#: Largest output block a runner records (bytes of DAG-CBOR).  A peer fetches
+#: an output as one block in one blocks answer and decodes it with
+#: :data:`lattice.codec.MAX_BLOCK_SIZE`; a bigger output (engines may print
+#: 16 MiB) would be recorded but no peer could fetch it, so it is refused.
+MAX_OUTPUT_BYTES = codec.MAX_BLOCK_SIZE
 from .state import decode_value, encode_value
 
 #: Fields of a record that ``extra`` may not set (``pk`` and ``s`` are v1 only).

@@ -240,6 +240,15 @@ def _marked(marker: str) -> list[psutil.Process]:
     return found
 
 
+def test_an_output_too_big_for_peers_to_fetch_fails_the_task(daemon: Daemon) -> None:
+    # 6 MiB: under the engine's 16 MiB stdout limit, over the 4 MiB block a peer can fetch.
+    engine = daemon.add_script_engine("big", "import json, sys\njson.dump('x' * (6 << 20), sys.stdout)\n")
+    task = {"input": {"value": 1}, "max_attempts": 1,
+            "taskDefinition": {"runner": {"type": "bin-json-runner", "engine": {"/": engine}}}}
+    reason = _failure(daemon, _enqueue(daemon, task))
+    assert "peers can fetch at most 4194304" in reason, reason
+
+
 def test_native_engine_that_forks_children_leaves_no_process_behind_after_timeout(daemon: Daemon) -> None:
     engine = daemon.add_script_engine("forker", FORKER, resources={"timeout_s": 1.0})
     marker = f"meshd-test-{uuid.uuid4().hex}"

@@ -667,6 +667,11 @@ class Runner(Yielding):
                 out_cid, out_data = codec.encode_block(output)
             except BadInput as exc:
                 outcome = Outcome(ok=False, error=f"output is not DAG-CBOR encodable: {exc}", stderr=outcome.stderr)
+            else:
+                if len(out_data) > results.MAX_OUTPUT_BYTES:
+                    outcome = Outcome(ok=False, error=f"output is {len(out_data)} bytes encoded; peers can fetch "
+                                      f"at most {results.MAX_OUTPUT_BYTES} (write large data to a dataset in parts)",
+                                      stderr=outcome.stderr)
         if outcome.ok:
             rrec = results.result_record(node.objects.signer, t, out_cid, me, now,
                                          duration_s=round(seconds, 4), stderr=outcome.stderr[-2000:])
