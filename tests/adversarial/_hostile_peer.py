@@ -18,7 +18,7 @@ stdin line, answering each with one JSON line on stdout:
 * ``{"op": "heard"}``: every gossip message received so far, hex encoded
   (``{"messages": [[origin, hex], ...]}``): what an eavesdropper reads;
 * ``{"op": "replay"}``: publish again every gossip message received so far,
-  byte for byte;
+  byte for byte, each under its original origin;
 * ``{"op": "want", "peer": id, "cids": [...]}``: send an ``hpcp/want`` for
   ``cids`` and answer how many blocks came back (``{"blocks": n}``, or
   ``{"error": ...}``);
@@ -159,8 +159,8 @@ async def main(topic: str, bootstrap: tuple[str, ...]) -> None:
                 elif op == "heard":
                     out = {"messages": [[p, d.hex()] for p, d in heard]}
                 elif op == "replay":
-                    for _p, d in list(heard):
-                        await transport.broadcast(d)
+                    for origin, d in list(heard):
+                        await _publish_as(transport, origin, d)
                     out = {"sent": len(heard)}
                 elif op == "want":
                     out = await _want(transport, cmd)

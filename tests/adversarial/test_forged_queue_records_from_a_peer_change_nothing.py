@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from ._daemons import REPO, Daemon, wait_for
+from .._daemons import REPO, Daemon, wait_for
 
 pytestmark = pytest.mark.slow
 
