@@ -285,6 +285,7 @@ class EngineHost:
                 return Outcome(ok=False, error=f"metadata is not JSON: {exc}")
             warm = False
         binds: dict[str, str] = {}
+        rw: tuple[str, ...] = ()
         if checkpoint is not None:  # a run of its own, cold, with the directory in its environment
             warm = False
             if isinstance(manifest, DockerManifest):
@@ -293,10 +294,12 @@ class EngineHost:
                 os.chmod(checkpoint.path, 0o777)  # the container's user is not the node's
             else:
                 env.update(checkpoint.env())
+                rw = (checkpoint.path,)  # bound into the jail at the same place
+                os.chmod(checkpoint.path, 0o777)  # a node run as root runs engines as nobody
         if isinstance(manifest, DockerManifest):
             return await self._run_docker(manifest, task_input, resources, warm, env, binds)
         (outcome,) = await self._run_native(engine_cid, manifest, [task_input], resources, warm, batch=False,
-                                            env=env)
+                                            env=env, rw=rw)
         return outcome
 
     async def run_batch(self, engine_cid: CID, inputs: list[Any], *, timeout_s: float | None = None,
@@ -429,7 +432,8 @@ class EngineHost:
                                           **({"binds": binds} if binds else {}))
 
     async def _run_native(self, cid: CID, m: NativeManifest, inputs: list[Any], res: Resources,
-                          warm: bool | None, *, batch: bool, env: dict[str, str] | None = None) -> list[Outcome]:
+                          warm: bool | None, *, batch: bool, env: dict[str, str] | None = None,
+                          rw: tuple[str, ...] = ()) -> list[Outcome]:
         """Run ``inputs`` (one per outcome; a warm batch is one :meth:`WarmPool.run_batch`)."""
         build = m.platforms.get(self.options.platform)
         if build is None:
@@ -465,7 +469,7 @@ class EngineHost:
                 self._cold += 1
                 outcomes.append(await self.native.run(base, task_input, resources=res, cwd=str(root),
                                                       protocol="jsonl" if m.protocol == "jsonl" else "json",
-                                                      env=env))
+                                                      env=env, **({"rw": rw} if rw else {})))
             return outcomes
         if m.protocol == "python":
             spec = WorkerSpec("python", str(root), entry=m.entry, resources=res)

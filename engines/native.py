@@ -232,8 +232,12 @@ class NativeRunner:
 
     async def run(self, argv: Sequence[str], task_input: Any, *, resources: Resources = Resources(),
                   cwd: str | None = None, protocol: str = "json", timeout_s: float | None = None,
-                  runner: str = "native-cold", env: dict[str, str] | None = None) -> Outcome:
+                  runner: str = "native-cold", env: dict[str, str] | None = None,
+                  rw: tuple[str, ...] = ()) -> Outcome:
         """Run ``argv`` once with ``task_input`` as JSON on stdin.
+
+        ``rw`` names host directories the engine may write, bound into the
+        jail at the same place (the task's checkpoint directory).
 
         Args:
             argv: Program and arguments (the program path must be absolute or
@@ -280,7 +284,7 @@ class NativeRunner:
                                   runner=runner)
             else:
                 if choice.jailed:
-                    argv = jailed(self.options, list(argv), home=home, cwd=cwd or home)
+                    argv = jailed(self.options, list(argv), home=home, cwd=cwd or home, rw=rw)
                 netns = choice.network_isolated and not choice.jailed
                 outcome = await self._run_in(argv, payload, home, cwd or home, limits, netns, timeout, protocol,
                                              runner, choice.jailed, env or {})

@@ -7,8 +7,9 @@ appear in the task's status.  ``a`` then drains with a short deadline, which
 vacates the task: the runner asks the engine for a checkpoint first, records
 it, and releases the lease.  ``b`` claims the task within 2 s of the release,
 fetches the latest checkpoint and resumes from it.  The engine appends a line
-per batch it computes to a trace file, so the test counts the total work
-across both daemons: less than 1.2 × one run (without the checkpoint it
+per batch it computes to a trace file where it can (a jailed engine cannot:
+then a's share is bounded by its attempt's time), so the test counts the
+total work across both daemons: less than 1.2 × one run (without the checkpoint it
 would be 1 + the fraction done on ``a``).  ``meshd status`` lists the
 checkpoints.
 """
@@ -94,8 +95,12 @@ def test_a_vacated_task_resumes_from_its_checkpoint_on_another_daemon(daemon_fac
     assert out["resumed_from"] > 0 and out["resumed_from"] + out["batches_here"] == BATCHES, out
     # The engine saved on the vacate's request: b resumed from a's last state.
     assert len(batches_on_a) >= 3, done["checkpoints"]
-    total = len(trace.read_text().splitlines())
-    assert BATCHES <= total < 1.2 * BATCHES, f"{total} batches computed for a run of {BATCHES}"
+    if trace.exists():  # the engine could write it (an unjailed engine)
+        total = len(trace.read_text().splitlines())
+        assert total >= BATCHES
+    else:  # a jailed engine sees no test directory: a's share from its attempt's time, an upper bound
+        total = round((mine[0]["finished"] - mine[0]["started"]) / 1000 / PAUSE_S) + out["batches_here"]
+    assert total < 1.2 * BATCHES, f"{total} batches computed for a run of {BATCHES}"
     lost_s = (total - BATCHES) * PAUSE_S
     print(f"handoff_ms={handoff_ms} resumed_from={out['resumed_from']} total_batches={total} "
           f"work_lost_s~{lost_s:.1f}")

@@ -48,8 +48,11 @@ def run(task, ck):
         if pause:
             time.sleep(pause)
         if trace:
-            with open(trace, "a") as f:
-                f.write(f"{state['done']} {time.time():.3f}\n")
+            try:
+                with open(trace, "a") as f:
+                    f.write(f"{state['done']} {time.time():.3f}\n")
+            except OSError:
+                trace = None  # not visible from the engine's sandbox: no trace
         state = {"done": state["done"] + 1, "inside": state["inside"] + inside}
         if ck.due():
             ck.save_json(state)

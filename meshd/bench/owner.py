@@ -163,11 +163,13 @@ def run(idle_s: float, settle_s: float, checkpoint_s: int, batches: int, pause_s
             _write(signals, {**IDLE, "input_idle_s": 0.0})  # the owner presses a key
             t0 = time.monotonic()
             _wait(lambda: _state(pid) == "T", 10, "the engine to stop", interval=0.002)
-            suspends.append((time.monotonic() - t0) * 1000)
+            t_stopped = time.monotonic()
+            suspends.append((t_stopped - t0) * 1000)
             _write(signals, {**IDLE, "input_idle_s": 301.0})  # five idle minutes later
             t0 = time.monotonic()
             _wait(lambda: _state(pid) in "RSD", 10, "the engine to continue", interval=0.002)
             continues.append((time.monotonic() - t0) * 1000)
+            out["suspended_s"] = out.get("suspended_s", 0.0) + (time.monotonic() - t_stopped)
             time.sleep(0.3)
         out["suspend_latency_ms"] = round(max(suspends))
         out["continue_latency_ms"] = round(max(continues))
@@ -185,7 +187,13 @@ def run(idle_s: float, settle_s: float, checkpoint_s: int, batches: int, pause_s
         out["handoff_ms"] = theirs[0]["started"] - mine[0]["finished"] if mine and theirs else None
         outs = b.get(f"/v1/results/{task}").get("results") or []
         output = outs[0]["output"] if outs else {}
-        computed, per_batch, lost = work_lost(trace.read_text().splitlines(), batches)
+        if trace.exists():
+            computed, per_batch, lost = work_lost(trace.read_text().splitlines(), batches)
+        else:  # a jailed engine cannot write the trace: node-a's share from its attempt's time
+            per_batch = pause_s
+            ran_s = (mine[0]["finished"] - mine[0]["started"]) / 1000 - out.get("suspended_s", 0.0) if mine else 0.0
+            computed = round(ran_s / per_batch) + int(output.get("batches_here") or 0)
+            lost = max(0, computed - batches) * per_batch
         out.update({
             "work_lost_s": round(lost, 3), "checkpoint_s": checkpoint_s, "batches": batches,
             "batches_computed": computed, "batch_s": round(per_batch, 4),
