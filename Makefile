@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast services stop-services bench clean
+.PHONY: setup demo test test-fast services stop-services bench clean fuzz
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,11 @@ test: setup
 # The suite without starting Docker/IPFS (their tests skip, with the reason).
 test-fast: setup
 	@MESHD_DOCKER_AUTOSTART=0 MESHD_IPFS_AUTOSTART=0 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Long fuzzing, never in CI: schemathesis (~5,000 API requests) and atheris
+# on every decoder for FUZZ_SECONDS each, corpus kept in fuzz/corpus/.
+fuzz: setup
+	@bash scripts/fuzz.sh
 
 services:
 	@bash scripts/start-services.sh

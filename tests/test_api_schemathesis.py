@@ -25,6 +25,8 @@ tests in ``test_api_refuses_web_pages.py``), so the fuzzing reaches the routes.
 
 from __future__ import annotations
 
+import os
+
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -50,7 +52,8 @@ from ._daemons import Daemon  # noqa: E402
 
 #: Generated examples per operation and generation mode.  Operations without
 #: parameters are exhausted after one; the rest make the total well over 2,000.
-EXAMPLES = 120
+#: Examples per operation and mode; `make fuzz` raises it (MESHD_FUZZ_EXAMPLES) for a long run.
+EXAMPLES = int(os.environ.get("MESHD_FUZZ_EXAMPLES", "120"))
 MIN_REQUESTS = 2000
 
 #: Operations that answer a status their OpenAPI entry does not declare:
