@@ -624,19 +624,66 @@ def _mesh_core_seeds() -> dict[str, bytes]:
 
 
 def _mesh_secret() -> tuple:
-    from meshd.p2p.secret import mesh_key, open_untrusted
+    from meshd.p2p.secret import Sealer
 
-    key = mesh_key("correct horse battery staple")
-    return (lambda d: open_untrusted(key, d)), ()  # documented: returns None, never raises
+    sealer = Sealer("correct horse battery staple")
+    # Documented: returns (None, reason), never raises; once=False so the
+    # fuzzer's repeated inputs are judged alike.
+    return (lambda d: sealer.open_untrusted(d, b"g", "origin", once=False)), ()
 
 
 def _mesh_secret_seeds() -> dict[str, bytes]:
-    from meshd.p2p.secret import mesh_key, seal
+    from meshd.p2p.secret import Sealer
 
-    key = mesh_key("correct horse battery staple")
-    good = seal(key, b"payload")
-    return {"valid": good, "wrong-tag": good[:5] + bytes([good[5] ^ 1]) + good[6:],
-            "short": b"MS1" + b"\x00" * 10, "empty": b"", "no-magic": b"XX1" + good[3:]}
+    good = Sealer("correct horse battery staple").seal(b"payload", b"g", "origin")
+    return {"valid": good, "wrong-tag": good[:-1] + bytes([good[-1] ^ 1]),
+            "short": good[:10], "empty": b"", "no-magic": b"XX" + good[2:]}
+
+
+def _pinset_record(decoder: str) -> tuple:
+    from lattice import codec, pinset
+    from lattice.errors import BadInput
+
+    fn = getattr(pinset, decoder)
+    return (lambda d: fn(codec.decode_untrusted(d))), (BadInput,)
+
+
+def _pinset_seeds() -> dict[str, bytes]:
+    from lattice import codec, pinset
+    from lattice.signing import Signer
+
+    cid = codec.cid_of({"pinned": 1})
+    signer = Signer.from_seed(b"\x09" * 32)
+    return {"pin": codec.encode(pinset.pin_op(cid, 2, "12D3KooWx", 1, name="n")[2]),
+            "held": codec.encode(pinset.held_record(signer, cid, True, 1, 10, 1)),
+            "empty-map": codec.encode({}), "int": codec.encode(1)}
+
+
+def _known_peers() -> tuple:
+    import tempfile
+    from pathlib import Path
+
+    from meshd.p2p.known_peers import load_untrusted
+
+    path = Path(tempfile.mkdtemp(prefix="fuzz-peers-")) / "peers.json"
+
+    def run(d: bytes) -> None:
+        path.write_bytes(d)
+        load_untrusted(path)  # documented: {} when malformed, never raises
+
+    return run, ()
+
+
+def _lifecycle_reason() -> tuple:
+    import trio
+
+    from meshd.api.lifecycle import _reason_untrusted
+    from meshd.errors import ApiError
+
+    async def run(d: bytes) -> None:
+        await _reason_untrusted(_asgi_request(d))
+
+    return (lambda d: trio.run(run, d)), (ApiError,)
 
 
 def _publisher_key() -> tuple:
@@ -930,7 +977,15 @@ def _targets() -> list[Target]:
                "lattice.meshcore.MeshCore.receive calls)", _presence, _presence_seeds),
         Target("mesh_core", "lattice.meshcore.MeshCore.receive and MeshCore.serve (and on_response with the "
                "same bytes): the mesh core's network entry points", _mesh_core, _mesh_core_seeds),
-        Target("mesh_secret", "meshd.p2p.secret.open_untrusted", _mesh_secret, _mesh_secret_seeds),
+        Target("mesh_secret", "meshd.p2p.secret.Sealer.open_untrusted", _mesh_secret, _mesh_secret_seeds),
+        Target("pinset_pin", "lattice.pinset.pin_from_untrusted", lambda: _pinset_record("pin_from_untrusted"),
+               _pinset_seeds),
+        Target("pinset_held", "lattice.pinset.held_from_untrusted", lambda: _pinset_record("held_from_untrusted"),
+               _pinset_seeds),
+        Target("known_peers", "meshd.p2p.known_peers.load_untrusted", _known_peers,
+               lambda: _json_seeds(ok={"t": "meshd/known-peers", "v": 1, "peers": {"p": ["/ip4/1.2.3.4/tcp/1"]}})),
+        Target("cancel_reason", "meshd.api.lifecycle._reason_untrusted", _lifecycle_reason,
+               lambda: _json_seeds(ok={"reason": "x"})),
         Target("publisher_key", "meshd.api.engine_admin.publisher_key_untrusted", _publisher_key, _publisher_seeds),
         Target("admin_cid", "meshd.api.engine_admin._cid_untrusted", _admin_cid, _cid_text_seeds),
         Target("add_signature", "meshd.api.engine_admin.EngineAdmin.add_signature_untrusted", _add_signature,

@@ -76,6 +76,18 @@ class OneTask:
     def completed_by(self, p: str, before_ms: int | None = None) -> int:
         return 0
 
+    def position(self, t: Any) -> int:
+        return 0  # enqueued in the first delta seen
+
+    def reach(self, peer: str) -> int:
+        return 0  # every peer has shown it has that delta
+
+    def order_index(self, t: Any) -> int:
+        return 0
+
+    def frontier(self, peer: str) -> int:
+        return -1  # nobody has claimed anything
+
 
 def _runner(me: str, view: FakePeers | None, task: Any, fit: Any, defer_s: float = 60.0) -> Any:
     from meshd.roles.runner import Runner, RunnerOptions

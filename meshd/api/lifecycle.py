@@ -40,7 +40,7 @@ async def _reason_untrusted(request: Request) -> str:
         return ""
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting overflows the stdlib decoder (fuzzing found it)
         raise BadRequest("body must be JSON: {\"reason\": text} or empty", code="malformed_json") from None
     if not isinstance(body, dict) or set(body) - {"reason"} or not isinstance(body.get("reason", ""), str):
         raise BadRequest("body must be {\"reason\": text} or empty", code="bad_request")

@@ -44,7 +44,7 @@ def load_untrusted(path: Path) -> dict[str, list[str]]:
     """The peers in ``path`` (peer id -> multiaddrs); {} when missing or malformed."""
     try:
         obj = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # deep nesting overflows the decoder (fuzzing found it)
         return {}
     if not isinstance(obj, dict) or obj.get("t") != _TYPE or obj.get("v") != 1 or not isinstance(obj.get("peers"), dict):
         return {}

@@ -51,7 +51,7 @@ from ..store.archive import (
 from ..api.archive import ArchiveUnavailable, router
 from ..errors import MeshdError, NotFound
 from ..runtime.logs import get_logger
-from .pinholder import PinHolder
+from .pinholder import PinHolder, PinHolderNode
 
 if TYPE_CHECKING:
     from lattice.blockstore import BlockStore
@@ -93,8 +93,9 @@ class ArchiveObjects(Protocol):
 
 
 @runtime_checkable
-class ArchivistNode(Protocol):
-    """What the archivist uses of the node (``meshd.node.Node`` satisfies it)."""
+class ArchivistNode(PinHolderNode, Protocol):
+    """What the archivist uses of the node (``meshd.node.Node`` satisfies it),
+    its pin holder's needs included."""
 
     @property
     def store(self) -> BlockStore:

@@ -33,7 +33,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import trio
 
@@ -133,10 +133,29 @@ def archivist_weights(node: Any) -> dict[str, int]:
     return {p: w(inv) for p, inv in mesh.live_inventories("archivist").items()}
 
 
+@runtime_checkable
+class PinHolderNode(Protocol):
+    """What the pin holder uses of the node (``meshd.node.Node`` satisfies it;
+    the archivist's port includes it, since the archivist runs the holder)."""
+
+    peer_id: str
+    inventory: dict[str, Any]
+    config: Any  # reads config.node.roles
+    mesh: Any  # live_inventories("archivist"), or None without a mesh
+    objects: Any  # follow_async, commit
+    store: Any  # has, pin
+
+    def dataset_obj(self, genesis: CID, *, create: bool = False) -> Any: ...
+
+    async def fetch_blocks(self, cids: list[CID], *, timeout_s: float = 10.0) -> bool: ...
+
+    async def wait_changed(self, obj: Any, timeout_s: float) -> None: ...
+
+
 class PinHolder:
     """Keeps this archivist's share of the pinset.  Construction does no I/O."""
 
-    def __init__(self, node: Any, mesh_name: str, signer: Signer, pinner: Pinner, index: ArchiveIndex,
+    def __init__(self, node: PinHolderNode, mesh_name: str, signer: Signer, pinner: Pinner, index: ArchiveIndex,
                  home: Path, options: PinHolderOptions = PinHolderOptions()) -> None:
         self.node = node
         self.mesh_name = mesh_name
