@@ -42,6 +42,7 @@ from lattice.errors import BadInput, BlockNotFound
 from lattice.signing import peer_id_of
 
 from ..errors import NotFound
+from .models import ErrorOut
 from ..node import now_ms, parse_cid
 from ..roles import jobs
 
@@ -278,7 +279,7 @@ def router(ctx: Any) -> APIRouter:
         policy = getattr(host, "policy", None)
         return policy is not None and publisher in policy.trusted_publishers
 
-    @r.get("/v1/explain/{cid}")
+    @r.get("/v1/explain/{cid}", responses={c: {"model": ErrorOut} for c in (400, 404, 422)})
     async def explain(cid: str, depth: int = Query(default=1, ge=0, le=MAX_DEPTH,
                                                    description="levels of inputs to explain")) -> Mapping[str, Any]:
         """The lineage of a task, result, dataset, dataset version or engine."""

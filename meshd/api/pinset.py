@@ -31,6 +31,7 @@ from lattice.cid import CID
 from lattice.errors import BadCID, BadInput
 
 from ..errors import BadRequest, NotFound
+from .models import ErrorOut
 from ..roles.pinholder import archivist_weights
 
 if TYPE_CHECKING:
@@ -104,7 +105,9 @@ def router(ctx: RoleContext) -> APIRouter:
         except BadCID as exc:
             raise BadRequest(f"{what} is not a CID: {exc}", code="bad_cid") from None
 
-    @r.get("/v1/pinset")
+    errors: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (400, 404, 422, 503)}
+
+    @r.get("/v1/pinset", responses=errors)
     async def list_pins() -> JSONResponse:
         """Every live pin: allocation, each archivist's signed report, and the live archivists."""
         obj = await pinset_obj()
@@ -114,12 +117,12 @@ def router(ctx: RoleContext) -> APIRouter:
         return JSONResponse({"pins": [pin_json(p, reports.get(c, {}), weights) for c, p in sorted(pins.items())],
                              "archivists": weights})
 
-    @r.get("/v1/pinset/{cid}")
+    @r.get("/v1/pinset/{cid}", responses=errors)
     async def get_pin(cid: str) -> JSONResponse:
         """One pin."""
         return JSONResponse(one(await pinset_obj(), parse(cid, "cid")))
 
-    @r.post("/v1/pinset", status_code=201)
+    @r.post("/v1/pinset", status_code=201, responses=errors)
     async def add_pin(request: Request) -> JSONResponse:
         """Pin a CID or a dataset on ``replicas`` archivists."""
         try:
@@ -167,7 +170,7 @@ def router(ctx: RoleContext) -> APIRouter:
         return JSONResponse({"cid": str(cid), "replicas": replicas, "name": name, "expire": expire,
                              "dataset": is_dataset}, status_code=201)
 
-    @r.delete("/v1/pinset/{cid}")
+    @r.delete("/v1/pinset/{cid}", responses=errors)
     async def remove_pin(cid: str) -> JSONResponse:
         """Unpin: the archivists let go of it and report so."""
         c = parse(cid, "cid")
