@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import socket
 import subprocess
 import sys
@@ -212,6 +213,14 @@ def test_a_node_run_by_an_unprivileged_user_jails_its_engines(tmp_path, request)
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
             setup + 'exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all '
             '-- "$0" -c "$1"', PY, script]
+    # uid nobody must reach the checkout and its .venv: a fresh clone under a
+    # 0700 ``mktemp -d`` (as CI makes one) is not.  Traverse-only (o+x) is
+    # added where missing, for this test, and taken back after it.
+    for d in [REPO, *REPO.parents]:
+        mode = d.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(d, mode | stat.S_IXOTH)
+            request.addfinalizer(lambda d=d, mode=mode: os.chmod(d, mode))
     proc = subprocess.run(argv, capture_output=True, timeout=120, check=False, cwd=str(REPO),
                           env={"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work),
                                "PYTHONPATH": str(REPO)})
