@@ -133,6 +133,13 @@ def jail_argv(argv: Sequence[str], spec: JailSpec) -> list[str]:
         out += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     made: set[str] = {"/"}
     bound: list[str] = []
+    hidden: list[str] = []  # hide directories covered by a tmpfs, in the order applied
+
+    def covered(path: str) -> bool:
+        """``path`` is already visible through a bind, not behind a hiding tmpfs."""
+        return any(_under(path, b) and not any(_under(h, b) and h != b and _under(path, h) for h in hidden)
+                   for b in bound)
+
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             out += ["--symlink", os.readlink(d), d]
@@ -149,28 +156,41 @@ def jail_argv(argv: Sequence[str], spec: JailSpec) -> list[str]:
         cur = ""
         for part in parts:
             cur += "/" + part
-            if cur in made or any(_under(cur, b) for b in bound):
+            if cur in made or covered(cur):
                 continue
             out.extend(["--perms", "0755", "--dir", cur])
             made.add(cur)
 
     def bind(path: str, flag: str) -> None:
-        path = os.path.normpath(os.path.abspath(path))
-        if any(_under(path, b) for b in bound) or not os.path.lexists(path):
+        if covered(path) or not os.path.lexists(path):
             return
         parents(path)
         out.extend([flag, path, path])
         bound.append(path)
         made.add(path)
 
-    for p in (spec.home, *spec.rw):
-        bind(p, "--bind")
-    for p in (spec.cwd, *spec.ro):
-        bind(p, "--ro-bind")
-    for h in spec.hide:
-        h = os.path.normpath(os.path.abspath(h))
-        if any(_under(h, b) and h != b for b in bound):
+    hides = [os.path.normpath(os.path.abspath(h)) for h in spec.hide]
+    wanted = [(os.path.normpath(os.path.abspath(p)), "--bind") for p in (spec.home, *spec.rw)]
+    wanted += [(os.path.normpath(os.path.abspath(p)), "--ro-bind") for p in (spec.cwd, *spec.ro)]
+    # Three steps, so that a path the jail needs inside a hidden directory (an
+    # engine's directory under the daemon's home, when an interpreter's
+    # prefix binds a parent of that home) is bound *after* the tmpfs that
+    # hides the rest, and stays visible:
+    # 1. binds outside every hidden directory;
+    for p, flag in wanted:
+        if not any(_under(p, h) for h in hides):
+            bind(p, flag)
+    # 2. an empty tmpfs over each hidden directory that a bind made visible;
+    for h in hides:
+        if covered(h) and h not in bound:
             out += ["--tmpfs", h]
+            hidden.append(h)
+            made.add(h)
+    # 3. binds inside hidden directories (their parents made 0755 in the tmpfs,
+    #    since bubblewrap's own are 0700 and the engine uid could not pass).
+    for p, flag in wanted:
+        if any(_under(p, h) for h in hides):
+            bind(p, flag)
     out += ["--chdir", os.path.abspath(spec.cwd), "--"]
     if spec.as_root:
         out += ["setpriv", f"--reuid={spec.uid}", f"--regid={spec.gid}", "--clear-groups", "--no-new-privs",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ._daemons import Daemon, wait_for
-from .test_cancel_stops_a_running_engine_on_another_node import GATED, _alive, _engine_pids
+from .test_cancel_stops_a_running_engine_on_another_node import GATE_S, GATED, _alive, _engine_pids
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_a_cancelled_job_stops_its_engine_and_fires_no_more_rules(daemon_factory
     cfg.write_text(re.sub(r"(?m)^task_timeout_s = [0-9.]+", "task_timeout_s = 120.0", cfg.read_text()))
     d.start()
     engine = d.add_script_engine("gated", GATED)
-    pipeline = {"name": "gated", "input": {"gate": str(tmp_path / "never"), "n": 1},
+    pipeline = {"name": "gated", "input": {"gate": time.time() + GATE_S, "n": 1},
                 "stages": [{"name": "wait", "engine": {"/": engine}}, {"name": "after", "engine": {"/": engine}}]}
     r = d.post("/v1/jobs", pipeline, scope="submit")
     assert r.status_code == 201, r.text

@@ -138,10 +138,14 @@ def test_the_mesh_outlives_its_bootstrap_and_restarts_cleanly(tmp_path: Path) ->
               f"whole test {time.monotonic() - t_start:.0f} s")
         # Every peer offers the unreachable address first: a dial there costs
         # 250 ms, and members are heard of within a presence interval (2 s).
-        assert connect_s < 4.0
-        # Measured 0.5 s: it dials the members it saved in peers.json at start
+        # Bounds are generous for a loaded 2-core CI machine (six daemons plus
+        # the rest of the suite): the figures above are what to read.
+        assert connect_s < 8.0
+        # Measured 0.5 s idle: it dials the members it saved in peers.json at start
         # and greets each peer its gossip reaches (was 4.6-4.9 s, waiting on redials).
-        assert heard_s < 3.0
+        # One CI run under load took 5.5 s; the bound catches a return of the
+        # 30-60 s equivocation stall, not a slow machine.
+        assert heard_s < 15.0
     finally:
         for d in nodes:
             d.stop()

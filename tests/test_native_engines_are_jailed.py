@@ -116,6 +116,27 @@ async def test_a_home_under_a_bound_directory_is_hidden(tmp_path):
     assert outcome.output[str(engine / "run.py")].startswith("read: ")  # its own directory it sees
 
 
+async def test_an_engine_directory_inside_the_hidden_home_stays_visible(tmp_path):
+    # A configured interpreter installed beside the daemon's home binds a parent
+    # of that home (its prefix is visible read-only); the home is then hidden
+    # by a tmpfs, and the engine's own directory inside it must be bound again
+    # above that tmpfs, reachable by the engine uid.  (The verifier's daemon
+    # test broke on exactly this: "bwrap: Can't chdir to <home>/engines/<cid>".)
+    home = tmp_path / "home"
+    engine = home / "engines" / "bafyengine.exe"
+    engine.mkdir(parents=True)
+    (home / "identity").write_text("SECRET")
+    (engine / "run.py").write_text(PROBE.replace("PORT)", "1)"))
+    tmp_path.chmod(0o755)
+    home.chmod(0o700)
+    engine.chmod(0o755)
+    runner = NativeRunner(NativeOptions(hide=(str(home),), ro_paths=(str(tmp_path),)))
+    outcome = await runner.run([PY, "run.py", str(home / "identity"), str(engine / "run.py")], {}, cwd=str(engine))
+    assert outcome.ok, outcome
+    assert outcome.output[str(home / "identity")] == "FileNotFoundError"
+    assert outcome.output[str(engine / "run.py")].startswith("read: ")
+
+
 async def test_the_network_is_on_only_when_the_node_allows_it():
     listener = socket.create_server(("127.0.0.1", 0))
     try:
