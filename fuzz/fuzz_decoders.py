@@ -23,6 +23,7 @@ the run with a traceback and writes the input to ``crash-<sha1>`` (use
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -133,7 +134,10 @@ def main(argv: list[str]) -> None:
         target.prepare()  # imports the decoder's modules inside the instrumentation
         decoder_targets.fx()  # and the fixtures, outside the timed runs
 
-    args = [argv[0], *argv[2:]]
+    # libFuzzer runs ``argv[0]`` and its flags through the shell for -merge,
+    # -fork and -jobs: name the interpreter and the target there too, or the
+    # child is this file without its target (and not executable).
+    args = [" ".join(shlex.quote(a) for a in (sys.executable, str(Path(__file__).resolve()), name)), *argv[2:]]
     if not any(not a.startswith("-") for a in argv[2:]):
         args.append(str(CORPUS / name))
     atheris.Setup(args, target)
