@@ -51,8 +51,8 @@ def _write(totals: dict[str, list[int]]) -> None:
 def add(target: str, log: Path) -> int:
     """Add the executions and seconds a libFuzzer log reports (``-print_final_stats=1``)."""
     text = log.read_text(encoding="utf-8", errors="replace")
-    runs = re.findall(r"stat::number_of_executed_units: (\d+)", text)
-    seconds = re.findall(r"stat::average_exec_per_sec: (\d+)", text)
+    runs = re.findall(r"stat::number_of_executed_units:\s+(\d+)", text)
+    seconds = re.findall(r"stat::average_exec_per_sec:\s+(\d+)", text)
     if not runs:
         return 0
     n = int(runs[-1])
