@@ -131,7 +131,17 @@ class InternalError(ApiError):
 
 
 class ClientError(MeshdError):
-    """The CLI could not complete a request against the local API."""
+    """A client (``meshd.client``, the CLI) could not complete a request against the API.
+
+    Attributes:
+        status: The HTTP status of the API's refusal (None when no answer came).
+        code: The API's error ``code`` (e.g. ``unauthorized``), when it gave one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class NotRunning(ClientError):

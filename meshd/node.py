@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import os
 import platform
 import shutil
@@ -447,12 +448,13 @@ class Node:
         after_cid = parse_cid(after, "cursor") if after else None
         now = now_ms()
         found: list[dict] = []
-        started = after_cid is None
         nxt = None
-        for t in self.queue.tasks():
-            if not started:
-                started = t == after_cid
-                continue
+        tasks = self.queue.tasks()
+        if after_cid is not None:
+            # Resume after the cursor by its index, not by comparing every task before it.
+            idx = self.queue.order_index(after_cid)
+            tasks = itertools.islice(tasks, idx + 1, None) if idx is not None else iter(())
+        for t in tasks:
             st = self.queue.status(t, now)
             if st is None or (state is not None and st.state != state):
                 continue

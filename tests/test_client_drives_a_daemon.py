@@ -3,14 +3,22 @@
 Both publish an engine, enqueue tasks, wait for them, read the results,
 use a dataset and scrape the metrics; a failed task's ``wait`` returns its
 state; an API error and an absent daemon raise ``ClientError`` /
-``NotRunning``.  Also runs the module docstring's example as written.
+``NotRunning``.  Also runs the module docstring's example and every
+example of docs/api.md's "Python client" section as written (each in its own
+``python`` process from the checkout, ``~`` the daemon's home's parent); the
+daemon runs the evaluator too, for the pipeline example.  The client also
+lists tasks page by page, submits and waits on a job, and reads the trust
+view and the engine policy.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +33,7 @@ FAIL = "import sys\nsys.stdin.read()\nsys.exit(3)\n"
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("client") / "node").init().start()
+    d = Daemon(tmp_path_factory.mktemp("client") / ".meshd", roles=("manager", "runner", "evaluator")).init().start()
     try:
         yield d
     finally:
@@ -83,7 +91,45 @@ def test_the_module_example_runs_as_written(daemon: Daemon, monkeypatch: pytest.
     code = "\n".join(line[4:] for line in example.splitlines())
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("HOME", str(daemon.home.parent))
-    link = Path(daemon.home.parent) / ".meshd"
-    if not link.exists():
-        os.symlink(daemon.home, link)
     exec(compile(code, "meshd.client example", "exec"), {})
+
+
+def test_api_md_examples_run_as_written(daemon: Daemon) -> None:
+    text = (REPO / "docs" / "api.md").read_text()
+    section = text[text.index("## Python client"):text.index("## CLI equivalents")]
+    examples = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(examples) == 4 and all("..." not in e and "…" not in e for e in examples)
+    env = dict(os.environ, HOME=str(daemon.home.parent))
+    outputs = []
+    for code in examples:
+        run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=400)
+        assert run.returncode == 0, f"{code}\n{run.stderr}"
+        outputs.append(run.stdout.splitlines())
+    assert outputs[0] == ["completed 21"]
+    streamed = [line.split(" ", 2) for line in outputs[1][:5]]
+    assert [s for s, _, _ in streamed] == ["completed"] * 5
+    assert sorted(json.loads(out)[0] for _, _, out in streamed) == [0, 1, 2, 3, 4]
+    assert any(" square-3 " in line for line in outputs[1][5:])
+    assert outputs[2][0] == str({"n": 10, "seen": [1]})
+    assert outputs[3][0].startswith("completed [('split', 1, 1)")
+
+
+def test_listings_jobs_and_policy(daemon: Daemon) -> None:
+    with Client.from_home(daemon.home) as mesh:
+        engine = mesh.add_engine("echo", {"echo.py": ECHO.read_bytes()}, executable="echo.py", interpreter="python3")
+        cids = mesh.enqueue([_task(engine, f"page-{i}", name=f"page-{i}") for i in range(7)])
+        for cid in cids:
+            mesh.wait(cid, timeout=60)
+        first = mesh.tasks("completed", limit=3)
+        assert len(first["tasks"]) == 3 and first["next"] == first["tasks"][-1]["cid"]
+        rows = list(mesh.iter_tasks("completed", page=3))
+        assert {r["cid"] for r in rows} >= set(cids) and len(rows) == len({r["cid"] for r in rows})
+        assert {r["name"] for r in rows if r["cid"] in cids} == {f"page-{i}" for i in range(7)}
+        assert mesh.trust()["banned"] == [] and "trusted_publishers" in mesh.engine_policy()
+        with pytest.raises(ClientError) as refused:
+            mesh.job("bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+        assert refused.value.status == 404
+    with Client(daemon.url, "wrong") as stranger, pytest.raises(ClientError) as denied:
+        stranger.queue()
+    assert denied.value.status == 401 and denied.value.code == "unauthorized"

@@ -2,6 +2,8 @@
 
 * docs/api.md's enqueue examples run as written (bash, ``curl``, ``jq``),
   with ``~/.meshd`` the daemon's home, and the task they enqueue completes;
+  so does the README's "Using the CLI" block (``meshd`` from this checkout's
+  environment; the daemon the block before it starts is the fixture's);
 * ``GET /v1/datasets/{cid}`` reads the whole value; ``{"tasks": []}`` is 400
   ``no_tasks``; error messages name no internal model;
 * ``meshd peers`` shows roles; ``meshd engine list`` has no always-empty column;
@@ -86,6 +88,22 @@ def test_api_md_enqueue_examples_run_as_written(daemon: Daemon) -> None:
     assert whole.status_code == 200, whole.text
     assert whole.json()["value"] == {"split": {"input": {"n": 10, "chunks": 2},
                                                "results": [{"start": 0, "stop": 5}, {"start": 5, "stop": 10}]}}
+
+
+@pytest.mark.skipif(not shutil.which("jq"), reason="needs jq")
+def test_readme_cli_example_runs_as_written(daemon: Daemon, tmp_path: Path) -> None:
+    text = (REPO / "README.md").read_text()
+    block = _sh_blocks(_section(text, "In another terminal:", "Other commands:"))[0]
+    (tmp_path / "engines").symlink_to(REPO / "engines")  # the block's paths are the checkout's
+    env = dict(os.environ, HOME=str(daemon.home.parent),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("MESHD_HOME", None)
+    run = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert re.fullmatch(r"engine echo: \S+", lines[0]), lines
+    assert lines[-3:] == ["{", '  "hello": "mesh"', "}"], lines  # the output, after the result line
 
 
 def test_an_empty_dataset_reads_as_an_empty_object(daemon: Daemon) -> None:

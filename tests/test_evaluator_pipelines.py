@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from engines.examples import EXAMPLES_DIR
-from meshd.cli.commands import ApiClient
+from meshd.client import Client as ApiClient
 from meshd.errors import ClientError
 from meshd.roles.jobs import publish_examples
 
@@ -42,7 +42,7 @@ def pipeline(name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, ApiClient]]:
     daemon = Daemon(tmp_path_factory.mktemp("jobs") / "node", roles=("manager", "runner", "evaluator")).init()
-    client = ApiClient(daemon.url, token=daemon.token())
+    client = ApiClient(daemon.url, daemon.token())
     try:
         daemon.start()
         publish_examples(client)

@@ -24,6 +24,12 @@ those its own input.  What is *not* known: which version of an input
 dataset a runner read (runners record no input version), so the answer gives
 the dataset's version now and says so.  Each level lists at most
 :data:`MAX_WRITERS` writers (``writers_total`` says how many there were).
+
+Cost: the writers of a dataset come from :class:`WriterIndex`, which reads
+each task's record once, as the queue's feed brings it (a task's destination
+is content-addressed, so it never changes), instead of every task's record on
+every request.  Explaining a *result* CID still scans every task's result
+records (there is no index by output yet).
 """
 
 from __future__ import annotations
@@ -57,17 +63,69 @@ def _text(value: Any) -> Any:
     return codec.to_json(value)
 
 
+class WriterIndex:
+    """Tasks by the dataset their result goes into, kept up to date from the queue's feed.
+
+    :meth:`writers` first indexes the tasks enqueued (or reopened) since the
+    last call, reading each one's record once; a task whose record is not
+    here yet is tried again on later calls.  Lives as long as the router.
+
+    Args:
+        node: The node (``queue``, ``task_record``, ``task_definition``).
+    """
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._seen = 0  # how much of queue.tasks_since(0) is indexed
+        self._by_dataset: dict[CID, dict[CID, str]] = {}  # genesis -> {task: path}, in enqueue order
+        self._indexed: set[CID] = set()
+        self._unread: dict[CID, None] = {}  # records not here yet: retried
+
+    def _destination(self, cid: CID) -> tuple[CID, str] | None | bool:
+        """``(genesis, path)``, None when the task writes no dataset, False when its record is not here."""
+        try:
+            rec = self.node.task_record(cid)
+            dest = rec.get("result") or self.node.task_definition(rec).get("result")
+        except BlockNotFound:
+            return False
+        except BadInput:
+            return None
+        return (dest["destination"]["dataset"], dest["destination"]["path"]) if dest else None
+
+    def _index(self, tasks: list[CID]) -> None:
+        for t in tasks:
+            if t in self._indexed:
+                continue  # a retry reopens a task: the feed brings it again
+            dest = self._destination(t)
+            if dest is False:
+                self._unread[t] = None
+                continue
+            self._unread.pop(t, None)
+            self._indexed.add(t)
+            if dest is not None:
+                self._by_dataset.setdefault(dest[0], {})[t] = dest[1]
+
+    def writers(self, genesis: CID) -> dict[CID, str]:
+        """``{task: path}`` of the tasks known to write into ``genesis``, in the order they were enqueued here."""
+        new = self.node.queue.tasks_since(self._seen)
+        self._seen += len(new)
+        self._index(list(self._unread) + list(new))
+        return self._by_dataset.get(genesis, {})
+
+
 class Lineage:
     """Builds explanations from one node's views (no I/O beyond its block store).
 
     Args:
         node: The :class:`meshd.node.Node` (queue, results, trust, objects, store).
         trusted: ``publisher bytes -> bool``: whether this node trusts a publisher.
+        writers: The node's :class:`WriterIndex` (a fresh one when None).
     """
 
-    def __init__(self, node: Any, trusted: Callable[[bytes], bool]) -> None:
+    def __init__(self, node: Any, trusted: Callable[[bytes], bool], writers: WriterIndex | None = None) -> None:
         self.node = node
         self.trusted = trusted
+        self.writers = writers if writers is not None else WriterIndex(node)
         self._job_tasks: dict[CID, tuple[str, str, str, str]] | None = None  # task -> job, name, stage, rule
 
     # -- what a CID is ---------------------------------------------------------
@@ -152,25 +210,14 @@ class Lineage:
     def _writers(self, genesis: CID, path: str, depth: int) -> dict[str, Any]:
         """Tasks whose result goes into ``genesis`` at ``path`` (or below, or above it)."""
         found = []
-        for t in self.node.queue.tasks():
-            dest = self._destination(t)
-            if dest is None or dest[0] != genesis:
-                continue
-            p = dest[1].strip("/")
-            q = path.strip("/")
+        q = path.strip("/")
+        for t, dest_path in self.writers.writers(genesis).items():
+            p = dest_path.strip("/")
             if p == q or p.startswith(q + "/") or q.startswith(p + "/") or not q:
                 found.append(t)
         listed = found[:MAX_WRITERS]
         return {"total": len(found),
                 "tasks": [self.task(t, depth - 1) if depth > 0 else {"kind": "task", "cid": str(t)} for t in listed]}
-
-    def _destination(self, cid: CID) -> tuple[CID, str] | None:
-        try:
-            rec = self.node.task_record(cid)
-            dest = rec.get("result") or self.node.task_definition(rec).get("result")
-        except (BlockNotFound, BadInput):
-            return None
-        return (dest["destination"]["dataset"], dest["destination"]["path"]) if dest else None
 
     def _made_by(self, cid: CID) -> dict[str, Any] | None:
         if self._job_tasks is None:
@@ -273,6 +320,7 @@ class Lineage:
 def router(ctx: Any) -> APIRouter:
     """``GET /v1/explain/{cid}`` over ``ctx.node`` and ``ctx.host`` (its live trust policy; may be None)."""
     r = APIRouter(tags=["lineage"])
+    writers = WriterIndex(ctx.node)
 
     def trusted(publisher: bytes) -> bool:
         host = getattr(ctx, "host", None)
@@ -283,6 +331,6 @@ def router(ctx: Any) -> APIRouter:
     async def explain(cid: str, depth: int = Query(default=1, ge=0, le=MAX_DEPTH,
                                                    description="levels of inputs to explain")) -> Mapping[str, Any]:
         """The lineage of a task, result, dataset, dataset version or engine."""
-        return Lineage(ctx.node, trusted).explain(parse_cid(cid, "CID"), depth)
+        return Lineage(ctx.node, trusted, writers).explain(parse_cid(cid, "CID"), depth)
 
     return r

@@ -12,7 +12,6 @@ on stderr, never a traceback), 2 bad usage or a missing optional component.
 from __future__ import annotations
 
 import argparse
-import base64
 import importlib
 import io
 import json
@@ -21,15 +20,14 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
-
 from .. import __version__
 from ..api import address
-from ..errors import ClientError, MeshdError, NotRunning
+from ..client import Client
+from ..errors import ClientError, MeshdError
 from ..home import DEFAULT_HOME, Home, init_home
 from . import format as fmt
 from .progress import Progress
@@ -43,68 +41,12 @@ _SPINNER = "|/-\\"
 # ----------------------------------------------------------------- client
 
 
-class ApiClient:
-    """A small synchronous client of the local API.
-
-    Args:
-        base_url: e.g. ``http://127.0.0.1:7600``.
-        token: Bearer token, sent when given (the API refuses every request
-            but ``/v1/health`` without one; the CLI uses the home's admin token).
-        timeout: Per-request timeout in seconds.
-    """
-
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def request(self, method: str, path: str, body: Any = None, *, progress: Progress | None = None) -> Any:
-        """Send one request and return the decoded JSON answer.
-
-        ``progress``, when given, follows the body's upload (its total is set here).
-
-        Raises:
-            NotRunning: Nothing listens at the base URL.
-            ClientError: The API answered with an error (message from its body).
-        """
-        # The API takes bodies as application/json only, even an empty one.
-        headers = {"Content-Type": "application/json"} if method in ("POST", "PUT", "PATCH", "DELETE") else None
-        content: Any = json.dumps(body).encode() if body is not None else None
-        if progress is not None and content is not None:
-            progress.total = len(content)
-            headers = {**(headers or {}), "Content-Length": str(len(content))}
-            content = _chunks(content, progress)
-        try:
-            response = self._http.request(method, path, content=content, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise NotRunning(f"meshd is not running at {self.base_url} (start it with `meshd run`)") from None
-        except httpx.TransportError as exc:
-            raise ClientError(f"request to {self.base_url} failed: {exc.__class__.__name__}: {exc}") from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if response.is_success:
-            return data
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict):
-            message = f"{error.get('code', 'error')}: {error.get('message', '')}"
-        else:
-            message = f"HTTP {response.status_code}: {response.text[:200]}"
-        if response.status_code == 401:
-            message += " (the API needs the token from <home>/api.token; check --home)"
-        raise ClientError(message)
-
-
-def _chunks(data: bytes, progress: Progress, size: int = 64 * 1024) -> Iterator[bytes]:
-    # The body in pieces, so the bar moves as httpx sends them.
-    for i in range(0, len(data), size):
-        yield data[i:i + size]
-        progress.update(min(len(data), i + size))
+def _follow(bar: Progress) -> Callable[[int, int], None]:
+    """An upload callback that moves ``bar`` as the client sends the body."""
+    def on_upload(sent: int, total: int) -> None:
+        bar.total = total
+        bar.update(sent)
+    return on_upload
 
 
 def _resolve_home(args: argparse.Namespace) -> Home:
@@ -113,7 +55,7 @@ def _resolve_home(args: argparse.Namespace) -> Home:
     return Home(Path(raw).expanduser())
 
 
-def _client(args: argparse.Namespace) -> ApiClient:
+def _client(args: argparse.Namespace) -> Client:
     """A client of the daemon: ``--api``, else the address a running daemon
     recorded in ``<home>/api``, else the config's ``[api] listen``."""
     home = _resolve_home(args)
@@ -129,7 +71,7 @@ def _client(args: argparse.Namespace) -> ApiClient:
             except MeshdError:
                 token = None  # the API's 401 (with a hint below) will explain
     url = running.url if running is not None else address.client_url(listen or DEFAULT_API)
-    return ApiClient(url, token=token, timeout=args.timeout_http)
+    return Client(url, token, timeout=args.timeout_http)
 
 
 def _emit(args: argparse.Namespace, answer: Any, render: Any, out: TextIO) -> None:
@@ -211,7 +153,7 @@ def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
     if isinstance(body, list):
         body = {"tasks": body}
     with _closing(_client(args)) as client:
-        answer = client.request("POST", "/v1/tasks", body)
+        answer = client.request("POST", "/v1/tasks", body)  # the whole answer (states), not only the CIDs
         if args.wait:
             states = _wait_for_all(client, [t["cid"] for t in answer.get("tasks", [answer])], args.timeout, sys.stderr)
             for t in answer.get("tasks", [answer]):
@@ -224,7 +166,7 @@ def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _wait_for_all(client: ApiClient, cids: list[str], timeout: float, progress: TextIO) -> dict[str, str]:
+def _wait_for_all(client: Client, cids: list[str], timeout: float, progress: TextIO) -> dict[str, str]:
     """Poll each task until all are completed, failed or cancelled; a bar on ``progress`` (a TTY only)."""
     states: dict[str, str] = {}
     pending = list(dict.fromkeys(cids))
@@ -233,7 +175,7 @@ def _wait_for_all(client: ApiClient, cids: list[str], timeout: float, progress: 
     with Progress(progress, len(pending), "waiting") as bar:
         while True:
             for cid in list(pending):
-                state = client.request("GET", f"/v1/tasks/{cid}").get("state")
+                state = client.status(cid).get("state")
                 states[cid] = state
                 if state in _TERMINAL_STATES or state == "cancelled":
                     pending.remove(cid)
@@ -250,21 +192,19 @@ def _wait_for_all(client: ApiClient, cids: list[str], timeout: float, progress: 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", f"/v1/tasks/{args.cid}")
+        answer = client.status(args.cid)
     _emit(args, answer, fmt.format_status, out)
     return 0
 
 
 def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
-    params = [f"limit={args.limit}"] + ([f"state={args.state}"] if args.state else [])
-    params += [f"after={args.after}"] if args.after else []
     with _closing(_client(args)) as client:
-        answer = client.request("GET", "/v1/tasks?" + "&".join(params))
+        answer = client.tasks(args.state, limit=args.limit, after=args.after)
     _emit(args, answer, fmt.format_task_list, out)
     return 0
 
 
-def _wait_for_task(client: ApiClient, cid: str, timeout: float, progress: TextIO) -> dict[str, Any]:
+def _wait_for_task(client: Client, cid: str, timeout: float, progress: TextIO) -> dict[str, Any]:
     """Poll the task until it completes or fails, drawing a spinner on ``progress``."""
     start = time.monotonic()
     interval = 0.1
@@ -273,7 +213,7 @@ def _wait_for_task(client: ApiClient, cid: str, timeout: float, progress: TextIO
     last_state = None
     try:
         while True:
-            status = client.request("GET", f"/v1/tasks/{cid}")
+            status = client.status(cid)
             state = status.get("state")
             elapsed = time.monotonic() - start
             if tty:
@@ -300,7 +240,7 @@ def cmd_result(args: argparse.Namespace, out: TextIO) -> int:
         status = None
         if args.wait:
             status = _wait_for_task(client, args.cid, args.timeout, sys.stderr)
-        answer = client.request("GET", f"/v1/results/{args.cid}")
+        answer = client.results(args.cid)
     state = (status or answer).get("state")
     failed = state in ("failed", "cancelled")
     if failed and not answer.get("results") and not args.json:
@@ -320,7 +260,7 @@ def cmd_result(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_queue(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", "/v1/queue")
+        answer = client.queue()
     _emit(args, answer, fmt.format_queue, out)
     return 0
 
@@ -412,30 +352,29 @@ def cmd_engine_add(args: argparse.Namespace, out: TextIO) -> int:
         manifest["entry"] = args.entry
     if args.timeout:
         manifest.setdefault("resources", {})["timeout_s"] = args.timeout
-    body = {"manifest": manifest, "files": {k: base64.b64encode(v).decode() for k, v in files.items()}}
     with _closing(_client(args)) as client, Progress(sys.stderr, 0, f"uploading {name}", bytes_=True) as bar:
-        answer = client.request("POST", "/v1/engines", body, progress=bar)
+        answer = client.publish_engine(manifest, files, on_upload=_follow(bar))
     _emit(args, answer, lambda a: f"engine {name}: {a.get('cid', '?')}", out)
     return 0
 
 
 def cmd_engine_list(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", "/v1/engines")
+        answer = {"engines": client.engines()}
     _emit(args, answer, fmt.format_engines, out)
     return 0
 
 
 def cmd_node(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", "/v1/node")
+        answer = client.node()
     _emit(args, answer, fmt.format_node, out)
     return 0
 
 
 def cmd_peers(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", "/v1/node")
+        answer = client.node()
     _emit(args, answer.get("peers", []), lambda _: fmt.format_peers(answer), out)
     return 0
 
@@ -456,11 +395,11 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 
 class _closing:
-    # contextlib.closing, typed for ApiClient.
-    def __init__(self, client: ApiClient) -> None:
+    # contextlib.closing, typed for Client.
+    def __init__(self, client: Client) -> None:
         self.client = client
 
-    def __enter__(self) -> ApiClient:
+    def __enter__(self) -> Client:
         return self.client
 
     def __exit__(self, *exc: object) -> None:

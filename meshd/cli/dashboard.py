@@ -25,7 +25,7 @@ def dashboard_url(base_url: str, token: str) -> str:
 def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
     token = _resolve_home(args).read_token("read")
     with _closing(_client(args)) as client:
-        client.request("GET", "/v1/health")  # NotRunning, with the usual hint, when nothing listens
+        client.health()  # NotRunning, with the usual hint, when nothing listens
         url = dashboard_url(client.base_url, token)
     _emit(args, {"url": url}, lambda a: a["url"], out)
     if args.open:

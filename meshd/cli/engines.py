@@ -120,7 +120,7 @@ def cmd_add_docker(args: argparse.Namespace, out: TextIO) -> int:
     params += [("cmd", c) for c in args.cmd or ()]
     try:
         with cli._closing(cli._client(args)) as api:
-            # ApiClient speaks JSON only; the raw tarball goes through its
+            # Client speaks JSON only; the raw tarball goes through its
             # connection pool (auth header included), streamed chunk by chunk.
             try:
                 response = api._http.post("/v1/engines/docker", params=params, content=chunks,
@@ -140,7 +140,7 @@ def cmd_add_docker(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_sign(args: argparse.Namespace, out: TextIO) -> int:
     with cli._closing(cli._client(args)) as api:
-        answer = api.request("POST", f"/v1/engines/{args.cid}/sign")
+        answer = api.sign_engine(args.cid)
     cli._emit(args, answer, lambda a: f"signed {a['cid']} as {a['publisher']}\nsignature {a['signature']}", out)
     return 0
 
@@ -192,7 +192,7 @@ def cmd_allow(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_policy(args: argparse.Namespace, out: TextIO) -> int:
     with cli._closing(cli._client(args)) as api:
-        answer = api.request("GET", "/v1/engines/policy")
+        answer = api.engine_policy()
 
     def render(a: dict[str, Any]) -> str:
         lines = [f"this node signs as {a['publisher']}",

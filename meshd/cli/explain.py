@@ -106,7 +106,7 @@ def render(x: dict[str, Any], pad: str = "") -> list[str]:
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", f"/v1/explain/{args.cid}?depth={args.depth}")
+        answer = client.explain(args.cid, depth=args.depth)
     _emit(args, answer, lambda a: "\n".join(render(a)), out)
     return 0
 

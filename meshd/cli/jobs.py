@@ -24,7 +24,8 @@ from typing import Any, TextIO
 from ..errors import ClientError
 from ..roles.jobs import progress_of, publish_examples
 from . import format as fmt
-from .commands import ApiClient, _client, _closing, _emit, _read_json_input
+from ..client import Client
+from .commands import _client, _closing, _emit, _read_json_input
 
 
 def progress_line(status: dict[str, Any]) -> str:
@@ -45,7 +46,7 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def watch(client: ApiClient, job: str, *, timeout: float, progress: TextIO) -> dict[str, Any]:
+def watch(client: Client, job: str, *, timeout: float, progress: TextIO) -> dict[str, Any]:
     """Poll ``GET /v1/jobs/{job}`` until it completes or fails; draw progress on ``progress``.
 
     Raises:
@@ -58,7 +59,7 @@ def watch(client: ApiClient, job: str, *, timeout: float, progress: TextIO) -> d
     told = False
     try:
         while True:
-            status = client.request("GET", f"/v1/jobs/{job}")
+            status = client.job(job)
             elapsed = time.monotonic() - start
             line = f"{progress_line(status)}  [{status.get('state')}]"
             if tty:
@@ -95,12 +96,12 @@ def _finish(args: argparse.Namespace, status: dict[str, Any], out: TextIO) -> in
     return 0
 
 
-def evaluator_hint(client: ApiClient, answer: dict[str, Any]) -> str | None:
+def evaluator_hint(client: Client, answer: dict[str, Any]) -> str | None:
     """A line for stderr when this node runs no evaluator: whether any peer does (else the job cannot advance)."""
     if answer.get("evaluator"):
         return None
     try:
-        peers = client.request("GET", "/v1/peers").get("peers") or []
+        peers = client.peers().get("peers") or []
     except ClientError:
         peers = []
     if any("evaluator" in (p.get("roles") or []) for p in peers if isinstance(p, dict)):
@@ -113,7 +114,7 @@ def evaluator_hint(client: ApiClient, answer: dict[str, Any]) -> str | None:
 def cmd_job_submit(args: argparse.Namespace, out: TextIO) -> int:
     body = _read_json_input(args.file)
     with _closing(_client(args)) as client:
-        answer = client.request("POST", "/v1/jobs", body)
+        answer = client.submit_job(body)
         hint = evaluator_hint(client, answer)
         if not args.watch:
             _emit(args, answer, lambda a: a["job"], out)
@@ -135,14 +136,14 @@ def cmd_job_watch(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_job_status(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", f"/v1/jobs/{args.job}")
+        answer = client.job(args.job)
     _emit(args, answer, format_status, out)
     return 0
 
 
 def cmd_job_list(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", f"/v1/jobs?limit={args.limit}")
+        answer = {"jobs": client.jobs(limit=args.limit)}
 
     def render(a: dict[str, Any]) -> str:
         rows = []
@@ -157,7 +158,7 @@ def cmd_job_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_job_cancel(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("POST", f"/v1/jobs/{args.job}/cancel", {"reason": args.reason} if args.reason else {})
+        answer = client.cancel_job(args.job, args.reason or "")
     _emit(args, answer, lambda a: f"job {a['job']} cancelled ({a['tasks_cancelled']} open task(s) cancelled)", out)
     return 0
 

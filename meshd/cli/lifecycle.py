@@ -16,14 +16,14 @@ from .commands import _client, _closing, _emit
 
 def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("POST", f"/v1/tasks/{args.cid}/cancel", {"reason": args.reason} if args.reason else {})
+        answer = client.cancel(args.cid, args.reason or "")
     _emit(args, answer, fmt.format_status, out)
     return 0
 
 
 def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("POST", f"/v1/tasks/{args.cid}/retry", {})
+        answer = client.retry(args.cid)
     _emit(args, answer, fmt.format_status, out)
     return 0
 

@@ -21,7 +21,7 @@ def _format(answer: dict[str, Any]) -> str:
 
 def cmd_trust(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", "/v1/trust")
+        answer = client.trust()
     _emit(args, answer, _format, out)
     return 0
 

@@ -37,22 +37,21 @@ def format_owner(answer: dict[str, Any]) -> str:
 
 def cmd_owner(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("GET", "/v1/owner")
+        answer = client.owner()
     _emit(args, answer, format_owner, out)
     return 0
 
 
 def cmd_drain(args: argparse.Namespace, out: TextIO) -> int:
-    body = {} if args.deadline is None else {"deadline_s": args.deadline}
     with _closing(_client(args)) as client:
-        answer = client.request("POST", "/v1/node/drain", body)
+        answer = client.drain(args.deadline)
     _emit(args, answer, format_owner, out)
     return 0
 
 
 def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
     with _closing(_client(args)) as client:
-        answer = client.request("POST", "/v1/node/resume", {})
+        answer = client.resume()
     _emit(args, answer, format_owner, out)
     return 0
 

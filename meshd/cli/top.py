@@ -21,7 +21,8 @@ import time
 from typing import Any, TextIO
 
 from ..errors import ClientError
-from .commands import ApiClient, _client, _closing
+from ..client import Client
+from .commands import _client, _closing
 from .format import _short, _table
 
 #: Running tasks listed at most.
@@ -29,14 +30,14 @@ MAX_RUNNING = 15
 _CLEAR = "\x1b[H\x1b[2J"
 
 
-def snapshot(client: ApiClient) -> dict[str, Any]:
+def snapshot(client: Client) -> dict[str, Any]:
     """One reading of the API: ``{"at", "node", "peers", "queue", "running"}`` (``at`` in epoch seconds)."""
     return {
         "at": time.time(),
-        "node": client.request("GET", "/v1/node"),
-        "peers": client.request("GET", "/v1/peers"),
-        "queue": client.request("GET", "/v1/queue"),
-        "running": client.request("GET", f"/v1/tasks?state=assigned&limit={MAX_RUNNING}"),
+        "node": client.node(),
+        "peers": client.peers(),
+        "queue": client.queue(),
+        "running": client.tasks("assigned", limit=MAX_RUNNING),
     }
 
 

@@ -4,7 +4,9 @@ Why: scripts should not have to rebuild what the CLI knows (the token file,
 ``<home>/api``, the error shape).  :class:`Client` and :class:`AsyncClient`
 offer the same methods; every call is one request (``wait`` polls) and every
 failure is a :class:`meshd.errors.ClientError` (``NotRunning`` when nothing
-listens), with the API's ``code: message``.
+listens), with the API's ``code: message`` (and ``.status``, ``.code``).  The
+CLI is built on :class:`Client`: its commands call these methods, and
+:meth:`Client.request` is the one way any of them reaches the API.
 
 Example::
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +62,60 @@ def _answer(response: httpx.Response) -> Any:
         return data if data is not None else response.text
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
-        raise ClientError(f"{error.get('code', 'error')}: {error.get('message', '')}")
-    raise ClientError(f"HTTP {response.status_code}: {response.text[:200]}")
+        code = str(error.get("code", "error"))
+        message = f"{code}: {error.get('message', '')}"
+        if response.status_code == 401:
+            message += " (the API needs the token from <home>/api.token)"
+        raise ClientError(message, status=response.status_code, code=code)
+    raise ClientError(f"HTTP {response.status_code}: {response.text[:200]}", status=response.status_code)
+
+
+def _not_running(base_url: str) -> NotRunning:
+    return NotRunning(f"meshd is not running at {base_url} (start it with `meshd run`)")
+
+
+def _failed(base_url: str, exc: Exception) -> ClientError:
+    return ClientError(f"request to {base_url} failed: {exc.__class__.__name__}: {exc}")
+
+
+def _content(body: Any, on_upload: Callable[[int, int], None] | None) -> tuple[Any, dict[str, str]]:
+    """The request's content and extra headers; ``on_upload(sent, total)`` follows a body sent in pieces."""
+    if body is None:
+        return None, {}
+    data = json.dumps(body).encode()
+    if on_upload is None:
+        return data, {}
+
+    def pieces(size: int = 64 * 1024) -> Iterator[bytes]:
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+            on_upload(min(len(data), i + size), len(data))
+
+    on_upload(0, len(data))
+    return pieces(), {"Content-Length": str(len(data))}
+
+
+def _headers(method: str, extra: Mapping[str, str]) -> dict[str, str] | None:
+    # The API takes bodies as application/json only, even an empty one.
+    if method == "GET" and not extra:
+        return None
+    return {**(_JSON if method != "GET" else {}), **extra}
+
+
+def _tasks_params(state: str | None, limit: int, after: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": int(limit)}
+    if state:
+        params["state"] = state
+    if after:
+        params["after"] = after
+    return params
+
+
+def _reason(reason: str) -> dict[str, str]:
+    return {"reason": reason} if reason else {}
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 def _task_body(tasks: Mapping[str, Any] | list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -108,23 +162,21 @@ def _engine_body(name: str, files: Mapping[str, bytes], executable: str, manifes
             "files": {k: base64.b64encode(v).decode() for k, v in files.items()}}
 
 
-_JSON = {"Content-Type": "application/json"}
-
-
 class Client:
     """A synchronous client; close it, or use it as a context manager.
 
     Args:
         base_url: e.g. ``http://127.0.0.1:7600``.
-        token: A bearer token (admin, submit or read scope; each method needs its route's).
+        token: A bearer token (admin, submit or read scope; each method needs
+            its route's).  None sends none: only ``/v1/health`` answers then.
         timeout: Per-request timeout (s); long polls add their wait to it.
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"},
-                                  timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}"} if token else {})
 
     @classmethod
     def from_home(cls, home: str | Path, **kw: Any) -> Client:
@@ -141,17 +193,33 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
-              params: Mapping[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None,
+                timeout: float | None = None, on_upload: Callable[[int, int], None] | None = None) -> Any:
+        """Send one request to any route; the decoded JSON answer (text when it is not JSON).
+
+        Args:
+            method: ``GET``, ``POST``, ``PUT`` or ``DELETE``.
+            path: e.g. ``/v1/queue``.
+            body: Sent as JSON when not None.
+            params: Query parameters.
+            timeout: This request's timeout (default: the client's).
+            on_upload: Called with ``(sent, total)`` bytes as the body goes out.
+
+        Raises:
+            NotRunning: Nothing listens at the base URL.
+            ClientError: The API refused (``.status``, ``.code``) or the request failed.
+        """
+        content, extra = _content(body, on_upload)
         try:
-            response = self._http.request(method, path, content=None if body is None else json.dumps(body),
-                                          headers=_JSON if method != "GET" else None, params=params,
-                                          timeout=timeout or self.timeout)
+            response = self._http.request(method, path, content=content, headers=_headers(method, extra),
+                                          params=params, timeout=timeout or self.timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise NotRunning(f"meshd is not running at {self.base_url}") from None
+            raise _not_running(self.base_url) from None
         except httpx.TransportError as exc:
-            raise ClientError(f"request to {self.base_url} failed: {exc!r}") from None
+            raise _failed(self.base_url, exc) from None
         return _answer(response)
+
+    _call = request
 
     def enqueue(self, tasks: Mapping[str, Any] | list[Mapping[str, Any]]) -> list[str]:
         """Enqueue one task or a list; the task CIDs, in order."""
@@ -218,9 +286,9 @@ class Client:
                     if sse.ended:
                         return
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise NotRunning(f"meshd is not running at {self.base_url}") from None
+            raise _not_running(self.base_url) from None
         except httpx.TransportError as exc:
-            raise ClientError(f"results stream from {self.base_url} failed: {exc!r}") from None
+            raise _failed(self.base_url, exc) from None
 
     def queue(self) -> dict[str, Any]:
         return self._call("GET", "/v1/queue")
@@ -242,6 +310,16 @@ class Client:
         """Publish an engine (signed by the node); its CID."""
         return self._call("POST", "/v1/engines", _engine_body(name, files, executable, manifest))["cid"]
 
+    def publish_engine(self, manifest: Mapping[str, Any], files: Mapping[str, bytes], *,
+                       on_upload: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Publish an engine from a whole manifest (``name``, ``executable``...); the API's answer.
+
+        ``on_upload(sent, total)`` follows the upload (the CLI's progress bar).
+        """
+        body = _engine_body(str(manifest.get("name", "")), files, str(manifest.get("executable", "")),
+                            {k: v for k, v in manifest.items() if k not in ("name", "executable")})
+        return self._call("POST", "/v1/engines", body, on_upload=on_upload)
+
     def engines(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/engines")["engines"]
 
@@ -257,17 +335,87 @@ class Client:
 
     def explain(self, cid: str, *, depth: int = 1) -> dict[str, Any]:
         """The lineage of a task, result, dataset (version) or engine (``GET /v1/explain/{cid}``)."""
-        return self._call("GET", f"/v1/explain/{cid}?depth={int(depth)}")
+        return self._call("GET", f"/v1/explain/{cid}", params={"depth": int(depth)})
+
+    def health(self) -> dict[str, Any]:
+        """``GET /v1/health`` (needs no token)."""
+        return self._call("GET", "/v1/health")
+
+    def tasks(self, state: str | None = None, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
+        """One page of ``GET /v1/tasks`` (``tasks``, ``next``): pass ``next`` as ``after`` for the next page."""
+        return self._call("GET", "/v1/tasks", params=_tasks_params(state, limit, after))
+
+    def iter_tasks(self, state: str | None = None, *, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every task (with ``state``), page by page, as the listing's rows."""
+        after = None
+        while True:
+            answer = self.tasks(state, limit=page, after=after)
+            yield from answer["tasks"]
+            after = answer.get("next")
+            if not after:
+                return
+
+    def submit_job(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Submit a pipeline (``POST /v1/jobs``); the answer names the ``job``."""
+        return self._call("POST", "/v1/jobs", dict(spec))
+
+    def job(self, job: str) -> dict[str, Any]:
+        """A job's state, stages with their progress, and what blocks them."""
+        return self._call("GET", f"/v1/jobs/{job}")
+
+    def jobs(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/jobs", params={"limit": int(limit)})["jobs"]
+
+    def wait_job(self, job: str, *, timeout: float = 600.0, interval: float = 1.0) -> dict[str, Any]:
+        """The job's status once it is no longer running (completed, failed, stalled or cancelled).
+
+        Raises:
+            ClientError: ``timeout`` passed first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.job(job)
+            if status["state"] != "running":
+                return status
+            if time.monotonic() >= deadline:
+                raise ClientError(f"timed out after {timeout:g}s waiting for job {job} (state: running)")
+            time.sleep(interval)
+
+    def trust(self) -> dict[str, Any]:
+        """The Verifier's view: trust scores and banned peers (``GET /v1/trust``)."""
+        return self._call("GET", "/v1/trust")
+
+    def engine_policy(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/engines/policy")
+
+    def trust_publisher(self, publisher: str) -> dict[str, Any]:
+        """Trust every engine signed by ``publisher`` (a peer id or a 64-hex key)."""
+        return self._call("POST", "/v1/engines/trust", {"publisher": publisher})
+
+    def allow_engine(self, cid: str) -> dict[str, Any]:
+        return self._call("POST", "/v1/engines/allow", {"cid": cid})
+
+    def sign_engine(self, cid: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/engines/{cid}/sign")
+
+    def owner(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/owner")
+
+    def drain(self, deadline_s: float | None = None) -> dict[str, Any]:
+        return self._call("POST", "/v1/node/drain", {} if deadline_s is None else {"deadline_s": deadline_s})
+
+    def resume(self) -> dict[str, Any]:
+        return self._call("POST", "/v1/node/resume", {})
 
 
 class AsyncClient:
     """The same methods as :class:`Client`, awaitable (trio or asyncio, through httpx)."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"},
-                                       timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                       headers={"Authorization": f"Bearer {token}"} if token else {})
 
     @classmethod
     def from_home(cls, home: str | Path, **kw: Any) -> AsyncClient:
@@ -283,17 +431,20 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
-                    params: Mapping[str, Any] | None = None) -> Any:
+    async def request(self, method: str, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None,
+                      timeout: float | None = None) -> Any:
+        """As :meth:`Client.request` (no upload progress)."""
         try:
             response = await self._http.request(method, path, content=None if body is None else json.dumps(body),
-                                                headers=_JSON if method != "GET" else None, params=params,
+                                                headers=_headers(method, {}), params=params,
                                                 timeout=timeout or self.timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise NotRunning(f"meshd is not running at {self.base_url}") from None
+            raise _not_running(self.base_url) from None
         except httpx.TransportError as exc:
-            raise ClientError(f"request to {self.base_url} failed: {exc!r}") from None
+            raise _failed(self.base_url, exc) from None
         return _answer(response)
+
+    _call = request
 
     async def enqueue(self, tasks: Mapping[str, Any] | list[Mapping[str, Any]]) -> list[str]:
         return _cids(await self._call("POST", "/v1/tasks", _task_body(tasks)))
@@ -343,9 +494,9 @@ class AsyncClient:
                     if sse.ended:
                         return
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise NotRunning(f"meshd is not running at {self.base_url}") from None
+            raise _not_running(self.base_url) from None
         except httpx.TransportError as exc:
-            raise ClientError(f"results stream from {self.base_url} failed: {exc!r}") from None
+            raise _failed(self.base_url, exc) from None
 
     async def queue(self) -> dict[str, Any]:
         return await self._call("GET", "/v1/queue")
@@ -380,4 +531,63 @@ class AsyncClient:
         return await self._call("GET", "/metrics")
 
     async def explain(self, cid: str, *, depth: int = 1) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/explain/{cid}?depth={int(depth)}")
+        return await self._call("GET", f"/v1/explain/{cid}", params={"depth": int(depth)})
+
+    async def health(self) -> dict[str, Any]:
+        return await self._call("GET", "/v1/health")
+
+    async def tasks(self, state: str | None = None, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
+        return await self._call("GET", "/v1/tasks", params=_tasks_params(state, limit, after))
+
+    async def iter_tasks(self, state: str | None = None, *, page: int = 500) -> AsyncIterator[dict[str, Any]]:
+        after = None
+        while True:
+            answer = await self.tasks(state, limit=page, after=after)
+            for row in answer["tasks"]:
+                yield row
+            after = answer.get("next")
+            if not after:
+                return
+
+    async def submit_job(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", "/v1/jobs", dict(spec))
+
+    async def job(self, job: str) -> dict[str, Any]:
+        return await self._call("GET", f"/v1/jobs/{job}")
+
+    async def jobs(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        return (await self._call("GET", "/v1/jobs", params={"limit": int(limit)}))["jobs"]
+
+    async def wait_job(self, job: str, *, timeout: float = 600.0, interval: float = 1.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.job(job)
+            if status["state"] != "running":
+                return status
+            if time.monotonic() >= deadline:
+                raise ClientError(f"timed out after {timeout:g}s waiting for job {job} (state: running)")
+            await anyio.sleep(interval)
+
+    async def trust(self) -> dict[str, Any]:
+        return await self._call("GET", "/v1/trust")
+
+    async def engine_policy(self) -> dict[str, Any]:
+        return await self._call("GET", "/v1/engines/policy")
+
+    async def trust_publisher(self, publisher: str) -> dict[str, Any]:
+        return await self._call("POST", "/v1/engines/trust", {"publisher": publisher})
+
+    async def allow_engine(self, cid: str) -> dict[str, Any]:
+        return await self._call("POST", "/v1/engines/allow", {"cid": cid})
+
+    async def sign_engine(self, cid: str) -> dict[str, Any]:
+        return await self._call("POST", f"/v1/engines/{cid}/sign")
+
+    async def owner(self) -> dict[str, Any]:
+        return await self._call("GET", "/v1/owner")
+
+    async def drain(self, deadline_s: float | None = None) -> dict[str, Any]:
+        return await self._call("POST", "/v1/node/drain", {} if deadline_s is None else {"deadline_s": deadline_s})
+
+    async def resume(self) -> dict[str, Any]:
+        return await self._call("POST", "/v1/node/resume", {})

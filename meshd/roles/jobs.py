@@ -68,7 +68,7 @@ from lattice.errors import BadInput, BlockNotFound
 from lattice.goho import Replica
 
 from ..errors import BadRequest, NotFound
-from .pipeline import MAX_STAGES, Pipeline, Stage
+from .pipeline import JOB_PLACEHOLDER, MAX_STAGES, Pipeline, Stage, submitted_column
 
 if TYPE_CHECKING:
     from lattice.blockstore import BlockStore
@@ -97,7 +97,6 @@ RULES_PATH = "_job/rules"
 CANCEL_PATH = "_job/cancelled"
 CANCEL_TYPE = "meshd/job-cancel"
 #: Stands for the job id in a stage's custom ``condition``.
-JOB_PLACEHOLDER = "$JOB"
 #: Most rule entries one ``_job/rules`` record may hold (bounds evaluation).
 MAX_RULES = 64
 _DATASET_KIND = "dataset"  # meshd.node.DATASET; not imported to keep jobs free of the node
@@ -366,6 +365,10 @@ def plan_job(pipeline: Pipeline, genesis: CID, engines: Sequence[CID], *, create
         try:
             rule = Rule.from_json_untrusted(rule_json, options)
         except BadCondition as exc:
+            if stage.condition is not None and exc.line:  # say where in the text the client wrote
+                exc = BadCondition(exc.reason.replace(str(genesis), JOB_PLACEHOLDER), line=exc.line,
+                                   column=submitted_column(stage.condition, str(genesis), exc.line, exc.column),
+                                   expected=exc.expected)
             raise BadRequest(f"stage {stage.name!r}: condition: {exc}", code="bad_condition") from None
         except ConditionError as exc:
             raise BadRequest(f"stage {stage.name!r}: {exc}", code="bad_rule") from None
@@ -597,7 +600,7 @@ def progress_of(status: dict[str, Any]) -> str:
 
 
 class Requester(Protocol):
-    """What :func:`publish_examples` needs (``meshd.cli.commands.ApiClient`` has it)."""
+    """What :func:`publish_examples` needs (``meshd.client.Client`` has it)."""
 
     def request(self, method: str, path: str, body: Any = None) -> Any: ...
 

@@ -23,7 +23,10 @@ from lattice.errors import BadInput, LatticeError
 
 from ..errors import BadRequest
 
-__all__ = ["MAX_STAGES", "Pipeline", "Stage"]
+__all__ = ["JOB_PLACEHOLDER", "MAX_STAGES", "Pipeline", "Stage", "submitted_column"]
+
+#: What a stage's condition writes for the job's own dataset (its genesis CID, once created).
+JOB_PLACEHOLDER = "$JOB"
 
 MAX_STAGES = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -156,3 +159,33 @@ def _stage(i: int, item: object, before: list[Stage]) -> Stage:
     except BadInput as exc:
         raise _bad(f"{where}.constraints: {exc}") from None
     return Stage(name, action, engine, engine_name, source, split, condition, tuple(constraints))
+
+
+def submitted_column(condition: str, genesis: str, line: int, column: int) -> int:
+    """The column in the *submitted* ``condition`` of a ``column`` counted after ``$JOB`` became ``genesis``.
+
+    Why: the parser only ever sees the substituted text, where every
+    ``$JOB`` before the error is ``len(genesis) - 4`` characters longer, so
+    its columns point past the mistake in what the client wrote.  A column
+    inside a substituted CID maps to its ``$JOB``.
+
+    Args:
+        condition: The stage's condition as submitted.
+        genesis: The text each ``$JOB`` was replaced with.
+        line: 1-based line of the error (columns on other lines need no change).
+        column: 1-based column of the error in the substituted line.
+    """
+    lines = condition.split("\n")
+    if not 0 < line <= len(lines):
+        return column
+    text, shift = lines[line - 1], len(genesis) - len(JOB_PLACEHOLDER)
+    before, i = 0, text.find(JOB_PLACEHOLDER)
+    while i != -1:
+        start = i + 1 + before * shift  # this $JOB's 1-based column once substituted
+        if column < start:
+            break
+        if column < start + len(genesis):
+            return i + 1
+        before += 1
+        i = text.find(JOB_PLACEHOLDER, i + len(JOB_PLACEHOLDER))
+    return column - before * shift
