@@ -17,8 +17,12 @@ Docker figures are null, with ``docker_reason``, when no Docker engine answers.
 Goals (``goals`` in the output): docker_warm_ms <= 5, native_warm_ms <= 1,
 docker_cold_ms <= 1.2 x docker_run_baseline_ms.
 
-Options: ``--docker-host URL`` (default ``$DOCKER_HOST``, else the local
-socket; this entry point is part of the CLI, so it may read the environment),
+Options: ``--docker-host URL`` (default ``$DOCKER_HOST``, else the socket of
+the Docker engine that ``make services`` started in this checkout,
+``.run/docker/docker.sock`` or ``$MESHD_DOCKER_DIR/docker.sock``, else the
+local socket; this entry point is part of the CLI, so it may read the
+environment; the Docker figures' ``docker_reason`` says which it tried and how
+to start one),
 ``--image`` (default ``meshd/noop:1``), ``--cold N`` and ``--warm N``.
 """
 
@@ -125,13 +129,32 @@ async def bench_docker(host: str, image: str, cold_n: int, warm_n: int) -> dict[
     return result
 
 
+#: The checkout this module runs from (``make services`` keeps its state under ``<checkout>/.run``).
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+#: What to do when no Docker engine answers.
+HOW_TO_START = ("start the project's own with `make services` (scripts/start-docker.sh), "
+                "or pass --docker-host / export DOCKER_HOST")
+
+
+def default_docker_host(environ: dict[str, str]) -> tuple[str, str]:
+    """The Docker host to use and where it came from (``$DOCKER_HOST``, ``make services``' socket, the default)."""
+    if environ.get("DOCKER_HOST"):
+        return environ["DOCKER_HOST"], "$DOCKER_HOST"
+    state = Path(environ.get("MESHD_DOCKER_DIR") or CHECKOUT / ".run" / "docker")
+    sock = state / "docker.sock"
+    if sock.is_socket():
+        return f"unix://{sock}", "the Docker engine `make services` started"
+    return "unix:///var/run/docker.sock", "the system's default socket"
+
+
 def _docker_reason(host: str, image: str) -> str | None:
     import docker
 
     try:
         client = docker.DockerClient(base_url=host, version="auto", timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure means "no Docker here", reported as the reason
-        return f"no Docker engine at {host}: {exc}"
+        return f"no Docker engine at {host}: {exc}; {HOW_TO_START}"
     try:
         client.images.get(image)
     except Exception as exc:  # noqa: BLE001 - as above
@@ -144,7 +167,8 @@ def _docker_reason(host: str, image: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="meshd bench engines", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
-    parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    host, origin = default_docker_host(dict(os.environ))
+    parser.add_argument("--docker-host", default=host, help=f"Docker API URL (default {host}: {origin})")
     parser.add_argument("--image", default="meshd/noop:1")
     parser.add_argument("--cold", type=int, default=30, help="cold runs per runner (default 30)")
     parser.add_argument("--warm", type=int, default=200, help="warm runs per runner (default 200)")
@@ -154,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result: dict[str, Any] = {"bench": "engines", "cold_runs": args.cold, "warm_runs": args.warm}
     result.update(trio.run(bench_native, args.cold, args.warm))
+    result["docker_host"] = args.docker_host
     reason = _docker_reason(args.docker_host, args.image)
     if reason is None:
         result.update(trio.run(bench_docker, args.docker_host, args.image, args.cold, args.warm))
