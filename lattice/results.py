@@ -235,6 +235,7 @@ class ResultsView:
     def __init__(self, replica: Replica, *, own_key: bytes | None = None) -> None:
         self.replica = replica
         self._by_task: dict[CID, list[dict[str, Any]]] = {}
+        self._by_output: dict[CID, list[dict[str, Any]]] = {}  # what explaining an output CID reads
         self._rejected = 0
         self._own_trusted = 0
         self._verified = 0
@@ -325,6 +326,16 @@ class ResultsView:
     def _accept(self, rec: dict[str, Any], ours: bool) -> None:
         self._own_trusted += ours
         self._by_task.setdefault(rec["task"], []).append(rec)
+        self._by_output.setdefault(rec["output"], []).append(rec)
+
+    def with_output(self, output: CID) -> list[dict[str, Any]]:
+        """Valid records whose output is ``output``, in the order they were accepted here.
+
+        Equal outputs share one CID (content addressing), so several tasks
+        may have made it.
+        """
+        self.sync()
+        return list(self._by_output.get(output, ()))
 
     def results(self, task: CID) -> list[dict[str, Any]]:
         """Valid records for ``task``, oldest first (ties by runner)."""

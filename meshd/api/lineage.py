@@ -28,8 +28,8 @@ the dataset's version now and says so.  Each level lists at most
 Cost: the writers of a dataset come from :class:`WriterIndex`, which reads
 each task's record once, as the queue's feed brings it (a task's destination
 is content-addressed, so it never changes), instead of every task's record on
-every request.  Explaining a *result* CID still scans every task's result
-records (there is no index by output yet).
+every request; a *result* CID is looked up in the results view's index by
+output.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ class Lineage:
     # -- results, datasets, engines -------------------------------------------------
 
     def _results_with_output(self, output: CID) -> list[dict[str, Any]]:
-        return [r for t in self.node.queue.tasks() for r in self.node.results_view.results(t) if r["output"] == output]
+        return self.node.results_view.with_output(output)
 
     def _delta(self, cid: CID) -> records.Delta | None:
         try:
