@@ -8,7 +8,8 @@
   ``no_tasks``; error messages name no internal model;
 * ``meshd peers`` shows roles; ``meshd engine list`` has no always-empty column;
 * ``meshd run --api`` records ``<home>/api`` and ``--home`` clients use it;
-  ``meshd --version``; ``meshd dataset``;
+  ``meshd --version``; ``meshd dataset``; the ``compare`` extra installs
+  what ``scripts/compare_peers.py`` imports beyond meshd;
 * every ``tests/...py`` a module docstring cites exists.
 """
 
@@ -104,6 +105,18 @@ def test_readme_cli_example_runs_as_written(daemon: Daemon, tmp_path: Path) -> N
     lines = run.stdout.splitlines()
     assert re.fullmatch(r"engine echo: \S+", lines[0]), lines
     assert lines[-3:] == ["{", '  "hello": "mesh"', "}"], lines  # the output, after the result line
+
+
+def test_the_compare_extra_installs_what_compare_peers_imports() -> None:
+    import tomllib
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["compare"]
+    wanted = {re.split(r"[\[<>=]", req)[0] for req in extra}
+    source = (REPO / "scripts" / "compare_peers.py").read_text()
+    imported = set(re.findall(r"^\s*(?:from|import) (\w+)", source, flags=re.M))
+    third_party = imported - set(sys.stdlib_module_names) - {"meshd", "__future__"}
+    assert third_party == wanted == {"dask", "ray"}
+    assert "pip install -e '.[compare]'" in source
 
 
 def test_an_empty_dataset_reads_as_an_empty_object(daemon: Daemon) -> None:
