@@ -616,7 +616,7 @@ def publish_native(store: "BlockStore", path: str | os.PathLike[str], name: str,
                    executable: str | None = None, protocol: str = "json", resources: Resources = Resources(),
                    interpreter: str | None = None, args: Sequence[str] = (), serve_args: Sequence[str] | None = None,
                    entry: str | None = None, platform: str | None = None,
-                   comparator: Mapping[str, Any] | None = None) -> CID:
+                   comparator: Mapping[str, Any] | None = None, deterministic: bool = False) -> CID:
     """Store an engine and its manifest; return the manifest CID.
 
     Args:
@@ -647,7 +647,8 @@ def publish_native(store: "BlockStore", path: str | os.PathLike[str], name: str,
     manifest = NativeManifest(
         name=name, platforms={platform or current_platform(): PlatformBuild(file_cid, executable, fmt)},
         protocol=protocol, resources=resources, interpreter=interpreter, args=tuple(args),
-        serve_args=None if serve_args is None else tuple(serve_args), entry=entry, comparator=comparator)
+        serve_args=None if serve_args is None else tuple(serve_args), entry=entry, comparator=comparator,
+        deterministic=deterministic)
     cid, data = encode_manifest(manifest)
     store.put(cid, data)  # last: the manifest appears only once its files are stored
     return cid

@@ -15,7 +15,15 @@ links pin every byte the engine runs.  Three record kinds live here:
      "args": ["map"],               # extra argv after the executable
      "serve_args": ["--jsonl"],     # argv that switches a "json" engine to jsonl serving
      "entry": "fibsum:map_range",   # protocol "python": module:function
-     "comparator": {...}}
+     "comparator": {...},
+     "deterministic": true}         # same input, same output: results may be reused
+
+``deterministic`` (both engine types, optional, written only when true) lets
+the mesh's result cache (:mod:`lattice.resultcache`) complete a task from an
+earlier result of the same engine on the same input instead of running it.
+The record stays v1: a manifest without the field is the same record as
+before, and a node that predates the field refuses a manifest that carries
+it (unknown field), so such an engine simply does not run there.
 
 * ``file`` is the CID of the content.  For format ``exe`` it is the program
   itself (``executable`` is the name it is written under); for ``tar`` it is a
@@ -35,7 +43,8 @@ links pin every byte the engine runs.  Three record kinds live here:
 
     {"t": "meshd/engine", "v": 1, "type": "docker-json-runner", "name": ...,
      "image": {"tar": CID, "id": "sha256:...", "tag": "..."},
-     "cmd": [...], "protocol": "json" | "jsonl", "resources": {...}}
+     "cmd": [...], "protocol": "json" | "jsonl", "resources": {...},
+     "deterministic": true}         # optional, as above
 
 ``meshd/engine-sig`` v1 (a detached publisher signature)::
 
@@ -155,6 +164,7 @@ class NativeManifest:
     serve_args: tuple[str, ...] | None = None
     entry: str | None = None
     comparator: Mapping[str, Any] | None = None
+    deterministic: bool = False
 
     type: Literal["bin-json-runner"] = field(default="bin-json-runner", init=False)
 
@@ -184,6 +194,8 @@ class NativeManifest:
             raise BadManifest("entry is only allowed with protocol 'python'")
         if self.comparator is not None and not isinstance(self.comparator, Mapping):
             raise BadManifest("comparator must be a map")
+        if type(self.deterministic) is not bool:
+            raise BadManifest("deterministic must be true or false")
 
     @property
     def warm_capable(self) -> bool:
@@ -206,6 +218,8 @@ class NativeManifest:
             rec["entry"] = self.entry
         if self.comparator is not None:
             rec["comparator"] = dict(self.comparator)
+        if self.deterministic:
+            rec["deterministic"] = True
         return rec
 
     def links(self) -> list[CID]:
@@ -242,6 +256,7 @@ class DockerManifest:
     cmd: tuple[str, ...] = ()
     protocol: Literal["json", "jsonl"] = "json"
     resources: Resources = field(default_factory=Resources)
+    deterministic: bool = False
 
     type: Literal["docker-json-runner"] = field(default="docker-json-runner", init=False)
 
@@ -254,15 +269,20 @@ class DockerManifest:
             raise BadManifest(f"docker protocol must be one of {sorted(_DOCKER_PROTOCOLS)}")
         if type(self.resources) is not Resources:
             raise BadManifest("resources must be Resources")
+        if type(self.deterministic) is not bool:
+            raise BadManifest("deterministic must be true or false")
 
     @property
     def warm_capable(self) -> bool:
         return self.protocol == "jsonl"
 
     def to_record(self) -> dict[str, Any]:
-        return {"t": ENGINE_TAG, "v": 1, "type": self.type, "name": self.name,
-                "image": self.image.to_record(), "cmd": list(self.cmd),
-                "protocol": self.protocol, "resources": self.resources.to_record()}
+        rec: dict[str, Any] = {"t": ENGINE_TAG, "v": 1, "type": self.type, "name": self.name,
+                               "image": self.image.to_record(), "cmd": list(self.cmd),
+                               "protocol": self.protocol, "resources": self.resources.to_record()}
+        if self.deterministic:
+            rec["deterministic"] = True
+        return rec
 
     def links(self) -> list[CID]:
         return [self.image.tar]
@@ -337,7 +357,7 @@ def manifest_from_record_untrusted(rec: object) -> Manifest:
     try:
         if kind == "bin-json-runner":
             _only(rec, ("t", "v", "type", "name", "platforms", "protocol", "resources", "interpreter",
-                        "args", "serve_args", "entry", "comparator"), "manifest")
+                        "args", "serve_args", "entry", "comparator", "deterministic"), "manifest")
             plats = _field(rec, "platforms", dict)
             builds = {}
             for key, b in plats.items():
@@ -353,9 +373,10 @@ def manifest_from_record_untrusted(rec: object) -> Manifest:
                 args=tuple(_field(rec, "args", list, optional=True) or ()),
                 serve_args=_opt_tuple(_field(rec, "serve_args", list, optional=True)),
                 entry=_field(rec, "entry", str, optional=True),
-                comparator=_field(rec, "comparator", dict, optional=True))
+                comparator=_field(rec, "comparator", dict, optional=True),
+                deterministic=_deterministic(rec))
         if kind == "docker-json-runner":
-            _only(rec, ("t", "v", "type", "name", "image", "cmd", "protocol", "resources"), "manifest")
+            _only(rec, ("t", "v", "type", "name", "image", "cmd", "protocol", "resources", "deterministic"), "manifest")
             img = _field(rec, "image", dict)
             _only(img, ("tar", "id", "tag"), "image")
             return DockerManifest(
@@ -363,10 +384,20 @@ def manifest_from_record_untrusted(rec: object) -> Manifest:
                 image=DockerImage(tar=_field(img, "tar", CID), id=_field(img, "id", str),
                                   tag=_field(img, "tag", str, optional=True) or ""),
                 cmd=tuple(_field(rec, "cmd", list)), protocol=_field(rec, "protocol", str),
-                resources=_resources(_field(rec, "resources", dict)))
+                resources=_resources(_field(rec, "resources", dict)), deterministic=_deterministic(rec))
     except (TypeError, ValueError) as exc:
         raise BadManifest(f"invalid manifest: {exc}") from None
     raise BadManifest(f"unknown engine type {kind!r}")
+
+
+def _deterministic(rec: Mapping[str, Any]) -> bool:
+    # Written only when true, so a record with ``false`` is not canonical:
+    # two records for one engine would name two engines.
+    if "deterministic" not in rec:
+        return False
+    if rec["deterministic"] is not True:
+        raise BadManifest("deterministic is written only as true")
+    return True
 
 
 def _opt_tuple(v: list | None) -> tuple | None:

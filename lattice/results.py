@@ -236,6 +236,9 @@ class ResultsView:
         self.replica = replica
         self._by_task: dict[CID, list[dict[str, Any]]] = {}
         self._by_output: dict[CID, list[dict[str, Any]]] = {}  # what explaining an output CID reads
+        # The result cache's index (lattice.resultcache): (engine, input CID)
+        # -> records that name that pair, in arrival order.
+        self._by_input: dict[tuple[CID, CID], list[dict[str, Any]]] = {}
         self._rejected = 0
         self._own_trusted = 0
         self._verified = 0
@@ -327,6 +330,9 @@ class ResultsView:
         self._own_trusted += ours
         self._by_task.setdefault(rec["task"], []).append(rec)
         self._by_output.setdefault(rec["output"], []).append(rec)
+        engine, inp = rec.get("engine"), rec.get("in")
+        if type(engine) is CID and type(inp) is CID:
+            self._by_input.setdefault((engine, inp), []).append(rec)
 
     def with_output(self, output: CID) -> list[dict[str, Any]]:
         """Valid records whose output is ``output``, in the order they were accepted here.
@@ -341,6 +347,13 @@ class ResultsView:
         """Valid records for ``task``, oldest first (ties by runner)."""
         self.sync()
         return sorted(self._by_task.get(task, ()), key=lambda r: (r["at"], r["runner"]))
+
+    def by_input(self, engine: CID, inp: CID) -> list[dict[str, Any]]:
+        """Valid records that say they ran ``engine`` on input ``inp``
+        (:func:`lattice.resultcache.input_cid`), oldest first: the result
+        cache's index, one dictionary read."""
+        self.sync()
+        return sorted(self._by_input.get((engine, inp), ()), key=lambda r: (r["at"], r["runner"]))
 
     def has(self, task: CID) -> bool:
         self.sync()

@@ -30,7 +30,10 @@ Accepted fields (JSON form, links as ``{"/": "bafy…"}``):
   ``max_attempts``: int; ``name``: str; ``nonce``: str (to enqueue the same
   work twice on purpose); ``checkpoint_s``: int 1..86400, the task runs with
   checkpoints, its engine saving its state about this often
-  (:mod:`lattice.checkpoints`).
+  (:mod:`lattice.checkpoints`); ``cache``: ``false`` makes the task run even
+  when an earlier result of its deterministic engine on the same input could
+  complete it (:mod:`lattice.resultcache`).  ``true`` is the default and is not
+  kept, so it names the same task as no field.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from .errors import BadEncoding, BadInput, BadRecord
 RUNNER_TYPES = frozenset({"bin-json-runner", "docker-json-runner"})
 CONSTRAINT_TYPES = frozenset({"os", "arch", "label", "min_memory", "gpu"})
 _TOP = frozenset({"input", "taskDefinition", "result", "status", "constraints", "verify", "max_attempts", "name",
-                  "nonce", "checkpoint_s", "t", "v"})
+                  "nonce", "checkpoint_s", "cache", "t", "v"})
 #: Largest encoded task (bytes).
 MAX_TASK_BYTES = 1024 * 1024
 
@@ -187,6 +190,11 @@ def normalize_task_untrusted(obj: Any) -> dict[str, Any]:
         if type(obj["checkpoint_s"]) is not int or not 1 <= obj["checkpoint_s"] <= 86400:
             raise _bad("checkpoint_s must be an integer 1..86400")
         task["checkpoint_s"] = obj["checkpoint_s"]
+    if "cache" in obj:
+        if type(obj["cache"]) is not bool:
+            raise _bad("cache must be true or false")
+        if obj["cache"] is False:
+            task["cache"] = False
     for k in ("name", "nonce"):
         if k in obj:
             if type(obj[k]) is not str or len(obj[k]) > 256:

@@ -256,6 +256,10 @@ class Node:
         """Platform keys ``engine`` has builds for (None: any); raises as :meth:`PeerBlocks.engine_platforms`."""
         return self.blocks.engine_platforms(engine)
 
+    def engine_deterministic(self, engine: CID) -> bool:
+        """Whether ``engine`` declares ``deterministic: true``; raises as :meth:`PeerBlocks.engine_deterministic`."""
+        return self.blocks.engine_deterministic(engine)
+
     def engine_signatures(self, engine: CID) -> list[CID]:
         return [c for c in self.engines_obj.replica.state.members(str(engine)) if type(c) is CID]
 
@@ -284,6 +288,8 @@ class Node:
         if st.completions:
             first = min(st.completions, key=lambda c: (c["at"], c["by"]))
             out["result"] = {"/": str(first["result"])}
+            if type(first.get("cached")) is CID:
+                out["cache"] = self._cache_source(first["cached"])
         out.update(_ended_reason(st))
         if st.generation:
             out["generation"] = st.generation  # retries so far (docs/protocol.md, *Cancel and retry*)
@@ -310,6 +316,19 @@ class Node:
             except BadInput as exc:
                 out["task"] = None
                 out["rejected"] = str(exc)
+        return out
+
+    def _cache_source(self, record: CID) -> dict[str, Any]:
+        """The source of a completion from the result cache: its result record, and that record's task
+        and runner when the record block is here (docs/protocol.md, *Result cache*)."""
+        out: dict[str, Any] = {"hit": True, "result": {"/": str(record)}}
+        try:
+            src = codec.decode_untrusted(self.store.get(record))
+        except (BlockNotFound, BadInput):
+            return out
+        if type(src) is dict and type(src.get("task")) is CID:
+            out["task"] = {"/": str(src["task"])}
+            out["runner"] = src.get("runner")
         return out
 
     def live_runner_count(self) -> int:
@@ -521,6 +540,9 @@ class Node:
         rs = self.results_view.statistics()
         counts["results"] = rs.tasks
         counts["result_records"] = rs.records
+        # Tasks this node's runner completed from the result cache, and lookups that found nothing usable.
+        counts["cache_hits"] = self.counters.get("cache_hits", 0)
+        counts["cache_misses"] = self.counters.get("cache_misses", 0)
         return counts
 
     # -- NodeService: datasets -------------------------------------------------------
@@ -613,6 +635,7 @@ class Node:
                     protocol=manifest.get("protocol", "json"), resources=resources,
                     interpreter=manifest.get("interpreter"), args=tuple(manifest.get("args", ())),
                     serve_args=manifest.get("serve_args"), entry=manifest.get("entry"),
+                    deterministic=manifest.get("deterministic") is True,
                 )
             except (BadManifest, TypeError, ValueError) as exc:
                 raise BadRequest(f"invalid engine: {exc}", code="bad_manifest") from None

@@ -225,6 +225,13 @@ class NodeCollector:
         c = CounterMetricFamily("meshd_tasks_enqueued", "Tasks enqueued through this node", labels=[])
         c.add_metric([], self.node.counters.get("tasks_enqueued", 0))
         yield c
+        for name, key, doc in (("meshd_cache_hits", "cache_hits",
+                                "Tasks this node's runner completed from the result cache, without running"),
+                               ("meshd_cache_misses", "cache_misses",
+                                "Result cache lookups that found no usable result (the task ran)")):
+            c = CounterMetricFamily(name, doc, labels=[])
+            c.add_metric([], self.node.counters.get(key, 0))
+            yield c
 
     def _objects(self) -> Iterator[Metric]:
         node = self.node

@@ -206,6 +206,8 @@ class TaskIn(_Strict):
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     checkpoint_s: int | None = Field(default=None, ge=1, le=86400,
                                      description="run with checkpoints, the engine saving its state about this often")
+    cache: bool | None = Field(default=None, description="false: run even when an earlier result of the same "
+                               "deterministic engine on the same input could complete the task (result cache)")
     name: str | None = Field(default=None, max_length=256)
     nonce: str | None = Field(default=None, max_length=256)
     t: Literal["meshd/task"] | None = None
@@ -258,6 +260,8 @@ class EngineManifest(_Open):
     protocol: str | None = Field(default=None, examples=["json-lines"])
     resources: dict[str, Any] | None = None
     interpreter: str | None = Field(default=None, examples=["python3"])
+    deterministic: bool | None = Field(default=None, description="Same input, same output: the mesh may complete "
+                                       "a task from an earlier result of this engine on the same input (result cache)")
 
 
 class EngineIn(_Strict):

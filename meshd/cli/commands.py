@@ -352,6 +352,8 @@ def cmd_engine_add(args: argparse.Namespace, out: TextIO) -> int:
         manifest["entry"] = args.entry
     if args.timeout:
         manifest.setdefault("resources", {})["timeout_s"] = args.timeout
+    if args.deterministic:
+        manifest["deterministic"] = True
     with _closing(_client(args)) as client, Progress(sys.stderr, 0, f"uploading {name}", bytes_=True) as bar:
         answer = client.publish_engine(manifest, files, on_upload=_follow(bar))
     _emit(args, answer, lambda a: f"engine {name}: {a.get('cid', '?')}", out)
@@ -477,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="argument that makes a json engine serve JSON lines, for warm pools (e.g. --serve-arg=--jsonl)")
     p.add_argument("--entry", help="module:function for protocol python")
     p.add_argument("--timeout", type=float, help="per-task timeout in seconds (manifest resources.timeout_s)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="same input, same output: tasks may complete from an earlier result (result cache)")
     p.set_defaults(func=cmd_engine_add)
     p = engine.add_parser("list", parents=[client], help="list engines")
     p.set_defaults(func=cmd_engine_list)

@@ -46,6 +46,7 @@ from .checkpointing import Checkpointing
 from .claimer import Claimer
 from .gate import Gate, Yielding
 from .replica_cap import ReplicaCap
+from .resultcache import ResultCache
 
 if TYPE_CHECKING:
     from ..store.objects import Followed
@@ -203,6 +204,7 @@ class Runner(Yielding):
         self.gate = Gate()  # drain and owner policy: may it claim, start, keep running
         self._given_back: set[CID] = set()  # claims released (void record written or on its way)
         self.checkpointing = Checkpointing(node)
+        self.cache = ResultCache(node)  # lookups before a run, pairs on results (meshd/roles/resultcache.py)
         self._cancelled: set[CID] = set()  # runs stopped because their task was cancelled
         self._nursery: trio.Nursery | None = None
         self._drain_scope: trio.CancelScope | None = None
@@ -474,6 +476,9 @@ class Runner(Yielding):
         inp = rec["input"]
         if engine is None or "value" not in inp or metadata_of(rec, td) is not None or rec.get("checkpoint_s"):
             return None  # metadata, checkpoints: a cold run of its own (EngineHost.run)
+        pair = self.cache.note(t, engine, inp["value"], None)
+        if pair is not None and self.cache.candidates(pair):
+            return None  # the one-task path looks it up in the result cache
         return rec, engine, codec.to_json(inp["value"])
 
     async def _run_batch(self, batch: list[tuple[CID, int]]) -> None:
@@ -536,6 +541,7 @@ class Runner(Yielding):
         self._given_back.discard(t)
         self._cancelled.discard(t)
         self.planner.forget(t)
+        self.cache.forget(t)
         self.running.discard(t)
         self._held.pop(t, None)
         self._started.discard(t)
@@ -588,6 +594,11 @@ class Runner(Yielding):
                 return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']}: {exc}"[:500]), rec
             if value is None:
                 return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']} is empty or unknown"), rec
+        if authorized is None or authorized(engine, signatures):
+            # Not for an engine this node refuses: it would vouch for its result.
+            pair = self.cache.note(t, engine, value, metadata)
+            if pair is not None and (hit := await self.cache.lookup(t, rec, pair)) is not None:
+                return Outcome(ok=True, output=codec.to_json(hit.output), runner="cache"), rec
         payload = codec.to_json(value)
         # An engine published elsewhere arrives block by block (manifest, file
         # node, chunks): fetch what is missing and try again.
@@ -661,6 +672,7 @@ class Runner(Yielding):
         node, me, now = self.node, self.node.peer_id, now_ms()
         self.stats["runs"] += 1
         output = None
+        cache_fields, hit = self.cache.take(t)
         if outcome.ok:
             try:
                 output = codec.from_json(outcome.output)
@@ -674,10 +686,10 @@ class Runner(Yielding):
                                       stderr=outcome.stderr)
         if outcome.ok:
             rrec = results.result_record(node.objects.signer, t, out_cid, me, now,
-                                         duration_s=round(seconds, 4), stderr=outcome.stderr[-2000:])
+                                         duration_s=round(seconds, 4), stderr=outcome.stderr[-2000:], **cache_fields)
             rcid, rdata = codec.encode_block(rrec)
             await node.objects.commit(node.results_obj, [results.result_op(rrec)], [(out_cid, out_data), (rcid, rdata)])
-            if (rec or {}).get("verify"):
+            if (rec or {}).get("verify") and hit is None:
                 # One replica of a verified task: the Verifier completes the
                 # task (and writes its destination) once a quorum agrees.
                 await node.objects.commit(node.queue_obj, [queue.replica_done_op(t, me, now, rcid)])
@@ -688,7 +700,11 @@ class Runner(Yielding):
             dest = self._destination(rec)
             if dest:
                 await write_destination(node, dest, output)
-            await node.objects.commit(node.queue_obj, [queue.complete_op(t, me, now, rcid)])
+            done = queue.complete_op(t, me, now, rcid)
+            if hit is not None:
+                done[2]["cached"] = hit.record_cid  # completed from the result cache, from this result
+                node.count("cache_hits")
+            await node.objects.commit(node.queue_obj, [done])
             self.stats["ok"] += 1
             node.count("tasks_completed")
             log.info("task_completed", task=str(t), attempt=attempt, seconds=round(seconds, 4))

@@ -45,6 +45,7 @@ class PeerBlocks:
         self._records: dict[CID, dict[str, Any]] = {}
         self._definitions: dict[CID, dict[str, Any]] = {}
         self._platforms: dict[CID, frozenset[str] | None] = {}
+        self._deterministic: dict[CID, bool] = {}
 
     def remember_task(self, cid: CID, rec: dict[str, Any]) -> None:
         """Keep a task body validated elsewhere (the API's enqueue), so it is not decoded again."""
@@ -145,5 +146,19 @@ class PeerBlocks:
         plats = frozenset(m.platforms) if isinstance(m, NativeManifest) else None
         if len(self._platforms) > 10_000:
             self._platforms.clear()
+            self._deterministic.clear()
         self._platforms[engine] = plats
+        self._deterministic[engine] = bool(getattr(m, "deterministic", False))
         return plats
+
+    def engine_deterministic(self, engine: CID) -> bool:
+        """Whether ``engine``'s manifest declares ``deterministic: true`` (False
+        when it is invalid: such an engine never runs, so is never cached).
+
+        Raises:
+            BlockNotFound: The manifest is not here yet.
+        """
+        if engine not in self._deterministic:
+            self._platforms.pop(engine, None)
+            self.engine_platforms(engine)
+        return self._deterministic[engine]
