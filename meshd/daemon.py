@@ -63,7 +63,7 @@ from .p2p.mesh import Mesh, MeshOptions
 from .p2p.secret import SealedTransport
 from .roles import ALWAYS_ROUTED, RoleContext, role_module
 from .runtime.docker_backend import DockerBackendOptions, serve_docker
-from .runtime.logs import get_logger
+from .runtime.logs import demote, get_logger
 from .runtime.shutdown import Shutdown, ShutdownOptions
 from .runtime.loopwatch import LoopWatch
 from .runtime.supervisor import Health, supervise
@@ -72,6 +72,22 @@ from .store.objects import ObjectHost
 from .store.quarantine import Quarantine
 
 log = get_logger("meshd.daemon")
+
+#: py-libp2p loggers that report, at error or warning level, what is routine in a
+#: mesh whose members come and go: a dial refused because the peer stopped
+#: (``transport.tcp.tcp``, ``network.swarm``), a stream to a peer that went away
+#: (``host.basic_host``, ``protocol_muxer.multiselect_client``,
+#: ``stream_muxer.yamux.yamux``).  The mesh logs each such event once, at info,
+#: as its own (``dial_failed``, ``want_failed``, ``peer_suspected``), and a crashed
+#: peer cost every node connected to it an error line per redial (for up to 10 minutes).
+#: They are logged at debug instead, so what operators see at error level is real.
+ROUTINE_LIBP2P_LOGGERS = (
+    "libp2p.transport.tcp.tcp",
+    "libp2p.network.swarm",
+    "libp2p.host.basic_host",
+    "libp2p.protocol_muxer.multiselect_client",
+    "libp2p.stream_muxer.yamux.yamux",
+)
 
 
 def _open_store(home: Home, config: Any) -> Any:
@@ -292,6 +308,7 @@ def run(home_path: Path, overrides: dict[str, Any] | None = None) -> int:
     home = Home(home_path)
     home.require_initialised()
     config = home.load_config(overrides or {})
+    demote(ROUTINE_LIBP2P_LOGGERS)
     for name in config.node.roles:
         if name != "manager" and role_module(name) is None:
             raise ConfigError(f"[node] roles: this build has no {name!r} role")

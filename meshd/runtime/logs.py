@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -106,3 +107,36 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, logging.INFO))
+
+
+class _Demote(logging.Filter):
+    """Logs a logger's records at ``level`` instead of theirs (higher levels than ``keep`` pass as they are)."""
+
+    def __init__(self, level: int, keep: int) -> None:
+        super().__init__()
+        self._level = level
+        self._keep = keep
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self._keep:
+            return True
+        record.levelno, record.levelname = self._level, logging.getLevelName(self._level)
+        # A propagated record is not checked against the root's level again: check it here.
+        return logging.getLogger().isEnabledFor(self._level)
+
+
+def demote(names: Iterable[str], level: int = logging.DEBUG, *, keep: int = logging.CRITICAL) -> None:
+    """Log what the loggers ``names`` say below ``keep`` at ``level`` instead (e.g. a library's routine errors).
+
+    A library may log at error level what is, for the application, the normal
+    life of its work (py-libp2p: a dial refused by a peer that stopped).  The
+    records are kept, at ``level``, so ``[log] level = "debug"`` still shows
+    them; only records made on these very loggers are changed, not their
+    children's.  Called by the composition root, once.
+    """
+    for name in names:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _Demote)]:
+            logger.removeFilter(old)
+        logger.addFilter(_Demote(level, keep))
+
