@@ -171,7 +171,8 @@ class MeshCore:
         self._gossip_bucket = TokenBucket(o.gossip_per_s)
         self._newcomers = Newcomers(o.new_peers_per_s, o.dials_per_s, self.reject)
         #: Peers with a connection now, as the driver last saw them (None:
-        #: unknown, e.g. a simulation); a connected peer is never dialled.
+        #: unknown, e.g. a simulation); a connected peer is never dialled, and
+        #: our presence lists them as our ``links`` (lattice.vouching).
         self.connected: frozenset[str] | None = None
         self._request_bucket = TokenBucket(o.requests_per_s)
         # One change-feed cursor per followed replica: a replica may change on
@@ -493,8 +494,10 @@ class MeshCore:
         return True
 
     def _presence(self, now: float) -> bytes:
+        # The peers we hold a connection to: our connected peers count them as live on our word.
         return self.peers.encode_presence(self.signer, roles=self.roles, inventory=self.inventory,
-                                          api=self._api_url(), addrs=list(self._addrs()), now=now)
+                                          api=self._api_url(), addrs=list(self._addrs()), now=now,
+                                          links=sorted(self.connected or ()))
 
     def leave(self, now: float) -> bytes:
         """Our last presence, saying we are leaving (``now``: the wall clock); broadcast it as we stop."""

@@ -13,8 +13,9 @@ addresses the presence named (addresses the attacker chose).  So:
   (``dials_per_s``), and a peer already connected is never dialled;
 * with an allow-list, only its members are welcomed or dialled.
 
-Who counts as a live runner is the driver's other half: only peers with a
-connection (Noise proves their key) count (:meth:`meshd.p2p.mesh.Mesh.live_peers`).
+Who counts as a live runner is the other half: only peers with a connection
+(Noise proves their key), to this node or, vouched for in a signed presence,
+to a peer this node is connected to (:mod:`lattice.vouching`).
 
 Pure: the caller passes its clock.
 """

@@ -19,6 +19,13 @@ A node that stops sends one last presence with ``"leaving": true`` added
 (covered by the signature; older nodes ignore the key): its peers stop
 counting it as live at once (:meth:`PeerTable.mark_left`).
 
+A node may also add ``"links": [<peer id>, ... at most 64]``, the peers it
+holds a connection to (covered by the signature; older nodes ignore the
+key, and a record without it is byte for byte the old one).  Its peers that
+are connected to it count those peers as live runners on its word
+(:mod:`lattice.vouching`): above ``[p2p] max_peers`` nobody is connected to
+everyone.
+
 ``s`` signs the canonical DAG-CBOR encoding of the record without ``s``.
 
 Like the rest of ``lattice`` this is pure: no sockets, no clocks.  Two times
@@ -71,6 +78,10 @@ MAX_ROLES = 16
 MAX_ROLE_LEN = 64
 #: Listen addresses sent and kept per peer.
 MAX_ADDRS = 8
+#: Connected peers (``links``) sent and kept per peer: twice the default ``max_peers``.
+MAX_LINKS = 64
+#: Longest peer id kept in ``links`` (a base58 Ed25519 id is 52 characters).
+MAX_PEER_ID_LEN = 128
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,8 @@ class PeerInfo:
         last_seen: Table-clock time of its last accepted presence; None when
             the peer is known only from other gossip.
         seq: The sequence number of that presence (0: none yet).
+        links: The peers it said it holds a connection to (its word only;
+            see :mod:`lattice.vouching` for what it counts for).
     """
 
     peer_id: str
@@ -131,6 +144,7 @@ class PeerInfo:
     addrs: tuple[str, ...] = ()
     last_seen: float | None = None
     seq: int = 0
+    links: tuple[str, ...] = ()
 
 
 class Received(enum.Enum):
@@ -146,6 +160,13 @@ class Received(enum.Enum):
     @property
     def accepted(self) -> bool:
         return self is not Received.REJECTED
+
+
+def _links_untrusted(links: Any) -> tuple[str, ...]:
+    """A presence's ``links``: the first :data:`MAX_LINKS` short strings, anything else dropped."""
+    if type(links) is not list:
+        return ()
+    return tuple(dict.fromkeys(p for p in links[:MAX_LINKS] if type(p) is str and 0 < len(p) <= MAX_PEER_ID_LEN))
 
 
 def _inventory_wire(inventory: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,7 +207,8 @@ class PeerTable:
 
     def encode_presence(self, signer: Signer, *, roles: Iterable[str] | None = None,
                         inventory: Mapping[str, Any] | None = None, api: str | None = None,
-                        addrs: Iterable[str] = (), now: float, leaving: bool = False) -> bytes:
+                        addrs: Iterable[str] = (), now: float, leaving: bool = False,
+                        links: Iterable[str] = ()) -> bytes:
         """Sign and encode this node's next presence message.
 
         Args:
@@ -201,6 +223,8 @@ class PeerTable:
             leaving: This node is stopping: the record carries
                 ``"leaving": true`` and peers stop counting it as live at
                 once (see :meth:`mark_left`) instead of after the horizon.
+            links: The peers this node holds a connection to; the first 64
+                are sent (none: no ``links`` key, the record of old).
 
         Returns:
             The DAG-CBOR bytes to broadcast.
@@ -217,6 +241,9 @@ class PeerTable:
                 "addrs": list(addrs)[:MAX_ADDRS], "seq": self._seq, "a": signer.public}
         if leaving:
             body["leaving"] = True  # signed with the rest: nobody else can say we left
+        links = list(links)[:MAX_LINKS]
+        if links:
+            body["links"] = links  # signed with the rest: only we vouch for our connections
         body["s"] = signer.sign(codec.encode(body))
         return codec.encode(body)
 
@@ -300,6 +327,7 @@ class PeerTable:
                 if type(addrs) is list else (),
                 last_seen=now,
                 seq=seq if type(seq) is int else 0,
+                links=_links_untrusted(obj.get("links")),
             )
         except (KeyError, TypeError, ValueError, BadInput):
             return self._reject("bad_presence")
@@ -378,6 +406,11 @@ class PeerTable:
         p = self._peers.get(peer)
         return p.api if p is not None else None
 
+    def links(self, peer: str) -> tuple[str, ...]:
+        """The peers ``peer`` said, in its last presence, it holds a connection to."""
+        p = self._peers.get(peer)
+        return p.links if p is not None else ()
+
     def addrs(self, peer: str) -> list[str]:
         """``peer``'s announced listen multiaddrs."""
         p = self._peers.get(peer)
@@ -436,7 +469,7 @@ class PeerTable:
         p = self._peers.get(peer)
         if p is not None:
             self._peers[peer] = PeerInfo(peer, roles=p.roles, inventory=p.inventory, api=p.api, addrs=p.addrs,
-                                         last_seen=None, seq=p.seq)
+                                         last_seen=None, seq=p.seq)  # and no links: it vouches for nobody
 
     def suspect(self, peer: str) -> None:
         """``peer`` seems dead (the transport lost it and could not reach it again): not live from now on.
@@ -455,5 +488,5 @@ class PeerTable:
         self._suspected.discard(peer)
 
 
-__all__ = ["MAX_ADDRS", "MAX_PRESENCE", "MAX_ROLES", "PRESENCE_TYPE", "PRESENCE_VERSION", "PeerInfo",
+__all__ = ["MAX_ADDRS", "MAX_LINKS", "MAX_PRESENCE", "MAX_ROLES", "PRESENCE_TYPE", "PRESENCE_VERSION", "PeerInfo",
            "PeerTable", "PeerTableOptions", "Received"]

@@ -3,17 +3,27 @@
 A node hears of every member through presence, and dialling all of them is
 a full mesh: fine for a few dozen nodes, too many connections (and gossipsub
 peers) for hundreds.  Above ``cap`` live peers each node keeps only its
-*neighbours* on a ring of the live peers ordered by the SHA-256 of their ids:
-the peers at ring distance ±1, ±2, ±4, ±8, … (Chord's fingers, both ways),
-nearest first, at most ``cap`` of them.
+*neighbours* on a ring of the live peers ordered by the SHA-256 of their ids,
+at a symmetric set of ring offsets, nearest first, at most ``cap`` of them:
+
+* **Two hops to everyone** while ``cap`` allows it: the offsets ±1 … ±k and
+  the multiples of 2k+1 up to half the ring.  Any offset d is a multiple
+  q(2k+1) plus a rest |r| <= k, so every live peer is a neighbour or a
+  neighbour's neighbour.  That is what lets a node count peers it holds no
+  connection to as live runners, on the word of the neighbours that do
+  (:mod:`lattice.vouching`).  k is picked for the fewest offsets: about
+  2·sqrt(n) neighbours for n live peers, so a cap of 32 covers up to about
+  270 peers in two hops.
+* **Above that,** Chord's fingers both ways (±1, ±2, ±4, …): paths stay
+  O(log n) hops long, but not every peer is two hops away.
 
 Why this rule:
 
 * **Connected, not a star.**  The ±1 links alone form a ring through every
   live peer, so the mesh stays connected when any node dies, the bootstrap
-  node included; the fingers keep paths O(log n) hops long.
-* **Both ends agree.**  Ring distance is symmetric, so when two nodes see the
-  same live set, each is in the other's neighbour list: neither trims a
+  node included.
+* **Both ends agree.**  Ring offsets come in ± pairs, so when two nodes see
+  the same live set, each is in the other's neighbour list: neither trims a
   connection the other wants, and no connection is dialled and trimmed in
   turn.  Views that differ for a moment (a presence not yet heard) cost a
   few extra connections, never a partition, because connections younger
@@ -43,6 +53,29 @@ def _position(peer: str) -> bytes:
     return hashlib.sha256(peer.encode()).digest()
 
 
+def _two_hop_offsets(n: int, cap: int) -> list[int] | None:
+    """Positive ring offsets that put every peer of an ``n``-ring within two hops, or None if over ``cap``.
+
+    Offsets 1..k and the multiples of 2k+1 that any d <= n//2 needs
+    (q = round(d / (2k+1))); k is chosen for the fewest offsets (the larger
+    k on a tie: more nearby links).
+    """
+    half = n // 2
+    best: list[int] | None = None
+    for k in range(1, half + 1):
+        step = 2 * k + 1
+        multiples = [m * step for m in range(1, (half + k) // step + 1)]
+        offsets = sorted(set(range(1, k + 1)) | set(multiples))
+        if best is None or len(offsets) <= len(best):
+            best = offsets
+        if k > len(best):  # k offsets alone already exceed the best: it only grows from here
+            break
+    # Each positive offset below half the ring is two neighbours (±d); half the ring is one.
+    if best is None or sum(1 if 2 * d == n else 2 for d in best) > cap:
+        return None
+    return best
+
+
 def neighbours(me: str, live: Iterable[str], cap: int = DEFAULT_MAX_PEERS) -> list[str]:
     """The peers ``me`` keeps connections to, nearest on the ring first.
 
@@ -53,7 +86,9 @@ def neighbours(me: str, live: Iterable[str], cap: int = DEFAULT_MAX_PEERS) -> li
 
     Returns:
         Every other live peer when there are at most ``cap`` (a full mesh);
-        else up to ``cap`` peers at ring distances ±1, ±2, ±4, …
+        else the peers at the two-hop offsets (see the module doc) when
+        they fit under ``cap``; else up to ``cap`` peers at ring distances
+        ±1, ±2, ±4, …
     """
     if cap < 2:
         raise ValueError("cap must be >= 2 (the ring needs both sides)")
@@ -63,12 +98,18 @@ def neighbours(me: str, live: Iterable[str], cap: int = DEFAULT_MAX_PEERS) -> li
         return [p for p in ring if p != me]
     i = ring.index(me)
     out: dict[str, None] = {}
-    d = 1
-    while d <= n // 2 and len(out) < cap:
-        for step in (d, -d):
-            if len(out) < cap:
-                out.setdefault(ring[(i + step) % n])
-        d *= 2
+    offsets = _two_hop_offsets(n, cap)
+    if offsets is not None:
+        for d in offsets:
+            out.setdefault(ring[(i + d) % n])
+            out.setdefault(ring[(i - d) % n])
+    else:
+        d = 1
+        while d <= n // 2 and len(out) < cap:
+            for step in (d, -d):
+                if len(out) < cap:
+                    out.setdefault(ring[(i + step) % n])
+            d *= 2
     out.pop(me, None)
     return list(out)
 

@@ -614,7 +614,10 @@ def build() -> str:
            "A receiver accepts it only if `v` is 1, `peer` is both the gossip origin and the peer id of `a`, "
            "the signature verifies, and `seq` is above the last one accepted from that peer (else it is "
            "counted as `bad_presence` or `presence_replayed`). A peer seen within 3 periods with `runner` "
-           "in `roles` is a *live runner* (rendezvous preference). The first presence of a new peer makes "
+           "in `roles` is a *live runner* (rendezvous preference) when the node had a connection to it "
+           "lately, or when a peer it had a connection to, itself seen within 3 periods, lists it in "
+           "`links` (`lattice/vouching.py`: one hop only, so a made-up id needs a connected member to sign "
+           "for it, and one such member adds at most 64). The first presence of a new peer makes "
            "the node query all its objects; a peer with addresses that is not connected is dialled (at "
            "most once per 10 s). `GET /v1/peers` shows what was received.")
     d.fields([
@@ -630,6 +633,9 @@ def build() -> str:
         ("api", _TAG, "the sender's HTTP API URL, or `\"\"`"),
         ("addrs", "[text]", "the sender's libp2p listen multiaddrs, at most 8"),
         ("seq", "uint", "strictly increasing per sender: `max(previous + 1, clock in ms)`"),
+        ("links", "[text]", "the peer ids the sender holds a connection to, at most 64 (receivers keep the "
+                            "first 64 strings up to 128 characters). Absent when it has none (older nodes "
+                            "ignore it; a record without it is byte for byte the old one)"),
         ("leaving", "bool", "only in a stopping node's last presence, `true`: receivers accept it as any "
                             "presence, then stop counting the sender as live at once (`PeerTable.mark_left`); "
                             "its next presence (a restart) makes it a new peer again. Absent otherwise (older "

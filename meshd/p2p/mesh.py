@@ -43,7 +43,7 @@ from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 import trio
 
-from lattice import hpcp, topology
+from lattice import hpcp, topology, vouching
 from lattice.cid import CID
 from lattice.errors import BadInput
 from lattice.claims import rendezvous_rank
@@ -180,16 +180,24 @@ class Mesh:
         return conn
 
     def _runners_only(self, peers: Iterable[str], within_s: float | None) -> list[str]:
-        """``peers`` that had a connection within ``within_s`` (the liveness horizon when None).
+        """``peers`` that count as live (:mod:`lattice.vouching`) within ``within_s`` (the liveness horizon when None).
 
         A presence proves only that someone holds a key, and keys are free;
         a connection was authenticated by Noise and costs the peer a socket.
-        So only peers connected lately (ours included) count as live: made-up
-        ids gossiped through one peer do not skew the claim planner.
+        So a peer counts when we had a connection to it within ``within_s``,
+        or when a peer we had one to, itself heard from lately, lists it in
+        its signed presence as connected (above ``max_peers`` we hold
+        connections to our neighbours only).  Made-up ids gossiped through
+        one peer do not skew the claim planner; a connected liar adds at most
+        ``lattice.peers.MAX_LINKS``.
         """
         self._connections()
-        horizon = time.time() - (self.core.peers.options.horizon_s if within_s is None else within_s)
-        return [p for p in peers if p == self.peer_id or self._connected_at.get(p, float("-inf")) >= horizon]
+        now = time.time()
+        horizon = now - (self.core.peers.options.horizon_s if within_s is None else within_s)
+        lately = {p for p, at in list(self._connected_at.items()) if at >= horizon}
+        table = self.core.peers
+        return vouching.live(peers, me=self.peer_id, connected=lately, fresh=lambda p: table.is_live(p, now),
+                             links=table.links)
 
     # -- public -----------------------------------------------------------------------
 
