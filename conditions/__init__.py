@@ -7,6 +7,9 @@ A condition is a small expression compatible with Computes' syntax::
 
 Parse it once with :func:`parse_untrusted`, then :func:`evaluate` or
 :func:`holds` it against a :class:`Resolver` whenever a dataset changes.  A
+resolver whose ``work`` attribute is a :class:`WorkState` also lets conditions
+read the state of work (``task_state()``, ``failures()``), so rules can react
+to failures; :func:`reads_work` says which rules do.  A
 :class:`Rule` pairs a condition with an action (``enqueue``, ``map`` or
 ``reduce``); :func:`fire` turns a rule and the current state into
 deterministic task records, so every evaluator enqueues the same task CIDs.
@@ -16,8 +19,8 @@ reference.
 """
 
 from ._ast import Expr, Ref, unparse
-from ._evaluate import datasets_read, evaluate, has_dynamic_references, holds
-from ._functions import Resolver
+from ._evaluate import datasets_read, evaluate, has_dynamic_references, holds, reads_work
+from ._functions import Resolver, WorkState
 from ._parse import parse_untrusted
 from .actions import TASK_TYPE, TASK_VERSION, ResultSpec, Rule, fire
 from .errors import (
@@ -45,11 +48,13 @@ __all__ = [
     "Resolver",
     "ResultSpec",
     "Rule",
+    "WorkState",
     "datasets_read",
     "evaluate",
     "fire",
     "has_dynamic_references",
     "holds",
     "parse_untrusted",
+    "reads_work",
     "unparse",
 ]

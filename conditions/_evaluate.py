@@ -15,7 +15,7 @@ from typing import Any
 from lattice.cid import CID
 
 from ._ast import And, Call, Compare, Expr, Literal, Not, Or, Ref, parse_location
-from ._functions import FUNCTIONS, Resolver
+from ._functions import FUNCTIONS, WORK_FUNCTIONS, Resolver
 from ._values import Budget, equal, order, truthy
 from .errors import EvaluationError, LimitExceeded
 from .options import ConditionOptions
@@ -136,6 +136,25 @@ def datasets_read(expr: Expr) -> frozenset[CID]:
 def has_dynamic_references(expr: Expr) -> bool:
     """True when ``expr`` calls ``hpcp()`` on a computed value (not a string literal)."""
     return any(not isinstance(ref, Ref) for ref in _hpcp_literals(expr))
+
+
+def reads_work(expr: Expr) -> bool:
+    """True when ``expr`` calls ``task_state()`` or ``failures()``: its value may
+    change whenever the queue does, not only when a dataset it names does."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call):
+            if node.name in WORK_FUNCTIONS:
+                return True
+            stack.extend(node.args)
+        elif isinstance(node, Not):
+            stack.append(node.operand)
+        elif isinstance(node, (And, Or)):
+            stack.extend(node.operands)
+        elif isinstance(node, Compare):
+            stack.extend((node.left, node.right))
+    return False
 
 
 def _hpcp_literals(expr: Expr) -> list[Ref | None]:

@@ -39,6 +39,29 @@ class Resolver(Protocol):
         ...
 
 
+class WorkState(Protocol):
+    """The state of work, as conditions may read it; the daemon implements it over its queue.
+
+    A resolver that carries one as its ``work`` attribute lets conditions
+    call ``task_state()`` and ``failures()``; without it those functions
+    raise :class:`~conditions.errors.EvaluationError`.  Kept apart from
+    :class:`Resolver` so that evaluating a rule still needs only datasets
+    when a rule reads no work, and so that this package still imports only
+    ``lattice`` (the queue's view is the daemon's business).
+    """
+
+    def task_state(self, task: CID) -> str | None:
+        """The task's state ("available", "assigned", "completed", "failed",
+        "cancelled"), or None when the queue does not hold it."""
+        ...
+
+    def job_failures(self, dataset: CID) -> list[dict[str, Any]]:
+        """The tasks failed for good among those that read or write dataset
+        ``dataset`` (a job's tasks read and write its dataset), as
+        ``{"task": CID, "error": str, "name": str | None}``, ordered by task CID."""
+        ...
+
+
 class Context(Protocol):
     """What a function implementation may use while it runs."""
 
@@ -91,6 +114,46 @@ def _dataset(ctx: Context, args: list[Any]) -> Any:
     if cid is None:
         raise EvaluationError(f"dataset() needs hpcp(...), a CID or a link, got {k}")
     return ctx.resolver.get_block(cid)
+
+
+def _work(ctx: Context, name: str) -> WorkState:
+    work = getattr(ctx.resolver, "work", None)
+    if work is None:
+        raise EvaluationError(f"{name}() reads the state of work, which this evaluator does not supply")
+    return work
+
+
+def _task_cid(value: Any, name: str) -> CID:
+    try:
+        cid = _link_cid(value)
+    except EvaluationError as exc:
+        raise EvaluationError(f"{name}(): {exc.reason.removeprefix('dataset(): ')}") from None
+    if cid is None:
+        raise EvaluationError(f"{name}() needs a CID, a CID string or a link, got {kind(value)}")
+    return cid
+
+
+def _task_state(ctx: Context, args: list[Any]) -> str | None:
+    (target,) = args
+    if kind(target) == "null":
+        return None
+    task = _task_cid(target, "task_state")
+    work = _work(ctx, "task_state")
+    ctx.budget.charge()
+    return work.task_state(task)
+
+
+def _failures(ctx: Context, args: list[Any]) -> list[dict[str, Any]]:
+    (target,) = args
+    k = kind(target)
+    if k == "null":
+        return []
+    genesis = target.genesis if k == "ref" else _task_cid(target, "failures")
+    work = _work(ctx, "failures")
+    ctx.budget.charge()
+    found = work.job_failures(genesis)
+    ctx.budget.admit(len(found), "failures()")
+    return found
 
 
 def _exist(ctx: Context, args: list[Any]) -> bool:
@@ -176,4 +239,11 @@ FUNCTIONS: dict[str, Function] = {
     "all": Function(1, _all, "every element truthy; false for null, true for []"),
     "any": Function(1, _any, "some element truthy; false for null"),
     "get": Function(2, _get, "dict value by key or list element by index; null if absent"),
+    "task_state": Function(1, _task_state, "a task's state in the queue by CID or link; null if unknown"),
+    "failures": Function(1, _failures, "tasks failed for good that read or write a dataset (a job): "
+                                       "[{task, error, name}]"),
 }
+
+#: Functions that read the state of work rather than datasets: a rule that
+#: calls one is evaluated again whenever the queue changes.
+WORK_FUNCTIONS = frozenset({"task_state", "failures"})

@@ -53,7 +53,7 @@ def test_package_exports_exactly_the_public_api() -> None:
         "BadCondition", "BadRule", "ConditionError", "ConditionOptions", "EvaluationError",
         "Expr", "InvalidOptions", "LimitExceeded", "Ref", "Resolver", "ResultSpec", "Rule",
         "TASK_TYPE", "TASK_VERSION", "datasets_read", "evaluate", "fire",
-        "has_dynamic_references", "holds", "parse_untrusted", "unparse",
+        "has_dynamic_references", "holds", "parse_untrusted", "reads_work", "unparse", "WorkState",
     }
     assert set(conditions.__all__) == expected
     public = {name for name, value in vars(conditions).items()

@@ -46,7 +46,7 @@ import trio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from conditions import ConditionError, ConditionOptions, Rule, has_dynamic_references
+from conditions import ConditionError, ConditionOptions, Rule, has_dynamic_references, reads_work
 from lattice import codec
 from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound
@@ -56,6 +56,7 @@ from ..api.app import _call, _read_json_untrusted
 from ..node import DATASET, now_ms, parse_cid
 from ..runtime.logs import get_logger
 from . import jobs
+from .workstate import QueueWork
 
 if TYPE_CHECKING:
     from ..store.objects import Followed
@@ -166,6 +167,7 @@ class RuleBook:
         self._readers: dict[CID, set[CID]] = {}
         self._reads: dict[CID, frozenset[CID]] = {}
         self._dynamic: set[CID] = set()
+        self._work: set[CID] = set()  # origins whose rules read the state of work (the queue)
         self._records: dict[CID, bytes | None] = {}
 
     @property
@@ -188,6 +190,7 @@ class RuleBook:
                 if not readers:
                     del self._readers[g]
         self._dynamic.discard(origin)
+        self._work.discard(origin)
         entries = list(entries)
         if not entries:
             self._rules.pop(origin, None)
@@ -198,6 +201,8 @@ class RuleBook:
             reads |= entry.rule.datasets()
             if has_dynamic_references(entry.rule.expr):
                 self._dynamic.add(origin)
+            if reads_work(entry.rule.expr):
+                self._work.add(origin)
         self._reads[origin] = frozenset(reads)
         for g in reads:
             self._readers.setdefault(g, set()).add(origin)
@@ -238,9 +243,10 @@ class RuleBook:
         self.set_rules(origin, entries)
         return errors
 
-    def affected(self, datasets: Iterable[CID]) -> set[CID]:
-        """Origins whose rules may fire differently after ``datasets`` changed."""
-        out: set[CID] = set()
+    def affected(self, datasets: Iterable[CID], *, work: bool = False) -> set[CID]:
+        """Origins whose rules may fire differently after ``datasets`` changed
+        (and, with ``work``, after the queue changed: rules that read the state of work)."""
+        out: set[CID] = set(self._work) if work else set()
         touched = False
         for g in datasets:
             touched = True
@@ -300,6 +306,7 @@ class Evaluator:
         self.node = node
         self.options = options or EvaluatorOptions()
         self.book = RuleBook(self.options.conditions)
+        self.work = QueueWork(node)  # what task_state() and failures() read (meshd/roles/workstate.py)
         self._dirty: set[CID] = set()
         self._pending: dict[CID, None] = {}
         self._wake = trio.Event()
@@ -395,9 +402,10 @@ class Evaluator:
                         entry["active"] = False
                 for index, message in errors:
                     self._record_error(g, index, "", message)
-        for origin in sorted(self.book.affected(dirty), key=lambda c: c.raw):
+        work_changed = node.queue_obj.genesis in dirty
+        for origin in sorted(self.book.affected(dirty, work=work_changed), key=lambda c: c.raw):
             self._pending[origin] = None
-        resolver = jobs.node_resolver(node)
+        resolver = jobs.node_resolver(node, self.work)
         budget = self.options.max_rules_per_pass
         fired: list[tuple[CID, bytes]] = []
         while self._pending and budget > 0:
@@ -455,6 +463,7 @@ class Evaluator:
             return  # not a valid task: the node quarantined and counted it
         if type(rec) is not dict:
             return
+        self.work.index(t, rec)
         if self.options.follow_task_datasets:
             for g in (_dig(rec, "input", "dataset"), _dig(rec, "result", "destination", "dataset")):
                 if type(g) is CID and node.objects.get(g) is None:

@@ -271,11 +271,15 @@ class ReplicaResolver:
         replica_of: The replica of a dataset genesis, None when not followed.
         store: Block store for ``dataset(<cid>)``; blocks that are missing or
             do not decode read as None (the condition sees "no data yet").
+        work: The state of work (:class:`conditions.WorkState`) for
+            ``task_state()`` and ``failures()``, or None (they then fail
+            with an evaluation error).
     """
 
-    def __init__(self, replica_of: Callable[[CID], Replica | None], store: Any) -> None:
+    def __init__(self, replica_of: Callable[[CID], Replica | None], store: Any, work: Any = None) -> None:
         self._replica_of = replica_of
         self._store = store
+        self.work = work
 
     def resolve_path(self, genesis: CID, path: str) -> object | None:
         replica = self._replica_of(genesis)
@@ -288,13 +292,13 @@ class ReplicaResolver:
             return None
 
 
-def node_resolver(node: JobsNode) -> ReplicaResolver:
-    """A resolver over the datasets ``node`` follows."""
+def node_resolver(node: JobsNode, work: Any = None) -> ReplicaResolver:
+    """A resolver over the datasets ``node`` follows (and the state of work, when given)."""
     def replica_of(genesis: CID) -> Replica | None:
         obj = node.objects.get(genesis)
         return obj.replica if obj is not None and obj.kind == _DATASET_KIND else None
 
-    return ReplicaResolver(replica_of, node.store)
+    return ReplicaResolver(replica_of, node.store, work)
 
 
 # ----------------------------------------------------------------- job plans
