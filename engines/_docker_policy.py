@@ -71,6 +71,9 @@ class DockerOptions:
             One daemon runs per home, so at start-up any container with its
             label is a leftover of a previous life that was SIGKILLed or
             crashed: :meth:`DockerRunner.remove_leftovers` removes them.
+        max_cpus: The most CPUs one container may use whatever its engine
+            asks (``nano_cpus``; the daemon's ``[owner] engine_cpu_pct``);
+            default None (no cap beyond the engine's ``cpus``).
     """
 
     docker_host: str = "unix:///var/run/docker.sock"
@@ -86,8 +89,11 @@ class DockerOptions:
     api_timeout_s: float = 60.0
     cleanup_timeout_s: float = 15.0
     owner: str = ""
+    max_cpus: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_cpus is not None and not (math.isfinite(self.max_cpus) and self.max_cpus > 0):
+            raise ValueError(f"max_cpus must be a positive number or None, got {self.max_cpus!r}")
         if not self.docker_host or "://" not in self.docker_host:
             raise ValueError(f"docker_host must be a URL, got {self.docker_host!r}")
         for name in ("timeout_s", "cpus", "api_timeout_s", "cleanup_timeout_s"):
@@ -135,7 +141,7 @@ class DockerOptions:
         limits = ContainerLimits(
             timeout_s=float(get("timeout_s") or self.timeout_s),
             memory_bytes=int(memory or self.memory_bytes),
-            cpus=float(get("cpus") or self.cpus),
+            cpus=min(float(get("cpus") or self.cpus), self.max_cpus or math.inf),
             pids=int(get("pids") or self.pids),
             cpu_s=int(get("cpu_s")) if get("cpu_s") else None,
             nofile=int(get("nofile")) if get("nofile") else None,

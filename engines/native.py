@@ -80,6 +80,9 @@ class NativeOptions:
             of the node's user).
         idle: Run engines (cold and warm) at the lowest CPU and I/O priority
             (nice 19, ``SCHED_IDLE``, idle I/O class); default true.
+        cgroup_procs: The ``cgroup.procs`` file of the engines' cgroup v2
+            group (:mod:`engines.cgroup`) every engine process joins before
+            it starts; default "" (none: no CPU or memory cap).
         weak_sandbox: When the jail cannot be built (no bubblewrap, user
             namespaces disabled), run native engines anyway with rlimits only.
             Default False: they are refused, with the reason.
@@ -104,6 +107,7 @@ class NativeOptions:
     fsize_mb: int | None = 1024
     nproc: int = 256
     idle: bool = True
+    cgroup_procs: str = ""
     weak_sandbox: bool = False
     bwrap: str = "bwrap"
     engine_uid: int = 65534
@@ -274,7 +278,8 @@ class NativeRunner:
             return Outcome(ok=False, error=choice.refusal, runner=runner)
         # RLIMIT_NPROC is the jail's (set inside its user namespace), never the node user's.
         limits = SandboxLimits(memory_mb=resources.memory_mb, nofile=resources.nofile, cpu_s=resources.cpu_s,
-                               fsize_mb=self.options.fsize_mb, nproc=None, idle=self.options.idle)
+                               fsize_mb=self.options.fsize_mb, nproc=None, idle=self.options.idle,
+                               cgroup_procs=self.options.cgroup_procs or None)
         home = tempfile.mkdtemp(prefix="meshd-run-", dir=self.options.work_root)
         self._running += 1
         try:

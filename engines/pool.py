@@ -531,7 +531,8 @@ class WarmPool:
         res = self.spec.resources
         # RLIMIT_NPROC is the jail's (set inside its user namespace), never the node user's.
         limits = SandboxLimits(memory_mb=res.memory_mb, nofile=max(res.nofile, 64), cpu_s=None,
-                               fsize_mb=self.sandbox.fsize_mb, nproc=None, idle=self.sandbox.idle)
+                               fsize_mb=self.sandbox.fsize_mb, nproc=None, idle=self.sandbox.idle,
+                               cgroup_procs=self.sandbox.cgroup_procs or None)
         home = os.path.join(self._home, f"home-{n}")
         os.mkdir(home, 0o700)
         argv = [sys.executable, "-I", _WORKER_PY, self._endpoint, wid.hex(), json.dumps(spec)]

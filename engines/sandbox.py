@@ -15,6 +15,8 @@ What an engine process gets:
   scheduling class (it runs only when a CPU would otherwise be idle) and the
   idle I/O class (``ioprio_set``, class 3); each is best effort (a kernel
   that refuses one leaves the others);
+* with ``SandboxLimits.cgroup_procs``, membership of the engines' cgroup v2
+  group and so its CPU and memory caps (:mod:`engines.cgroup`);
 * when the node runs as root and the kernel allows it, a fresh network
   namespace (``unshare(CLONE_NEWNET)``: loopback only, down).  Unix sockets
   bound to filesystem paths still work, which is how pool workers talk to
@@ -79,6 +81,7 @@ class SandboxLimits:
     fsize_mb: int | None = 1024
     nproc: int | None = None
     idle: bool = True  # nice 19, SCHED_IDLE, idle I/O class
+    cgroup_procs: str | None = None  # a cgroup's cgroup.procs the engine joins (engines.cgroup)
 
 
 def _unshare_fn() -> Callable[[int], int] | None:
@@ -178,7 +181,17 @@ def make_preexec(limits: SandboxLimits, *, isolate_network: bool) -> Callable[[]
     if limits.nproc is not None:
         pairs.append((resource.RLIMIT_NPROC, limits.nproc, limits.nproc))
 
+    cgroup_procs = limits.cgroup_procs
+
     def preexec() -> None:
+        if cgroup_procs is not None:
+            # Before anything else, so that every process the engine starts is
+            # in the group; a refused write fails the start (the caps were asked for).
+            fd = os.open(cgroup_procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
         if unshare is not None and unshare(_CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
         for which, soft, hard in pairs:

@@ -496,12 +496,23 @@ class OwnerConfig:
         poll_s: How often the signals are read; default 0.5.
         windows: Daily ``HH:MM-HH:MM`` local windows in which work may run;
             default none (any time).
+        engine_cpu_pct: All native engines together use at most this
+            percentage of the machine's CPUs (cgroup v2 ``cpu.max``; Docker
+            engines: each container's ``nano_cpus``); default 0 (no cap).
+        engine_memory_headroom_mb: Native engines together may use what the
+            owner leaves free minus this many MiB (cgroup v2 ``memory.max``,
+            recomputed as the owner's use changes); default 0 (no cap).
+            Both need a writable cgroup v2 group with the controllers; where
+            there is none the daemon logs ``engine_cgroup_unavailable`` with
+            the reason and runs engines without these caps.
     """
 
     preset: str = "server"
     signal_file: str = ""
     poll_s: float = 0.5
     windows: tuple[str, ...] = ()
+    engine_cpu_pct: float = 0.0
+    engine_memory_headroom_mb: int = 0
 
     def __post_init__(self) -> None:
         if self.preset not in ("server", "desktop"):
@@ -513,6 +524,11 @@ class OwnerConfig:
         for w in _str_tuple(self, "owner", "windows"):
             if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", w):
                 raise ConfigError(f"[owner] windows: {w!r} is not HH:MM-HH:MM")
+        pct = self.engine_cpu_pct
+        if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 <= pct <= 100:
+            raise ConfigError(f"[owner] engine_cpu_pct must be a number in [0, 100], got {pct!r}")
+        _set(self, "engine_cpu_pct", float(pct))
+        _int(self, "owner", "engine_memory_headroom_mb", minimum=0, maximum=10**7)
 
 
 _SECTIONS: Final[dict[str, type]] = {

@@ -30,6 +30,8 @@ from typing import Any
 import trio
 
 from engines.auth import AuthPolicy
+from engines.cgroup import CgroupOptions, EngineCgroup
+from engines.cgroup import unavailable as cgroup_unavailable
 from engines.host import EngineHost, HostOptions
 from engines.ledger import LEDGER_NAME, kill_recorded
 from engines.manifest import Resources
@@ -109,23 +111,47 @@ def _policy(config: Any, own_key: bytes) -> AuthPolicy:
     return AuthPolicy(trusted_publishers=frozenset(keys), allow_cids=frozenset(allow))
 
 
-def _native_options(home: Home, config: Any) -> NativeOptions:
+def _native_options(home: Home, config: Any, cgroup_procs: str = "") -> NativeOptions:
     """The engine sandbox: the home hidden from every jail, the configured
-    interpreters' installations visible (read-only), the operator's two switches."""
+    interpreters' installations visible (read-only), the operator's two switches,
+    and the engines' cgroup (``[owner]`` caps) when there is one."""
     prefixes = []
     for program in config.engines.interpreters.values():
         prefix = os.path.dirname(os.path.dirname(os.path.realpath(program)))
         if prefix not in ("/", "/usr", "/usr/local"):
             prefixes.append(prefix)
     return NativeOptions(weak_sandbox=config.runner.weak_sandbox, isolate_network=not config.runner.engine_network,
-                         hide=(str(home.path.resolve()),), ro_paths=tuple(dict.fromkeys(prefixes)))
+                         hide=(str(home.path.resolve()),), ro_paths=tuple(dict.fromkeys(prefixes)),
+                         cgroup_procs=cgroup_procs)
 
 
-def _engine_host(home: Home, config: Any, store: Any, signer: Signer, docker: Any) -> EngineHost:
+def _engine_cgroup(owner: Any) -> EngineCgroup | None:
+    """The engines' cgroup v2 group for ``[owner] engine_cpu_pct`` / ``engine_memory_headroom_mb``;
+    None when neither is asked for, or (logged with the reason) when this machine cannot."""
+    options = CgroupOptions(cpu_pct=owner.engine_cpu_pct, memory_headroom_mb=owner.engine_memory_headroom_mb)
+    if not options.wanted:
+        return None
+    reason = cgroup_unavailable(options)
+    if reason is None:
+        try:
+            group = EngineCgroup.create(options)
+        except OSError as exc:
+            reason = f"cannot set up the engines' cgroup: {exc}"
+        else:
+            log.info("engine_cgroup", path=str(group.path), cpu_pct=options.cpu_pct,
+                     memory_max=group.memory_max or 0)
+            return group
+    log.warning("engine_cgroup_unavailable", reason=reason)
+    return None
+
+
+def _engine_host(home: Home, config: Any, store: Any, signer: Signer, docker: Any,
+                 cgroup: EngineCgroup | None = None) -> EngineHost:
     """The engine host (no I/O): native cold and warm runners, and ``docker`` (or None)."""
+    native = _native_options(home, config, cgroup.procs if cgroup is not None else "")
     return EngineHost(
         store,
-        HostOptions(cache_dir=str(home.path / "engines"), native=_native_options(home, config),
+        HostOptions(cache_dir=str(home.path / "engines"), native=native,
                     ledger_path=str(home.path / LEDGER_NAME),
                     interpreters={"python3": sys.executable, "python": sys.executable,
                                   **dict(config.engines.interpreters)},
@@ -201,10 +227,16 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             await nursery.start(node.serve)  # the node's object listener lives as long as this
             # [engines/docker] the Docker backend (None, logged, when off or
             # unreachable) is served first: the engine host is built with it.
+            cpu_pct = config.owner.engine_cpu_pct
             docker = await nursery.start(serve_docker, DockerBackendOptions(
                 host=config.docker.host, task_timeout_s=config.runner.task_timeout_s,
-                owner=hashlib.sha256(str(home.path.resolve()).encode()).hexdigest()[:16]))
-            host = _engine_host(home, config, store, signer, docker)
+                owner=hashlib.sha256(str(home.path.resolve()).encode()).hexdigest()[:16],
+                max_cpus=max(0.01, (os.cpu_count() or 1) * cpu_pct / 100) if cpu_pct > 0 else None))
+            # [owner] engine caps: one cgroup v2 group for every native engine, where writable.
+            cgroup = await trio.to_thread.run_sync(_engine_cgroup, config.owner)
+            if cgroup is not None:
+                await nursery.start(cgroup.serve)
+            host = _engine_host(home, config, store, signer, docker, cgroup)
             if shutdown is not None:
                 shutdown.own(host)
             await nursery.start(host.serve)

@@ -43,12 +43,15 @@ class DockerBackendOptions:
         owner: Label value marking this daemon's containers (a hash of the
             home; see ``engines.docker.DockerOptions.owner``); default "",
             unlabelled, and no leftovers are removed at start.
+        max_cpus: The most CPUs one container may use (``[owner]
+            engine_cpu_pct`` of the machine); default None (no cap).
     """
 
     host: str = ""
     connect_timeout_s: float = 10.0
     task_timeout_s: float = 60.0
     owner: str = ""
+    max_cpus: float | None = None
 
     def __post_init__(self) -> None:
         if self.host not in ("", "off") and "://" not in self.host:
@@ -80,7 +83,8 @@ async def serve_docker(options: DockerBackendOptions, *,
         log.info("docker_disabled", reason="off" if options.host == "off" else f"no {DEFAULT_SOCKET}")
         task_status.started(None)
         return
-    runner = DockerRunner(DockerOptions(docker_host=host, timeout_s=options.task_timeout_s, owner=options.owner))
+    runner = DockerRunner(DockerOptions(docker_host=host, timeout_s=options.task_timeout_s, owner=options.owner,
+                                       max_cpus=options.max_cpus))
     try:
         with trio.fail_after(options.connect_timeout_s):
             await runner.open()
