@@ -5,6 +5,8 @@ pair.  With a deterministic engine the second completes from the first's
 result: the engine host's run count does not move, the task's status names
 the source result, and the hit is counted in the queue status and in
 ``GET /metrics``.  An opted-out task and a non-deterministic engine run.
+A verified task runs its replica while only an unverified result exists, and
+completes from the cache once a verdict with its quorum does.
 """
 
 from __future__ import annotations
@@ -74,3 +76,23 @@ def test_a_non_deterministic_engine_always_runs(daemon: Daemon) -> None:
     assert "cache" not in st
     wait_for(lambda: _runs(daemon) == runs + 1, timeout=30, what="the second task's engine run")
     assert daemon.get("/v1/queue").json()["cache_hits"] == 0
+
+
+def test_a_verified_task_uses_only_a_result_verified_to_its_quorum(daemon_factory: Any) -> None:
+    """One node runs, verifies and caches: a quorum-1 verdict serves quorum-1 and plain tasks, not quorum 2."""
+    d: Daemon = daemon_factory("node", roles=("manager", "runner", "verifier")).start()
+    engine = d.add_echo_engine(deterministic=True)
+    value = {"verified": True}
+    plain = _enqueue(d, echo_task(engine, value, name="plain"))
+    d.wait_state(plain, "completed", timeout=90)
+    runs = _runs(d)
+    # A plain task's result is not verified: a verify task runs its replica instead.
+    first = _enqueue(d, echo_task(engine, value, name="v1", verify={"replicas": 1, "quorum": 1}))
+    st = d.wait_state(first, "completed", timeout=90)
+    assert "cache" not in st and st["verification"]["verdict"] is not None, st
+    wait_for(lambda: _runs(d) == runs + 1, timeout=30, what="the verified task's replica run")
+    # Now a verdict with one agreeing runner exists: a quorum-1 task completes from it.
+    second = _enqueue(d, echo_task(engine, value, name="v1-again", verify={"replicas": 1, "quorum": 1}))
+    st = d.wait_state(second, "completed", timeout=90)
+    assert st["cache"]["task"] == {"/": first}, st
+    assert _runs(d) == runs + 1
