@@ -98,6 +98,9 @@ class Receipt:
     applied: list[Delta] = field(default_factory=list)
     missing: list[CID] = field(default_factory=list)
     duplicate: bool = False
+    #: Deltas refused for a wrong height once their parents applied (with the
+    #: pending deltas built on them): a peer's fault, for the caller to count.
+    refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +394,7 @@ class Replica:
         while ready:
             d = ready.pop()
             if not self._height_ok(d):
-                self._refuse(d.cid)
+                receipt.refused += self._refuse(d.cid)
                 continue
             self._apply(d)
             receipt.applied.append(d)
@@ -418,15 +421,18 @@ class Replica:
             else:
                 del self._pending_by[a]
 
-    def _refuse(self, cid: CID) -> None:
+    def _refuse(self, cid: CID) -> int:
         # Drop a delta whose parents are applied but whose height is wrong,
         # with every pending delta that waits on it: none can ever apply.
         stack = [cid]
+        n = 0
         while stack:
             c = stack.pop()
             self._refused.add(c.raw)
             self._unpend(c)
             stack.extend(self._waiting.pop(c, ()))
+            n += 1
+        return n
 
     def _apply(self, d: Delta) -> None:
         if not d.ops:

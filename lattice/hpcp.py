@@ -604,6 +604,10 @@ class Syncer:
             return
         receipt = self.replica.receive_untrusted(cid, data)
         self.stats.deltas_applied += len(receipt.applied)
+        for _ in range(receipt.refused):
+            # A delta whose height was wrong against parents that arrived after
+            # it: refused like one that raised BadHeight at once, and counted alike.
+            self._reject("BadHeight")
         self._want([p for p in receipt.missing if not self.replica.is_known(p)], peer, now)
 
     def _maybe_install(self, now: float) -> None:

@@ -54,6 +54,7 @@ def test_a_pending_delta_with_a_wrong_height_is_dropped_with_its_children() -> N
     assert rep.receive_untrusted(bad_cid, bad).missing == [c1]
     receipt = rep.receive_untrusted(c1, d1)
     assert [d.cid for d in receipt.applied] == [c1]
+    assert receipt.refused == 2  # for the caller to count (the syncer does, as BadHeight)
     assert rep.state.register("rule") == "honest"
     assert rep.heads == [c1]
     stats = rep.statistics()
@@ -96,3 +97,25 @@ def test_honest_forks_and_merges_keep_exact_heights() -> None:
     assert a.state == b.state
     assert a.state.register("rule") == "a4"
     assert a.statistics().rejected == b.statistics().rejected == 0
+
+
+def test_a_syncer_counts_a_wrong_height_found_after_the_parents_arrive() -> None:
+    """Fetched head first, parent after: the refusal happens inside the
+    replica, not as a raised BadHeight, and the syncer still counts it (the
+    node's ``hpcp_BadHeight``; it counted nothing before)."""
+    from lattice import hpcp
+
+    src = _replica()
+    c1, _ = src.update([["put", "rule", "honest"]], HONEST)
+    bad_cid, bad = records.sign_delta(ATTACKER, GENESIS, [c1], 2**53, [["put", "rule", "evil"]])
+    src.store.put(bad_cid, bad)
+    syncer = hpcp.Syncer(_replica(), signing.Signer.from_seed(b"\x05" * 32))
+    outs = syncer.receive_untrusted("attacker", hpcp.encode_announce(ATTACKER, GENESIS, [bad_cid], 1), 1.0)
+    for _ in range(20):
+        if not outs:
+            break
+        msg = hpcp.decode_message_untrusted(outs.pop(0).data)
+        if msg["t"] == "hpcp/want":
+            outs += syncer.receive_untrusted("attacker", hpcp.serve_want(src.store, msg["cids"], 1 << 20), 1.0)
+    assert syncer.replica.heads == [c1]
+    assert syncer.statistics().rejected.get("BadHeight") == 1
