@@ -77,6 +77,9 @@ class JailSpec:
         as_root: The node runs as root: drop to ``uid``/``gid`` with setpriv.
         uid: Engine uid when ``as_root``.
         gid: Engine gid when ``as_root``.
+        seccomp_fd: A file descriptor holding the compiled seccomp filter
+            (:mod:`engines.seccomp`) that bubblewrap installs before the
+            jail's first process, or None for no filter.
     """
 
     bwrap: str
@@ -90,6 +93,7 @@ class JailSpec:
     as_root: bool = False
     uid: int = 65534
     gid: int = 65534
+    seccomp_fd: int | None = None
 
 
 def python_paths() -> tuple[str, ...]:
@@ -191,6 +195,8 @@ def jail_argv(argv: Sequence[str], spec: JailSpec) -> list[str]:
     for p, flag in wanted:
         if any(_under(p, h) for h in hides):
             bind(p, flag)
+    if spec.seccomp_fd is not None:
+        out += ["--seccomp", str(spec.seccomp_fd)]
     out += ["--chdir", os.path.abspath(spec.cwd), "--"]
     if spec.as_root:
         out += ["setpriv", f"--reuid={spec.uid}", f"--regid={spec.gid}", "--clear-groups", "--no-new-privs",

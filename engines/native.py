@@ -37,6 +37,7 @@ from .ledger import GroupLedger
 from .manifest import Resources
 from .outcome import Outcome
 from .jail import JailSpec, dedupe, jail_argv, program_paths, python_paths
+from .seccomp import filter_program, open_filter
 from .sandbox import (SandboxLimits, clean_env, describe_exit, jail_unavailable, kill_group, make_preexec,
                       network_isolation_available)
 
@@ -96,6 +97,10 @@ class NativeOptions:
             installed outside ``/usr`` and the node's Python).  Default none.
         hide: Host directories no jail may see even under a bound directory:
             the daemon passes its home.  Default none.
+        seccomp: Jailed engines get the seccomp filter of
+            :mod:`engines.seccomp` when it can be compiled.  Default on
+            (off for an engine that needs a denied call, e.g. a profiler's
+            ``perf_event_open``).
     """
 
     stdout_limit: int = 16 * 1024 * 1024
@@ -114,6 +119,7 @@ class NativeOptions:
     engine_gid: int = 65534
     ro_paths: tuple[str, ...] = ()
     hide: tuple[str, ...] = ()
+    seccomp: bool = True
 
     def __post_init__(self) -> None:
         if self.stdout_limit < 1 or self.stderr_limit < 0:
@@ -142,18 +148,21 @@ class SandboxChoice:
         refusal: Why native engines are refused (no jail, no weak sandbox
             allowed), or None.
         network_isolated: Engines have no network.
+        seccomp: The compiled seccomp filter jailed engines get
+            (:mod:`engines.seccomp`), or None.
     """
 
     jailed: bool
     refusal: str | None
     network_isolated: bool
+    seccomp: bytes | None = None
 
 
 def choose_sandbox(options: NativeOptions) -> SandboxChoice:
     """Probe (blocking, cached per setting) and decide the sandbox for ``options``."""
     reason = jail_unavailable(options.bwrap, uid=options.engine_uid, gid=options.engine_gid)
     if reason is None:
-        return SandboxChoice(True, None, options.isolate_network)
+        return SandboxChoice(True, None, options.isolate_network, filter_program() if options.seccomp else None)
     if not options.weak_sandbox:
         return SandboxChoice(False, f"native engines are refused: the sandbox is unavailable ({reason}); "
                                     "set [runner] weak_sandbox = true to run them with rlimits only", False)
@@ -164,7 +173,7 @@ def choose_sandbox(options: NativeOptions) -> SandboxChoice:
 
 
 def jailed(options: NativeOptions, argv: list[str], *, home: str, cwd: str, ro: tuple[str, ...] = (),
-           rw: tuple[str, ...] = ()) -> list[str]:
+           rw: tuple[str, ...] = (), seccomp_fd: int | None = None) -> list[str]:
     """``argv`` wrapped in the jail for ``options`` (see :mod:`engines.jail`).
 
     ``home`` must exist; when the node runs as root it is handed to the
@@ -176,7 +185,7 @@ def jailed(options: NativeOptions, argv: list[str], *, home: str, cwd: str, ro: 
     spec = JailSpec(bwrap=shutil.which(options.bwrap) or options.bwrap, home=home, cwd=cwd,
                     ro=dedupe((*python_paths(), *program_paths(argv), *options.ro_paths, *ro)), rw=rw,
                     hide=options.hide, network=not options.isolate_network, nproc=options.nproc,
-                    as_root=as_root, uid=options.engine_uid, gid=options.engine_gid)
+                    as_root=as_root, uid=options.engine_uid, gid=options.engine_gid, seccomp_fd=seccomp_fd)
     return jail_argv(argv, spec)
 
 
@@ -282,6 +291,7 @@ class NativeRunner:
                                cgroup_procs=self.options.cgroup_procs or None)
         home = tempfile.mkdtemp(prefix="meshd-run-", dir=self.options.work_root)
         self._running += 1
+        seccomp_fd: int | None = None
         try:
             if choice.jailed and argv and os.path.isabs(argv[0]) and not os.access(argv[0], os.X_OK):
                 # Inside the jail this would be prlimit's exec error; say it as a plain start would.
@@ -289,12 +299,16 @@ class NativeRunner:
                                   runner=runner)
             else:
                 if choice.jailed:
-                    argv = jailed(self.options, list(argv), home=home, cwd=cwd or home, rw=rw)
+                    if choice.seccomp is not None:
+                        seccomp_fd = open_filter(choice.seccomp)
+                    argv = jailed(self.options, list(argv), home=home, cwd=cwd or home, rw=rw, seccomp_fd=seccomp_fd)
                 netns = choice.network_isolated and not choice.jailed
                 outcome = await self._run_in(argv, payload, home, cwd or home, limits, netns, timeout, protocol,
-                                             runner, choice.jailed, env or {})
+                                             runner, choice.jailed, env or {}, seccomp_fd)
         finally:
             self._running -= 1
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
             # Sync rmtree on purpose: it must also run when we are cancelled.
             shutil.rmtree(home, ignore_errors=True)
         outcome = _with_duration(outcome, time.monotonic() - start)
@@ -308,12 +322,13 @@ class NativeRunner:
 
     async def _run_in(self, argv: Sequence[str], payload: bytes, home: str, cwd: str, limits: SandboxLimits,
                       isolated: bool, timeout: float, protocol: str, runner: str, jail: bool,
-                      env: dict[str, str]) -> Outcome:
+                      env: dict[str, str], seccomp_fd: int | None = None) -> Outcome:
         opts = self.options
         try:
             proc = await trio.lowlevel.open_process(
                 list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
                 env={**env, **clean_env(home, opts.path)}, start_new_session=True, close_fds=True,
+                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
                 preexec_fn=make_preexec(limits, isolate_network=isolated))
         except (OSError, subprocess.SubprocessError) as exc:
             return Outcome(ok=False, error=f"cannot start engine: {exc}", runner=runner)

@@ -58,6 +58,7 @@ from .errors import EngineError
 from .ledger import GroupLedger
 from .manifest import Resources
 from .native import NativeOptions, SandboxChoice, choose_sandbox, jailed
+from .seccomp import open_filter
 from .outcome import Outcome
 from .sandbox import SandboxLimits, clean_env, describe_exit, kill_group, make_preexec
 
@@ -537,16 +538,20 @@ class WarmPool:
         os.mkdir(home, 0o700)
         argv = [sys.executable, "-I", _WORKER_PY, self._endpoint, wid.hex(), json.dumps(spec)]
         assert self._choice is not None
+        seccomp_fd = None
         if self._choice.jailed:
+            if self._choice.seccomp is not None:
+                seccomp_fd = open_filter(self._choice.seccomp)
             argv = jailed(self.sandbox, argv, home=home, cwd=self.spec.cwd,
-                          ro=(_WORKER_PY, *program_files(self.spec.argv)), rw=(self._endpoint[len("ipc://"):],))
+                          ro=(_WORKER_PY, *program_files(self.spec.argv)), rw=(self._endpoint[len("ipc://"):],),
+                          seccomp_fd=seccomp_fd)
         self._workers[wid] = w
         with open(w.stderr_path, "wb") as err:
             try:
                 w.proc = await trio.lowlevel.open_process(
                     argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.spec.cwd,
                     env=clean_env(home, self.sandbox.path), start_new_session=True, close_fds=True,
-                    pass_fds=(self._lifeline_r,),
+                    pass_fds=(self._lifeline_r,) if seccomp_fd is None else (self._lifeline_r, seccomp_fd),
                     preexec_fn=make_preexec(limits, isolate_network=self._netns and not self._choice.jailed))
             except (OSError, subprocess.SubprocessError) as exc:
                 del self._workers[wid]
@@ -555,6 +560,9 @@ class WarmPool:
                 w.ready.set()
                 self._start_failed(w.fail_reason)
                 return w
+            finally:
+                if seccomp_fd is not None:
+                    os.close(seccomp_fd)  # the worker has its own copy (bubblewrap reads it)
         if self.ledger is not None:
             self.ledger.record(w.proc.pid)
         self._started += 1

@@ -11,9 +11,11 @@ say() { echo "setup: $*" >&2; }
 # py-libp2p's fastecdsa builds from source and needs GMP headers; iproute2
 # gives `ip netns` for partition tests; bubblewrap and util-linux (setpriv,
 # unshare, prlimit) build the jail native engines run in (engines/jail.py):
-# without them a node refuses native engines.
+# without them a node refuses native engines; python3-seccomp (libseccomp's
+# own bindings, for /usr/bin/python3) compiles the jail's seccomp filter
+# (engines/seccomp.py): without it engines run jailed but unfiltered.
 need=()
-for pkg in libgmp-dev iproute2 bubblewrap util-linux; do
+for pkg in libgmp-dev iproute2 bubblewrap util-linux python3-seccomp; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

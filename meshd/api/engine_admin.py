@@ -38,6 +38,7 @@ from typing import Any
 import trio
 
 from engines.auth import AuthPolicy
+from engines.seccomp import status as seccomp_status
 from engines.errors import BadManifest, EngineCorrupt, EngineMissing
 from engines.host import publish_signature
 from engines.image import tarball_image_id
@@ -296,4 +297,5 @@ class EngineAdmin:
             "docker": {"available": docker is not None,
                        "statistics": None if docker is None else dataclasses.asdict(docker.statistics())},
             "host": dataclasses.asdict(self.host.statistics()),
+            "seccomp": seccomp_status(),  # the jailed engines' syscall filter (engines.seccomp)
         }
