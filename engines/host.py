@@ -161,6 +161,10 @@ class HostStatistics:
     cache_hits: int
     cache_misses: int
     network_isolated: bool | None
+    #: Signature CIDs named in the registry whose blocks were not in the
+    #: store when an engine's authorization was decided: ignored, never
+    #: fetched (a peer can add one that nobody serves).
+    ignored_signatures: int = 0
 
 
 class EngineHost:
@@ -183,11 +187,13 @@ class EngineHost:
         self._manifests: dict[CID, NativeManifest | DockerManifest] = {}
         self._authorized: set[CID] = set()
         self._runs = self._refused = self._cold = self._warm = self._docker = 0
+        self._ignored_signatures = 0
         self._hits = self._misses = 0
 
     def statistics(self) -> HostStatistics:
         return HostStatistics(self._runs, self._refused, self._cold, self._warm, self._docker, len(self._pools),
-                              self._hits, self._misses, self.native.statistics().network_isolated)
+                              self._hits, self._misses, self.native.statistics().network_isolated,
+                              self._ignored_signatures)
 
     def process_groups(self) -> tuple[int, ...]:
         """Process groups of every engine process this host runs now: cold
@@ -337,7 +343,8 @@ class EngineHost:
         """
         if engine_cid in self._authorized:
             return True
-        sigs, _missing = self._signatures(signatures)
+        sigs, missing = self._signatures(signatures)
+        self._ignored_signatures += len(missing)
         try:
             authorize(engine_cid, sigs, self.policy)
         except EngineNotAuthorized:
@@ -359,6 +366,7 @@ class EngineHost:
             # manifest or files, and signature blocks that are not here are
             # ignored (one that nobody serves must not stall every attempt).
             sigs, missing = self._signatures(signatures)
+            self._ignored_signatures += len(missing)
             try:
                 authorize(engine_cid, sigs, self.policy)
             except EngineNotAuthorized as exc:

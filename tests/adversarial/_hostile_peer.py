@@ -25,6 +25,28 @@ stdin line, answering each with one JSON line on stdout:
 * ``{"op": "raw_request", "peer": id, "hex": data}``: send those bytes as a
   request; answers ``{"hex": answer}`` or ``{"error": ...}``.
 
+The HPCP attacks below sign deltas, snapshots and announcements with the
+peer's own key (its libp2p identity), announce them in a signed
+``hpcp/announce`` as any member does, and answer the ``hpcp/want`` requests
+of the nodes that fetch them from the blocks the attack made (and nothing
+else).  Each answers ``{"genesis": ..., "heads": [...], ...}``:
+
+* ``{"op": "poison_snapshot", "signed": bool}``: a new object (a dataset
+  genesis no one has) whose announcement names a snapshot, signed by the
+  attacker (``signed``) or with a broken signature, whose one part adds
+  ``"poison"`` to the set ``items``; its head is an honest delta that adds
+  ``"delta"``;
+* ``{"op": "bad_height", "genesis": g, "key": k, "value": v}``: a delta of
+  object ``g`` that puts ``v`` at ``k`` with height 2^53 on a parent of
+  height 1 (it would win that register for good);
+* ``{"op": "forged_verdicts", "genesis": g, "victim": id, "engine": cid}``:
+  a delta of the verdicts object ``g`` with two verdicts that call ``victim``
+  invalid on made-up tasks (enough for a ban) and five that call the attacker
+  valid (enough to be trusted), each correctly signed by the attacker;
+* ``{"op": "poison_signature", "genesis": g, "engine": cid}``: a delta of
+  the engines registry ``g`` that adds a signature CID for ``engine`` whose
+  block nobody serves.
+
 It exits when stdin closes.
 """
 
@@ -37,7 +59,8 @@ import time
 
 import trio
 
-from lattice import codec, hpcp
+from lattice import codec, hpcp, records, trust
+from lattice.blockstore import MemoryBlockStore
 from lattice.cid import CID
 from lattice.peers import PeerTable
 from lattice.signing import Signer, peer_id_of
@@ -125,8 +148,103 @@ async def _raw_request(t: Transport, cmd: dict) -> dict:
         return {"error": type(exc).__name__}
 
 
+class Hpcp:
+    """The attacker's side of HPCP: the blocks it serves and its signed announcements."""
+
+    def __init__(self, transport: Transport, signer: Signer) -> None:
+        self.transport = transport
+        self.signer = signer
+        self.me = peer_id_of(signer.public)
+        self.blocks = MemoryBlockStore()
+        self.wants = 0
+
+    async def answer(self, peer: str, data: bytes) -> bytes:
+        """Serve a want from the attack's blocks, as an honest member serves its store."""
+        try:
+            msg = hpcp.decode_message_untrusted(data, verify=False)
+        except Exception:  # noqa: BLE001 - a node's request we cannot read gets an empty answer
+            return hpcp.encode_blocks([], [])
+        if msg.get("t") != "hpcp/want":
+            return hpcp.encode_blocks([], [])
+        self.wants += 1
+        return hpcp.serve_want(self.blocks, msg["cids"], 4 * 1024 * 1024)
+
+    def put(self, cid: CID, data: bytes) -> CID:
+        self.blocks.put(cid, data)
+        return cid
+
+    async def announce(self, genesis: CID, heads: list[CID], snap: CID | None = None) -> dict:
+        """Announce ``heads`` of ``genesis`` a few times (gossip meshes form
+        while the attack runs; a node that heard it once ignores repeats)."""
+        for _ in range(3):
+            await self.transport.broadcast(hpcp.encode_announce(
+                self.signer, genesis, heads, int(time.time() * 1000), snap))
+            await trio.sleep(0.5)
+        return {"genesis": str(genesis), "heads": [str(h) for h in heads], "snap": str(snap) if snap else None}
+
+    def delta(self, genesis: CID, ops: list, *, parents: tuple[CID, ...] = (), height: int = 1) -> CID:
+        cid, data = records.sign_delta(self.signer, genesis, list(parents), height, ops, [])
+        return self.put(cid, data)
+
+
+async def _poison_snapshot(h: Hpcp, cmd: dict) -> dict:
+    genesis = h.put(*records.make_genesis("dataset", f"poison-{os.urandom(8).hex()}"))
+    head = h.delta(genesis, [["add", "items", "delta"]])
+    part = h.put(*codec.encode_block({"t": "goho/snapshot-part", "v": 1, "adds": [["items", ["poison"]]],
+                                      "puts": []}))
+    body = {"t": "goho/snapshot", "v": 1, "g": genesis, "covers": [head], "h": 1, "parts": [part],
+            "a": h.signer.public}
+    body["s"] = h.signer.sign(codec.encode(body)) if cmd.get("signed", True) else bytes(64)
+    snap = h.put(*codec.encode_block(body))
+    return await h.announce(genesis, [head], snap)
+
+
+async def _bad_height(h: Hpcp, cmd: dict) -> dict:
+    genesis = CID.parse_untrusted(cmd["genesis"])
+    value = CID.parse_untrusted(cmd["value"]) if cmd.get("link") else cmd["value"]
+    # A root delta must have height 1 (the decoder refuses any other), so the
+    # attack builds on a root of its own: the height is wrong only against
+    # the parent's, which the node checks once it holds the parent.
+    root = h.delta(genesis, [["put", "hostile/root", 1]])
+    head = h.delta(genesis, [["put", cmd["key"], value]], parents=(root,), height=2**53)
+    return await h.announce(genesis, [head])
+
+
+async def _forged_verdicts(h: Hpcp, cmd: dict) -> dict:
+    genesis = CID.parse_untrusted(cmd["genesis"])
+    engine = CID.parse_untrusted(cmd["engine"])
+    now = int(time.time() * 1000)
+    ops = []
+    for i in range(7):
+        task = codec.cid_of({"made up task": i, "nonce": os.urandom(8).hex()})
+        output = codec.cid_of({"made up output": i})
+        ban = i < 2
+        rec = trust.verdict_record(h.signer, task, engine, output, [] if ban else [h.me],
+                                   [cmd["victim"]] if ban else [], h.me, now + i)
+        ops.append(trust.verdict_op(rec))
+    head = h.delta(genesis, ops)
+    return await h.announce(genesis, [head])
+
+
+async def _poison_signature(h: Hpcp, cmd: dict) -> dict:
+    genesis = CID.parse_untrusted(cmd["genesis"])
+    bogus = codec.cid_of({"signature nobody serves": os.urandom(8).hex()})
+    head = h.delta(genesis, [["add", cmd["engine"], bogus]])
+    out = await h.announce(genesis, [head])
+    out["bogus"] = str(bogus)
+    return out
+
+
+_HPCP_ATTACKS = {"poison_snapshot": _poison_snapshot, "bad_height": _bad_height,
+                 "forged_verdicts": _forged_verdicts, "poison_signature": _poison_signature}
+
+
 async def main(topic: str, bootstrap: tuple[str, ...]) -> None:
-    transport = Transport(os.urandom(32), P2POptions(bootstrap=bootstrap, topic=topic))
+    seed = os.urandom(32)
+    transport = Transport(seed, P2POptions(bootstrap=bootstrap, topic=topic))
+    attacker = Hpcp(transport, Signer.from_seed(seed))
+    assert attacker.me == transport.peer_id, "the attacker signs with its libp2p identity"
+    transport.set_request_handler(attacker.answer)
     heard: list[tuple[str, bytes]] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.serve)
@@ -166,6 +284,10 @@ async def main(topic: str, bootstrap: tuple[str, ...]) -> None:
                     out = await _want(transport, cmd)
                 elif op == "raw_request":
                     out = await _raw_request(transport, cmd)
+                elif op in _HPCP_ATTACKS:
+                    out = await _HPCP_ATTACKS[op](attacker, cmd)
+                elif op == "wants":
+                    out = {"wants": attacker.wants}
                 else:
                     out = {"error": f"unknown op {op}"}
                 print(json.dumps(out), flush=True)
