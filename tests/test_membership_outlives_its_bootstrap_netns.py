@@ -35,6 +35,13 @@ from .test_mesh_partition_netns import NsDaemon, NsNet, _netns_reason, _sh
 
 pytestmark = pytest.mark.slow
 
+#: Deadlines for outcomes: generous, for a loaded 2-core CI machine running six daemons.
+OUTCOME_S = 120.0
+#: Bounds on the figures (printed first): loose enough for load, tight enough to catch
+#: a return of the 30-60 s stalls (equivocation, waiting on redials) they replaced.
+CONNECT_BOUND_S = 15.0
+HEARD_BOUND_S = 15.0
+
 
 class DualNet(NsNet):
     """:class:`NsNet` plus, in every namespace, an interface on a subnet nobody can reach."""
@@ -79,6 +86,7 @@ def test_the_mesh_outlives_its_bootstrap_and_restarts_cleanly(tmp_path: Path) ->
     t_start = time.monotonic()
     net = DualNet(6)
     nodes: list[NsDaemon] = []
+    figures: dict[str, float] = {}  # printed whatever happens, so a failure under load says how slow it was
     try:
         net.up()
         first = _node(tmp_path, net, 0, [], [])
@@ -104,23 +112,26 @@ def test_the_mesh_outlives_its_bootstrap_and_restarts_cleanly(tmp_path: Path) ->
 
         first.proc.kill()
         first.proc.wait(10)
+        killed = time.monotonic()
         alive = {d.peer_id for d in nodes[1:]}
-        wait_for(lambda: _live(second) == alive, timeout=30, what="the second node to drop the first")
+        wait_for(lambda: _live(second) == alive, timeout=OUTCOME_S, what="the second node to drop the first")
+        figures["bootstrap_dropped_s"] = time.monotonic() - killed
         tasks = {d.peer_id: second.post("/v1/tasks", echo_task(engine, d.home.name, constraints=[
             {"type": "label", "value": d.home.name}])).json()["cid"] for d in rest}
         for d in rest:
             wait_for(lambda d=d: d.get(f"/v1/tasks/{tasks[d.peer_id]}").json()["state"] == "completed",
-                     timeout=60, what=f"{d.home.name} to run its task without the bootstrap node")
+                     timeout=OUTCOME_S, what=f"{d.home.name} to run its task without the bootstrap node")
 
         third = rest[0]
         sixth = _node(tmp_path, net, 5, [third.multiaddr], trust).start()
         nodes.append(sixth)
         joined = time.monotonic()
         others = alive - {third.peer_id}
-        wait_for(lambda: others <= _connected(sixth), timeout=30,
+        wait_for(lambda: others <= _connected(sixth), timeout=OUTCOME_S,
                  what="the sixth node to connect to the members it heard of through the third")
-        connect_s = time.monotonic() - joined
-        wait_for(lambda: _live(sixth) == alive | {sixth.peer_id}, timeout=30, what="the sixth node to see the mesh")
+        connect_s = figures["sixth_connected_s"] = time.monotonic() - joined
+        wait_for(lambda: _live(sixth) == alive | {sixth.peer_id}, timeout=OUTCOME_S,
+                 what="the sixth node to see the mesh")
 
         fifth = rest[2]
         fifth.stop()
@@ -128,25 +139,24 @@ def test_the_mesh_outlives_its_bootstrap_and_restarts_cleanly(tmp_path: Path) ->
         restarted = time.monotonic()
         cid = fifth.post("/v1/tasks", echo_task(engine, "after the restart", constraints=[
             {"type": "label", "value": fifth.home.name}])).json()["cid"]
-        wait_for(lambda: second.get(f"/v1/tasks/{cid}").status_code == 200, timeout=30,
+        wait_for(lambda: second.get(f"/v1/tasks/{cid}").status_code == 200, timeout=OUTCOME_S,
                  what="the second node to know the task the restarted node enqueued")
-        heard_s = time.monotonic() - restarted
-        wait_for(lambda: second.get(f"/v1/tasks/{cid}").json()["state"] == "completed", timeout=60,
+        heard_s = figures["restarted_task_heard_s"] = time.monotonic() - restarted
+        wait_for(lambda: second.get(f"/v1/tasks/{cid}").json()["state"] == "completed", timeout=OUTCOME_S,
                  what="the restarted node's task to complete, seen from the second node")
-        print(f"sixth node connected to {len(others)} members {connect_s:.2f} s after it started; "
-              f"a restarted node's task known on a peer {heard_s:.2f} s after the restart; "
-              f"whole test {time.monotonic() - t_start:.0f} s")
         # Every peer offers the unreachable address first: a dial there costs
         # 250 ms, and members are heard of within a presence interval (2 s).
         # Bounds are generous for a loaded 2-core CI machine (six daemons plus
-        # the rest of the suite): the figures above are what to read.
-        assert connect_s < 8.0
+        # the rest of the suite): the printed figures are what to read.
+        assert connect_s < CONNECT_BOUND_S
         # Measured 0.5 s idle: it dials the members it saved in peers.json at start
         # and greets each peer its gossip reaches (was 4.6-4.9 s, waiting on redials).
         # One CI run under load took 5.5 s; the bound catches a return of the
         # 30-60 s equivocation stall, not a slow machine.
-        assert heard_s < 15.0
+        assert heard_s < HEARD_BOUND_S
     finally:
+        figures["whole_test_s"] = time.monotonic() - t_start
+        print("netns membership figures: " + ", ".join(f"{k}={v:.2f}" for k, v in figures.items()))
         for d in nodes:
             d.stop()
         net.down()
