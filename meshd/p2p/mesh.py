@@ -405,6 +405,12 @@ class Mesh:
             for peer in was - connected:
                 if now - closed_by_us.pop(peer, float("-inf")) > REDIAL_EVERY_S:
                     lost.setdefault(peer, now)
+            if was - connected:
+                # Our presence lists our connections (links), on whose word peers
+                # not connected to the lost one count it live: say so now, not
+                # at the next period.
+                await self._call(self.core.presence_now)
+                self._wake.set()
             was = connected
             assert self._nursery is not None
             full = len(connected) >= self.options.max_peers
