@@ -139,3 +139,5 @@ class TransportStatistics:
     requests_refused: int
     connects: int
     disconnects: int
+    #: Our dials dropped because the peer connected to us first (no second connection).
+    dials_superseded: int
