@@ -70,8 +70,13 @@ __all__ = ["Mesh", "MeshOptions", "MeshStatistics", "Refusing", "TokenBucket", "
 
 log = get_logger("meshd.mesh")
 
-#: How often the pump looks at who is connected and subscribed.
+#: How often the pump looks at who is connected and subscribed ...
 WATCH_S = 0.05
+#: ... while connections changed within WATCH_FAST_FOR_S or a lost peer is
+#: being redialled; otherwise every WATCH_QUIET_S or at the next connection
+#: change, whichever comes first (an idle node's wake-ups: issue 16).
+WATCH_FAST_FOR_S = 10.0
+WATCH_QUIET_S = 0.5
 #: A lost peer is redialled at once, then this often for REDIAL_SOON_FOR_S ...
 REDIAL_SOON_S = 0.5
 REDIAL_SOON_FOR_S = 10.0
@@ -342,7 +347,8 @@ class Mesh:
     async def _watch_loop(self) -> None:
         """Watch who we can gossip with: greet peers that join, redial and probe peers we lose.
 
-        Every ``WATCH_S``:
+        Every ``WATCH_S`` (every ``WATCH_QUIET_S`` while no connection has
+        changed for ``WATCH_FAST_FOR_S``, waking at the next change):
 
         * a peer that newly subscribed (connected, and its subscription
           arrived) gets our presence and heads at once
@@ -440,7 +446,17 @@ class Mesh:
                     if addrs and peer not in dialing and now - last_dial.get(peer, float("-inf")) >= REDIAL_EVERY_S:
                         last_dial[peer] = now
                         self._nursery.start_soon(redial, peer, tuple(addrs), False)
+            await self._watch_pause(bool(lost or dialing))
+
+    async def _watch_pause(self, busy: bool) -> None:
+        """The watch loop's sleep: short while connections change, long (but
+        cut short by a connect or disconnect) while they do not."""
+        quiet_s = getattr(self.transport, "quiet_s", None)
+        wait_churn = getattr(self.transport, "wait_churn", None)
+        if busy or quiet_s is None or wait_churn is None or quiet_s() < WATCH_FAST_FOR_S:
             await trio.sleep(WATCH_S)
+        else:
+            await wait_churn(WATCH_QUIET_S)
 
     def _plan(self, now: float, closed_on_us: dict[str, float]) -> topology.Plan:
         """Our neighbours now (:mod:`lattice.topology`), and which connections to open and close."""

@@ -133,6 +133,12 @@ _BACKOFF_MIN_S: Final = 0.0005
 _BACKOFF_MAX_S: Final = 0.002
 _POLL_S: Final = 0.01
 _GRAFT_POLL_S: Final = 0.02
+#: Subscriptions arrive just after a connection: the graft poll runs every
+#: _GRAFT_POLL_S this long after a connect or disconnect, then only every
+#: _GRAFT_QUIET_S (or at the next connection change), so an idle node does
+#: not wake 50 times a second (issue 16: idle CPU).
+_GRAFT_FAST_FOR_S: Final = 10.0
+_GRAFT_QUIET_S: Final = 1.0
 _CLOSE_TIMEOUT_S: Final = 2.0
 
 log = get_logger("meshd.p2p")
@@ -190,6 +196,9 @@ class Transport:
         self._publish_lock = trio.Lock()
         self._conns: dict[str, int] = defaultdict(int)
         self._since: dict[str, float] = {}
+        # Connection churn, for pollers that slow down when nothing changes.
+        self._churn = trio.Event()
+        self._churn_at = time.monotonic()
         self._serve_limits: dict[str, trio.Semaphore] = {}
         self._serve_users: dict[str, int] = defaultdict(int)
         self._counts: dict[str, int] = defaultdict(int)
@@ -647,6 +656,7 @@ class Transport:
             self._since[peer_id] = time.time()
             self._counts["connects"] += 1
             log.debug("p2p_peer_connected", peer_id=peer_id)
+            self._churned()
 
     def _on_disconnected(self, peer_id: str) -> None:
         self._conns[peer_id] -= 1
@@ -655,6 +665,27 @@ class Transport:
             self._since.pop(peer_id, None)
             self._counts["disconnects"] += 1
             log.debug("p2p_peer_disconnected", peer_id=peer_id)
+            self._churned()
+
+    def _churned(self) -> None:
+        self._churn_at = time.monotonic()
+        self._churn.set()
+        self._churn = trio.Event()
+
+    def quiet_s(self) -> float:
+        """Seconds since a peer last connected or disconnected (since start, before any)."""
+        return time.monotonic() - self._churn_at
+
+    async def wait_churn(self, timeout_s: float) -> bool:
+        """Wait until a peer connects or disconnects, at most ``timeout_s``; True if one did.
+
+        Lets a poller that looks at the connections sleep while none change.
+        Cancellation changes nothing.
+        """
+        with trio.move_on_after(timeout_s):
+            await self._churn.wait()
+            return True
+        return False
 
     async def _wait_for_queue_room(self, pubsub: Pubsub) -> None:
         topic_peers = pubsub.peer_topics.get(self._options.topic, ())
@@ -702,8 +733,12 @@ class Transport:
             if now - seen:
                 await fill_mesh_now(router, self._options.topic)
             seen = now
-            # py-libp2p has no event for "subscription received": poll.
-            await trio.sleep(_GRAFT_POLL_S)
+            # py-libp2p has no event for "subscription received": poll, often
+            # only while connections change (a subscription follows its connection).
+            if self.quiet_s() < _GRAFT_FAST_FOR_S:
+                await trio.sleep(_GRAFT_POLL_S)
+            else:
+                await self.wait_churn(_GRAFT_QUIET_S)
 
     async def _keep_connected(self, addr: str) -> None:
         """Dial a bootstrap peer, and redial every ``reconnect_s`` while it is away."""

@@ -29,11 +29,13 @@ class LoopWatchOptions:
     """How the loop is sampled.
 
     Attributes:
-        interval_s: Sleep between samples (default 0.25 s).
+        interval_s: Sleep between samples (default 1 s: an idle daemon
+            wakes for it once a second; a stall longer than ``stall_s`` is
+            still seen, since it delays the sample it overlaps).
         stall_s: A wake-up this much later than asked is a stall (default 1 s).
     """
 
-    interval_s: float = 0.25
+    interval_s: float = 1.0
     stall_s: float = 1.0
 
     def __post_init__(self) -> None:
