@@ -262,6 +262,30 @@ class MemoryBlockStore:
         self._check_open()
         return len(self._blocks)
 
+    def used_bytes(self) -> int:
+        """Bytes of block data held (``DiskBlockStore.used_bytes``); O(blocks)."""
+        with self._lock:
+            self._check_open()
+            return sum(map(len, self._blocks.values()))
+
+    def usage(self) -> Iterator[tuple[CID, int, int]]:
+        """``(cid, size, order)`` per block, ``order`` the write order (``DiskBlockStore.usage``)."""
+        with self._lock:
+            self._check_open()
+            rows = [(raw, len(data)) for raw, data in self._blocks.items()]
+        return ((CID(raw), size, i) for i, (raw, size) in enumerate(rows))
+
+    def delete_many(self, cids: Iterable[CID]) -> int:
+        """Remove the held ones among ``cids``; how many went (``DiskBlockStore.delete_many``)."""
+        removed = 0
+        with self._lock:
+            self._check_open()
+            for cid in cids:
+                if self._blocks.pop(cid.raw, None) is not None:
+                    removed += 1
+            self._counts[5] += removed
+        return removed
+
     def delete(self, cid: CID) -> None:
         """See :meth:`BlockStore.delete`."""
         with self._lock:

@@ -20,9 +20,19 @@ Layout (``PRAGMA application_id`` = ``0x6d657368`` "mesh",
     blocks(cid BLOB PRIMARY KEY, data BLOB NOT NULL)   -- cid = CID.raw (36 bytes)
     meta(key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID
         ('blocks', <number of rows in blocks>)
+        ('bytes', <sum of length(data) over blocks>)
 
 The row count lives in ``meta`` and is updated in the same transaction as the
-rows, so :meth:`DiskBlockStore.size` is O(1) and exact after any crash.
+rows, so :meth:`DiskBlockStore.size` is O(1) and exact after any crash.  So
+is the byte total (the storage budget's measure,
+:meth:`DiskBlockStore.used_bytes`): each write adds the bytes of the rows it
+really inserted (a batch with a block already held finds which, in the same
+transaction), and each delete takes off what it removed.  (SQLite triggers
+would keep it with no code, but cost a third of ``put_many``'s throughput on
+small blocks, measured.)  The ``bytes`` row is additive to schema 1: a store
+written before it gets it (one scan) the first time it is opened; a store
+written since by an older meshd, which does not move it, is corrected by
+:meth:`DiskBlockStore.verify`.
 
 **What a crash leaves behind.**  Every write is one SQLite transaction
 (``BEGIN IMMEDIATE`` … ``COMMIT``).  A crash or ``SIGKILL`` at any point
@@ -240,6 +250,10 @@ class DiskBlockStore:
                     )
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                if conn.execute("SELECT 1 FROM meta WHERE key = 'bytes'").fetchone() is None:
+                    # In the same transaction as the triggers: no write falls between the sum and them.
+                    conn.execute("INSERT INTO meta (key, value) SELECT 'bytes', coalesce(sum(length(data)), 0)"
+                                 " FROM blocks")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -323,9 +337,10 @@ class DiskBlockStore:
                 raise
 
     @staticmethod
-    def _add_to_counter(conn: sqlite3.Connection, delta: int) -> None:
-        if delta:
-            conn.execute("UPDATE meta SET value = value + ? WHERE key = 'blocks'", (delta,))
+    def _add_to_counter(conn: sqlite3.Connection, delta: int, nbytes: int = 0) -> None:
+        if delta or nbytes:
+            conn.execute("UPDATE meta SET value = value + CASE key WHEN 'blocks' THEN ? ELSE ? END"
+                         " WHERE key IN ('blocks', 'bytes')", (delta, nbytes))
 
     # -- writes --------------------------------------------------------------
 
@@ -344,7 +359,7 @@ class DiskBlockStore:
             added = conn.execute(
                 "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", (cid.raw, data)
             ).rowcount
-            self._add_to_counter(conn, added)
+            self._add_to_counter(conn, added, added * len(data))
         with self._lock:
             self._counts[0] += added
             self._counts[1] += 1 - added
@@ -368,11 +383,21 @@ class DiskBlockStore:
         # index page is visited once per batch, while it is hot in the cache.
         rows = sorted((cid.raw, data) for cid, data in batch)
         with self._writing() as conn:
-            # executemany sums the per-row changes; ignored duplicates add 0.
-            added = conn.executemany(
-                "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows
-            ).rowcount
-            self._add_to_counter(conn, added)
+            # The common batch holds only new blocks: insert them all and count
+            # their bytes.  A batch with a block already held (or one twice)
+            # fails on the key and is redone with the held ones left out.
+            conn.execute("SAVEPOINT fresh")
+            try:
+                conn.executemany("INSERT INTO blocks (cid, data) VALUES (?, ?)", rows)
+                fresh = rows
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK TO fresh")
+                held = self._held_keys(conn, [raw for raw, _ in rows])
+                fresh = list({raw: (raw, data) for raw, data in rows if raw not in held}.values())
+                conn.executemany("INSERT INTO blocks (cid, data) VALUES (?, ?)", fresh)
+            conn.execute("RELEASE fresh")
+            added = len(fresh)
+            self._add_to_counter(conn, added, sum(len(data) for _, data in fresh))
         with self._lock:
             self._counts[0] += added
             self._counts[1] += len(rows) - added
@@ -384,8 +409,9 @@ class DiskBlockStore:
             StoreError: SQLite failed; the block is still held.
         """
         with self._writing() as conn:
-            removed = conn.execute("DELETE FROM blocks WHERE cid = ?", (cid.raw,)).rowcount
-            self._add_to_counter(conn, -removed)
+            gone = conn.execute("DELETE FROM blocks WHERE cid = ? RETURNING length(data)", (cid.raw,)).fetchall()
+            removed = len(gone)
+            self._add_to_counter(conn, -removed, -sum(n for (n,) in gone))
         with self._lock:
             self._counts[5] += removed
 
@@ -453,6 +479,50 @@ class DiskBlockStore:
             self._counts[4] += len(wanted) - len(found)
             self._counts[6] += corrupt
         return out
+
+    @staticmethod
+    def _held_keys(conn: sqlite3.Connection, keys: list[bytes]) -> set[bytes]:
+        held: set[bytes] = set()
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            held.update(r[0] for r in conn.execute(f"SELECT cid FROM blocks WHERE cid IN ({marks})", chunk))
+        return held
+
+    def delete_many(self, cids: Iterable[CID]) -> int:
+        """Remove the held ones among ``cids`` in one transaction; how many went.
+
+        Raises:
+            StoreError: SQLite failed; every block is still held.
+        """
+        rows = [(c.raw,) for c in cids]
+        if not rows:
+            return 0
+        removed = nbytes = 0
+        with self._writing() as conn:
+            for row in rows:
+                for (n,) in conn.execute("DELETE FROM blocks WHERE cid = ? RETURNING length(data)", row):
+                    removed += 1
+                    nbytes += n
+            self._add_to_counter(conn, -removed, -nbytes)
+        with self._lock:
+            self._counts[5] += removed
+        return removed
+
+    def used_bytes(self) -> int:
+        """Bytes of block data held (O(1): a counter the triggers keep, see the module doc)."""
+        with self._reading() as conn:
+            return conn.execute("SELECT value FROM meta WHERE key = 'bytes'").fetchone()[0]
+
+    def usage(self) -> Iterator[tuple[CID, int, int]]:
+        """Every held block as ``(cid, size, order)``; ``order`` grows with the time it was written.
+
+        Reads sizes from the row headers, not the data (SQLite's ``length()``
+        of a blob does not load it), a chunk per lock hold as :meth:`cids`.
+        """
+        for raw, size, rowid in self._scan("cid, length(data), rowid"):
+            if _is_valid_key(raw):
+                yield CID(raw), size, rowid
 
     def has_many(self, cids: Iterable[CID]) -> set[CID]:
         """The held ones among ``cids``: one query per chunk rather than one per
@@ -535,7 +605,7 @@ class DiskBlockStore:
 
         Runs in chunks, taking the lock per chunk, so the daemon keeps serving
         while it runs; blocks written during the pass may or may not be
-        checked.  Ends by re-syncing the block counter to the real row count.
+        checked.  Ends by re-syncing the block and byte counters to the rows.
 
         A crash or error part-way leaves the store as it was, minus any
         corrupt rows already deleted (each chunk's deletions commit together).
@@ -585,6 +655,8 @@ class DiskBlockStore:
         with self._writing() as conn:
             blocks = conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
             conn.execute("UPDATE meta SET value = ? WHERE key = 'blocks'", (blocks,))
+            conn.execute("UPDATE meta SET value = (SELECT coalesce(sum(length(data)), 0) FROM blocks)"
+                         " WHERE key = 'bytes'")
         return VerifyReport(
             checked=checked,
             corrupt=tuple(corrupt),

@@ -48,6 +48,10 @@ Example ``config.toml`` (every key optional)::
     host = ""
     max_image_mb = 4096
 
+    [store]
+    max_bytes = 0          # no budget; e.g. 10737418240 keeps the block store near 10 GiB
+    min_holders = 2
+
     [log]
     level = "info"
 
@@ -402,6 +406,7 @@ class Config:
     verify: "VerifyConfig" = field(default_factory=lambda: VerifyConfig())
     archive: "ArchiveConfig" = field(default_factory=lambda: ArchiveConfig())
     owner: "OwnerConfig" = field(default_factory=lambda: OwnerConfig())
+    store: "StoreConfig" = field(default_factory=lambda: StoreConfig())
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_toml_dict(self) -> dict[str, dict[str, Any]]:
@@ -464,22 +469,72 @@ class ArchiveConfig:
 
     Attributes:
         interval_s: At most one pin move per object per interval; default 1.0.
-        min_archivists: Archivists that must hold a block before other nodes
-            may drop it; default 2.
+        announce_interval_s: At most one signed ``pins`` record per object per
+            interval; default 10.0.  Nodes under a storage budget drop a
+            block only once a record covers it, so this bounds how long new
+            blocks wait to be collected there.
+        min_archivists: Archivists that must hold a block before the archive
+            API calls an object droppable; default 2 (the storage budget's own
+            setting is ``[store] min_holders``).
         pin_results: Also pin result outputs; default true.
         pin_engines: Also pin engine files; default true.
     """
 
     interval_s: float = 1.0
+    announce_interval_s: float = 10.0
     min_archivists: int = 2
     pin_results: bool = True
     pin_engines: bool = True
 
     def __post_init__(self) -> None:
         _positive_float(self, "archive", "interval_s")
+        if _positive_float(self, "archive", "announce_interval_s") > 86_400:
+            raise ConfigError(f"[archive] announce_interval_s must be at most 86400, got {self.announce_interval_s}")
         _int(self, "archive", "min_archivists", minimum=1, maximum=1000)
         _bool(self, "archive", "pin_results")
         _bool(self, "archive", "pin_engines")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """``[store]``: the storage budget (:mod:`meshd.store.collector`).
+
+    Attributes:
+        max_bytes: The block store's budget in bytes; default 0, no budget
+            (nothing is ever collected).  Over it, the node drops blocks least
+            recently used first, down to ``low_water`` of it, but never a block
+            it pins, one in use, or one fewer than ``min_holders`` archivists
+            hold.  The embedded store only: with ``[ipfs] api`` the IPFS node's
+            own ``Datastore.StorageMax`` and ``repo gc`` apply, and a non-zero
+            value is a start-up error.
+        min_holders: Live archivists, other than this node, whose signed
+            reports must cover a block before it is dropped; default 2 (as
+            ``[archive] min_archivists``), so one lost disk never loses data.
+        low_water: A round collects down to this fraction of ``max_bytes``;
+            default 0.9.
+        check_s: How often the store's size is compared with the budget;
+            default 2.0.
+        min_idle_s: Blocks read or written this recently are in use (being
+            served, fetched, or just written) and kept; default 30.0.
+    """
+
+    max_bytes: int = 0
+    min_holders: int = 2
+    low_water: float = 0.9
+    check_s: float = 2.0
+    min_idle_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _int(self, "store", "max_bytes", minimum=0)
+        _int(self, "store", "min_holders", minimum=1, maximum=1000)
+        if _positive_float(self, "store", "low_water") > 1:
+            raise ConfigError(f"[store] low_water must be in (0, 1], got {self.low_water}")
+        if _positive_float(self, "store", "check_s") > 3600:
+            raise ConfigError(f"[store] check_s must be at most 3600, got {self.check_s}")
+        min_idle = self.min_idle_s
+        if isinstance(min_idle, bool) or not isinstance(min_idle, (int, float)) or not 0 <= min_idle <= 86_400:
+            raise ConfigError(f"[store] min_idle_s must be a number in [0, 86400], got {min_idle!r}")
+        _set(self, "min_idle_s", float(min_idle))
 
 
 @dataclass(frozen=True)
@@ -543,6 +598,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "archive": ArchiveConfig,
     "log": LogConfig,
     "owner": OwnerConfig,
+    "store": StoreConfig,
 }
 # Keys accepted in the file; the API tokens are deliberately absent (they live
 # in their own 0600 files so that config.toml can be shared or pasted safely).

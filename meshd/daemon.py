@@ -7,7 +7,9 @@ step that fails stops the ones before it):
 2. open the block store (embedded sqlite, or IPFS when ``[ipfs] api`` is set)
    and the heads database, and replay every followed object;
 3. start the object host (group commit), the engine host, the HTTP API, and
-   the roles named in ``[node] roles``.
+   the roles named in ``[node] roles``, then the storage budget's collector
+   (:mod:`meshd.store.collector`; it only reports when ``[store] max_bytes``
+   is 0).
 
 SIGTERM or SIGINT, from the start of start-up on, cancels the node: in-flight
 engine runs are killed, a run that already finished is still recorded, the
@@ -51,6 +53,7 @@ from .api import lineage as api_lineage
 from .api import mesh as api_mesh
 from .api import metrics as api_metrics
 from .api import server as httpserver
+from .api import store as api_store
 from .api.app import create_app
 from .api.engine_admin import EngineAdmin
 from .errors import ConfigError, MeshdError
@@ -70,7 +73,9 @@ from .runtime.shutdown import Shutdown, ShutdownOptions
 from .runtime.loopwatch import LoopWatch
 from .runtime.supervisor import Health, supervise
 from .store.heads import HeadsStore
+from .store.collector import Collector
 from .store.objects import ObjectHost
+from .store.usage import UsageTracking
 from .store.quarantine import Quarantine
 
 log = get_logger("meshd.daemon")
@@ -173,6 +178,9 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
     identity = home.load_identity()
     signer = Signer.from_seed(identity.seed)
     store = _open_store(home, config)
+    if config.store.max_bytes:
+        # The storage budget's LRU clock (in memory); without a budget nothing wraps the store.
+        store = UsageTracking(store)
     heads = HeadsStore.open(home.path / "heads.db")
     quarantine = Quarantine.open(home.path / "rejected.db")
     try:
@@ -261,9 +269,13 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             # GET /metrics reads the components at scrape time; its run
             # tracker follows the queue from now on.
             api_rejections: dict[str, int] = {}
-            metrics = await nursery.start(api_metrics.NodeMetrics(node, started, api_rejections).serve)
+            # [store] the storage budget (started after the roles: it reads the archivist's pins).
+            collector = Collector(node, store, config, started)
+            metrics = await nursery.start(api_metrics.NodeMetrics(node, started, api_rejections,
+                                                                  store_budget=collector).serve)
             # The lifecycle router goes first: its /v1/results/stream must win over /v1/results/{task_cid}.
-            routers = [api_lifecycle.router(node), api_mesh.router(node), api_metrics.router(metrics)]
+            routers = [api_lifecycle.router(node), api_mesh.router(node), api_metrics.router(metrics),
+                       api_store.router(collector)]
             for name in dict.fromkeys([*config.node.roles, *ALWAYS_ROUTED]):
                 mod = role_module(name)
                 if mod is not None and hasattr(mod, "router"):
@@ -282,6 +294,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
                 # counted in /v1/node health) instead of stopping the daemon.
                 await nursery.start(supervise, name, role.serve, health)
                 started[name] = role
+            await nursery.start(collector.serve)
             log.info("node_ready", peer_id=node.peer_id, api=bound.url, roles=",".join(config.node.roles))
             if "runner" in started:
                 # [owner] the owner policy closes the runner's gate and stops its engines.

@@ -43,6 +43,7 @@ from meshd.api import lineage as api_lineage
 from meshd.api import mesh as api_mesh
 from meshd.api.app import create_app
 from meshd.api import metrics as api_metrics
+from meshd.api import store as api_store
 from meshd.api.guard import ROUTE_SCOPES, Access
 from meshd.config import ROLES
 from meshd.home import Home
@@ -249,7 +250,7 @@ def _all_routes_app() -> Any:
     """The app with every router a daemon can mount (handlers never run: the gate answers first)."""
     ctx = types.SimpleNamespace(node=None, roles={}, config=None, home=None, host=None, mesh=None)
     routers = [api_lifecycle.router(ctx.node), api_mesh.router(ctx.node), api_engines.router(ctx),  # type: ignore[arg-type]
-               api_metrics.router(None), owner_api.router(ctx),
+               api_metrics.router(None), api_store.router(None), owner_api.router(ctx),
                api_lineage.router(ctx)]  # type: ignore[arg-type]
     for name in sorted(ROLES):
         mod = role_module(name)

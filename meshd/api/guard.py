@@ -101,6 +101,7 @@ ROUTE_SCOPES: Final[dict[tuple[str, str], Access]] = {
     ("GET", "/v1/pinset"): _R,
     ("GET", "/v1/pinset/{cid}"): _R,
     ("GET", "/v1/explain/{cid}"): _R,
+    ("GET", "/v1/store"): _R,
     ("GET", "/metrics"): _R,
     ("POST", "/v1/tasks"): _S,
     ("POST", "/v1/datasets"): _S,

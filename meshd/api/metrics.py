@@ -192,10 +192,12 @@ class NodeCollector:
             :func:`meshd.api.app.create_app`).
     """
 
-    def __init__(self, node: Any, roles: Mapping[str, Any], api_rejections: Mapping[str, int]) -> None:
+    def __init__(self, node: Any, roles: Mapping[str, Any], api_rejections: Mapping[str, int],
+                 store_budget: Any = None) -> None:
         self.node = node
         self.roles = roles
         self.api_rejections = api_rejections
+        self.store_budget = store_budget
 
     def describe(self) -> list[Metric]:
         return []  # collected on demand: the registry must not call collect() at registration
@@ -215,6 +217,7 @@ class NodeCollector:
         yield from self._trust()
         yield from self._rejections()
         yield from self._roles()
+        yield from self._store()
 
     def _queue(self) -> Iterator[Metric]:
         counts = self.node.queue.counts(int(time.time() * 1000))
@@ -340,6 +343,29 @@ class NodeCollector:
         yield n
 
 
+    def _store(self) -> Iterator[Metric]:
+        if self.store_budget is None:
+            return
+        st = self.store_budget.statistics()
+        used = GaugeMetricFamily("meshd_store_used_bytes", "Block data held at the last budget check")
+        used.add_metric([], st.used_bytes or 0)
+        budget = GaugeMetricFamily("meshd_store_budget_bytes", "[store] max_bytes (0: no budget)")
+        budget.add_metric([], st.budget_bytes)
+        over = GaugeMetricFamily("meshd_store_over_budget",
+                                 "1 when the last round could not get under the budget (protected blocks outweigh it)")
+        over.add_metric([], int(st.over_budget))
+        blocks = CounterMetricFamily("meshd_store_collected_blocks", "Blocks dropped by the storage budget")
+        blocks.add_metric([], st.collected_blocks)
+        freed = CounterMetricFamily("meshd_store_collected_bytes", "Bytes dropped by the storage budget")
+        freed.add_metric([], st.collected_bytes)
+        refused = CounterMetricFamily("meshd_store_refused_blocks",
+                                      "Blocks over the budget kept, by reason (pinned, in_use, few_holders)",
+                                      labels=["reason"])
+        for reason, n in sorted(st.refused.items()):
+            refused.add_metric([reason], n)
+        yield from (used, budget, over, blocks, freed, refused)
+
+
 class NodeMetrics:
     """The node's metrics: one private registry, the run tracker and the scrape-time collector.
 
@@ -348,14 +374,15 @@ class NodeMetrics:
         roles: The daemon's registry of started roles.
         api_rejections: The API's refusals by code (the dict handed to ``create_app``).
         options: See :class:`MetricsOptions`.
+        store_budget: The storage budget's collector (:mod:`meshd.store.collector`), if any.
     """
 
     def __init__(self, node: Any, roles: Mapping[str, Any], api_rejections: Mapping[str, int],
-                 options: MetricsOptions = MetricsOptions()) -> None:
+                 options: MetricsOptions = MetricsOptions(), *, store_budget: Any = None) -> None:
         # A registry per node, never the process-global one: tests run several nodes in one process.
         self.registry = CollectorRegistry(auto_describe=False)
         self.tracker = RunTracker(node, self.registry, options)
-        self.registry.register(NodeCollector(node, roles, api_rejections))
+        self.registry.register(NodeCollector(node, roles, api_rejections, store_budget))
 
     async def serve(self, *, task_status: trio.TaskStatus[NodeMetrics] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the tracker until cancelled."""

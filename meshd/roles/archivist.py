@@ -15,8 +15,10 @@ so a storage node keeps them even if an object's DAG cannot be pinned whole.
 Pins live in the IPFS node when ``[ipfs] api`` is set; with the embedded
 store the ``pins`` table of ``<home>/archive.db`` is the pin set.  Each
 placed version is also announced, signed, in the mesh's ``pins`` GOHO (at
-most once per object per ``announce_interval_s``) so peers can apply the
-drop policy (:func:`meshd.store.archive.droppable`) once HPCP carries it.
+most once per object per ``announce_interval_s``): it is what lets nodes
+under a storage budget drop their copies (:mod:`meshd.store.collector`), so
+with the embedded store a version is announced only once its whole DAG is in
+the store (missing blocks are fetched first).
 
 Failure handling: a store that fails (IPFS down) or a DAG with a missing
 block leaves the previous pin in place; the object is retried with
@@ -45,7 +47,7 @@ from lattice.errors import BadCID, BlockNotFound, LatticeError
 from lattice.state import decode_value
 
 from ..store.archive import (
-    PINS, ArchiveIndex, IpfsPinner, LocalPinner, Pinner, PinsView, pin_op, pin_record,
+    PINS, ArchiveIndex, IpfsPinner, LocalPinner, Pinner, PinsView, dag_blocks, pin_op, pin_record,
     version_from_untrusted, version_record,
 )
 from ..api.archive import ArchiveUnavailable, router
@@ -62,6 +64,9 @@ if TYPE_CHECKING:
     from . import RoleContext
 
 log = get_logger("meshd.archivist")
+
+#: Most missing blocks asked of the mesh per announcement turn.
+_WHOLE_FETCH = 256
 
 __all__ = ["ArchiveObjects", "ArchiveUnavailable", "Archivist", "ArchivistNode", "ArchivistOptions", "ArchivistStatistics", "create", "router"]
 
@@ -232,6 +237,7 @@ class Archivist:
         self._announce: dict[CID, CID] = {}
         self._announced_at: dict[CID, float] = {}
         self._announce_retry_at = -math.inf
+        self._whole_dag: dict[CID, set[CID]] = {}  # genesis -> blocks of its last announced version's whole DAG
         self._outputs: set[CID] = set()
         self._results_cursor: Any = None  # lattice.goho.Cursor over the results, while serving
         self._engines_dirty = False
@@ -503,6 +509,8 @@ class Archivist:
         now = trio.current_time()
         due = [(g, r) for g, r in self._announce.items()
                if now >= self._announced_at.get(g, -math.inf) + self.options.announce_interval_s]
+        if due and self.store_kind == "embedded":
+            due = await self._whole(due)
         if not due:
             return
         signer = self.node.objects.signer
@@ -518,6 +526,37 @@ class Archivist:
                 del self._announce[g]
             self._announced_at[g] = now
         self._counts["announced"] += len(ops)
+
+    async def _whole(self, due: list[tuple[CID, CID]]) -> list[tuple[CID, CID]]:
+        """The versions among ``due`` whose whole DAG is in the store; fetches what the others lack.
+
+        An announcement is what lets other nodes drop their copies
+        (:mod:`meshd.store.collector`), so the embedded store, whose pins are
+        only rows in the index, announces a version only once every block
+        under it is here, as an IPFS recursive pin would guarantee.  Each
+        object's walk stops at blocks an earlier complete walk found.
+        """
+        def check() -> list[tuple[CID, CID, set[CID], set[CID]]]:
+            out = []
+            for g, root in due:
+                known = self._whole_dag.get(g, set())
+                found, missing = dag_blocks(self.node.store.get, root, known=known)
+                out.append((g, root, found, missing))
+            return out
+
+        ready: list[tuple[CID, CID]] = []
+        lacking: list[CID] = []
+        for g, root, found, missing in await trio.to_thread.run_sync(check):
+            if missing:
+                lacking += sorted(missing)
+            else:
+                self._whole_dag.setdefault(g, set()).update(found)
+                ready.append((g, root))
+        if lacking:
+            # Linked blocks the mesh has not brought yet: ask for them, announce next turn.
+            self._announce_retry_at = trio.current_time() + self.options.retry_s
+            await self.node.fetch_blocks(lacking[:_WHOLE_FETCH], timeout_s=2.0)
+        return ready
 
     # ------------------------------------------------------------------ queries
 

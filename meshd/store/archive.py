@@ -131,12 +131,14 @@ def _links(value: Any, out: list[CID]) -> None:
             _links(v, out)
 
 
-def dag_blocks(get: Callable[[CID], bytes], root: CID, *, limit: int = 10_000_000) -> tuple[set[CID], set[CID]]:
+def dag_blocks(get: Callable[[CID], bytes], root: CID, *, limit: int = 10_000_000,
+               known: Collection[CID] = ()) -> tuple[set[CID], set[CID]]:
     """Every block reachable from ``root`` through CID links: ``(found, missing)``.
 
     What a recursive pin of ``root`` holds.  ``get`` raises
     :class:`~lattice.errors.BlockNotFound` for an absent block; a block that
-    is not DAG-CBOR (raw) has no links.
+    is not DAG-CBOR (raw) has no links.  A block in ``known`` (one whose whole
+    DAG an earlier walk found) is counted as found and not read again.
     """
     found: set[CID] = set()
     missing: set[CID] = set()
@@ -144,6 +146,9 @@ def dag_blocks(get: Callable[[CID], bytes], root: CID, *, limit: int = 10_000_00
     while stack and len(found) < limit:
         cid = stack.pop()
         if cid in found or cid in missing:
+            continue
+        if cid in known:
+            found.add(cid)
             continue
         try:
             data = get(cid)
