@@ -107,8 +107,10 @@ def test_a_compute_node_past_its_budget_drops_what_the_archivist_holds(daemon_fa
     assert st["collected_bytes"] > produced // 2, st
     assert st["collected_blocks"] >= WAVES * PER_WAVE, st
     assert st["refused"]["pinned"] == 0  # a compute node pins nothing
-    # The documented slack: at most one wave (bodies and outputs) written ahead of the archivist's announcement.
-    assert peak[0] <= BUDGET + PER_WAVE * 2 * (PAD + 1024), (peak[0], st)
+    # The documented slack: at most one wave (bodies and outputs, and the deltas and records the wave
+    # writes: enqueue, claims, completions, results, pins; 256 KiB is several times what they measure)
+    # written ahead of the archivist's announcement.
+    assert peak[0] <= BUDGET + PER_WAVE * 2 * PAD + 256 * 1024, (peak[0], st)
     print(f"[store budget] budget {BUDGET} B, produced {produced} B, peak {peak[0]} B, collected"
           f" {st['collected_blocks']} blocks / {st['collected_bytes']} B in {st['rounds']} rounds, refused {st['refused']}")
     metrics = comp.get("/metrics", scope="read").text
