@@ -12,6 +12,9 @@ newest deltas link to are in use), and no sample of ``GET /v1/store`` may
 exceed the budget by more than the wave in flight.  At the end every result (from both nodes, the compute node fetching
 back what it dropped) and every dataset value reads back whole, and, with the
 compute node stopped, the archivist alone still serves every one of them.
+
+A node over its budget with no archivist keeps every block (``few_holders``)
+and says so (``over_budget``).
 """
 
 from __future__ import annotations
@@ -135,3 +138,22 @@ def test_a_compute_node_past_its_budget_drops_what_the_archivist_holds(daemon_fa
     comp.stop()
     for cid, value in tasks:
         assert whole(arch, cid, value), cid
+
+
+def test_a_node_with_no_archivist_to_hold_its_blocks_drops_nothing_and_says_why(daemon_factory: Any) -> None:
+    """Over its budget with no archivist in the mesh, a node keeps every block and reports why."""
+    d = daemon_factory("alone", roles=("manager", "runner"))
+    _configure(d, "store", max_bytes=128 * 1024, min_holders=1, check_s=0.5, min_idle_s=0.5)
+    d.start()
+    engine = d.add_echo_engine()
+    values = [{"n": n, "pad": f"{n:08d}" * (PAD // 8)} for n in range(6)]
+    made = d.post("/v1/tasks", {"tasks": [echo_task(engine, v) for v in values]}).json()["tasks"]
+    for t in made:
+        d.wait_state(t["cid"], "completed", timeout=60)
+    st = wait_for(lambda: (s := _store(d))["rounds"] >= 2 and s["last_refused"]["few_holders"] > 0 and s,
+                  timeout=60, what="a collection round that finds nobody holding the blocks")
+    assert st["over_budget"] and st["used_bytes"] > st["budget_bytes"], st
+    assert st["collected_blocks"] == 0 and st["archivists"] == 0, st
+    for t, v in zip(made, values):
+        r = d.get(f"/v1/results/{t['cid']}")
+        assert r.status_code == 200 and r.json()["results"][0]["output"] == v
