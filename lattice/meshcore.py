@@ -147,12 +147,15 @@ class MeshCore:
         inventory: What this node announces it can run.
         api_url: This node's API URL at presence time (or None).
         addrs: This node's listen multiaddrs at presence time.
+        ipfs_addrs: This node's IPFS swarm multiaddrs to offer at presence
+            time (the presence ``"ipfs"`` key; none by default).
         options: See :class:`MeshCoreOptions`.
     """
 
     def __init__(self, me: str, signer: Signer, store: Any, *, roles: Iterable[str] = (),
                  inventory: Mapping[str, Any] | None = None, api_url: Callable[[], str | None] = lambda: None,
-                 addrs: Callable[[], Iterable[str]] = lambda: (), options: MeshCoreOptions | None = None) -> None:
+                 addrs: Callable[[], Iterable[str]] = lambda: (), options: MeshCoreOptions | None = None,
+                 ipfs_addrs: Callable[[], Iterable[str]] = lambda: ()) -> None:
         self.me = me
         self.signer = signer
         self.store = store
@@ -161,6 +164,7 @@ class MeshCore:
         self.inventory = inventory if inventory is not None else {}
         self._api_url = api_url
         self._addrs = addrs
+        self._ipfs_addrs = ipfs_addrs
         self.fetcher = Fetcher(self._has, FetchOptions(
             batch=o.prefetch_batch, max_inflight=o.max_requests, want_timeout_s=o.want_timeout_s,
             backoff_base_s=min(0.5, o.backoff_cap_s), backoff_cap_s=o.backoff_cap_s))
@@ -497,12 +501,14 @@ class MeshCore:
         # The peers we hold a connection to: our connected peers count them as live on our word.
         return self.peers.encode_presence(self.signer, roles=self.roles, inventory=self.inventory,
                                           api=self._api_url(), addrs=list(self._addrs()), now=now,
-                                          links=sorted(self.connected or ()))
+                                          links=sorted(self.connected or ()),
+                                          ipfs=list(self._ipfs_addrs()))
 
     def leave(self, now: float) -> bytes:
         """Our last presence, saying we are leaving (``now``: the wall clock); broadcast it as we stop."""
         return self.peers.encode_presence(self.signer, roles=self.roles, inventory=self.inventory,
-                                          api=self._api_url(), addrs=list(self._addrs()), now=now, leaving=True)
+                                          api=self._api_url(), addrs=list(self._addrs()), now=now, leaving=True,
+                                          ipfs=list(self._ipfs_addrs()))
 
     def _on_presence(self, peer: str, obj: dict[str, Any], now: float, out: list[Output]) -> None:
         got = self.peers.receive_presence_untrusted(peer, obj, now)

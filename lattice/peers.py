@@ -15,6 +15,15 @@ The wire format (byte for byte what meshd sent before this module existed;
      "addrs": [<multiaddr>, ... at most 8], "seq": <int>,
      "a": <32-byte Ed25519 key>, "s": <64-byte signature>}
 
+A node whose block store is an IPFS node adds ``"ipfs": [<multiaddr with
+/p2p/<IPFS peer id>>, ... at most 8]``: that node's swarm addresses, so peers
+can ``swarm connect`` their own IPFS nodes to it and blocks also move by
+bitswap (:mod:`meshd.p2p.ipfs_swarm`).  The key is optional and covered by the
+signature; without it the record is byte for byte what it was, and older
+nodes, which ignore keys they do not know, accept it with it (so the version
+stays 1).  Entries are kept only if they are strings that start with ``/``
+and are at most :data:`MAX_ADDR_LEN` characters long.
+
 A node that stops sends one last presence with ``"leaving": true`` added
 (covered by the signature; older nodes ignore the key): its peers stop
 counting it as live at once (:meth:`PeerTable.mark_left`).
@@ -76,12 +85,14 @@ MAX_PRESENCE = 8 * 1024 * 1024
 MAX_ROLES = 16
 #: Longest role name kept; longer names are dropped.
 MAX_ROLE_LEN = 64
-#: Listen addresses sent and kept per peer.
+#: Listen addresses sent and kept per peer (and IPFS swarm addresses, likewise).
 MAX_ADDRS = 8
 #: Connected peers (``links``) sent and kept per peer: twice the default ``max_peers``.
 MAX_LINKS = 64
 #: Longest peer id kept in ``links`` (a base58 Ed25519 id is 52 characters).
 MAX_PEER_ID_LEN = 128
+#: Longest IPFS swarm address kept (a multiaddr with an IPFS peer id is ~100 characters).
+MAX_ADDR_LEN = 256
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,8 @@ class PeerInfo:
         inventory: Its inventory as JSON (bytes and links in DAG-JSON form).
         api: Its HTTP API URL, or None.
         addrs: Its listen multiaddrs.
+        ipfs: Its IPFS node's swarm multiaddrs (each ending in ``/p2p/<IPFS
+            peer id>``), when its block store is an IPFS node it offers.
         last_seen: Table-clock time of its last accepted presence; None when
             the peer is known only from other gossip.
         seq: The sequence number of that presence (0: none yet).
@@ -145,6 +158,7 @@ class PeerInfo:
     last_seen: float | None = None
     seq: int = 0
     links: tuple[str, ...] = ()
+    ipfs: tuple[str, ...] = ()
 
 
 class Received(enum.Enum):
@@ -208,7 +222,8 @@ class PeerTable:
     def encode_presence(self, signer: Signer, *, roles: Iterable[str] | None = None,
                         inventory: Mapping[str, Any] | None = None, api: str | None = None,
                         addrs: Iterable[str] = (), now: float, leaving: bool = False,
-                        links: Iterable[str] = ()) -> bytes:
+                        links: Iterable[str] = (),
+                        ipfs: Iterable[str] = ()) -> bytes:
         """Sign and encode this node's next presence message.
 
         Args:
@@ -225,6 +240,9 @@ class PeerTable:
                 once (see :meth:`mark_left`) instead of after the horizon.
             links: The peers this node holds a connection to; the first 64
                 are sent (none: no ``links`` key, the record of old).
+            ipfs: This node's IPFS swarm multiaddrs to offer; the first 8
+                are sent, under the optional ``"ipfs"`` key (absent when
+                empty).
 
         Returns:
             The DAG-CBOR bytes to broadcast.
@@ -239,6 +257,9 @@ class PeerTable:
                 "roles": list(self.roles if roles is None else roles),
                 "inv": _inventory_wire(inventory or {}), "api": api or "",
                 "addrs": list(addrs)[:MAX_ADDRS], "seq": self._seq, "a": signer.public}
+        offered = [a for a in ipfs if len(a) <= MAX_ADDR_LEN][:MAX_ADDRS]
+        if offered:
+            body["ipfs"] = offered  # optional: absent, the record is what it was before the key existed
         if leaving:
             body["leaving"] = True  # signed with the rest: nobody else can say we left
         links = list(links)[:MAX_LINKS]
@@ -316,6 +337,7 @@ class PeerTable:
             inv = obj.get("inv")
             api = obj.get("api")
             addrs = obj.get("addrs")
+            ipfs = obj.get("ipfs", [])
             info = PeerInfo(
                 peer,
                 roles=tuple(r for r in roles if type(r) is str and len(r) <= MAX_ROLE_LEN)[:MAX_ROLES]
@@ -328,6 +350,8 @@ class PeerTable:
                 last_seen=now,
                 seq=seq if type(seq) is int else 0,
                 links=_links_untrusted(obj.get("links")),
+                ipfs=tuple(a for a in ipfs if type(a) is str and a.startswith("/") and len(a) <= MAX_ADDR_LEN)
+                [:MAX_ADDRS] if type(ipfs) is list else (),
             )
         except (KeyError, TypeError, ValueError, BadInput):
             return self._reject("bad_presence")
@@ -416,6 +440,11 @@ class PeerTable:
         p = self._peers.get(peer)
         return list(p.addrs) if p is not None else []
 
+    def ipfs_addrs(self, peer: str) -> list[str]:
+        """``peer``'s announced IPFS swarm multiaddrs ([] when none or unknown)."""
+        p = self._peers.get(peer)
+        return list(p.ipfs) if p is not None else []
+
     def dial_addrs(self, peer: str, now: float, *, connected: bool) -> list[str]:
         """Full multiaddrs to dial ``peer`` at, or [] when not to dial now.
 
@@ -469,7 +498,7 @@ class PeerTable:
         p = self._peers.get(peer)
         if p is not None:
             self._peers[peer] = PeerInfo(peer, roles=p.roles, inventory=p.inventory, api=p.api, addrs=p.addrs,
-                                         last_seen=None, seq=p.seq)  # and no links: it vouches for nobody
+                                         last_seen=None, seq=p.seq, ipfs=p.ipfs)  # and no links: it vouches for nobody
 
     def suspect(self, peer: str) -> None:
         """``peer`` seems dead (the transport lost it and could not reach it again): not live from now on.

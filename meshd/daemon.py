@@ -64,6 +64,7 @@ from .owner import service as owner_service
 from .p2p import P2POptions, Transport
 from .p2p.known_peers import FILE_NAME as KNOWN_PEERS_FILE
 from .p2p.known_peers import serve_known_peers
+from .p2p.ipfs_swarm import IpfsSwarm, IpfsSwarmOptions, PeerOffer
 from .p2p.mesh import Mesh, MeshOptions
 from .p2p.secret import SealedTransport
 from .roles import ALWAYS_ROUTED, RoleContext, role_module
@@ -108,6 +109,17 @@ def _open_store(home: Home, config: Any) -> Any:
     # process crash) may drop the last acknowledged transactions: the
     # documented trade-off (docs/operations.md).
     return DiskBlockStore.open(home.blocks_dir / "blocks.db", DiskStoreOptions(synchronous="normal"))
+
+
+def _ipfs_offers(mesh: Mesh) -> dict[str, PeerOffer]:
+    """Live peers whose presence offers IPFS addresses, with their meshd addresses."""
+    peers = mesh.peers
+    out = {}
+    for p in peers.live(time.time()):
+        ipfs = peers.ipfs_addrs(p)
+        if ipfs and p != mesh.peer_id:
+            out[p] = PeerOffer(tuple(peers.addrs(p)), tuple(ipfs))
+    return out
 
 
 def _policy(config: Any, own_key: bytes) -> AuthPolicy:
@@ -204,6 +216,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         inventory = node_inventory(config)
         transport: Transport | None = None
         mesh: Mesh | None = None
+        swarm: IpfsSwarm | None = None
         if config.p2p.listen:
             transport = Transport(identity.seed, P2POptions(
                 listen=tuple(config.p2p.listen), bootstrap=tuple(config.p2p.bootstrap),
@@ -214,8 +227,15 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
             # those counts (meshd.p2p.mesh.Refusing), so it needs no hook back.
             wire: Any = SealedTransport(transport, config.p2p.secret) if config.p2p.secret else transport
             allow = frozenset(config.p2p.allow_peers) | {identity.peer_id} if config.p2p.allow_peers else None
+            if config.ipfs.api and not config.p2p.secret:
+                # IPFS stores are connected to each other (bitswap), except in a
+                # private mesh: its secret cannot seal bitswap (docs/security.md).
+                swarm = IpfsSwarm(store, own_addrs=transport.listen_addrs,
+                                  peers=lambda: _ipfs_offers(mesh) if mesh is not None else {},
+                                  options=IpfsSwarmOptions(no_announce=tuple(config.p2p.no_announce)))
             mesh = Mesh(objects, wire, roles=list(config.node.roles), inventory=inventory,
                         api_url=api.url, addrs=transport.listen_addrs,
+                        ipfs_addrs=swarm.offered if swarm is not None else list,
                         options=MeshOptions(allow_peers=allow, gossip_per_s=config.p2p.gossip_per_s,
                                             requests_per_s=config.p2p.requests_per_s,
                                             max_peers=config.p2p.max_peers))
@@ -255,6 +275,9 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
                 await nursery.start(partial(serve_known_peers, home.path / KNOWN_PEERS_FILE, me=identity.peer_id,
                                             known=mesh.known_peers, dial=mesh.dial))
                 log.info("p2p_listening", addresses=",".join(node.p2p_addrs))
+                if swarm is not None:
+                    await nursery.start(swarm.serve)
+                    log.info("ipfs_swarm_offered", addresses=",".join(swarm.offered()))
             # ``started`` is the registry of running roles: the routes below
             # look a role up there per request (404/503 until it has started).
             started: dict[str, Any] = {}

@@ -636,6 +636,15 @@ def build() -> str:
         ("links", "[text]", "the peer ids the sender holds a connection to, at most 64 (receivers keep the "
                             "first 64 strings up to 128 characters). Absent when it has none (older nodes "
                             "ignore it; a record without it is byte for byte the old one)"),
+        ("ipfs", "[text]", "only from a node whose block store is an IPFS node (and whose mesh has no "
+                           "secret): that node's swarm multiaddrs, each ending in `/p2p/<IPFS peer id>`, at most "
+                           "8, each at most 256 characters (longer ones, non-strings and ones not starting with "
+                           "`/` are dropped on receipt; a non-list counts as none). Peers `swarm connect` their "
+                           "own IPFS node to them (`meshd/p2p/ipfs_swarm.py`), so blocks also move by bitswap. "
+                           "Loopback addresses are sent only by a node whose own `addrs` are all loopback, and "
+                           "dialled only for such a peer. Absent otherwise: the record is then byte for byte "
+                           "what it was before the key existed, and older nodes ignore the key, so the version "
+                           "stays 1"),
         ("leaving", "bool", "only in a stopping node's last presence, `true`: receivers accept it as any "
                             "presence, then stop counting the sender as live at once (`PeerTable.mark_left`); "
                             "its next presence (a restart) makes it a new peer again. Absent otherwise (older "

@@ -136,14 +136,15 @@ class Mesh:
 
     def __init__(self, objects: ObjectHost, transport: Transport, *, roles: list[str], inventory: dict[str, Any],
                  api_url: Callable[[], str | None] = lambda: None, options: MeshOptions | None = None,
-                 addrs: Callable[[], list[str]] = lambda: []) -> None:
+                 addrs: Callable[[], list[str]] = lambda: [],
+                 ipfs_addrs: Callable[[], list[str]] = lambda: []) -> None:
         self.objects = objects
         self.store = objects.store
         self.transport = transport
         self.options = options or MeshOptions()
         self.roles = roles
         self.core = MeshCore(transport.peer_id, objects.signer, objects.store, roles=roles, inventory=inventory,
-                             api_url=api_url, addrs=addrs, options=self.options)
+                             api_url=api_url, addrs=addrs, options=self.options, ipfs_addrs=ipfs_addrs)
         self._lock = threading.Lock()  # the core's: held by whichever thread calls into it
         self._limiter = trio.CapacityLimiter(self.options.max_requests)
         self._wake = trio.Event()

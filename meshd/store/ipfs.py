@@ -9,8 +9,9 @@ blocks safe from the node's garbage collector.
 Transport.  Calls go through ``ipfshttpclient`` 0.7.0, built as
 ``Client(addr, session=True)`` (its ``connect()`` refuses every daemon newer
 than 0.7, Kubo included) with one keep-alive session per calling thread.  The
-client has no ``block/rm``, so :meth:`IpfsBlockStore.delete` is the one call
-that falls back to plain HTTP (``httpx``, one shared keep-alive client).
+client has no ``block/rm`` and a broken ``swarm.connect``, so
+:meth:`IpfsBlockStore.delete` and :meth:`IpfsBlockStore.swarm_connect` fall
+back to plain HTTP (``httpx``, one shared keep-alive client).
 Sessions, retries and error mapping live in :mod:`meshd.store._ipfs_http`.
 
 Differences between nodes handled here (measured on js-ipfs 0.66.1, whose RPC
@@ -28,6 +29,11 @@ reports version 0.18.1, and documented for Kubo):
   detects that and from then on pins the new root before unpinning the old.
 * IPFS keys blocks by multihash only, so ``refs/local`` lists digests, not
   codecs: see :meth:`IpfsBlockStore.cids`.
+
+Swarm.  :meth:`IpfsBlockStore.swarm_identity`, :meth:`~IpfsBlockStore.swarm_peers`
+and :meth:`~IpfsBlockStore.swarm_connect` (``id``, ``swarm/peers``,
+``swarm/connect``) let :mod:`meshd.p2p.ipfs_swarm` connect the IPFS nodes of
+a mesh to each other, so blocks also move between them by bitswap.
 
 Errors.  A node that answers with an error to a lookup that carried a
 deadline (``block/get``, ``block/stat``) is read as "block not held": the RPC
@@ -133,7 +139,7 @@ class IpfsStatistics:
         retries: Requests repeated after a transport failure.
         transport_errors: Transport failures seen (refused, reset, timeout).
         http_fallback_requests: Requests sent with plain HTTP because
-            ipfshttpclient lacks the call (``block/rm``).
+            ipfshttpclient lacks or breaks the call (``block/rm``, ``swarm/connect``).
         pin_update_native: Whether ``pin/update`` is used (None: not yet known).
         put_codec_param: The ``block/put`` codec parameter in use.
     """
@@ -418,6 +424,61 @@ class IpfsBlockStore:
                 http_fallback_requests=n[3], pin_update_native=self._pin_native,
                 put_codec_param=self._codec_param,
             )
+
+    # ------------------------------------------------------------------- swarm
+
+    def swarm_identity(self) -> tuple[str, list[str]]:
+        """The node's IPFS peer id and its swarm multiaddrs, each ending in ``/p2p/<id>`` (``id``).
+
+        Raises:
+            StoreError: the node failed or answered something unusable.
+        """
+        self._check_ready()
+        try:
+            answer = self._rpc.call("id", lambda c: c.id(opts={}))
+        except _Answered as exc:
+            raise StoreError(f"IPFS node refused id: {exc}") from None
+        ident = answer.get("ID") if isinstance(answer, Mapping) else None
+        addrs = answer.get("Addresses") if isinstance(answer, Mapping) else None
+        if not isinstance(ident, str) or not ident or not isinstance(addrs, list):
+            raise StoreError(f"IPFS node answered id with {str(answer)[:200]!r}")
+        suffix = f"/p2p/{ident}"
+        return ident, [a for a in addrs if isinstance(a, str) and a.startswith("/") and a.endswith(suffix)]
+
+    def swarm_peers(self) -> set[str]:
+        """IPFS peer ids the node is connected to now (``swarm/peers``).
+
+        Raises:
+            StoreError: the node failed.
+        """
+        self._check_ready()
+        try:
+            answer = self._rpc.call("swarm/peers", lambda c: c.swarm.peers(opts={}))
+        except _Answered as exc:
+            raise StoreError(f"IPFS node refused swarm/peers: {exc}") from None
+        peers = answer.get("Peers") if isinstance(answer, Mapping) else None
+        return {p["Peer"] for p in peers or () if isinstance(p, Mapping) and isinstance(p.get("Peer"), str)}
+
+    def swarm_connect(self, addr: str) -> None:
+        """Connect the node to the IPFS node at ``addr`` (a multiaddr ending in ``/p2p/<id>``).
+
+        Raises:
+            StoreError: the node could not connect (within ``timeout_s`` on
+                the node's side, where it honours ``timeout=``) or failed.
+        """
+        self._check_ready()
+        # Plain HTTP: ipfshttpclient 0.7.0's swarm.connect sends every character
+        # of the address as one more arg (``*(str(a) for a in address)``), which
+        # js-ipfs refuses as "Invalid request query input".
+        params = [("arg", addr), ("timeout", self._rpc.deadline())]
+        try:
+            answers = self._rpc.plain("swarm/connect", "swarm/connect", params)
+        except _Answered as exc:
+            raise StoreError(f"IPFS node could not swarm connect to {addr}: {exc}") from None
+        errors = [a.get("Message") or a.get("Error") for a in answers if isinstance(a, Mapping)
+                  and (a.get("Type") == "error" or a.get("Error"))]
+        if errors:
+            raise StoreError(f"IPFS node could not swarm connect to {addr}: {errors[0]}")
 
     # -------------------------------------------------------------------- pins
 
