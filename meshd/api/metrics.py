@@ -40,6 +40,10 @@ from lattice.cid import CID
 from lattice.state import decode_value
 
 from .. import __version__
+from ..owner.policy import RUNNING, SUSPENDED, WAITING
+
+#: The owner policy's states, one sample each in ``meshd_owner_state``.
+OWNER_STATES = (WAITING, RUNNING, SUSPENDED)
 
 #: Roles whose live peers are counted in ``meshd_peers_live``.
 LIVE_ROLES = ("runner", "verifier", "evaluator", "archivist", "manager")
@@ -218,6 +222,7 @@ class NodeCollector:
         yield from self._rejections()
         yield from self._roles()
         yield from self._store()
+        yield from self._owner()
 
     def _queue(self) -> Iterator[Metric]:
         counts = self.node.queue.counts(int(time.time() * 1000))
@@ -341,6 +346,35 @@ class NodeCollector:
         n = CounterMetricFamily("meshd_loop_stalls", "Event-loop stalls the watchdog saw")
         n.add_metric([], self.node.counters.get("loop_stalls", 0))
         yield n
+
+    def _owner(self) -> Iterator[Metric]:
+        """The owner policy and the runner's gate (``GET /v1/owner``), as numbers."""
+        owner, runner = self.roles.get("owner"), self.roles.get("runner")
+        state = GaugeMetricFamily("meshd_owner_state", "The owner policy's state (1 for the current one)",
+                                  labels=["state"])
+        current = owner.decision.state if owner is not None else None
+        for name in OWNER_STATES:
+            state.add_metric([name], 1 if name == current else 0)
+        yield state
+        actions = CounterMetricFamily("meshd_owner_actions", "What the owner policy did to the engines",
+                                      labels=["action"])
+        counts = getattr(owner, "counts", {}) if owner is not None else {}
+        for key, action in (("suspends", "suspend"), ("continues", "continue"), ("vacates", "vacate"),
+                            ("kills", "kill")):
+            actions.add_metric([action], counts.get(key, 0))
+        yield actions
+        gate = runner.gate.statistics() if runner is not None and hasattr(runner, "gate") else None
+        closed = GaugeMetricFamily("meshd_runner_gate_closed",
+                                   "1 while the runner claims nothing, by why (drain, owner policy)", labels=["by"])
+        closed.add_metric(["drain"], 1 if gate is not None and gate.draining else 0)
+        closed.add_metric(["owner"], 1 if gate is not None and gate.owner_closed else 0)
+        yield closed
+        handed = CounterMetricFamily("meshd_runner_tasks_handed_back",
+                                     "Tasks the gate handed back to peers, by how (released unstarted, vacated running)",
+                                     labels=["how"])
+        handed.add_metric(["released"], gate.released if gate is not None else 0)
+        handed.add_metric(["vacated"], gate.vacated if gate is not None else 0)
+        yield handed
 
 
     def _store(self) -> Iterator[Metric]:
