@@ -5,8 +5,10 @@ Two ``meshd run`` daemons: A (manager, runner, verifier, archivist) and B
 the test writes), B bootstrapped to A.  A is scraped alone first; then B
 joins and a workload runs: plain echo tasks, echo tasks replicated on both
 runners (so the verifier judges them), a task that runs for a few seconds
-(so a runner's free slots drop while it runs), a task whose engine always
-fails (retried, then failed for good) and one request with a wrong token;
+(so a runner's free slots drop while it runs), a task of a deterministic
+engine and, once it completed, its twin (the result cache: a miss, then a
+hit), a task whose engine always fails (retried, then failed for good) and
+one request with a wrong token;
 then B's owner presses a key (the policy suspends) and A drains.  Both nodes
 are scraped all along, and every family in :data:`MOVED_BY_WORKLOAD` must
 have changed on at least one of them in some scrape (work spreads over both
@@ -59,6 +61,8 @@ MOVED_BY_WORKLOAD = {
     "meshd_owner_state": "B's owner pressed a key: running, then suspended",
     "meshd_owner_actions": "B's policy suspended its engines",
     "meshd_runner_gate_closed": "B's policy closed its gate; A drained",
+    "meshd_cache_misses": "the deterministic task's first run",
+    "meshd_cache_hits": "its twin, completed from the cache",
 }
 
 #: Families this workload does not move, and why (each is a fault or a constant).
@@ -77,6 +81,7 @@ NOT_MOVED_HERE = {
 }
 
 FAIL = "import sys\nsys.stdin.read()\nsys.exit(3)\n"
+TWICE = "import json, sys\nprint(json.dumps(json.load(sys.stdin)))\n"
 SLOW = "import json, sys, time\njson.load(sys.stdin)\ntime.sleep(4)\nprint(json.dumps(0))\n"
 IDLE = {"input_idle_s": 5000.0, "owner_load": 0.0, "pressure_pct": 0.0, "on_battery": False, "minute": 600}
 Scrape = dict[str, list[tuple[str, tuple[tuple[str, str], ...], float]]]
@@ -151,12 +156,13 @@ def test_every_family_moves_with_a_workload(mesh: tuple[Daemon, Daemon, Path]) -
     echo = a.add_echo_engine()
     fail = a.add_script_engine("always-fails", FAIL)
     slow = a.add_script_engine("slow", SLOW)
-    wait_for(lambda: len(b.get("/v1/engines").json()["engines"]) >= 3, timeout=60, what="B to learn the engines")
+    det = a.add_script_engine("twice", TWICE, deterministic=True)
+    wait_for(lambda: len(b.get("/v1/engines").json()["engines"]) >= 4, timeout=60, what="B to learn the engines")
     plain = [echo_task(echo, i) for i in range(12)]
     replicated = [echo_task(echo, f"r{i}", verify={"replicas": 2}) for i in range(3)]
     failing = {"input": {"value": 0}, "max_attempts": 2, "name": "fails",
                "taskDefinition": {"runner": {"type": "bin-json-runner", "engine": {"/": fail}}}}
-    r = a.post("/v1/tasks", {"tasks": plain + replicated + [echo_task(slow, "slow"), failing]})
+    r = a.post("/v1/tasks", {"tasks": plain + replicated + [echo_task(slow, "slow"), echo_task(det, "same"), failing]})
     assert r.status_code == 201, r.text
     cids = [t["cid"] for t in r.json()["tasks"]]
     ends = {cid: "completed" for cid in cids[:-1]} | {cids[-1]: "failed"}
@@ -166,6 +172,13 @@ def test_every_family_moves_with_a_workload(mesh: tuple[Daemon, Daemon, Path]) -
         return all(a.get(f"/v1/tasks/{cid}").json()["state"] == state for cid, state in ends.items())
 
     wait_for(all_ended, timeout=180, what="every task to end", interval=0.3)
+    # Both runners must hold the first result before its twin is enqueued: either may claim the twin.
+    wait_for(lambda: all(d.get(f"/v1/results/{cids[-2]}").json()["results"] for d in (a, b)), timeout=30,
+             what="both nodes to hold the deterministic task's result")
+    r = a.post("/v1/tasks", {"tasks": [echo_task(det, "same", nonce="twin")]})  # identical work, once more
+    assert r.status_code == 201, r.text
+    twin = a.wait_state(r.json()["tasks"][0]["cid"], "completed", timeout=60)
+    assert twin["cache"]["hit"] is True, twin
     assert httpx.get(a.url + "/v1/queue", headers={"Authorization": "Bearer wrong"}).status_code == 401
     _write_signals(signals, {**IDLE, "input_idle_s": 0.0})  # B's owner presses a key
     wait_for(lambda: b.get("/v1/owner").json()["policy"]["state"] == "suspended", timeout=30,
@@ -185,11 +198,11 @@ def test_every_family_moves_with_a_workload(mesh: tuple[Daemon, Daemon, Path]) -
     after_a, after_b = watch.last[a.peer_id], watch.last[b.peer_id]
     both = after_a["meshd_tasks_run"] + after_b["meshd_tasks_run"]
     runs = sum(v for name, labels, v in both if name == "meshd_tasks_run_total")
-    assert runs >= len(plain) + 2 * len(replicated) + 1 + 2  # every attempt counted once, by its runner
+    assert runs >= len(plain) + 2 * len(replicated) + 2 + 2  # every attempt counted once, by its runner
     engines = {dict(labels)["engine"] for name, labels, v in both if name == "meshd_tasks_run_total"}
-    assert engines <= {"echo", "always-fails", "slow"} and "always-fails" in engines
+    assert engines <= {"echo", "always-fails", "slow", "twice"} and "always-fails" in engines
     states = {dict(labels)["state"]: v for _, labels, v in after_a["meshd_queue_tasks"]}
-    assert states["completed"] == len(plain) + len(replicated) + 1 and states["failed"] == 1
+    assert states["completed"] == len(plain) + len(replicated) + 3 and states["failed"] == 1
     reasons = {dict(labels)["reason"] for _, labels, _ in after_a["meshd_rejections"]}
     assert "unauthorized" in reasons
     owner = {dict(labels)["state"]: v for _, labels, v in after_b["meshd_owner_state"]}
