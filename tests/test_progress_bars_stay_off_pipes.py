@@ -13,6 +13,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from meshd.cli.progress import WIDTH, Progress
@@ -56,5 +57,13 @@ def test_piped_json_output_is_not_corrupted(tmp_path: Path) -> None:
         assert waited.returncode == 0 and waited.stderr == "", waited.stderr
         answer = json.loads(waited.stdout)
         assert len(answer["tasks"]) == 12 and {t["state"] for t in answer["tasks"]} == {"completed"}
+
+        # The wait follows one results stream, and still gives up at --timeout.
+        slow = d.add_script_engine("sleeps", "import sys, time\nsys.stdin.read()\ntime.sleep(120)\n")
+        tasks.write_text(json.dumps([echo_task(slow, "long")]))
+        t0 = time.monotonic()
+        waited = run("enqueue", str(tasks), "--wait", "--timeout", "2")
+        assert waited.returncode == 1 and "timed out after 2s: 1 task(s) still pending" in waited.stderr, waited.stderr
+        assert time.monotonic() - t0 < 30  # not the 120 s the engine sleeps
     finally:
         d.stop()

@@ -35,6 +35,8 @@ from .progress import Progress
 BENCHES = ("lattice", "engines", "mesh", "spread", "membership", "ipfs", "owner")
 DEFAULT_API = "127.0.0.1:7600"
 _TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+#: Most tasks one results stream follows (``meshd.api.lifecycle.MAX_STREAM_TASKS``).
+STREAM_MAX_TASKS = 1000
 _SPINNER = "|/-\\"
 
 
@@ -167,27 +169,28 @@ def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _wait_for_all(client: Client, cids: list[str], timeout: float, progress: TextIO) -> dict[str, str]:
-    """Poll each task until all are completed, failed or cancelled; a bar on ``progress`` (a TTY only)."""
+    """Follow the tasks until all are completed, failed or cancelled; a bar on ``progress`` (a TTY only).
+
+    One results stream per 1,000 tasks (``Client.stream_results``), so a
+    thousand tasks cost one request, not a thousand polls a second.
+    """
     states: dict[str, str] = {}
     pending = list(dict.fromkeys(cids))
-    start = time.monotonic()
-    interval = 0.1
+    deadline = time.monotonic() + timeout
     with Progress(progress, len(pending), "waiting") as bar:
-        while True:
-            for cid in list(pending):
-                state = client.status(cid).get("state")
-                states[cid] = state
-                if state in _TERMINAL_STATES or state == "cancelled":
-                    pending.remove(cid)
-            done = len(states) - len(pending)
-            failed = sum(1 for s in states.values() if s in ("failed", "cancelled"))
-            bar.update(done, f"{failed} failed" if failed else "")
-            if not pending:
-                return states
-            if time.monotonic() - start >= timeout:
-                raise ClientError(f"timed out after {timeout:g}s: {len(pending)} task(s) still pending")
-            time.sleep(interval)
-            interval = min(interval * 1.5, 1.0)
+        for i in range(0, len(pending), STREAM_MAX_TASKS):
+            try:
+                for answer in client.stream_results(pending[i:i + STREAM_MAX_TASKS],
+                                                    timeout=max(0.1, deadline - time.monotonic())):
+                    states[answer["task"]] = answer["state"]
+                    failed = sum(1 for s in states.values() if s in ("failed", "cancelled"))
+                    bar.update(len(states), f"{failed} failed" if failed else "")
+            except ClientError as exc:
+                if exc.code != "timeout":
+                    raise
+                raise ClientError(f"timed out after {timeout:g}s: {len(pending) - len(states)} task(s) "
+                                  "still pending") from None
+    return states
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:

@@ -78,6 +78,15 @@ def _failed(base_url: str, exc: Exception) -> ClientError:
     return ClientError(f"request to {base_url} failed: {exc.__class__.__name__}: {exc}")
 
 
+def _timed_out(timeout: float | None) -> ClientError:
+    return ClientError(f"timed out after {timeout or 0:g}s", code="timeout")
+
+
+def _check(deadline: float | None, timeout: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise _timed_out(timeout)
+
+
 def _content(body: Any, on_upload: Callable[[int, int], None] | None) -> tuple[Any, dict[str, str]]:
     """The request's content and extra headers; ``on_upload(sent, total)`` follows a body sent in pieces."""
     if body is None:
@@ -264,14 +273,17 @@ class Client:
     def stream_results(self, cids: list[str], *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield each task's results answer (as :meth:`results`) as the task ends, in the order they end.
 
-        One Server-Sent Events request (``GET /v1/results/stream``), not a
-        poll per task; the generator ends once every task has ended.
-        ``timeout`` bounds the whole stream (default: none).
+        One Server-Sent Events request (``GET /v1/results/stream``, at most
+        1,000 tasks), not a poll per task; the generator ends once every task
+        has ended.  ``timeout`` bounds the whole stream (default: none); it is
+        checked on every line, and the server sends one at least every 15 s.
 
         Raises:
-            ClientError: the API refused the request, or ``timeout`` passed.
+            ClientError: the API refused the request, or ``timeout`` passed
+                (``code`` ``timeout``).
         """
         params = _stream_params(cids)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             with self._http.stream("GET", "/v1/results/stream", params=params,
                                    timeout=httpx.Timeout(self.timeout, read=timeout)) as response:
@@ -280,6 +292,7 @@ class Client:
                     _answer(response)
                 sse = _Sse()
                 for line in response.iter_lines():
+                    _check(deadline, timeout)
                     item = sse.feed(line)
                     if item is not None:
                         yield item
@@ -287,6 +300,8 @@ class Client:
                         return
         except (httpx.ConnectError, httpx.ConnectTimeout):
             raise _not_running(self.base_url) from None
+        except httpx.TimeoutException:
+            raise _timed_out(timeout) from None
         except httpx.TransportError as exc:
             raise _failed(self.base_url, exc) from None
 
@@ -480,6 +495,7 @@ class AsyncClient:
                              ) -> AsyncIterator[dict[str, Any]]:
         """As :meth:`Client.stream_results`, an async generator."""
         params = _stream_params(cids)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             async with self._http.stream("GET", "/v1/results/stream", params=params,
                                          timeout=httpx.Timeout(self.timeout, read=timeout)) as response:
@@ -488,6 +504,7 @@ class AsyncClient:
                     _answer(response)
                 sse = _Sse()
                 async for line in response.aiter_lines():
+                    _check(deadline, timeout)
                     item = sse.feed(line)
                     if item is not None:
                         yield item
@@ -495,6 +512,8 @@ class AsyncClient:
                         return
         except (httpx.ConnectError, httpx.ConnectTimeout):
             raise _not_running(self.base_url) from None
+        except httpx.TimeoutException:
+            raise _timed_out(timeout) from None
         except httpx.TransportError as exc:
             raise _failed(self.base_url, exc) from None
 
