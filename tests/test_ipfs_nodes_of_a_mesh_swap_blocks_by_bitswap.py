@@ -1,5 +1,6 @@
 """Two daemons with IPFS stores connect their IPFS nodes through presence, so
-blocks move between the IPFS nodes by bitswap; a private mesh does not.
+blocks move between the IPFS nodes by bitswap (an engine's file too, which
+``ipfs cat`` prints); a private mesh does not.
 
 Real processes throughout: the shared js-ipfs test node (scripts/start-ipfs.sh)
 for one daemon, a second js-ipfs node started here on its own port and repo
@@ -17,10 +18,11 @@ from typing import Iterator
 import httpx
 import pytest
 
+from lattice import codec
 from lattice.cid import CID, RAW
 
 from . import _ipfs_env
-from ._daemons import Daemon, wait_for
+from ._daemons import ECHO, Daemon, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ipfs]
 
@@ -101,6 +103,15 @@ def test_a_block_put_on_one_ipfs_node_reaches_the_other_by_bitswap(daemon_factor
     got = _rpc(first, "block/get", [("arg", str(cid)), ("timeout", "20000ms")])
     assert got.status_code == 200, got.text
     assert got.content == data
+
+    # An engine published on daemon a: its file, named by the manifest, is
+    # printed by `ipfs cat` on b's IPFS node (reached there by bitswap).
+    engine = a.add_echo_engine()
+    manifest = codec.decode_untrusted(_rpc(first, "block/get", [("arg", engine), ("timeout", "5000ms")]).content)
+    (build,) = manifest["platforms"].values()
+    cat = _rpc(second, "cat", [("arg", str(build["file"])), ("timeout", "20000ms")])
+    assert cat.status_code == 200, cat.text
+    assert cat.content == ECHO.read_bytes()
 
 
 def test_a_private_mesh_connects_no_ipfs_nodes(daemon_factory, two_ipfs_nodes) -> None:
