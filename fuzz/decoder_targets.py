@@ -574,7 +574,13 @@ def _presence_seeds() -> dict[str, bytes]:
                        short_key=c.encode(dict(signed, a=b"\x01")),
                        str_key=c.encode(dict(signed, a="k" * 32)),
                        bad_sig=c.encode(dict(signed, s=b"\x00" * 64)),
-                       seq_str=c.encode(dict(signed, seq="1")))
+                       seq_str=c.encode(dict(signed, seq="1")),
+                       # links (membership): a signed presence whose links are not all peer ids.
+                       hostile_links=c.encode(_resigned(f, dict(body, links=["p" * 200, 7, b"x", "", "ok"] * 40))))
+
+
+def _resigned(f, body: dict) -> dict:
+    return dict(body, s=f.signer.sign(f.codec.encode(body)))
 
 
 def _mesh_core() -> tuple:
@@ -974,7 +980,7 @@ def _targets() -> list[Target]:
         Target("rules_record", "meshd.roles.jobs.rules_from_record_untrusted", _rules_record, _rules_record_seeds),
         Target("pipeline", "meshd.roles.pipeline.Pipeline.from_json_untrusted", _pipeline, _pipeline_seeds),
         Target("presence", "lattice.peers.PeerTable.receive_presence_untrusted (what "
-               "lattice.meshcore.MeshCore.receive calls)", _presence, _presence_seeds),
+               "lattice.meshcore.MeshCore.receive calls; and _links_untrusted, its links)", _presence, _presence_seeds),
         Target("mesh_core", "lattice.meshcore.MeshCore.receive and MeshCore.serve (and on_response with the "
                "same bytes): the mesh core's network entry points", _mesh_core, _mesh_core_seeds),
         Target("mesh_secret", "meshd.p2p.secret.Sealer.open_untrusted", _mesh_secret, _mesh_secret_seeds),

@@ -686,6 +686,10 @@ def build() -> str:
         ("max_attempts", "uint", "optional, 1..100: overrides `[runner] max_attempts`"),
         ("checkpoint_s", "uint", "optional, 1..86400: run with checkpoints, the engine saving its state about "
                                  "this often (see [Queue records](#queue-records), `checkpoints`)"),
+        ("cache", "bool", "optional, kept only as `false`: the task runs even when an earlier result of its "
+                          "deterministic engine on the same input could complete it (see *Result cache* under "
+                          "[The queue state machine](#the-queue-state-machine)); `true` is the default and is "
+                          "dropped, so it names the same task"),
         ("name, nonce", _TAG, "optional, at most 256 characters; a `nonce` enqueues identical work twice on purpose"),
     ])
     d.para("The whitepaper's Listing 2 as a user sends it (base58btc links are accepted):")
@@ -787,6 +791,12 @@ def build() -> str:
         ("runner", _TAG, "the runner's peer id: must be the peer id of the author of the delta that adds the record"),
         ("at", "uint", "when, in the runner's ms clock"),
         ("duration_s, stderr", "float, text", "extra fields the Runner adds"),
+        ("engine, in", "link, link", "for an engine whose manifest says `deterministic: true`: the engine, and "
+                                     "the CID of `{t: \"meshd/engine-input\", v: 1, value[, metadata]}` (what it "
+                                     "was given); the result cache's index (see *Result cache* under "
+                                     "[The queue state machine](#the-queue-state-machine))"),
+        ("cached", _LINK, "on a result served from the cache: the source result record (the completion carries "
+                          "it too)"),
     ])
     d.example("the output block", out_cid, out_data)
     d.example("the result record", r_cid, r_data)
@@ -843,6 +853,11 @@ def build() -> str:
         ("comparator", "map", "optional: how the Verifier compares outputs; `{type: \"numeric\", tolerance: "
                               "float}` accepts numbers within the tolerance (default `1e-9`); anything else, or "
                               "no comparator, means exact comparison of output CIDs"),
+        ("deterministic", "bool", "optional, written only as `true` (both engine types): the same input gives "
+                                  "the same output, so the result cache may complete a task from an earlier "
+                                  "result of this engine on the same input. The record stays v1: a manifest "
+                                  "without it is the same record as before; a node older than the field refuses "
+                                  "a manifest that carries it (unknown field), so the engine does not run there"),
     ])
     d.example("the engine's file", script_cid, script, value=script.decode(),
               note="Content up to 256 KiB is one raw block (shown as text).")
@@ -902,8 +917,10 @@ def build() -> str:
            "(genesis kind `pins`, name = mesh name) under the set key `str(genesis)`. "
            "`pin_record_untrusted` requires exactly these fields, a good signature, and `archivist` equal "
            "to the peer id of `pk`, so one key cannot pose as several archivists. `GET "
-           "/v1/archive/{genesis}` reports how many archivists hold an object; no node deletes blocks "
-           "on the strength of these records yet.")
+           "/v1/archive/{genesis}` reports how many archivists hold an object, and a node under a "
+           "storage budget (`[store] max_bytes`) drops a block only once `[store] min_holders` live archivists' "
+           "records cover it. With the embedded store an archivist adds a record only once the version's whole "
+           "DAG is in its store.")
     d.fields([
         ("t, v", "", "`\"meshd/pin\"`, `1`"),
         ("archivist", _TAG, "the archivist's peer id (must match `pk`)"),
