@@ -54,19 +54,16 @@ it (unknown field), so such an engine simply does not run there.
 The signed message is ``b"meshd/engine-sig/v1\\x00" + engine_cid.raw``; the
 prefix keeps these signatures from being replayed as any other meshd record.
 
-Files: content up to ``CHUNK_SIZE`` bytes is one raw block whose CID is the
-file CID.  Larger content is split into raw chunks listed by a
-``{"t": "meshd/file", "v": 1, "size": n, "chunks": [CID, ...]}`` node.
+Files (the content a manifest links) are stored and read by
+:mod:`engines.files`; its functions are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -74,22 +71,18 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from lattice.cid import CID, DAG_CBOR, RAW
+from lattice.cid import CID, DAG_CBOR
 from lattice.codec import decode_untrusted, encode_block
 from lattice.errors import BadInput, BlockNotFound
 
-from .errors import BadManifest, EngineCorrupt, EngineMissing
+from .errors import BadManifest, EngineMissing
+from .files import CHUNK_SIZE, FILE_TAG, missing_file_blocks, put_file, read_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from lattice.blockstore import BlockStore
 
 ENGINE_TAG: Final = "meshd/engine"
 SIG_TAG: Final = "meshd/engine-sig"
-FILE_TAG: Final = "meshd/file"
-#: Raw chunk size for engine files (bytes).
-CHUNK_SIZE: Final = 256 * 1024
-#: Largest file ``read_file`` reassembles (bytes); guards against a hostile size.
-MAX_FILE_SIZE: Final = 4 * 1024 * 1024 * 1024
 _SIG_DOMAIN: Final = b"meshd/engine-sig/v1\x00"
 
 Protocol_ = Literal["json", "jsonl", "python"]
@@ -473,108 +466,6 @@ def signature_from_untrusted(data: bytes) -> EngineSignature:
     if type(engine) is not CID or type(pub) is not bytes or len(pub) != 32 or type(sig) is not bytes or len(sig) != 64:
         raise BadManifest("signature needs engine CID, 32-byte publisher and 64-byte sig")
     return EngineSignature(engine=engine, publisher=pub, sig=sig)
-
-
-# -- files --------------------------------------------------------------------
-
-def put_file(store: "BlockStore", source: bytes | str | os.PathLike[str], *, chunk_size: int = CHUNK_SIZE) -> CID:
-    """Store file content as raw chunks (+ a file node when chunked).
-
-    Args:
-        store: Destination block store.
-        source: The bytes, or a path to read.
-        chunk_size: Chunk size; content up to this size is a single raw block.
-
-    Returns:
-        The file CID: a raw block CID, or a ``meshd/file`` node CID.
-    """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be positive")
-    data = source if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
-    data = bytes(data)
-    if len(data) <= chunk_size:
-        cid = CID.for_block(RAW, data)
-        store.put(cid, data)
-        return cid
-    blocks = []
-    for off in range(0, len(data), chunk_size):
-        chunk = data[off:off + chunk_size]
-        blocks.append((CID.for_block(RAW, chunk), chunk))
-    # Chunks first, node last: a crash leaves only unreferenced raw blocks.
-    store.put_many(blocks)
-    cid, node = encode_block({"t": FILE_TAG, "v": 1, "size": len(data), "chunks": [c for c, _ in blocks]})
-    store.put(cid, node)
-    return cid
-
-
-def _file_node(store: "BlockStore", cid: CID) -> tuple[int, list[CID]]:
-    try:
-        data = store.get(cid)
-    except BlockNotFound:
-        raise EngineMissing(f"engine file {cid} is not in the local store", [cid]) from None
-    try:
-        node = decode_untrusted(data)
-    except BadInput as exc:
-        raise EngineCorrupt(f"file node {cid} is not DAG-CBOR: {exc}") from None
-    if (not isinstance(node, dict) or node.get("t") != FILE_TAG or node.get("v") != 1
-            or type(node.get("size")) is not int or not isinstance(node.get("chunks"), list)
-            or not all(type(c) is CID and c.codec == RAW for c in node["chunks"])):
-        raise EngineCorrupt(f"block {cid} is not a {FILE_TAG} v1 node")
-    if not 0 <= node["size"] <= MAX_FILE_SIZE:
-        raise EngineCorrupt(f"file node {cid} declares an impossible size")
-    return node["size"], node["chunks"]
-
-
-def missing_file_blocks(store: "BlockStore", cid: CID) -> list[CID]:
-    """CIDs of ``cid``'s blocks absent from ``store`` (the node first if absent)."""
-    if not store.has(cid):
-        return [cid]
-    if cid.codec == RAW:
-        return []
-    try:
-        _, chunks = _file_node(store, cid)
-    except EngineCorrupt:
-        return []
-    return [c for c in chunks if not store.has(c)]
-
-
-def read_file(store: "BlockStore", cid: CID) -> bytes:
-    """Reassemble and verify a file stored by :func:`put_file`.
-
-    Raises:
-        EngineMissing: blocks are absent; ``missing`` lists every one known.
-        EngineCorrupt: a block does not hash to its CID or the size is wrong.
-    """
-    if cid.codec == RAW:
-        try:
-            data = store.get(cid)
-        except BlockNotFound:
-            raise EngineMissing(f"engine file {cid} is not in the local store", [cid]) from None
-        if not cid.verify(data):
-            raise EngineCorrupt(f"block {cid} does not match its hash")
-        return data
-    if cid.codec != DAG_CBOR:
-        raise EngineCorrupt(f"unsupported file codec 0x{cid.codec:x}")
-    size, chunks = _file_node(store, cid)
-    missing = [c for c in chunks if not store.has(c)]
-    if missing:
-        raise EngineMissing(f"{len(missing)} chunk(s) of engine file {cid} are not in the local store", missing)
-    parts = []
-    total = 0
-    for c in chunks:
-        try:
-            data = store.get(c)
-        except BlockNotFound:
-            raise EngineMissing(f"chunk {c} of engine file {cid} vanished", [c]) from None
-        if not c.verify(data):
-            raise EngineCorrupt(f"chunk {c} of {cid} does not match its hash")
-        total += len(data)
-        if total > size:
-            raise EngineCorrupt(f"file {cid} is larger than its declared {size} bytes")
-        parts.append(data)
-    if total != size:
-        raise EngineCorrupt(f"file {cid} reassembles to {total} bytes, node says {size}")
-    return b"".join(parts)
 
 
 def load_manifest(store: "BlockStore", cid: CID) -> Manifest:

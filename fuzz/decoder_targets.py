@@ -152,6 +152,7 @@ def _cbor_seeds(**valid: bytes) -> dict[str, bytes]:
         "non-minimal-int": b"\x18\x05",
         "link-without-prefix": cbor2.dumps(cbor2.CBORTag(42, b"\x01" + f.delta_cid.raw)),
         "link-dag-pb": cbor2.dumps(cbor2.CBORTag(42, b"\x00\x01\x70" + f.delta_cid.raw[2:])),
+        "link-git-raw": cbor2.dumps(cbor2.CBORTag(42, b"\x00\x01\x78" + f.delta_cid.raw[2:])),
         "datetime-tag": cbor2.dumps(cbor2.CBORTag(1, 0)),
         "nan": cbor2.dumps(float("nan")),
         "too-deep": b"\x81" * 200 + b"\x00",

@@ -1,4 +1,4 @@
-"""Content identifiers: CIDv1 with sha2-256, codecs dag-cbor (0x71) and raw (0x55).
+"""Content identifiers: CIDv1 with sha2-256, codecs dag-cbor (0x71), raw (0x55) and dag-pb (0x70).
 
 A :class:`CID` is an immutable value holding its binary form.  It prints as
 lower-case base32 (``bafy…``, multibase prefix ``b``) and parses base32 or
@@ -6,8 +6,8 @@ base58btc (``zdpu…``, the form in the Computes whitepaper).
 
 Why hand-written rather than ``multiformats.CID``: that class costs tens of
 microseconds per construction, which alone would cap the block fast path far
-below the 50,000 CIDs/s goal.  This module supports exactly the two codecs and
-the one hash meshd uses, and ``tests/test_codec_matches_reference.py`` checks it
+below the 50,000 CIDs/s goal.  This module supports exactly the codecs and
+the one hash meshd uses (dag-pb only for UnixFS files, :mod:`lattice.unixfs`), and ``tests/test_codec_matches_reference.py`` checks it
 byte-for-byte against ``multiformats``.
 """
 
@@ -21,10 +21,11 @@ from .errors import BadCID
 
 DAG_CBOR: Final = 0x71
 RAW: Final = 0x55
+DAG_PB: Final = 0x70
 SHA2_256: Final = 0x12
-_CODECS: Final = frozenset({DAG_CBOR, RAW})
+_CODECS: Final = frozenset({DAG_CBOR, RAW, DAG_PB})
 
-# Binary CIDv1 for our codecs: version(0x01) codec(1 byte varint, both < 0x80)
+# Binary CIDv1 for our codecs: version(0x01) codec(1 byte varint, all < 0x80)
 # multihash(code 0x12, length 0x20, 32-byte digest) -> always 36 bytes.
 _LEN: Final = 36
 
@@ -57,7 +58,7 @@ def _b58encode(data: bytes) -> str:
 
 
 class CID:
-    """A CIDv1 (sha2-256) for a dag-cbor or raw block.
+    """A CIDv1 (sha2-256) for a dag-cbor, raw or dag-pb block.
 
     Instances are hashable, totally ordered by their binary form, and cheap:
     one ``bytes`` attribute.  Build them with :meth:`for_block`,
@@ -77,7 +78,7 @@ class CID:
 
     @classmethod
     def for_block(cls, codec: int, data: bytes) -> "CID":
-        """The CID of ``data`` under ``codec`` (DAG_CBOR or RAW)."""
+        """The CID of ``data`` under ``codec`` (DAG_CBOR, RAW or DAG_PB)."""
         return cls(b"\x01" + bytes((codec, SHA2_256, 32)) + hashlib.sha256(data).digest())
 
     @classmethod

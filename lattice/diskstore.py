@@ -177,7 +177,7 @@ def _is_valid_key(raw: object) -> bool:
         isinstance(raw, bytes)
         and len(raw) == 36
         and raw[0] == 0x01
-        and raw[1] in (0x55, 0x71)
+        and raw[1] in (0x55, 0x70, 0x71)
         and raw[2] == 0x12
         and raw[3] == 32
     )

@@ -29,6 +29,10 @@ class BadEncoding(BadInput):
     """Bytes are not strict, canonical DAG-CBOR (or not the expected shape)."""
 
 
+class BadUnixFS(BadEncoding):
+    """A dag-pb block or DAG is not a UnixFS file meshd reads, or exceeds the walk's limits."""
+
+
 class BadBlock(BadInput):
     """A block's bytes do not hash to the CID it was offered under."""
 

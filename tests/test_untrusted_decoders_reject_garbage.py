@@ -50,7 +50,7 @@ CORPUS_BYTES = [
     b"\x9f\x01\xff",  # indefinite array
     b"\x18\x05",  # non-minimal int
     cbor2.dumps(cbor2.CBORTag(42, b"\x01" + DELTA_CID.raw)),  # link without 0x00 prefix
-    cbor2.dumps(cbor2.CBORTag(42, b"\x00" + b"\x01\x70" + DELTA_CID.raw[2:])),  # dag-pb codec
+    cbor2.dumps(cbor2.CBORTag(42, b"\x00" + b"\x01\x78" + DELTA_CID.raw[2:])),  # git-raw codec (unsupported)
     cbor2.dumps(cbor2.CBORTag(1, 0)),  # datetime tag
     cbor2.dumps(float("nan")),
     b"\x81" * 200 + b"\x00",  # too deep

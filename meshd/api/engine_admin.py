@@ -5,8 +5,8 @@
 
 * :meth:`EngineAdmin.add_docker` spools a streamed ``docker save`` tarball to
   a temporary file (bounded by ``max_image_bytes``, never held in memory),
-  checks the image id the tarball really holds, stores it as chunked raw
-  blocks (the same CIDs :func:`engines.manifest.put_file` gives), writes a
+  checks the image id the tarball really holds, stores it as a UnixFS file
+  (:func:`engines.manifest.put_file`: ``ipfs cat`` prints it), writes a
   ``docker-json-runner`` manifest, signs it with the node key and registers
   it in the engines registry exactly as native engines are (``["add", engine,
   signature]`` and ``["put", "name/<name>", engine]``).  A node that lacks the
@@ -20,7 +20,7 @@
   them; the file is rewritten whole, comments are not kept) and apply it to
   the live engine host at once.
 
-Crash safety of an upload: blocks first (chunks, then the file node), the
+Crash safety of an upload: blocks first (leaves, then the nodes above them), the
 manifest next, the signature, and the registry commit last, so a crash at any
 point leaves only unreferenced blocks and the upload can simply be repeated.
 """
@@ -42,10 +42,9 @@ from engines.seccomp import status as seccomp_status
 from engines.errors import BadManifest, EngineCorrupt, EngineMissing
 from engines.host import publish_signature
 from engines.image import tarball_image_id
-from engines.manifest import (CHUNK_SIZE, FILE_TAG, DockerImage, DockerManifest, Resources, encode_manifest,
-                              load_manifest, public_key_bytes, put_file, signature_from_untrusted)
+from engines.manifest import (DockerImage, DockerManifest, Resources, encode_manifest, load_manifest,
+                              public_key_bytes, put_file, signature_from_untrusted)
 from lattice.cid import CID, RAW
-from lattice.codec import encode_block
 from lattice.errors import BadCID
 
 from ..config import load_config, write_config
@@ -57,8 +56,6 @@ log = get_logger("meshd.engines")
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-#: Chunks written per store transaction while storing an image.
-_CHUNKS_PER_BATCH = 16
 
 
 def publisher_key_untrusted(text: str) -> bytes:
@@ -91,31 +88,12 @@ def _cid_untrusted(text: str, what: str) -> CID:
 
 
 def put_file_from_path(store: Any, path: Path) -> CID:
-    """:func:`engines.manifest.put_file` for a file on disk, reading one chunk at a time.
+    """:func:`engines.manifest.put_file` for a file on disk (read one chunk at a time).
 
-    Gives the same CIDs as ``put_file`` on the same bytes; chunks are stored
-    before the file node that lists them.
+    Gives the CID ``ipfs add --cid-version 1 --raw-leaves`` prints for the
+    file; blocks are stored before the nodes that link them.
     """
-    size = path.stat().st_size
-    if size <= CHUNK_SIZE:
-        return put_file(store, path.read_bytes())
-    chunks: list[CID] = []
-    total = 0
-    batch: list[tuple[CID, bytes]] = []
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            cid = CID.for_block(RAW, chunk)
-            chunks.append(cid)
-            total += len(chunk)
-            batch.append((cid, chunk))
-            if len(batch) >= _CHUNKS_PER_BATCH:
-                store.put_many(batch)
-                batch = []
-    if batch:
-        store.put_many(batch)
-    cid, node = encode_block({"t": FILE_TAG, "v": 1, "size": total, "chunks": chunks})
-    store.put(cid, node)
-    return cid
+    return put_file(store, path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import trio
 
-from lattice import codec, pinset
-from lattice.cid import CID, DAG_CBOR
+from lattice import pinset
+from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, LatticeError
 
 from ..errors import MeshdError
 from ..runtime.logs import get_logger
-from ..store.archive import _links
+from ..store.archive import block_links_untrusted
 
 if TYPE_CHECKING:
     from lattice.signing import Signer
@@ -107,13 +107,10 @@ def walk(get: Any, roots: list[CID], limit: int) -> tuple[set[CID], set[CID], in
             continue
         found.add(cid)
         size += len(data)
-        if cid.codec == DAG_CBOR:
-            links: list[CID] = []
-            try:
-                _links(codec.decode_untrusted(data), links)
-            except BadInput:
-                continue
-            stack.extend(links)
+        try:
+            stack.extend(block_links_untrusted(cid, data))
+        except BadInput:
+            continue
     return found, missing, size
 
 

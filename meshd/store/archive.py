@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lattice import codec
-from lattice.cid import CID, DAG_CBOR
+from lattice import codec, unixfs
+from lattice.cid import CID, DAG_CBOR, DAG_PB
 from lattice.errors import BadInput, BadRecord, BlockNotFound
 from lattice.signing import Signer, verify_signature
 from lattice.state import decode_value
@@ -131,13 +131,29 @@ def _links(value: Any, out: list[CID]) -> None:
             _links(v, out)
 
 
+def block_links_untrusted(cid: CID, data: bytes) -> list[CID]:
+    """The CIDs block ``cid`` links to: a DAG-CBOR record's links, a dag-pb
+    (UnixFS) node's children; a raw block links nothing.
+
+    Raises:
+        BadInput: ``data`` is not valid for ``cid``'s codec.
+    """
+    if cid.codec == DAG_CBOR:
+        links: list[CID] = []
+        _links(codec.decode_untrusted(data), links)
+        return links
+    if cid.codec == DAG_PB:
+        return unixfs.links_untrusted(data)
+    return []
+
+
 def dag_blocks(get: Callable[[CID], bytes], root: CID, *, limit: int = 10_000_000,
                known: Collection[CID] = ()) -> tuple[set[CID], set[CID]]:
     """Every block reachable from ``root`` through CID links: ``(found, missing)``.
 
     What a recursive pin of ``root`` holds.  ``get`` raises
-    :class:`~lattice.errors.BlockNotFound` for an absent block; a block that
-    is not DAG-CBOR (raw) has no links.  A block in ``known`` (one whose whole
+    :class:`~lattice.errors.BlockNotFound` for an absent block; links are
+    those of :func:`block_links_untrusted` (a raw block has none).  A block in ``known`` (one whose whole
     DAG an earlier walk found) is counted as found and not read again.
     """
     found: set[CID] = set()
@@ -156,13 +172,10 @@ def dag_blocks(get: Callable[[CID], bytes], root: CID, *, limit: int = 10_000_00
             missing.add(cid)
             continue
         found.add(cid)
-        if cid.codec == DAG_CBOR:
-            links: list[CID] = []
-            try:
-                _links(codec.decode_untrusted(data), links)
-            except BadInput:
-                continue
-            stack.extend(links)
+        try:
+            stack.extend(block_links_untrusted(cid, data))
+        except BadInput:
+            continue
     return found, missing
 
 

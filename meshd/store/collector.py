@@ -56,12 +56,12 @@ from typing import Any, Protocol
 import trio
 
 from lattice import codec, pinset, storebudget
-from lattice.cid import CID, DAG_CBOR
+from lattice.cid import CID, DAG_CBOR, DAG_PB
 from lattice.errors import BadInput, BlockNotFound, LatticeError
 
 from ..errors import ConfigError, MeshdError
 from ..runtime.logs import get_logger
-from .archive import PINS, PinsView, _links
+from .archive import PINS, PinsView, _links, block_links_untrusted
 
 log = get_logger("meshd.collector")
 
@@ -131,8 +131,8 @@ def reachable(get: Callable[[CID], bytes], roots: Iterable[CID], *, stop: Callab
               limit: int = 10_000_000) -> set[bytes]:
     """The raw CIDs reachable from ``roots`` through CID links, as far as this store can read.
 
-    Only DAG-CBOR blocks are read (for their links); a raw block is counted
-    without reading it.  A block ``stop`` accepts is counted and not
+    Only DAG-CBOR and dag-pb (UnixFS) blocks are read, for their links; a
+    raw block is counted without reading it.  A block ``stop`` accepts is counted and not
     descended into; an absent block is not counted and hides what is below it.
     """
     out: set[bytes] = set()
@@ -145,7 +145,7 @@ def reachable(get: Callable[[CID], bytes], roots: Iterable[CID], *, stop: Callab
         if stop(raw):
             out.add(raw)
             continue
-        if cid.codec != DAG_CBOR:
+        if cid.codec not in (DAG_CBOR, DAG_PB):
             out.add(raw)
             continue
         try:
@@ -153,12 +153,10 @@ def reachable(get: Callable[[CID], bytes], roots: Iterable[CID], *, stop: Callab
         except BlockNotFound:
             continue
         out.add(raw)
-        links: list[CID] = []
         try:
-            _links(codec.decode_untrusted(data), links)
+            stack.extend(block_links_untrusted(cid, data))
         except BadInput:
             continue
-        stack.extend(links)
     return out
 
 

@@ -1,7 +1,7 @@
 """A :class:`~lattice.blockstore.BlockStore` kept in an IPFS node, over its RPC API.
 
 Blocks go in with ``block/put`` as CIDv1 sha2-256 under the block's own codec
-(dag-cbor or raw), so a block meshd stores has the same CID in IPFS as in
+(dag-cbor, raw, or dag-pb for the UnixFS nodes of large files), so a block meshd stores has the same CID in IPFS as in
 meshd and any IPFS tool can fetch it, and a block put by another IPFS client
 reads back through this store.  Pins (``pin_add`` … ``pin_update``) keep
 blocks safe from the node's garbage collector.
@@ -19,6 +19,8 @@ reports version 0.18.1, and documented for Kubo):
 
 * ``block/put`` names the codec ``format=`` in js-ipfs and ``cid-codec=`` in
   Kubo; js-ipfs silently ignores ``cid-codec`` and stores a CIDv0 dag-pb key.
+  js-ipfs also makes a dag-pb block CIDv0 unless ``version=1`` is sent (its
+  other codecs are always CIDv1); Kubo's ``cid-codec`` always gives CIDv1.
   :class:`IpfsOptions.put_codec_param` picks one; ``"auto"`` asks
   ``version`` once in :meth:`IpfsBlockStore.open` (Kubo reports ``Golang``).
   Every put also checks that the CID the node answers equals ours.
@@ -57,15 +59,27 @@ from collections.abc import Mapping
 from typing import Iterable, Iterator, Literal
 
 from lattice.blockstore import BlockStoreStatistics
-from lattice.cid import CID, DAG_CBOR, RAW
+from lattice.cid import CID, DAG_CBOR, DAG_PB, RAW
 from lattice.codec import decode_untrusted
+from lattice.unixfs import decode_node_untrusted
 from lattice.errors import BadBlock, BadCID, BadInput, BlockNotFound, StoreError
 
 from ._ipfs_http import RpcTransport, _Answered, _api_url
 
 __all__ = ["IpfsBlockStore", "IpfsOptions", "IpfsStatistics"]
 
-_CODEC_NAMES = {DAG_CBOR: "dag-cbor", RAW: "raw"}
+_CODEC_NAMES = {DAG_CBOR: "dag-cbor", RAW: "raw", DAG_PB: "dag-pb"}
+
+
+def _codec_of(data: bytes) -> int:
+    """The codec a block of unknown codec most likely has (see :meth:`IpfsBlockStore.cids`)."""
+    for decode, codec in ((decode_untrusted, DAG_CBOR), (decode_node_untrusted, DAG_PB)):
+        try:
+            decode(data)
+        except BadInput:
+            continue
+        return codec
+    return RAW
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +241,7 @@ class IpfsBlockStore:
                 self._counts[2] += 1
             raise BadBlock(f"block bytes do not hash to {cid}")
         codec = _CODEC_NAMES.get(cid.codec)
-        if codec is None:  # pragma: no cover - CID only admits our two codecs
+        if codec is None:  # pragma: no cover - CID only admits our three codecs
             raise StoreError(f"unsupported codec 0x{cid.codec:x}")
         opts = {
             self._codec_param: codec,
@@ -235,6 +249,8 @@ class IpfsBlockStore:
             "cid-version": "1",
             "cid-base": "base32",
         }
+        if self._codec_param == "format":
+            opts["version"] = "1"  # js-ipfs: dag-pb would be CIDv0 without it
         try:
             answer = self._rpc.call("block/put", lambda c: c.block.put(io.BytesIO(data), opts=opts))
         except _Answered as exc:
@@ -348,10 +364,11 @@ class IpfsBlockStore:
 
         IPFS keys blocks by multihash, so ``refs/local`` does not say which
         codec a block was put under.  Each block is therefore fetched and
-        named dag-cbor if it is strict canonical DAG-CBOR, raw otherwise: one
-        ``block/get`` per block, and a raw block whose bytes happen to be
-        canonical DAG-CBOR is listed under its dag-cbor CID (``get`` and
-        ``has`` work under either CID, since IPFS ignores the codec there).
+        named dag-cbor if it is strict canonical DAG-CBOR, dag-pb if it is
+        canonical dag-pb, raw otherwise: one ``block/get`` per block, and a
+        raw block whose bytes happen to be canonical DAG-CBOR or dag-pb is
+        listed under that codec's CID (``get`` and ``has`` work under either
+        CID, since IPFS ignores the codec there).
         """
         self._check_ready()
         digests = self._local_digests()
@@ -362,12 +379,7 @@ class IpfsBlockStore:
                     data = self.get(CID.from_digest(RAW, digest))
                 except BlockNotFound:
                     continue  # deleted since the listing
-                try:
-                    decode_untrusted(data)
-                except BadInput:
-                    yield CID.from_digest(RAW, digest)
-                else:
-                    yield CID.from_digest(DAG_CBOR, digest)
+                yield CID.from_digest(_codec_of(data), digest)
 
         return gen()
 
