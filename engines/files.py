@@ -160,7 +160,8 @@ def read_file(store: "BlockStore", cid: CID) -> bytes:
         try:
             return unixfs.read_file_untrusted(store.get, cid, _FILE_LIMITS)
         except BlockNotFound as exc:
-            raise EngineMissing(f"a block of engine file {cid} vanished: {exc}", missing_file_blocks(store, cid)) from None
+            raise EngineMissing(f"a block of engine file {cid} vanished: {exc}",
+                                missing_file_blocks(store, cid)) from None
         except BadInput as exc:
             raise EngineCorrupt(f"engine file {cid} is not a readable UnixFS file: {exc}") from None
     if cid.codec != DAG_CBOR:

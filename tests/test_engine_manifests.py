@@ -10,7 +10,7 @@ from engines import (BadManifest, DockerImage, DockerManifest, EngineCorrupt, En
                      sign_manifest, signature_from_untrusted)
 from engines.manifest import missing_file_blocks
 from lattice.blockstore import MemoryBlockStore
-from lattice.cid import CID, DAG_CBOR, RAW
+from lattice.cid import CID, DAG_CBOR, DAG_PB, RAW
 from lattice.codec import encode, encode_block
 from lattice.errors import BlockNotFound
 
@@ -109,16 +109,33 @@ def test_small_file_is_one_raw_block_and_reads_back():
     assert read_file(store, cid) == b"#!/bin/sh\necho {}\n"
 
 
-def test_large_file_is_chunked_and_reassembled(tmp_path):
+def test_large_file_is_a_unixfs_file_and_reassembled(tmp_path):
     data = bytes(range(256)) * 41  # 10,496 bytes
     path = tmp_path / "engine.bin"
     path.write_bytes(data)
     store = MemoryBlockStore()
     cid = put_file(store, path, chunk_size=1000)
-    assert cid.codec == DAG_CBOR
-    assert store.size() == 11 + 1
+    assert cid.codec == DAG_PB
+    assert store.size() == 11 + 1  # 11 raw leaves under one dag-pb node
     assert read_file(store, cid) == data
     assert missing_file_blocks(store, cid) == []
+    assert put_file(MemoryBlockStore(), data, chunk_size=1000) == cid  # bytes or path: same CID
+
+
+def test_files_stored_before_unixfs_still_read():
+    # A meshd/file v1 node as put_file wrote it before UnixFS (frozen: engines
+    # published then are named by such nodes).
+    store = MemoryBlockStore()
+    chunks = [b"a" * 1000, b"b" * 1000, b"c" * 500]
+    cids = [CID.for_block(RAW, c) for c in chunks]
+    store.put_many(list(zip(cids, chunks)))
+    node_cid, node = encode_block({"t": "meshd/file", "v": 1, "size": 2500, "chunks": cids})
+    store.put(node_cid, node)
+    assert node_cid.codec == DAG_CBOR
+    assert read_file(store, node_cid) == b"".join(chunks)
+    assert missing_file_blocks(store, node_cid) == []
+    store.delete(cids[1])
+    assert missing_file_blocks(store, node_cid) == [cids[1]]
 
 
 def test_missing_chunks_are_listed():
