@@ -666,6 +666,69 @@ def _pinset_seeds() -> dict[str, bytes]:
             "empty-map": codec.encode({}), "int": codec.encode(1)}
 
 
+def _unixfs_blocks() -> dict:
+    """A small UnixFS file's blocks (3 levels of 2-link nodes): what a fuzzed root may link to."""
+    from lattice.unixfs import encode_file
+
+    return dict(encode_file(bytes(range(90)), chunk_size=10, max_links=2)[1])
+
+
+def _unixfs_node() -> tuple:
+    from lattice import unixfs
+    from lattice.cid import DAG_PB, CID
+    from lattice.errors import BadInput
+    from meshd.store.archive import block_links_untrusted
+
+    def run(data: bytes) -> None:
+        node = unixfs.decode_node_untrusted(data)
+        assert block_links_untrusted(CID.for_block(DAG_PB, data), data) == unixfs.links_untrusted(data)
+        if node.data is not None:
+            unixfs.file_data_untrusted(node.data)
+
+    return run, (BadInput,)
+
+
+def _unixfs_file() -> tuple:
+    from lattice import unixfs
+    from lattice.cid import DAG_PB, CID
+    from lattice.errors import BadInput, BlockNotFound
+
+    blocks = _unixfs_blocks()
+    limits = unixfs.ReadLimits(max_size=1 << 20, max_blocks=1000)
+
+    def run(data: bytes) -> None:
+        root = CID.for_block(DAG_PB, data)
+        store = {**blocks, root: data}
+
+        def get(cid: CID) -> bytes:
+            try:
+                return store[cid]
+            except KeyError:
+                raise BlockNotFound(str(cid)) from None
+
+        unixfs.missing_blocks_untrusted(get, store.__contains__, root, limits)
+        unixfs.read_file_untrusted(get, root, limits)
+
+    # BlockNotFound: a link to a block not in the store (passed on by design: the caller fetches it).
+    return run, (BadInput, BlockNotFound)
+
+
+def _unixfs_seeds() -> dict[str, bytes]:
+    from lattice import unixfs
+    from lattice.cid import DAG_PB, RAW, CID
+
+    blocks = _unixfs_blocks()
+    nodes = [d for c, d in blocks.items() if c.codec == DAG_PB]
+    leaf = next(c for c in blocks if c.codec == RAW)
+    link = unixfs.encode_node([unixfs.Link(leaf, "", 10)], None)
+    return {"root": nodes[-1], "inner": nodes[0], "link-no-data": link,
+            "directory": unixfs.encode_node([unixfs.Link(leaf, "a", 10)], b"\x08\x01"),
+            "data-first": b"\x0a\x02\x08\x02" + link, "empty": b"", "ff": b"\xff",
+            "long-varint": b"\x0a" + b"\xff" * 11,
+            "git-raw-link": b"\x12\x26\x0a\x24\x01\x78\x12\x20" + bytes(32),
+            "cidv0-link": b"\x12\x24\x0a\x22\x12\x20" + bytes(32)}
+
+
 def _known_peers() -> tuple:
     import tempfile
     from pathlib import Path
@@ -1008,6 +1071,10 @@ def _targets() -> list[Target]:
                _api_guard_seeds),
         Target("archive_version", "meshd.store.archive.version_from_untrusted", _archive_version, _archive_version_seeds),
         Target("pin_record", "meshd.store.archive.pin_record_untrusted", _pin_record, _pin_seeds),
+        Target("unixfs_node", "lattice.unixfs.decode_node_untrusted (and _link_untrusted), links_untrusted, "
+               "file_data_untrusted; meshd.store.archive.block_links_untrusted", _unixfs_node, _unixfs_seeds),
+        Target("unixfs_file", "lattice.unixfs.read_file_untrusted and missing_blocks_untrusted (a fuzzed root "
+               "over a valid file's blocks)", _unixfs_file, _unixfs_seeds),
     ]
 
 
