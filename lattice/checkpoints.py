@@ -2,8 +2,8 @@
 
 A task run with checkpoints (the task's ``checkpoint_s``) saves its state
 every so often and when its runner vacates it.  The runner stores each saved
-state as blocks (``state``: a raw block, or a ``meshd/file`` node over
-chunks) and adds a record to the queue's ``checkpoints`` set::
+state as blocks (``state``: a raw block, or a UnixFS file as engine files
+are, :mod:`lattice.unixfs`) and adds a record to the queue's ``checkpoints`` set::
 
     {task: link, by: text, at: uint, n: uint, state: link, size: uint}
 

@@ -49,9 +49,9 @@ from engines.manifest import (  # noqa: E402
     sign_manifest,
     signature_from_untrusted,
 )
-from lattice import checkpoints, codec, goho, hpcp, lifecycle, pinset, queue, records, results, task, trust  # noqa: E402
+from lattice import checkpoints, codec, goho, hpcp, lifecycle, pinset, queue, records, results, task, trust, unixfs  # noqa: E402
 from lattice.blockstore import MemoryBlockStore  # noqa: E402
-from lattice.cid import CID, DAG_CBOR, RAW  # noqa: E402
+from lattice.cid import CID, DAG_CBOR, DAG_PB, RAW  # noqa: E402
 from lattice.signing import Signer  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
@@ -259,7 +259,16 @@ def build() -> str:
     content = bytes(range(40))
     f_cid = put_file(store, content, chunk_size=16)
     f_data = store.get(f_cid)
-    assert read_file(store, f_cid) == content
+    assert f_cid.codec == DAG_PB and read_file(store, f_cid) == content
+    f_node = unixfs.decode_node_untrusted(f_data)
+    f_unixfs = unixfs.file_data_untrusted(f_node.data)
+    # The pre-UnixFS node for the same bytes (read, no longer written).
+    old_chunks = [content[k:k + 16] for k in range(0, 40, 16)]
+    store.put_many([(CID.for_block(RAW, c), c) for c in old_chunks])
+    of_cid, of_data = codec.encode_block({"t": "meshd/file", "v": 1, "size": 40,
+                                          "chunks": [CID.for_block(RAW, c) for c in old_chunks]})
+    store.put(of_cid, of_data)
+    assert read_file(store, of_cid) == content
 
     b58 = ds_cid.encode("base58btc")
     listing2 = {
@@ -735,7 +744,7 @@ def build() -> str:
                            "belong to earlier generations"),
         ("checkpoints", "map", "`{task: link, by: text, at: uint, n: uint, state: link, size: uint}`: attempt `n` "
                                "saved its engine's state, `size` bytes (at most 256 MiB) stored as `state` (a raw "
-                               "block, or a `meshd/file` node over chunks); the task's next runner resumes from "
+                               "block, or a UnixFS file, as engine files are); the task's next runner resumes from "
                                "the latest, the greatest `(n, at, by)` (`lattice.checkpoints`)"),
     ])
     d.para("A completion with `replica: true` is one runner's finished replica of a replicated task. It "
@@ -886,14 +895,55 @@ def build() -> str:
     d.code("text", hexdump(b"meshd/engine-sig/v1\x00" + eng_cid.raw))
 
     # file
-    d.add("### meshd/file", "")
+    d.add("### Engine files (UnixFS)", "")
+    d.para("An engine's `file` (and a checkpoint's `state`) names its content by the CID `ipfs add "
+           "--cid-version 1 --raw-leaves` prints for it (`engines/files.py`, `lattice/unixfs.py`), so "
+           "`ipfs cat <cid>` on an IPFS node that holds the blocks prints the file. Content up to 256 KiB is "
+           "one raw block (above). Larger content is a UnixFS v1 file in the *balanced* layout: raw leaves "
+           "of 256 KiB (the last shorter), 174 to a dag-pb node (codec `0x70`), 174 such nodes to a node "
+           "one level up, and so on to one root; a group left over at the end is wrapped level by level "
+           "up to its left siblings' level (175 leaves: `root[node(174 leaves), node(1 leaf)]`). The "
+           "root CIDs were checked against js-ipfs 0.66.1 (`tests/test_unixfs_files_match_ipfs_add.py`). "
+           "A dag-pb node is protobuf: `PBNode {Links (field 2, repeated), Data (field 1)}`, links first; "
+           "`PBLink {Hash (1): binary CID, Name (2): \"\", Tsize (3): bytes of the child block and "
+           "everything below it}`; `Data` holds a UnixFS `Data` message:")
+    d.fields([
+        ("Type (1)", "varint", "`2` (File)"),
+        ("filesize (3)", "varint", "bytes of file content under this node"),
+        ("blocksizes (4)", "varint, repeated", "the content bytes under each link, in link order (one field each, "
+                                               "not packed)"),
+    ])
+    d.para("A reader (`unixfs.read_file_untrusted`) checks each block against its CID and each node's "
+           "`blocksizes` against what its children hold, refuses directories, symlinks, shards and CIDv0 "
+           "links, and bounds the walk: 4 GiB of content, 16 levels, 1,000,000 blocks, 65,536 links per node, "
+           "4 MiB per block. It also reads dag-pb leaves that hold their bytes inline (`ipfs add` without "
+           "`--raw-leaves`).")
+    pb = f_data
+    rows = []
+    pos = 0
+    for link in f_node.links:
+        body = unixfs.encode_node([link], None)
+        rows.append((pb[pos:pos + len(body)].hex(), f"Links: PBLink, Hash {link.cid}, Name \"\", "
+                                                     f"Tsize {link.tsize}"))
+        pos += len(body)
+    rows.append((pb[pos:].hex(), f"Data: UnixFS Type 2 (File), filesize {f_unixfs.filesize}, "
+                                 f"blocksizes {list(f_unixfs.blocksizes)}"))
+    assert "".join(h for h, _ in rows) == pb.hex()
+    d.add("**Example: a 40-byte file in 16-byte leaves.** `put_file(store, bytes(range(40)), chunk_size=16)`; "
+          "real files use 256 KiB leaves.", "")
+    d.add(f"dag-pb, {len(pb)} bytes, one line per field:", "")
+    d.code("text", "\n".join(f"{h}\n  # {note}" for h, note in rows))
+    d.para(f"CID: `{f_cid}`")
+
+    d.add("### meshd/file (read only)", "")
+    d.para("Before UnixFS, content larger than 256 KiB was a dag-cbor node over raw chunks. Nothing writes it "
+           "any more; readers still accept it, so engines published then keep working.")
     d.fields([
         ("t, v", "", "`\"meshd/file\"`, `1`"),
         ("size", "uint", "total length in bytes (at most 4 GiB)"),
         ("chunks", f"[{_LINK}]", "raw blocks, in order; each 256 KiB except the last"),
     ])
-    d.example("a 40-byte file in 16-byte chunks", f_cid, f_data,
-              note="`put_file(store, bytes(range(40)), chunk_size=16)`; real files use 256 KiB chunks.")
+    d.example("the same 40 bytes in 16-byte chunks", of_cid, of_data, note="Real files used 256 KiB chunks.")
 
     # archivist
     d.add("### meshd/version", "")

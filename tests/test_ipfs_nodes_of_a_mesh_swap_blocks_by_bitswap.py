@@ -1,6 +1,7 @@
 """Two daemons with IPFS stores connect their IPFS nodes through presence, so
 blocks move between the IPFS nodes by bitswap (an engine's file too, which
-``ipfs cat`` prints); a private mesh does not.
+``ipfs cat`` prints, a one-block file and a UnixFS file over 256 KiB alike);
+a private mesh does not.
 
 Real processes throughout: the shared js-ipfs test node (scripts/start-ipfs.sh)
 for one daemon, a second js-ipfs node started here on its own port and repo
@@ -11,6 +12,7 @@ run`` daemons.  Skipped, with the reason, where no IPFS node can be had.
 from __future__ import annotations
 
 import os
+import random
 import re
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +21,8 @@ import httpx
 import pytest
 
 from lattice import codec
-from lattice.cid import CID, RAW
+from lattice.cid import CID, DAG_PB, RAW
+from lattice.unixfs import encode_file
 
 from . import _ipfs_env
 from ._daemons import ECHO, Daemon, wait_for
@@ -112,6 +115,21 @@ def test_a_block_put_on_one_ipfs_node_reaches_the_other_by_bitswap(daemon_factor
     cat = _rpc(second, "cat", [("arg", str(build["file"])), ("timeout", "20000ms")])
     assert cat.status_code == 200, cat.text
     assert cat.content == ECHO.read_bytes()
+
+    # A file over 256 KiB is a UnixFS file (dag-pb nodes over raw leaves) whose
+    # CID is what `ipfs add --cid-version 1 --raw-leaves` prints; `ipfs cat` on
+    # b's IPFS node prints it byte for byte, every block reached by bitswap.
+    rng = random.Random(18)
+    padding = "".join(f"# {rng.getrandbits(256):064x}\n" for _ in range(12_000))  # ~800 KB: 4 leaves
+    source = ECHO.read_text() + padding
+    big = a.add_script_engine("big-echo", source)
+    manifest = codec.decode_untrusted(_rpc(first, "block/get", [("arg", big), ("timeout", "5000ms")]).content)
+    (build,) = manifest["platforms"].values()
+    assert build["file"].codec == DAG_PB and len(source) > 3 * 256 * 1024
+    assert build["file"] == encode_file(source.encode())[0]
+    cat = _rpc(second, "cat", [("arg", str(build["file"])), ("timeout", "30000ms")])
+    assert cat.status_code == 200, cat.text
+    assert cat.content == source.encode()
 
 
 def test_a_private_mesh_connects_no_ipfs_nodes(daemon_factory, two_ipfs_nodes) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lattice import codec
+from engines.files import put_file, read_file
+from lattice import codec, unixfs
 from lattice.blockstore import BlockStore, BlockStoreStatistics
-from lattice.cid import CID, DAG_CBOR, RAW
+from lattice.cid import CID, DAG_CBOR, DAG_PB, RAW
 from lattice.errors import BadBlock, BlockNotFound, StoreError
 from meshd.store.ipfs import IpfsBlockStore, IpfsOptions, IpfsStatistics
 
@@ -309,11 +310,27 @@ def test_cids_and_size_list_exactly_the_held_blocks_under_their_codec(private_no
         assert store.size() == 0 and list(store.cids()) == []
         raw_cid, raw_data = _raw_block("listed")
         cbor_cid, cbor_data = _cbor_block("listed")
-        store.put_many([(raw_cid, raw_data), (cbor_cid, cbor_data)])
-        assert sorted(store.cids()) == sorted([raw_cid, cbor_cid])
-        assert store.size() == 2
+        pb_data = unixfs.encode_node([unixfs.Link(raw_cid, "", len(raw_data))],
+                                     b"\x08\x02\x18" + bytes([len(raw_data)]) + b"\x20" + bytes([len(raw_data)]))
+        pb_cid = CID.for_block(DAG_PB, pb_data)
+        store.put_many([(raw_cid, raw_data), (cbor_cid, cbor_data), (pb_cid, pb_data)])
+        assert sorted(store.cids()) == sorted([raw_cid, cbor_cid, pb_cid])
+        assert store.size() == 3
         store.delete(raw_cid)
-        assert list(store.cids()) == [cbor_cid]
+        assert sorted(store.cids()) == sorted([cbor_cid, pb_cid])
+
+
+def test_a_large_file_put_through_the_store_is_what_ipfs_cat_prints(store, http) -> None:
+    data = _unique("unixfs") + os.urandom(600_000)  # 3 leaves under one dag-pb node
+    cid = put_file(store, data)
+    assert cid.codec == DAG_PB and str(cid).startswith("bafybei")
+    assert read_file(store, cid) == data
+    cat = http.post("/cat", params={"arg": str(cid), "timeout": "5000ms"})
+    assert cat.status_code == 200, cat.text
+    assert cat.content == data
+    added = http.post("/add", params={"cid-version": "1", "raw-leaves": "true", "only-hash": "true",
+                                      "cid-base": "base32"}, files={"file": ("f", data)})
+    assert added.json()["Hash"] == str(cid)
 
 
 def test_retries_ride_out_a_restart(private_node) -> None:

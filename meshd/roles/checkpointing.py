@@ -9,7 +9,7 @@ side of the protocol is :mod:`engines.checkpoint`):
    resumes from it;
 2. while it runs, a watcher looks at ``<dir>/checkpoint`` every
    ``poll_s``; each new state is stored as blocks (a raw block sent with
-   the record's delta, or a ``meshd/file`` node over chunks) and recorded
+   the record's delta, or a UnixFS file as engine files are) and recorded
    with a ``checkpoints`` record signed by this runner;
 3. before a vacate, :meth:`Checkpointing.request` creates ``<dir>/request``
    and waits (at most ``grace_s``) for the engine's answer to be recorded,
