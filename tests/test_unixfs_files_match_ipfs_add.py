@@ -329,3 +329,22 @@ def test_random_files_match_the_ipfs_node() -> None:
                                     "only-hash": "true", "pin": "false", "cid-base": "base32"})
         assert answer.status_code == 200, answer.text
         assert str(encode_file(data)[0]) == answer.json()["Hash"], size
+
+
+def test_pin_and_budget_walks_reach_every_block_of_a_file() -> None:
+    from lattice import codec
+    from meshd.roles.pinholder import walk
+    from meshd.store.archive import block_links_untrusted, dag_blocks
+    from meshd.store.collector import reachable
+
+    root, blocks, store = _file(_pattern(1000), chunk=10, max_links=4)  # 100 leaves, 4 levels
+    record, record_data = codec.encode_block({"t": "x", "file": root})  # a record linking the file
+    store.put(record, record_data)
+    every = {record} | set(blocks)
+    assert dag_blocks(store.get, record) == (every, set())
+    assert reachable(store.get, [record]) == {c.raw for c in every}
+    assert walk(store.get, [record], 10_000)[:2] == (every, set())
+    assert block_links_untrusted(root, blocks[root]) == unixfs.links_untrusted(blocks[root])
+    assert block_links_untrusted(CID.for_block(RAW, b"x"), b"x") == []
+    with pytest.raises(BadInput):
+        block_links_untrusted(CID.for_block(DAG_PB, b"\xff"), b"\xff")
