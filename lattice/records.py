@@ -147,7 +147,10 @@ def choose_inline(ops: list[list[Any]], blocks: dict[CID, bytes], *, rest: bool 
     First those its ops link to (an op's value, or a field of it), then, with
     ``rest``, any others (the last delta of a chain takes what is left), each
     at most ``MAX_INLINE_BLOCK`` bytes and ``MAX_INLINE_BYTES`` in all; a
-    block left out is fetched as a linked block, as in v1.
+    block left out is fetched as a linked block, as in v1.  Only DAG-CBOR
+    blocks ride inline: a receiver names an inline block by its DAG-CBOR CID,
+    so a raw or dag-pb block sent inline would be stored under a CID nothing
+    links (and fetched again anyway).
     """
     out: list[bytes] = []
     total = 0
@@ -155,7 +158,8 @@ def choose_inline(ops: list[list[Any]], blocks: dict[CID, bytes], *, rest: bool 
     def take(c: CID) -> None:
         nonlocal total
         b = blocks.get(c)
-        if b is not None and len(b) <= MAX_INLINE_BLOCK and total + len(b) <= MAX_INLINE_BYTES:
+        if (b is not None and c.codec == DAG_CBOR and len(b) <= MAX_INLINE_BLOCK
+                and total + len(b) <= MAX_INLINE_BYTES):
             del blocks[c]
             out.append(b)
             total += len(b)

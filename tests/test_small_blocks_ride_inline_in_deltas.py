@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from lattice import codec, goho, queue, records, signing
+from lattice import codec, goho, queue, records, signing, unixfs
 from lattice.blockstore import MemoryBlockStore
-from lattice.cid import CID
+from lattice.cid import RAW, CID
 from lattice.errors import BadInput, BadRecord, BadSignature, BlockNotFound
 
 GENESIS = records.make_genesis("queue", "inline")[0]
@@ -51,6 +51,17 @@ def test_blocks_linked_from_record_fields_and_leftovers_ride_along() -> None:
     first = records.choose_inline([["add", "k", rec]], left)
     assert first == [out] and list(left) == [rec_cid]  # linked from a field of the op's value
     assert records.choose_inline([["add", "k", 1]], left, rest=True) == [rec_data] and not left
+
+
+def test_only_dag_cbor_blocks_ride_inline() -> None:
+    # A receiver names inline blocks by their DAG-CBOR CID: a raw block (a
+    # small checkpoint state) or a dag-pb node (a UnixFS file) is fetched instead.
+    raw = (CID.for_block(RAW, b"state"), b"state")
+    pb_cid, pb = unixfs.encode_file(b"0123456789", chunk_size=4)[1][-1]
+    rec_cid, rec_data = codec.encode_block({"state": raw[0], "file": pb_cid})
+    left = {raw[0]: raw[1], pb_cid: pb, rec_cid: rec_data}
+    assert records.choose_inline([["add", "k", {"state": raw[0], "file": pb_cid}]], left, rest=True) == [rec_data]
+    assert set(left) == {raw[0], pb_cid}
 
 
 def test_blocks_over_the_limits_are_left_to_be_fetched() -> None:
