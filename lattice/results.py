@@ -3,7 +3,11 @@
 A result record says "runner R ran task T and its output is the block O".
 Records are added under the key ``str(task)``; a replicated task (see the
 Verifier) may have several.  The output JSON itself is a DAG-CBOR block named
-by ``output``, fetched like any other block.  Two versions exist:
+by ``output``, fetched like any other block.  An output larger than
+``OUTPUT_FILE_BYTES`` encoded is also stored as a UnixFS file of its JSON
+text (:func:`output_json_bytes`), linked by the record's ``file`` field (an
+extra field: the record stays v2), so ``ipfs cat <file>`` prints it from an
+IPFS node holding the blocks.  Two versions exist:
 
 * **v2** (written now): ``{t: "meshd/result", v: 2, task, output, runner, at,
   ...extra}``, unsigned.  It is authenticated by the ``goho/delta`` that
@@ -47,6 +51,7 @@ installs add no change to the feed).
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +67,19 @@ from .signing import Signer, peer_id_of, verify_signature
 #: :data:`lattice.codec.MAX_BLOCK_SIZE`; a bigger output (engines may print
 #: 16 MiB) would be recorded but no peer could fetch it, so it is refused.
 MAX_OUTPUT_BYTES = codec.MAX_BLOCK_SIZE
+#: Outputs whose DAG-CBOR is larger than this (bytes) are also stored as a
+#: UnixFS file of their JSON text, the record's ``file`` link: one 256 KiB
+#: leaf, the size from which a file is more than one block.
+OUTPUT_FILE_BYTES = 256 * 1024
+
+
+def output_json_bytes(output: Any) -> bytes:
+    """The JSON text of a decoded output, as its ``file`` holds it.
+
+    DAG-JSON forms (links ``{"/": cid}``, bytes ``{"/": {"bytes": ...}}``),
+    keys sorted, no spaces, UTF-8: the same output gives the same bytes.
+    """
+    return json.dumps(codec.to_json(output), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 from .state import decode_value, encode_value
 
 #: Fields of a record that ``extra`` may not set (``pk`` and ``s`` are v1 only).

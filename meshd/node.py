@@ -513,7 +513,9 @@ class Node:
             out.append({"runner": r["runner"], "output": output, "output_cid": str(r["output"]),
                         # Only v1 records carry a signature; the delta that carries a v2 record authenticates it.
                         "signature": base64.b64encode(r["s"]).decode() if "s" in r else None, "at": r["at"],
-                        "duration_s": r.get("duration_s"), "stderr": r.get("stderr", "")})
+                        "duration_s": r.get("duration_s"), "stderr": r.get("stderr", ""),
+                        # An output over 256 KiB is also a UnixFS file of its JSON text (`ipfs cat`).
+                        **({"file": str(r["file"])} if type(r.get("file")) is CID else {})})
         answer: dict[str, Any] = {"task": str(c), "results": out, "state": st.state if st is not None else None}
         if st is not None:
             answer.update(_ended_reason(st))

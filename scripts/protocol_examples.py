@@ -800,6 +800,9 @@ def build() -> str:
         ("runner", _TAG, "the runner's peer id: must be the peer id of the author of the delta that adds the record"),
         ("at", "uint", "when, in the runner's ms clock"),
         ("duration_s, stderr", "float, text", "extra fields the Runner adds"),
+        ("file", _LINK, "extra, only when `output` is over 256 KiB: the output's JSON text (keys sorted, no "
+                        "spaces, links as `{\"/\": cid}`) stored as a UnixFS file (see *Engine files (UnixFS)*), "
+                        "so `ipfs cat` prints it (`results.OUTPUT_FILE_BYTES`, `results.output_json_bytes`)"),
         ("engine, in", "link, link", "for an engine whose manifest says `deterministic: true`: the engine, and "
                                      "the CID of `{t: \"meshd/engine-input\", v: 1, value[, metadata]}` (what it "
                                      "was given); the result cache's index (see *Result cache* under "

@@ -4,7 +4,9 @@ Node a (manager only) publishes a script engine padded to about 800 KB, so
 its file is a dag-pb root over 4 raw leaves; node b, the only runner, has
 none of its blocks and fetches the manifest, the root and then the leaves
 over meshd's own block exchange (embedded stores, no IPFS), reassembles the
-file and runs it.  Real daemons; a few seconds.
+file and runs it.  An engine whose output is over 256 KiB encoded also
+gets its output stored as a UnixFS file of the JSON text (the result's
+``file``).  Real daemons; a few seconds.
 """
 
 from __future__ import annotations
@@ -38,9 +40,22 @@ def test_an_engine_with_a_unixfs_file_published_on_one_node_runs_on_another(daem
     (result,) = a.get(f"/v1/results/{cid}").json()["results"]
     assert result["runner"] == b.peer_id and result["output"] == {"big": True}
 
+    # An output over 256 KiB encoded is also stored as a UnixFS file of its
+    # JSON text, linked from the result record as `file`.
+    wide = a.add_script_engine("wide", "import json, sys\nv = json.load(sys.stdin)\n"
+                                       "json.dump({'pad': 'x' * v['n'], 'n': v['n']}, sys.stdout)\n")
+    r = a.post("/v1/tasks", echo_task(wide, {"n": 300_000}))
+    a.wait_state(r.json()["cid"], "completed", timeout=60)
+    (wide_result,) = a.get(f"/v1/results/{r.json()['cid']}").json()["results"]
+    assert wide_result["output"] == {"pad": "x" * 300_000, "n": 300_000}
+    small = a.get(f"/v1/results/{cid}").json()["results"][0]
+    assert "file" not in small  # a small output is one block: no file
+
     b.stop()
     file, _ = encode_file(source.encode())
     assert file.codec == DAG_PB
     with DiskBlockStore.open(b.home / "blocks" / "blocks.db") as store:
         assert read_file(store, file) == source.encode()  # b holds every block of it, root and leaves
         assert store.has(CID.parse_untrusted(engine))
+        text = read_file(store, CID.parse_untrusted(wide_result["file"]))
+        assert text == b'{"n":300000,"pad":"' + b"x" * 300_000 + b'"}'

@@ -25,7 +25,7 @@ from lattice.cid import CID, DAG_PB, RAW
 from lattice.unixfs import encode_file
 
 from . import _ipfs_env
-from ._daemons import ECHO, Daemon, wait_for
+from ._daemons import ECHO, Daemon, echo_task, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ipfs]
 
@@ -79,7 +79,8 @@ def _with_ipfs(d: Daemon, api: str, *, secret: str = "") -> Daemon:
 
 def _pair(daemon_factory, apis: tuple[str, str], *, secret: str = "") -> tuple[Daemon, Daemon]:
     a = _with_ipfs(daemon_factory("a"), apis[0], secret=secret)
-    b = _with_ipfs(daemon_factory("b", bootstrap=[a.multiaddr]), apis[1], secret=secret)
+    # b trusts a's engines, so a task enqueued on a may run on either daemon.
+    b = _with_ipfs(daemon_factory("b", bootstrap=[a.multiaddr], trust=[a.public_hex]), apis[1], secret=secret)
     wait_for(lambda: any(p["peer_id"] == b.peer_id and p["connected"] for p in a.get("/v1/peers").json()["peers"]),
              timeout=60, what="the daemons to connect")
     return a, b
@@ -130,6 +131,19 @@ def test_a_block_put_on_one_ipfs_node_reaches_the_other_by_bitswap(daemon_factor
     cat = _rpc(second, "cat", [("arg", str(build["file"])), ("timeout", "30000ms")])
     assert cat.status_code == 200, cat.text
     assert cat.content == source.encode()
+
+    # An output over 256 KiB encoded is also a UnixFS file of its JSON text,
+    # linked from the result as `file`: `ipfs cat` prints it too.
+    wide = a.add_script_engine("wide", "import json, sys\nv = json.load(sys.stdin)\n"
+                                       "json.dump({'pad': 'x' * v['n'], 'n': v['n']}, sys.stdout)\n")
+    task = a.post("/v1/tasks", echo_task(wide, {"n": 400_000}))
+    assert task.status_code == 201, task.text
+    a.wait_state(task.json()["cid"], "completed", timeout=60)
+    (result,) = a.get(f"/v1/results/{task.json()['cid']}").json()["results"]
+    assert result["output"] == {"pad": "x" * 400_000, "n": 400_000}
+    cat = _rpc(second, "cat", [("arg", result["file"]), ("timeout", "30000ms")])
+    assert cat.status_code == 200, cat.text
+    assert cat.content == b'{"n":400000,"pad":"' + b"x" * 400_000 + b'"}'
 
 
 def test_a_private_mesh_connects_no_ipfs_nodes(daemon_factory, two_ipfs_nodes) -> None:

@@ -26,7 +26,7 @@ import trio
 
 from engines.errors import EngineMissing
 from engines.outcome import Outcome
-from lattice import codec, dataset, queue, results
+from lattice import codec, dataset, queue, results, unixfs
 from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, StoreError
 from lattice.task import engine_of, image_of, metadata_of, result_of
@@ -685,10 +685,17 @@ class Runner(Yielding):
                                       f"at most {results.MAX_OUTPUT_BYTES} (write large data to a dataset in parts)",
                                       stderr=outcome.stderr)
         if outcome.ok:
+            blocks = [(out_cid, out_data)]
+            if len(out_data) > results.OUTPUT_FILE_BYTES:
+                # Also as a UnixFS file of its JSON text, so `ipfs cat` prints it.
+                file, file_blocks = await trio.to_thread.run_sync(
+                    lambda: unixfs.encode_file(results.output_json_bytes(output)))
+                cache_fields = {**cache_fields, "file": file}
+                blocks += file_blocks
             rrec = results.result_record(node.objects.signer, t, out_cid, me, now,
                                          duration_s=round(seconds, 4), stderr=outcome.stderr[-2000:], **cache_fields)
             rcid, rdata = codec.encode_block(rrec)
-            await node.objects.commit(node.results_obj, [results.result_op(rrec)], [(out_cid, out_data), (rcid, rdata)])
+            await node.objects.commit(node.results_obj, [results.result_op(rrec)], blocks + [(rcid, rdata)])
             if (rec or {}).get("verify") and hit is None:
                 # One replica of a verified task: the Verifier completes the
                 # task (and writes its destination) once a quorum agrees.
