@@ -715,7 +715,7 @@ def _unixfs_file() -> tuple:
 
 def _unixfs_seeds() -> dict[str, bytes]:
     from lattice import unixfs
-    from lattice.cid import DAG_PB, RAW, CID
+    from lattice.cid import DAG_PB, RAW
 
     blocks = _unixfs_blocks()
     nodes = [d for c, d in blocks.items() if c.codec == DAG_PB]

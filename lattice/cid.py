@@ -7,8 +7,9 @@ base58btc (``zdpu…``, the form in the Computes whitepaper).
 Why hand-written rather than ``multiformats.CID``: that class costs tens of
 microseconds per construction, which alone would cap the block fast path far
 below the 50,000 CIDs/s goal.  This module supports exactly the codecs and
-the one hash meshd uses (dag-pb only for UnixFS files, :mod:`lattice.unixfs`), and ``tests/test_codec_matches_reference.py`` checks it
-byte-for-byte against ``multiformats``.
+the one hash meshd uses (dag-pb only for UnixFS files, :mod:`lattice.unixfs`),
+and ``tests/test_codec_matches_reference.py`` checks it byte-for-byte against
+``multiformats``.
 """
 
 from __future__ import annotations

@@ -49,7 +49,9 @@ from engines.manifest import (  # noqa: E402
     sign_manifest,
     signature_from_untrusted,
 )
-from lattice import checkpoints, codec, goho, hpcp, lifecycle, pinset, queue, records, results, task, trust, unixfs  # noqa: E402
+from lattice import (  # noqa: E402
+    checkpoints, codec, goho, hpcp, lifecycle, pinset, queue, records, results, task, trust, unixfs,
+)
 from lattice.blockstore import MemoryBlockStore  # noqa: E402
 from lattice.cid import CID, DAG_CBOR, DAG_PB, RAW  # noqa: E402
 from lattice.signing import Signer  # noqa: E402

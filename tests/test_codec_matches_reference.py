@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lattice import codec
-from lattice.cid import CID
+from lattice.cid import CID, DAG_CBOR, DAG_PB, RAW
 
 from ._vectors import VALUES, _reference_encode
 
@@ -48,6 +48,19 @@ def test_base58btc_and_base32_name_the_same_cid() -> None:
     assert CID.parse_untrusted(z) == cid
     assert multiformats.CID.decode(z).encode("base32") == str(cid)
     assert str(cid).startswith("bafy")
+
+
+def test_every_codec_names_cids_as_the_reference_package_does() -> None:
+    import hashlib
+
+    import multiformats
+
+    for codec_id, name in ((DAG_CBOR, "dag-cbor"), (RAW, "raw"), (DAG_PB, "dag-pb")):
+        cid = CID.for_block(codec_id, b"block")
+        digest = multiformats.multihash.wrap(hashlib.sha256(b"block").digest(), "sha2-256")
+        ref = multiformats.CID("base32", 1, name, digest)
+        assert str(cid) == str(ref) and CID.parse_untrusted(str(ref)) == cid
+        assert CID.from_bytes_untrusted(bytes(ref)) == cid
 
 
 json_values = st.recursive(

@@ -19,7 +19,7 @@ import pytest
 from engines.files import put_file, read_file
 from lattice import codec, unixfs
 from lattice.blockstore import BlockStore, BlockStoreStatistics
-from lattice.cid import CID, DAG_CBOR, DAG_PB, RAW
+from lattice.cid import CID, DAG_PB, RAW
 from lattice.errors import BadBlock, BlockNotFound, StoreError
 from meshd.store.ipfs import IpfsBlockStore, IpfsOptions, IpfsStatistics
 
