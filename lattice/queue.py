@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -597,7 +598,10 @@ class QueueView:
         out: list[CID] = []
         stale: list[CID] = []
         examined = 0
-        for task in (reversed(self._ready) if newest_first else self._ready) if plain else ():
+        # A snapshot of the first ``scan`` + 1: ``accept`` may read the view,
+        # which syncs it and can grow ``_ready`` while it is walked.
+        walk = list(itertools.islice(reversed(self._ready) if newest_first else self._ready, scan + 1)) if plain else ()
+        for task in walk:
             examined += 1
             if examined > scan:
                 break
@@ -622,9 +626,8 @@ class QueueView:
         them, and fewer runners than the wanted replicas are on them."""
         out: list[CID] = []
         done: list[CID] = []
-        for i, task in enumerate(self._open_rep):
-            if i >= scan:
-                break
+        # A snapshot, as in :meth:`next`: ``accept`` may sync the view.
+        for task in list(itertools.islice(self._open_rep, scan)):
             info = self._tasks[task]
             if info.rejected or self.is_done(info):
                 done.append(task)
