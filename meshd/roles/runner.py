@@ -209,6 +209,71 @@ class Runner(Yielding):
         self._nursery: trio.Nursery | None = None
         self._drain_scope: trio.CancelScope | None = None
 
+    def claims_at_submit(self, tasks: list[CID], now: int) -> list[list[Any]]:
+        """Claim records for tasks just submitted to this node that it will
+        run itself, at once, because it has idle slots: one per idle slot at
+        most, in submission order.  The node puts them in the same delta as
+        the tasks (:meth:`meshd.node.Node.enqueue`), so every peer sees each
+        such task already claimed when it first sees it: no other runner can
+        take it, and nobody waits for a gossip round trip.
+
+        Taken only when this runner is idle (nothing claimed or running
+        beyond what its slots hold), its gate is open, it is not banned, the
+        task is a plain one (no ``verify``: replicas are spread, see
+        :mod:`lattice.claims`), and this node can run the engine (its
+        platform, constraints, authorization) -- the same checks a claim
+        round makes, so no task is taken here that a claim round would leave
+        to others.  Bulk work still spreads: a batch larger than the idle
+        slots leaves the rest to the claim planner.
+
+        Reserves the slots: call :meth:`adopt_submitted` with the result
+        once the delta is committed, or :meth:`drop_submitted` if it is not.
+        """
+        idle = self.options.slots - len(self.running)
+        if idle <= 0 or self._nursery is None or not self.gate.open or self.node.trust.banned(self.node.peer_id):
+            return []
+        authorized = getattr(self.host, "authorized", None)
+        me = self.node.peer_id
+        ops: list[list[Any]] = []
+        for t in tasks:
+            if len(ops) >= idle:
+                break
+            fit = self.claimer.fit(t)
+            if fit is None or not fit.ok or t in self.running:
+                continue
+            engine = self.node.task_engine(t)
+            if engine is None or (authorized is not None and not authorized(engine, self.node.engine_signatures(engine))):
+                continue
+            ops.append(queue.assign_op(t, me, now, self.options.lease_ms, 1))
+            self.running.add(t)  # the slot is this task's from now on
+        return ops
+
+    def adopt_submitted(self, ops: list[list[Any]]) -> None:
+        """Start the tasks :meth:`claims_at_submit` claimed, now committed."""
+        me = self.node.peer_id
+        won: list[tuple[CID, int]] = []
+        for op in ops:
+            t = op[2]["task"]
+            holder = self.node.queue.holds(t, me, now_ms())
+            if holder is None or self._nursery is None:
+                self._finished(t)  # lost (a peer's record came first) or the runner stopped
+                continue
+            self._held[t] = holder
+            won.append((t, holder.n))
+        self.stats["claimed_at_submit"] = self.stats.get("claimed_at_submit", 0) + len(won)
+        if self._nursery is not None:
+            for batch in self._batches(won):
+                if len(batch) == 1:
+                    self._nursery.start_soon(self._run_one, *batch[0])
+                else:
+                    self._nursery.start_soon(self._run_batch, batch)
+        self._publish_load()
+
+    def drop_submitted(self, ops: list[list[Any]]) -> None:
+        """The delta with these claims was not committed: free their slots."""
+        for op in ops:
+            self._finished(op[2]["task"])
+
     def _next(self, now: int, free: int) -> list[CID]:
         """Up to ``free`` tasks to claim now (see :class:`.claimer.Claimer`)."""
         return self.claimer.next(now, free, self.running)
@@ -223,6 +288,12 @@ class Runner(Yielding):
         self._publish_load()
         await self._catch_up_first()
         await self._void_own_leases()
+        try:
+            await self._serve_rounds(task_status)
+        finally:
+            self._nursery = None  # claims_at_submit takes nothing while no loop runs
+
+    async def _serve_rounds(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._renew_loop)
