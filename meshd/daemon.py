@@ -134,7 +134,14 @@ def _native_options(home: Home, config: Any, cgroup_procs: str = "") -> NativeOp
     and the engines' cgroup (``[owner]`` caps) when there is one."""
     prefixes = []
     for program in config.engines.interpreters.values():
-        prefix = os.path.dirname(os.path.dirname(os.path.realpath(program)))
+        real = os.path.realpath(program)
+        # Only an installation laid out as <prefix>/bin/<program> brings its
+        # prefix (its libraries); any other program is bound alone (the jail
+        # binds the program it runs), so that an interpreter kept in, say,
+        # ~/tools does not show the whole of ~ to every engine.
+        if os.path.basename(os.path.dirname(real)) != "bin":
+            continue
+        prefix = os.path.dirname(os.path.dirname(real))
         if prefix not in ("/", "/usr", "/usr/local"):
             prefixes.append(prefix)
     return NativeOptions(weak_sandbox=config.runner.weak_sandbox, isolate_network=not config.runner.engine_network,

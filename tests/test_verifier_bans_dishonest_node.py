@@ -70,14 +70,17 @@ def _canonical_output(d: Daemon, cid: str):
 # The waits below add up to more than the suite's 300 s default: phase 1
 # (240 s), the ban (60 s) and phase 2 (240 s).  Under load, block requests
 # that time out (see the closing note of issue 11) make phase 2 the slow part.
-@pytest.mark.skip(reason="KNOWN REGRESSION (2026-12-04): since the native engine jail (3f87de0) the liar's engine, "
-                  "run through a configured interpreter, fails with 'bwrap: Can't chdir to <home>/engines/<cid>', "
-                  "so it never lies and is never banned; see the session's closing note")
 @pytest.mark.timeout(900)
 def test_dishonest_node_is_detected_banned_and_outvoted(daemon_factory, tmp_path: Path) -> None:
-    liar = tmp_path / "liar-python"
+    # Laid out as an installation (<prefix>/bin/python3): the node binds the
+    # prefix read-only into every engine jail, and the engine uid must be
+    # able to reach and run it.
+    prefix = tmp_path / "liar"
+    liar = prefix / "bin" / "python3"
+    liar.parent.mkdir(parents=True)
     liar.write_text(f"#!{sys.executable}\n" + LIAR)
     liar.chmod(0o755)
+    prefix.chmod(0o755)
 
     a = daemon_factory("a", roles=ROLES)
     honest = [daemon_factory(f"h{i}", roles=ROLES, bootstrap=[a.multiaddr], trust=[a.public_hex]) for i in range(3)]
