@@ -73,13 +73,16 @@ def test_api_md_enqueue_examples_run_as_written(daemon: Daemon) -> None:
     # The set-up as written, pointed at this daemon's port; blocks separated by a marker line.
     script = "set -euo pipefail\n" + setup + f"API={daemon.url}\n" + "echo @@@\n".join(examples)
     env = dict(os.environ, HOME=str(daemon.home.parent))
+    # Its runner serves (roles start after the API answers): the first
+    # example is then claimed at submit, as api.md shows.
+    wait_for(lambda: "event=node_ready" in daemon.log_path.read_text(), timeout=60, what="the daemon's roles to start")
     run = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     outputs = run.stdout.split("@@@\n")
     assert outputs[0].strip() == ""  # the first block only sets ENGINE and DATASET
     one = json.loads(outputs[1])
     bulk = json.loads(outputs[2])
-    assert one["state"] == "available" and len(bulk["tasks"]) == 2
+    assert one["state"] == "assigned" and len(bulk["tasks"]) == 2
     for cid in [one["cid"]] + [t["cid"] for t in bulk["tasks"]]:
         daemon.wait_state(cid, "completed", timeout=60)
     dataset = daemon.get(f"/v1/tasks/{one['cid']}").json()["task"]["input"]["dataset"]["/"]
