@@ -324,8 +324,6 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
                 # counted in /v1/node health) instead of stopping the daemon.
                 await nursery.start(supervise, name, role.serve, health)
                 started[name] = role
-            if "runner" in started:
-                node.submit_claims = started["runner"]  # its idle slots take submitted tasks at once
             await nursery.start(collector.serve)
             log.info("node_ready", peer_id=node.peer_id, api=bound.url, roles=",".join(config.node.roles))
             if "runner" in started:

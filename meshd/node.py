@@ -18,6 +18,7 @@ runs in worker threads.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -25,7 +26,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -146,11 +147,6 @@ class Node:
         inventory: What this node offers (:func:`node_inventory` by default).
         api_url: This node's API URL while it listens, else None.
         p2p_addrs: This node's p2p listen multiaddrs.
-
-    Attributes:
-        submit_claims: This node's runner once it serves (the daemon sets
-            it): :meth:`enqueue` lets it claim, in the enqueue's own delta,
-            as many of the new tasks as it has idle slots.
     """
 
     def __init__(self, *, objects: ObjectHost, peer_id: str, identity_seed: bytes, config: Any,
@@ -173,7 +169,7 @@ class Node:
         self._api_url = api_url
         self._p2p_addrs = p2p_addrs
         self.mesh = mesh
-        self.submit_claims: SubmitClaims | None = None
+        self._submit_claims: SubmitClaims | None = None  # this node's runner while it serves
         mesh = config.node.mesh
         self.queue_obj = objects.follow(QUEUE, mesh)
         self.results_obj = objects.follow(RESULTS, mesh)
@@ -362,6 +358,19 @@ class Node:
 
     # -- NodeService: tasks -------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def runner_serving(self, runner: SubmitClaims) -> Iterator[None]:
+        """While the block runs, :meth:`enqueue` lets ``runner`` claim, in the
+        enqueue's own delta, as many of the new tasks as it has idle slots
+        (the Runner enters this around its claim loop; on exit, or when
+        cancelled, enqueues go back to leaving every task to the claim rounds)."""
+        self._submit_claims = runner
+        try:
+            yield
+        finally:
+            if self._submit_claims is runner:
+                self._submit_claims = None
+
     async def enqueue(self, tasks: list[dict]) -> list[dict]:
         if not isinstance(tasks, list) or not tasks:
             raise BadRequest("expected a non-empty list of tasks", code="no_tasks")
@@ -412,7 +421,7 @@ class Node:
             # An idle local runner claims what it can start now in the same
             # delta (after the tasks): no peer can see such a task unclaimed,
             # and it starts without waiting for a round trip of gossip.
-            local = self.submit_claims
+            local = self._submit_claims
             claims = local.claims_at_submit([c for c in new if c not in verify], now_ms()) if local else []
             try:
                 await self.objects.commit(self.queue_obj, ops + queue.enqueue_ops(new) + claims,

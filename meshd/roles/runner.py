@@ -20,7 +20,7 @@ import functools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
 import trio
 
@@ -160,6 +160,10 @@ class RunnerNode(QueuePort, TaskSource, Datasets, TrustPort, Counts, Protocol):
         """This node's inventory, for task constraints."""
         ...
 
+    def runner_serving(self, runner: Any) -> ContextManager[None]:
+        """Enqueues on this node may hand ``runner`` tasks while the block runs."""
+        ...
+
     def engine_platforms(self, engine: CID) -> frozenset[str] | None:
         """Platform keys ``engine`` has builds for (None: any); BlockNotFound
         while its manifest is not here."""
@@ -296,64 +300,68 @@ class Runner(Yielding):
     async def _serve_rounds(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._renew_loop)
-            nursery.start_soon(self._watch_cancels)
-            task_status.started()
-            while True:
-                if not self.gate.open:
-                    await self.gate.wait_open()  # draining, or the owner is using the machine
+            with self.node.runner_serving(self):  # enqueues here may hand it tasks (claims_at_submit)
+                await self._rounds(nursery, task_status)
+
+    async def _rounds(self, nursery: trio.Nursery, task_status: trio.TaskStatus[None]) -> None:
+        nursery.start_soon(self._renew_loop)
+        nursery.start_soon(self._watch_cancels)
+        task_status.started()
+        while True:
+            if not self.gate.open:
+                await self.gate.wait_open()  # draining, or the owner is using the machine
+                continue
+            if self.node.trust.banned(self.node.peer_id):
+                # Banned by the mesh's verdicts: nobody accepts our claims
+                # or results, so do not pretend to work.
+                await self.node.wait_changed(self.node.verdicts_obj, 5.0)
+                continue
+            limit = self._claim_limit()
+            free = limit - len(self.running)
+            # Hysteresis: with work in flight, claim again only once a
+            # quarter of the window is free, so claims go out in batches
+            # (one delta per batch) rather than one delta per finished task.
+            if free <= 0 or (self.running and free < max(1, limit // 4)):
+                await self._slot_freed.wait()
+                continue
+            q = self.node.queue_obj
+            now = now_ms()
+            cands = self._next(now, free)
+            kept = self.replica_cap.admit(cands, self.running, now)
+            if cands and not kept:
+                await self.node.wait_changed(q, 0.25)
+                continue
+            cands = kept
+            if not cands:
+                await self.node.wait_changed(q, self._idle_sleep(now))
+                continue
+            me = self.node.peer_id
+            ops = [queue.assign_op(t, me, now, self.options.lease_ms, self.node.queue.next_attempt(t),
+                                   settle_ms=self.planner.settle_ms(t)) for t in cands]
+            try:
+                await self.node.objects.commit(q, ops)
+            except StoreError as exc:
+                # The block store is down (e.g. its IPFS node died): claim
+                # nothing, keep serving, try again shortly.
+                log.warning("claim_failed", error=str(exc)[:200])
+                await trio.sleep(self.options.idle_poll_s)
+                continue
+            won: list[tuple[CID, int]] = []
+            for t in cands:
+                holder = self.node.queue.holds(t, me, now_ms())
+                if holder is None:
+                    self.stats["lost_race"] += 1
+                    self.planner.forget(t)
                     continue
-                if self.node.trust.banned(self.node.peer_id):
-                    # Banned by the mesh's verdicts: nobody accepts our claims
-                    # or results, so do not pretend to work.
-                    await self.node.wait_changed(self.node.verdicts_obj, 5.0)
-                    continue
-                limit = self._claim_limit()
-                free = limit - len(self.running)
-                # Hysteresis: with work in flight, claim again only once a
-                # quarter of the window is free, so claims go out in batches
-                # (one delta per batch) rather than one delta per finished task.
-                if free <= 0 or (self.running and free < max(1, limit // 4)):
-                    await self._slot_freed.wait()
-                    continue
-                q = self.node.queue_obj
-                now = now_ms()
-                cands = self._next(now, free)
-                kept = self.replica_cap.admit(cands, self.running, now)
-                if cands and not kept:
-                    await self.node.wait_changed(q, 0.25)
-                    continue
-                cands = kept
-                if not cands:
-                    await self.node.wait_changed(q, self._idle_sleep(now))
-                    continue
-                me = self.node.peer_id
-                ops = [queue.assign_op(t, me, now, self.options.lease_ms, self.node.queue.next_attempt(t),
-                                       settle_ms=self.planner.settle_ms(t)) for t in cands]
-                try:
-                    await self.node.objects.commit(q, ops)
-                except StoreError as exc:
-                    # The block store is down (e.g. its IPFS node died): claim
-                    # nothing, keep serving, try again shortly.
-                    log.warning("claim_failed", error=str(exc)[:200])
-                    await trio.sleep(self.options.idle_poll_s)
-                    continue
-                won: list[tuple[CID, int]] = []
-                for t in cands:
-                    holder = self.node.queue.holds(t, me, now_ms())
-                    if holder is None:
-                        self.stats["lost_race"] += 1
-                        self.planner.forget(t)
-                        continue
-                    self.running.add(t)
-                    self._held[t] = holder
-                    won.append((t, holder.n))
-                for batch in self._batches(won):
-                    if len(batch) == 1:
-                        nursery.start_soon(self._run_one, *batch[0])
-                    else:
-                        nursery.start_soon(self._run_batch, batch)
-                self._publish_load()
+                self.running.add(t)
+                self._held[t] = holder
+                won.append((t, holder.n))
+            for batch in self._batches(won):
+                if len(batch) == 1:
+                    nursery.start_soon(self._run_one, *batch[0])
+                else:
+                    nursery.start_soon(self._run_batch, batch)
+            self._publish_load()
 
     async def _renew_loop(self) -> None:
         """Renew the leases of started attempts, all in one delta per round.
