@@ -141,3 +141,5 @@ class TransportStatistics:
     disconnects: int
     #: Our dials dropped because the peer connected to us first (no second connection).
     dials_superseded: int
+    #: Connections we closed because their peer stayed stalled for 3 x request_timeout_s (wedged).
+    wedged_resets: int = 0
