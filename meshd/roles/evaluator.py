@@ -56,6 +56,7 @@ from ..api.app import _call, _read_json_untrusted
 from ..node import DATASET, now_ms, parse_cid
 from ..runtime.logs import get_logger
 from . import jobs
+from .outputrepair import OutputRepair, RepairNode, RepairOptions
 from .workstate import QueueWork
 
 if TYPE_CHECKING:
@@ -75,8 +76,8 @@ class EvaluatorObjects(jobs.JobObjects, Protocol):
 
 
 @runtime_checkable
-class EvaluatorNode(jobs.JobsNode, Protocol):
-    """What the evaluator uses of the node (``meshd.node.Node`` satisfies it)."""
+class EvaluatorNode(RepairNode, Protocol):
+    """What the evaluator uses of the node (``meshd.node.Node`` satisfies it), its output repair's included."""
 
     @property
     def objects(self) -> EvaluatorObjects: ...
@@ -104,6 +105,8 @@ class EvaluatorOptions:
             task seen in the queue (default True), so that the rules stored in
             them reach this node as soon as the mesh syncs those datasets.
         conditions: Limits for parsing and evaluating conditions.
+        repair: When lost output writes of idle jobs are re-made
+            (:mod:`meshd.roles.outputrepair`).
     """
 
     debounce_s: float = 0.02
@@ -112,6 +115,7 @@ class EvaluatorOptions:
     max_errors: int = 1_000
     follow_task_datasets: bool = True
     conditions: ConditionOptions = field(default_factory=ConditionOptions)
+    repair: RepairOptions = field(default_factory=RepairOptions)
 
     def __post_init__(self) -> None:
         if not 0 <= self.debounce_s <= 10:
@@ -122,6 +126,8 @@ class EvaluatorOptions:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(self.conditions, ConditionOptions):
             raise ValueError("conditions must be a ConditionOptions")
+        if not isinstance(self.repair, RepairOptions):
+            raise ValueError("repair must be a RepairOptions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +313,7 @@ class Evaluator:
         self.options = options or EvaluatorOptions()
         self.book = RuleBook(self.options.conditions)
         self.work = QueueWork(node)  # what task_state() and failures() read (meshd/roles/workstate.py)
+        self.repair = OutputRepair(node, self.options.repair, conditions=self.options.conditions)
         self._dirty: set[CID] = set()
         self._pending: dict[CID, None] = {}
         self._wake = trio.Event()
@@ -368,18 +375,20 @@ class Evaluator:
         unsubscribe = self.node.objects.subscribe(self._on_change)
         self._listening = True
         try:
-            self._dirty.update(self.node.objects.objects)
-            task_status.started()
-            while True:
-                if not self._dirty and not self._pending:
-                    await self._wake.wait()
-                if self.options.debounce_s:
-                    await trio.sleep(self.options.debounce_s)  # coalesce a burst of changes
-                else:
-                    await trio.lowlevel.checkpoint()
-                self._wake = trio.Event()
-                dirty, self._dirty = self._dirty, set()
-                await self.run_pass(dirty)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.repair.serve)  # lost output writes (meshd/roles/outputrepair.py)
+                self._dirty.update(self.node.objects.objects)
+                task_status.started()
+                while True:
+                    if not self._dirty and not self._pending:
+                        await self._wake.wait()
+                    if self.options.debounce_s:
+                        await trio.sleep(self.options.debounce_s)  # coalesce a burst of changes
+                    else:
+                        await trio.lowlevel.checkpoint()
+                    self._wake = trio.Event()
+                    dirty, self._dirty = self._dirty, set()
+                    await self.run_pass(dirty)
         finally:
             self._listening = False
             unsubscribe()

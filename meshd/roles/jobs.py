@@ -563,13 +563,8 @@ def job_status(node: JobsNode, job: CID, *, options: ConditionOptions, now_ms: i
             "result": None if result is None else codec.to_json(result), "errors": list(errors)}
 
 
-def list_jobs(node: JobsNode, *, options: ConditionOptions, now_ms: int, limit: int = 100) -> list[dict[str, Any]]:
-    """The jobs this node follows, newest first: ``{"job", "name", "created_ms", "state", "stages", "blocked"}``.
-
-    ``state`` is :func:`job_status`'s (``failed`` and ``stalled`` included),
-    ``stages`` the progress line, ``blocked`` the stages that can no longer
-    fire and why (None when none).
-    """
+def job_ids(node: JobsNode, *, limit: int = 100) -> list[dict[str, Any]]:
+    """The jobs this node follows, newest first: ``{"job", "name", "created_ms"}``, no status."""
     out = []
     for obj in list(node.objects.objects.values()):
         if obj.kind != _DATASET_KIND:
@@ -579,7 +574,17 @@ def list_jobs(node: JobsNode, *, options: ConditionOptions, now_ms: int, limit: 
             continue
         out.append({"job": str(obj.genesis), "name": spec.get("name"), "created_ms": spec.get("created_ms")})
     out.sort(key=lambda j: (-(j["created_ms"] or 0), j["job"]))
-    out = out[:limit]
+    return out[:limit]
+
+
+def list_jobs(node: JobsNode, *, options: ConditionOptions, now_ms: int, limit: int = 100) -> list[dict[str, Any]]:
+    """The jobs this node follows, newest first: ``{"job", "name", "created_ms", "state", "stages", "blocked"}``.
+
+    ``state`` is :func:`job_status`'s (``failed`` and ``stalled`` included),
+    ``stages`` the progress line, ``blocked`` the stages that can no longer
+    fire and why (None when none).
+    """
+    out = job_ids(node, limit=limit)
     for j in out:
         # The full status, so a failed or stalled job is not listed as running.
         status = job_status(node, CID.parse_untrusted(j["job"]), options=options, now_ms=now_ms)
