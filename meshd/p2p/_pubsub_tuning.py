@@ -30,6 +30,12 @@ runs pubsub with ``strict_signing=False`` and uses what is here:
   the heartbeat's own "mesh below ``degree_low``: graft" step as soon as a
   peer subscribes lets a restarted node's first presence and announcements
   through at once (issue 15).
+* :func:`idontwant_only_for_large` — Quirk: gossipsub v1.2 sends every
+  mesh peer an IDONTWANT RPC for every message it receives, however small
+  (go-libp2p-pubsub only above 1 KiB), so an idle mesh's presence (~550
+  bytes) cost each node more control RPCs than messages (issue 16: idle
+  CPU).  Below :data:`IDONTWANT_MIN_BYTES` the duplicate a peer may then
+  forward costs less than the IDONTWANT that would have saved it.
 * :func:`install_peer_record_caches` — the one patch of py-libp2p globals.
   pubsub attaches our signed peer record to *every* RPC and the receiver
   verifies the record on every RPC (twice for control RPCs).  Building it
@@ -57,6 +63,7 @@ from libp2p.pubsub.mcache import CacheEntry, MessageCache
 __all__ = [
     "PeerRecordCacheStatistics",
     "fill_mesh_now",
+    "idontwant_only_for_large",
     "install_peer_record_caches",
     "message_id",
     "peer_record_cache_statistics",
@@ -72,6 +79,8 @@ OWN_RECORD_REFRESH_S: Final = 1.0
 #: peerstore's 2-hour address TTL; nothing else changes).
 PEER_RECORD_RECHECK_S: Final = 30.0
 _MAX_PEERS_REMEMBERED: Final = 4096
+#: Messages smaller than this get no IDONTWANT (go-libp2p-pubsub's IDontWantMessageThreshold).
+IDONTWANT_MIN_BYTES: Final = 1024
 #: The module functions replaced, in the pubsub modules that call them.
 PATCHED_MODULES: Final = (_pubsub, _gossipsub)
 
@@ -103,6 +112,24 @@ def use_message_id_in_gossip(router: Any) -> None:
     if old.msgs:
         raise RuntimeError("the gossipsub message cache is replaced before the router runs")
     router.mcache = _MessageCacheById(old.window_size, old.history_size)
+
+
+def idontwant_only_for_large(router: Any, min_bytes: int = IDONTWANT_MIN_BYTES) -> None:
+    """Make ``router`` send IDONTWANT only for messages of ``min_bytes`` or more.
+
+    gossipsub emits it from ``publish`` right after caching the message, so
+    the message is looked up by id in the cache (:func:`use_message_id_in_gossip`
+    first: that cache is keyed by the id the emit names).
+    """
+    emit = router._emit_idontwant_for_message
+
+    async def emit_for_large(msg_id: bytes, topic_ids: Any) -> None:
+        msg = router.mcache.get(msg_id)
+        if msg is not None and len(msg.data) < min_bytes:
+            return
+        await emit(msg_id, topic_ids)
+
+    router._emit_idontwant_for_message = emit_for_large
 
 
 def start_seqno_from_clock(pubsub: Any) -> None:

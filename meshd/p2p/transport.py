@@ -89,12 +89,14 @@ from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
 from ..runtime.logs import get_logger  # noqa: E402
 from ._pubsub_tuning import (  # noqa: E402
     fill_mesh_now,
+    idontwant_only_for_large,
     install_peer_record_caches,
     message_id,
     start_seqno_from_clock,
     use_message_id_in_gossip,
 )
 from ._exclusive_ports import install_exclusive_listeners  # noqa: E402
+from ._yamux_tuning import install_window_hysteresis  # noqa: E402
 from .addresses import Advertiser  # noqa: E402
 from .budgets import ConnectionBudgets  # noqa: E402
 from .dialing import dial_exact, dial_first  # noqa: E402
@@ -294,6 +296,7 @@ class Transport:
         # message id is then a hash of origin, seqno and data (see
         # _pubsub_tuning), and a message's origin is what it claims.
         use_message_id_in_gossip(router)
+        idontwant_only_for_large(router)
         pubsub = Pubsub(
             host,
             router,
@@ -307,6 +310,7 @@ class Transport:
         pubsub.set_topic_validator(opts.topic, self._budgets.gossip_validator(self._id), False)
         start_seqno_from_clock(pubsub)
         install_peer_record_caches()
+        install_window_hysteresis()
         install_exclusive_listeners()
         # Quirk: the swarm retries a failed dial 3 times with backoff (~0.7 s
         # for a refused port) and new_host has no option for it.  The mesh
