@@ -408,7 +408,15 @@ class ClaimPlanner:
             # not a whole long queue whose owners are all keeping up.
             pool = queue.next(now_ms, limit=STEAL_POOL * room, accept=steal, me=self.me, newest_first=True,
                               scan=max(STEAL_SCAN, 8 * STEAL_POOL * room))
-            stolen = sorted(pool, key=delays.__getitem__)[:room]
+            # A task that was claimed before and is ready again first: its
+            # claim lapsed (a reservation its runner, stopped or slow, never
+            # started, docs/protocol.md) or its attempt was given back, so it
+            # has waited longest and its owner has shown it cannot run it.
+            def lapsed(t: CID) -> bool:
+                info = queue.info(t)
+                return info is not None and bool(info.assignments)
+
+            stolen = sorted(pool, key=lambda t: (not lapsed(t), delays[t]))[:room]
         self.stolen.update(stolen)
         if len(self.stolen) > MAX_FIRST_SEEN:
             self.stolen = set(stolen)

@@ -195,6 +195,11 @@ class RunnerConfig:
         lease_s: Seconds a claim lasts without renewal; default 10.0, at
             most 600 (peers refuse longer claims; the runner renews the
             attempts it has started, so a task may run longer).
+        reserve_s: In a mesh, the lease of a claim made ahead of a free slot
+            (a reservation; plus its settle when it is a steal); default 3.0,
+            at most 600, and never more than ``lease_s``.  Renewed once
+            started; a reservation a stopped runner never started moves this
+            soon.
         task_timeout_s: Wall-clock limit per attempt; default 60.0.
         warm: Keep engine processes alive between tasks; default true.
         drain_deadline_s: On SIGTERM, how long running tasks may finish
@@ -214,6 +219,7 @@ class RunnerConfig:
     slots: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_attempts: int = 3
     lease_s: float = 10.0
+    reserve_s: float = 3.0
     task_timeout_s: float = 60.0
     warm: bool = True
     drain_deadline_s: float = 3.0
@@ -228,6 +234,8 @@ class RunnerConfig:
         if _positive_float(self, "runner", "lease_s") > 600:
             # lattice.queue.MAX_LEASE_MS: peers refuse a longer claim.
             raise ConfigError(f"[runner] lease_s must be at most 600, got {self.lease_s}")
+        if _positive_float(self, "runner", "reserve_s") > 600:
+            raise ConfigError(f"[runner] reserve_s must be at most 600, got {self.reserve_s}")
         _positive_float(self, "runner", "task_timeout_s")
         _bool(self, "runner", "warm")
         if _positive_float(self, "runner", "drain_deadline_s") > 300:

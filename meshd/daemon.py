@@ -246,9 +246,12 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
                         options=MeshOptions(allow_peers=allow, gossip_per_s=config.p2p.gossip_per_s,
                                             requests_per_s=config.p2p.requests_per_s,
                                             max_peers=config.p2p.max_peers))
+        # Counts on the node (the lambda runs only once serving, after ``node`` exists);
+        # the node asks it whether this process was stopped (Node.stalled).
+        watch = LoopWatch(on_stall=lambda _late: node.count("loop_stalls"))
         node = Node(objects=objects, peer_id=identity.peer_id, identity_seed=identity.seed, config=config,
                     quarantine=quarantine, health=health, mesh=mesh, inventory=inventory, api_url=api.url,
-                    p2p_addrs=transport.listen_addrs if transport is not None else list)
+                    p2p_addrs=transport.listen_addrs if transport is not None else list, stalled=watch.stalled)
         log.info("node_loaded", peer_id=node.peer_id, objects=len(objects.objects),
                  tasks=len(node.queue), seconds=round(time.perf_counter() - t0, 3))
         # Engines a previous daemon on this home started and could not clean
@@ -257,7 +260,7 @@ async def serve_node(home: Home, config: Any, *, shutdown: Shutdown | None = Non
         if orphans:
             log.warning("orphaned_engines_killed", engine_groups=",".join(map(str, orphans)))
         async with trio.open_nursery() as nursery:
-            await nursery.start(LoopWatch(on_stall=lambda _late: node.count("loop_stalls")).serve)
+            await nursery.start(watch.serve)
             await nursery.start(objects.serve)
             await nursery.start(node.serve)  # the node's object listener lives as long as this
             # [engines/docker] the Docker backend (None, logged, when off or

@@ -153,7 +153,8 @@ class Node:
                  started: float | None = None, quarantine: Quarantine | None = None,
                  health: Any = None, mesh: Mesh | None = None, inventory: dict[str, Any] | None = None,
                  api_url: Callable[[], str | None] = lambda: None,
-                 p2p_addrs: Callable[[], list[str]] = list) -> None:
+                 p2p_addrs: Callable[[], list[str]] = list,
+                 stalled: Callable[[float, float], bool] = lambda late_s, within_s: False) -> None:
         self.objects = objects
         self.store = objects.store
         self.peer_id = peer_id
@@ -168,6 +169,7 @@ class Node:
         self.role_health = health  # meshd.runtime.supervisor.Health once the daemon supervises roles
         self._api_url = api_url
         self._p2p_addrs = p2p_addrs
+        self._stalled = stalled
         self.mesh = mesh
         self._submit_claims: SubmitClaims | None = None  # this node's runner while it serves
         mesh = config.node.mesh
@@ -205,6 +207,12 @@ class Node:
     def api_url(self) -> str | None:
         """This node's API base URL while the API listens, else None."""
         return self._api_url()
+
+    def stalled(self, late_s: float, within_s: float) -> bool:
+        """Whether this process's event loop stalled ``late_s`` or longer
+        within the last ``within_s`` (or is stalled now): it was stopped or
+        starved, so what it knows of its peers is stale (``runtime.loopwatch``)."""
+        return self._stalled(late_s, within_s)
 
     @property
     def p2p_addrs(self) -> list[str]:

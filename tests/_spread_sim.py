@@ -5,6 +5,7 @@ and :class:`lattice.queue.QueueView`) and decides with the daemon's own
 planner (:class:`lattice.planner.ClaimPlanner`, the queue's winner rule and
 lease records).  What the daemon's Runner adds around the planner is modelled
 here as it does it: a claim window of about ``ahead_s`` of work per slot,
+claims beyond the idle slots leased for ``reserve_s`` only (reservations),
 a claim that is run only if still held when a slot frees, renewals of
 started attempts, and one delta per claim round and per completion round.
 
@@ -68,7 +69,7 @@ class SpreadSim:
     def __init__(self, seed: int, slots: list[int], platforms: list[str], *, latency_s: tuple[float, float] = (0.005, 0.05),
                  drop: float = 0.02, duplicate: float = 0.02, repair_s: float = 1.0, horizon_s: float = 3.0,
                  defer_s: float = 0.5, ahead_s: float = 2.0, lease_s: float = 10.0, tick_s: float = 0.05,
-                 recent_s: float = 30.0, proven: bool = True) -> None:
+                 recent_s: float = 30.0, proven: bool = True, reserve_s: float = 3.0) -> None:
         """``proven``: the mesh has worked before the simulation starts: each
         runner completed ``slots`` tasks 20 s ago, so its weight is its slots
         from the start (``ClaimPlanner.candidates`` counts only completions
@@ -77,6 +78,7 @@ class SpreadSim:
         self.latency_s, self.drop, self.duplicate, self.repair_s = latency_s, drop, duplicate, repair_s
         self.horizon_s, self.ahead_s, self.lease_ms, self.tick_s = horizon_s, ahead_s, int(lease_s * 1000), tick_s
         self.recent_s = recent_s
+        self.reserve_ms = int(min(reserve_s, lease_s) * 1000)
         self.now = 0.0
         self.genesis = records.make_genesis("queue", f"sim-{seed}")[0]
         self.runners: dict[str, SimRunner] = {}
@@ -97,6 +99,7 @@ class SpreadSim:
         self._events: list[tuple[float, int, str, Any]] = []
         self._seq = 0
         self._died_at: dict[str, float] = {}
+        self._stopped: dict[str, tuple[float, float]] = {}  # SIGSTOP: name -> (from, until)
         self._cut: tuple[set[str], float, float] | None = None  # (one side, from, until)
 
     def _history(self, slots: dict[str, int]) -> tuple[CID, bytes]:
@@ -161,6 +164,9 @@ class SpreadSim:
             died = self._died_at.get(p.name)
             if died is not None and self.now >= died + within_s:
                 continue
+            stop = self._stopped.get(p.name)
+            if stop is not None and stop[0] + within_s <= self.now < stop[1]:
+                continue
             if self._cut is not None and p.name != r.name:
                 side, start, end = self._cut
                 if (p.name in side) != (r.name in side) and start + within_s <= self.now < end:
@@ -194,6 +200,18 @@ class SpreadSim:
         self.runners[name].dead = True
         self._died_at[name] = self.now
 
+    def stop(self, name: str, duration_s: float) -> None:
+        """SIGSTOP for ``duration_s``: it does nothing, hears nothing and is not heard
+        (what reached it is read on resume), and its running tasks are frozen too."""
+        self._stopped[name] = (self.now, self.now + duration_s)
+        r = self.runners[name]
+        for t in r.running:
+            r.running[t] += duration_s
+
+    def _is_stopped(self, name: str) -> bool:
+        stop = self._stopped.get(name)
+        return stop is not None and stop[0] <= self.now < stop[1]
+
     def partition(self, side: set[str], duration_s: float) -> None:
         self._cut = (set(side), self.now, self.now + duration_s)
 
@@ -205,13 +223,15 @@ class SpreadSim:
                 self.now = max(self.now, at)
                 if kind == "delta":
                     src, dst, cid, data = payload
-                    if not self.runners[dst].dead:
+                    if self._is_stopped(dst):
+                        self._push(self._stopped[dst][1], kind, payload)  # read once it resumes
+                    elif not self.runners[dst].dead:
                         got = self.runners[dst].replica.receive_untrusted(cid, data)
                         self._fetch(src, dst, got.missing)
                 continue
             self.now = next_tick
             for r in self.runners.values():
-                if not r.dead:
+                if not r.dead and not self._is_stopped(r.name):
                     self._step(r)
             next_tick += self.tick_s
 
@@ -273,8 +293,11 @@ class SpreadSim:
         if not todo:
             self._start(r, now_ms)
             return
-        self._commit(r, [queue.assign_op(t, r.name, now_ms, self.lease_ms, r.view.next_attempt(t),
-                                         settle_ms=r.planner.settle_ms(t)) for t in todo])
+        ahead = len(todo) > r.slots - len(r.held)  # as Runner._lease_for: reservations when claiming ahead
+        self._commit(r, [queue.assign_op(t, r.name, now_ms,
+                                         self.reserve_ms + r.planner.settle_ms(t) if ahead else self.lease_ms,
+                                         r.view.next_attempt(t), settle_ms=r.planner.settle_ms(t))
+                         for t in todo])
         for t in todo:
             h = r.view.holds(t, r.name, now_ms)
             if h is None:

@@ -44,9 +44,10 @@ class FakeTrust:
 
 
 def _claim_node(me: str, peers: FakePeers | None) -> Any:
-    """Only what the runner's claim decision reads: queue facts, trust and policy, the peer view."""
+    """Only what the runner's claim decision reads: queue facts, trust and policy, the peer view,
+    and whether this process was stopped lately (never, here)."""
     return SimpleNamespace(
-        peer_id=me, mesh=peers, trust=FakeTrust(),
+        peer_id=me, mesh=peers, trust=FakeTrust(), stalled=lambda late_s, within_s: False,
         queue=SimpleNamespace(info=lambda t: None, wanted=lambda t: 1, completed_by=lambda p, before_ms=None: 0),
         policy=SimpleNamespace(engine_of=lambda t: None, spot_checked=lambda t: False))
 

@@ -115,3 +115,27 @@ def test_a_partition_costs_at_most_two_percent_duplicates(per_slot: int, cut_at:
     sim.run_to_completion()
     extra, _ = sim.duplicate_runs()
     assert extra <= 0.02 * n, (extra, n)
+
+
+def test_a_stopped_runners_reservations_move_before_it_resumes_and_nothing_runs_twice() -> None:
+    """``meshd bench spread``'s SIGSTOP variant in simulation: 3 runners of 1
+    slot, 24 tasks of 0.5 s; one runner stops for 5 s holding a running task
+    and claims made ahead.  Its reservations lapse after ``reserve_s`` (not a
+    whole lease) and run elsewhere while it is stopped; its running task's
+    lease outlives the stop, so it finishes that task itself and nothing runs
+    twice."""
+    sim = SpreadSim(3, [1, 1, 1], [X86] * 3, repair_s=ANNOUNCE_S, tick_s=0.05, drop=0.0, duplicate=0.0)
+    sim.enqueue("r00", 24, duration_s=0.5)
+    sim.run_until(1.2)
+    victim = sim.runners["r02"]
+    reserved = [t for t in victim.held if t not in victim.running]
+    running = list(victim.running)
+    assert reserved and running  # it claims ahead: about 2 s of work per slot
+    sim.stop("r02", 5.0)
+    sim.run_until(1.2 + 5.0)
+    moved = {run.task for run in sim.runs if run.task in reserved and run.runner != "r02"}
+    assert moved == set(reserved)  # every reservation ran elsewhere while it was stopped
+    assert all(run.start <= 1.2 + 3.0 + 2 * ANNOUNCE_S for run in sim.runs if run.task in moved)
+    sim.run_to_completion()
+    assert sim.duplicate_runs() == (0, 0)
+    assert {run.runner for run in sim.runs if run.task in running} == {"r02"}

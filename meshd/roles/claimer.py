@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 log = get_logger("meshd.runner")
 
+#: Longest a runner holds its claims while every other runner is quiet (see ``Claimer._stale_view``).
+STALE_HOLD_S = 10.0
+#: After a quiet spell, how long a runner keeps holding once a peer is heard again (its backlog of gossip).
+STALE_SETTLE_S = 0.5
+
 
 class Claimer:
     """Claim rounds of one runner.
@@ -38,6 +43,9 @@ class Claimer:
     def __init__(self, node: "RunnerNode", *, defer_s: float, recent_s: float, fresh_s: float) -> None:
         self.node = node
         self.recent_s, self.fresh_s = recent_s, fresh_s
+        self._stale_since: float | None = None  # when every other recent runner went quiet here
+        self._heard_again: float | None = None  # when, in such an episode, a runner was heard again
+        self._episode_end = float("-inf")  # when the last such episode ended
         self.planner = ClaimPlanner(node.peer_id, defer_s=defer_s)
         self._accept_cache: dict[CID, Fit] = {}
         self._needs: dict[CID, tuple[tuple[Any, ...], CID | None]] = {}  # task -> (constraints, engine)
@@ -130,15 +138,62 @@ class Claimer:
                          claimed=info is not None and bool(info.assignments),
                          spot_checked=replicated and node.policy.spot_checked(t))
 
+    def _stale_view(self, recent: Collection[str], fresh: Collection[str]) -> bool:
+        """Whether to hold claims for now because this node's view is stale.
+
+        A process that was stopped (SIGSTOP, a suspended laptop) or starved
+        for seconds wakes with a queue view that misses what its peers did
+        meanwhile; claiming its own share from it re-runs tasks they took
+        over and finished (measured: a runner resumed after a 6 s SIGSTOP
+        re-ran the reservation its peer had completed, because its
+        connection had been reset and it heard nothing for another second).
+        So after this process's own loop stalled ``fresh_s`` or more
+        (:meth:`meshd.node.Node.stalled`, the loop watch's reading; a peer
+        that merely went quiet is not this node's stall) with every other
+        runner quiet here, it holds until a peer is heard again and the
+        queue has caught up (``STALE_SETTLE_S`` after that, and no catch-up
+        under way), or for ``STALE_HOLD_S`` at most.
+        """
+        me = self.node.peer_id
+        others = [p for p in recent if p != me]
+        heard = any(p != me for p in fresh)
+        clock = time.monotonic()
+        if self._stale_since is None:
+            since_last = min(STALE_HOLD_S, clock - self._episode_end)  # a stall already held for counts once
+            if not others or heard or not self.node.stalled(self.fresh_s, since_last):
+                return False
+            self._stale_since, self._heard_again = clock, None
+            log.info("claims_held_stale_view", quiet_runners=len(others))
+        if not others:
+            self._stale_since, self._episode_end = None, clock  # they left for good: nothing to catch up with
+            return False
+        if heard:
+            if self._heard_again is None:
+                self._heard_again = clock
+            mesh = self.node.mesh
+            syncer = mesh.syncers.get(self.node.queue_obj.genesis) if mesh is not None else None
+            if clock - self._heard_again >= STALE_SETTLE_S and not (syncer is not None and syncer.syncing):
+                self._stale_since, self._episode_end = None, clock
+                return False
+        else:
+            self._heard_again = None
+        if clock - self._stale_since < STALE_HOLD_S:
+            return True
+        self._stale_since, self._episode_end = None, clock
+        return False
+
     def next(self, now: int, free: int, running: Collection[CID]) -> list[CID]:
         """Up to ``free`` tasks to claim: this runner's own share first, then
         tasks of other runners' shares whose deferral has passed
         (:class:`lattice.planner.ClaimPlanner`); ``running``: those it holds."""
         node = self.node
         mesh = node.mesh
+        recent = {} if mesh is None else mesh.live_inventories("runner", within_s=self.recent_s)
+        fresh = {} if mesh is None else mesh.live_inventories("runner", within_s=self.fresh_s)
+        if self._stale_view(recent, fresh):
+            return []
         cands = {} if mesh is None else ClaimPlanner.candidates(
-            mesh.live_inventories("runner", within_s=self.recent_s), node.queue.completed_by, now,
-            node.trust.banned_peers(), fresh=mesh.live_inventories("runner", within_s=self.fresh_s))
+            recent, node.queue.completed_by, now, node.trust.banned_peers(), fresh=fresh)
         todo = self.planner.plan(
             node.queue, now, free, clock=time.monotonic(), cands=cands, fit=self.fit, facts=self.facts,
             trusted=lambda t, p: node.trust.trusted(p, node.policy.engine_of(t)), exclude=running)

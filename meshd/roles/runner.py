@@ -88,6 +88,11 @@ class RunnerOptions:
         ahead_s: In a mesh, claim at most about this many seconds of work
             per slot ahead of running it (default 2 s, one presence
             interval): the rest stays in the shared queue for idle runners.
+        reserve_s: In a mesh, the lease of a claim made ahead, beyond the
+            idle slots (a *reservation*, default 3 s, plus the claim's
+            settle when it is a steal).  A reservation is renewed once it
+            starts; one that a stopped or slow runner never started is
+            ``available`` again this soon, rather than after a whole lease.
         recent_s: Runners heard from within this long still rank (default
             30 s): the share of one that went silent (stopped, cut off, or
             its presence late under load) is stolen, after a deferral and a
@@ -109,19 +114,25 @@ class RunnerOptions:
     idle_poll_s: float = 1.0
     defer_s: float = 0.5
     ahead_s: float = 2.0
+    reserve_s: float = 3.0
     recent_s: float = 30.0
     fresh_s: float = 3.0
     catch_up: bool = False
 
     def __post_init__(self) -> None:
         if (self.slots < 1 or self.max_attempts < 1 or self.lease_s <= 0 or self.task_timeout_s <= 0
-                or self.ahead_s <= 0):
+                or self.ahead_s <= 0 or self.reserve_s <= 0):
             raise ValueError("runner options must be positive")
 
     @property
     def lease_ms(self) -> int:
         """A claim's first lease; a started attempt is renewed (see ``Runner._renew``)."""
         return int(self.lease_s * 1000)
+
+    @property
+    def reserve_ms(self) -> int:
+        """A reservation's lease before its settle (at most a lease)."""
+        return int(min(self.reserve_s, self.lease_s) * 1000)
 
 
 class RunnerMesh(PeerView, Protocol):
@@ -158,6 +169,10 @@ class RunnerNode(QueuePort, TaskSource, Datasets, TrustPort, Counts, Protocol):
     @property
     def inventory(self) -> dict[str, Any]:
         """This node's inventory, for task constraints."""
+        ...
+
+    def stalled(self, late_s: float, within_s: float) -> bool:
+        """Whether this process's loop stalled ``late_s`` or longer lately (it was stopped)."""
         ...
 
     def runner_serving(self, runner: Any) -> ContextManager[None]:
@@ -202,6 +217,7 @@ class Runner(Yielding):
         self._slot_freed = trio.Event()
         self._held: dict[CID, queue.Assignment] = {}  # our lease per claimed task
         self._started: set[CID] = set()  # claimed tasks whose engine run began (renewed)
+        self._renew_now = trio.Event()  # a started reservation's lease is short: renew without waiting
         self._engine_slots = trio.CapacityLimiter(options.slots)
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
@@ -336,7 +352,8 @@ class Runner(Yielding):
                 await self.node.wait_changed(q, self._idle_sleep(now))
                 continue
             me = self.node.peer_id
-            ops = [queue.assign_op(t, me, now, self.options.lease_ms, self.node.queue.next_attempt(t),
+            ahead = self.node.mesh is not None and len(cands) > self.options.slots - len(self.running)
+            ops = [queue.assign_op(t, me, now, self._lease_for(t, ahead), self.node.queue.next_attempt(t),
                                    settle_ms=self.planner.settle_ms(t)) for t in cands]
             try:
                 await self.node.objects.commit(q, ops)
@@ -363,19 +380,60 @@ class Runner(Yielding):
                     nursery.start_soon(self._run_batch, batch)
             self._publish_load()
 
+    def _lease_for(self, t: CID, ahead: bool) -> int:
+        """The lease of a claim on ``t``: a whole lease when the round claims
+        no more than the idle slots (each starts at once), else (``ahead``,
+        in a mesh) a reservation's ``reserve_s`` plus its settle (a steal
+        starts only after settling).  Every claim of such a round is a
+        reservation, because which of them win the engine slots first is up
+        to the scheduler; those that start are renewed (:meth:`_note_started`)."""
+        if not ahead:
+            return self.options.lease_ms
+        return self.options.reserve_ms + self.planner.settle_ms(t)
+
+    def _note_started(self, t: CID) -> None:
+        """``t``'s engine run begins: its lease is renewed from now on.
+
+        A reservation is renewed at once unless tasks here are short
+        (``_avg_s`` under a tenth of ``reserve_s``) and it is far from
+        lapsing: a runner stopped right after starting a task must not leave
+        a short lease on it (measured: ``bench spread``'s stalled node ran its
+        0.5 s task again after another took it over).  Short tasks finish well
+        within their reservation and cost no renewal.
+        """
+        self._started.add(t)
+        held = self._held.get(t)
+        if held is None:
+            return
+        left = held.until - now_ms()
+        if left < self.options.lease_ms * 2 // 3 and (
+                self._avg_s * 10_000 >= self.options.reserve_ms or left < self.options.reserve_ms // 2):
+            self._renew_now.set()
+        elif len(self._started) == 1:
+            self._renew_now.set()  # the renew loop sleeps while nothing runs
+
     async def _renew_loop(self) -> None:
         """Renew the leases of started attempts, all in one delta per round.
 
         An attempt's lease grows with its age (``max(lease, age)``, at most 8
         leases), so a long task costs a few records an hour.  Unstarted
         claims are not renewed: if this runner is stopped or too slow to
-        start them within a lease, they expire and other runners take them.
+        start them, their leases (a reservation's is ``reserve_s``) expire
+        and other runners take them.  Rounds come every third of the shorter
+        of the two leases while anything runs, and at once when a started
+        reservation is about to lapse; with nothing started the loop sleeps.
         Cancellation leaves the leases to expire.
         """
         lease = self.options.lease_ms
+        period = min(lease, self.options.reserve_ms) / 3000
         me = self.node.peer_id
         while True:
-            await trio.sleep(lease / 3000)
+            if self._started:
+                with trio.move_on_after(period):
+                    await self._renew_now.wait()
+            else:
+                await self._renew_now.wait()
+            self._renew_now = trio.Event()
             now = now_ms()
             ops = []
             for t in list(self._started):
@@ -480,7 +538,7 @@ class Runner(Yielding):
                     if not self.gate.open:
                         await self.release([t], "released: " + (self.gate.reason or "gate closed"))
                     elif self.node.queue.holds(t, self.node.peer_id, now_ms()) is not None:
-                        self._started.add(t)
+                        self._note_started(t)
                         self._publish_load()
                         t0 = time.perf_counter()
                         outcome, rec = await self._execute(t)
@@ -585,7 +643,7 @@ class Runner(Yielding):
                     if ready is None:
                         alone.append((t, n))
                         continue
-                    self._started.add(t)
+                    self._note_started(t)
                     groups.setdefault(ready[1], []).append((t, n, ready[0], ready[2]))
                 self._publish_load()
                 for engine, items in groups.items():
@@ -810,5 +868,6 @@ class Runner(Yielding):
 def create(ctx: RoleContext) -> Runner:
     rc = ctx.config.runner
     return Runner(ctx.node, ctx.host, RunnerOptions(slots=rc.slots, max_attempts=rc.max_attempts, lease_s=rc.lease_s,
+                                                   reserve_s=rc.reserve_s,
                                                    task_timeout_s=rc.task_timeout_s, warm=rc.warm,
                                                    catch_up=bool(ctx.config.p2p.bootstrap)))

@@ -52,6 +52,19 @@ class LoopWatch:
     on_stall: Callable[[float], None] | None = None
     stalls: int = 0
     worst_s: float = 0.0
+    last_sample: float = field(default_factory=time.monotonic)  # monotonic time of the last wake-up
+    #: Recent stalls as (monotonic end, seconds late), newest last (a few kept).
+    recent: list[tuple[float, float]] = field(default_factory=list)
+
+    def stalled(self, late_s: float, within_s: float) -> bool:
+        """Whether the loop stalled ``late_s`` or longer within the last
+        ``within_s``, or is stalled that long right now (its sample is
+        overdue: the process was stopped, and the code asking runs before
+        this watch's own overdue wake-up)."""
+        now = time.monotonic()
+        if now - self.last_sample - self.options.interval_s >= late_s:
+            return True
+        return any(late >= late_s and now - end < within_s for end, late in self.recent)
 
     def snapshot(self) -> dict[str, float | int]:
         return {"stalls": self.stalls, "worst_s": round(self.worst_s, 3)}
@@ -62,8 +75,10 @@ class LoopWatch:
         while True:
             t0 = time.monotonic()
             await trio.sleep(interval)
-            late = time.monotonic() - t0 - interval
+            self.last_sample = time.monotonic()
+            late = self.last_sample - t0 - interval
             if late > self.options.stall_s:
+                self.recent = [*self.recent[-7:], (self.last_sample, late)]
                 self.stalls += 1
                 self.worst_s = max(self.worst_s, late)
                 log.warning("loop_stalled", late_s=round(late, 3))
