@@ -34,6 +34,7 @@ from ..runtime.logs import get_logger
 
 if TYPE_CHECKING:
     from .checkpointing import Checkpointing
+    from .leases import Leases
     from .runner import RunnerNode
 
 log = get_logger("meshd.runner")
@@ -146,8 +147,7 @@ class Yielding:
     node: "RunnerNode"
     gate: Gate
     running: set[CID]
-    _started: set[CID]
-    _held: dict[CID, queue.Assignment]
+    leases: "Leases"
     _given_back: set[CID]
     _slot_freed: trio.Event
     _nursery: trio.Nursery | None
@@ -161,7 +161,7 @@ class Yielding:
         a record; cancellation past that leaves the leases to expire."""
         me, now, ops = self.node.peer_id, now_ms(), []
         for t in tasks:
-            a = self._held.get(t)
+            a = self.leases.held.get(t)
             if a is not None and t not in self._given_back:
                 self._given_back.add(t)
                 ops.append(queue.fail_op(t, me, now, a.n, reason, False, void=True))
@@ -191,7 +191,7 @@ class Yielding:
 
     def unstarted(self) -> list[CID]:
         """Tasks claimed and not started (their engines have not begun)."""
-        return [t for t in self.running if t not in self._started]
+        return [t for t in self.running if t not in self.leases.started]
 
     def _announce(self, draining: bool) -> None:
         """Say in this node's presence whether it drains (peers' planners skip a draining runner)."""
@@ -213,14 +213,14 @@ class Yielding:
         """
         self.gate.set(draining=True, reason=reason)
         self._announce(True)
-        log.info("draining", deadline_s=deadline_s, running=len(self._started), claimed=len(self.running))
+        log.info("draining", deadline_s=deadline_s, running=len(self.leases.started), claimed=len(self.running))
         await self.release(self.unstarted(), f"released: {reason}")
         with trio.move_on_after(deadline_s):
-            while self._started:
+            while self.leases.started:
                 await self._slot_freed.wait()
         if await self.vacate():
             with trio.move_on_after(_RELEASE_GRACE_S):
-                while self._started:
+                while self.leases.started:
                     await self._slot_freed.wait()
         log.info("drained", vacated=self.gate.vacated, released=self.gate.released)
 

@@ -45,6 +45,7 @@ from .ports import (
 from .checkpointing import Checkpointing
 from .claimer import Claimer
 from .gate import Gate, Yielding
+from .leases import Leases
 from .replica_cap import ReplicaCap
 from .resultcache import ResultCache
 
@@ -126,7 +127,7 @@ class RunnerOptions:
 
     @property
     def lease_ms(self) -> int:
-        """A claim's first lease; a started attempt is renewed (see ``Runner._renew``)."""
+        """A claim's first lease; a started attempt is renewed (``meshd.roles.leases``)."""
         return int(self.lease_s * 1000)
 
     @property
@@ -215,9 +216,7 @@ class Runner(Yielding):
         self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
         self._sig_retry: dict[CID, float] = {}  # signature CIDs not fetchable: when to try again
         self._slot_freed = trio.Event()
-        self._held: dict[CID, queue.Assignment] = {}  # our lease per claimed task
-        self._started: set[CID] = set()  # claimed tasks whose engine run began (renewed)
-        self._renew_now = trio.Event()  # a started reservation's lease is short: renew without waiting
+        self.leases = Leases(node, lease_ms=options.lease_ms, reserve_ms=options.reserve_ms)  # held, started, renewed
         self._engine_slots = trio.CapacityLimiter(options.slots)
         self._avg_s = 1.0  # EWMA of attempt durations, seconds
         self.stats = {"runs": 0, "ok": 0, "failed": 0, "lost_race": 0}
@@ -278,7 +277,7 @@ class Runner(Yielding):
             if holder is None or self._nursery is None:
                 self._finished(t)  # lost (a peer's record came first) or the runner stopped
                 continue
-            self._held[t] = holder
+            self.leases.hold(t, holder)
             won.append((t, holder.n))
         self.stats["claimed_at_submit"] = self.stats.get("claimed_at_submit", 0) + len(won)
         if self._nursery is not None:
@@ -320,7 +319,7 @@ class Runner(Yielding):
                 await self._rounds(nursery, task_status)
 
     async def _rounds(self, nursery: trio.Nursery, task_status: trio.TaskStatus[None]) -> None:
-        nursery.start_soon(self._renew_loop)
+        await nursery.start(self.leases.serve)
         nursery.start_soon(self._watch_cancels)
         task_status.started()
         while True:
@@ -353,7 +352,7 @@ class Runner(Yielding):
                 continue
             me = self.node.peer_id
             ahead = self.node.mesh is not None and len(cands) > self.options.slots - len(self.running)
-            ops = [queue.assign_op(t, me, now, self._lease_for(t, ahead), self.node.queue.next_attempt(t),
+            ops = [queue.assign_op(t, me, now, self.leases.lease_for(self.planner.settle_ms(t), ahead), self.node.queue.next_attempt(t),
                                    settle_ms=self.planner.settle_ms(t)) for t in cands]
             try:
                 await self.node.objects.commit(q, ops)
@@ -371,7 +370,7 @@ class Runner(Yielding):
                     self.planner.forget(t)
                     continue
                 self.running.add(t)
-                self._held[t] = holder
+                self.leases.hold(t, holder)
                 won.append((t, holder.n))
             for batch in self._batches(won):
                 if len(batch) == 1:
@@ -379,77 +378,6 @@ class Runner(Yielding):
                 else:
                     nursery.start_soon(self._run_batch, batch)
             self._publish_load()
-
-    def _lease_for(self, t: CID, ahead: bool) -> int:
-        """The lease of a claim on ``t``: a whole lease when the round claims
-        no more than the idle slots (each starts at once), else (``ahead``,
-        in a mesh) a reservation's ``reserve_s`` plus its settle (a steal
-        starts only after settling).  Every claim of such a round is a
-        reservation, because which of them win the engine slots first is up
-        to the scheduler; those that start are renewed (:meth:`_note_started`)."""
-        if not ahead:
-            return self.options.lease_ms
-        return self.options.reserve_ms + self.planner.settle_ms(t)
-
-    def _note_started(self, t: CID) -> None:
-        """``t``'s engine run begins: its lease is renewed from now on.
-
-        A reservation is renewed at once unless tasks here are short
-        (``_avg_s`` under a tenth of ``reserve_s``) and it is far from
-        lapsing: a runner stopped right after starting a task must not leave
-        a short lease on it (measured: ``bench spread``'s stalled node ran its
-        0.5 s task again after another took it over).  Short tasks finish well
-        within their reservation and cost no renewal.
-        """
-        self._started.add(t)
-        held = self._held.get(t)
-        if held is None:
-            return
-        left = held.until - now_ms()
-        if left < self.options.lease_ms * 2 // 3 and (
-                self._avg_s * 10_000 >= self.options.reserve_ms or left < self.options.reserve_ms // 2):
-            self._renew_now.set()
-        elif len(self._started) == 1:
-            self._renew_now.set()  # the renew loop sleeps while nothing runs
-
-    async def _renew_loop(self) -> None:
-        """Renew the leases of started attempts, all in one delta per round.
-
-        An attempt's lease grows with its age (``max(lease, age)``, at most 8
-        leases), so a long task costs a few records an hour.  Unstarted
-        claims are not renewed: if this runner is stopped or too slow to
-        start them, their leases (a reservation's is ``reserve_s``) expire
-        and other runners take them.  Rounds come every third of the shorter
-        of the two leases while anything runs, and at once when a started
-        reservation is about to lapse; with nothing started the loop sleeps.
-        Cancellation leaves the leases to expire.
-        """
-        lease = self.options.lease_ms
-        period = min(lease, self.options.reserve_ms) / 3000
-        me = self.node.peer_id
-        while True:
-            if self._started:
-                with trio.move_on_after(period):
-                    await self._renew_now.wait()
-            else:
-                await self._renew_now.wait()
-            self._renew_now = trio.Event()
-            now = now_ms()
-            ops = []
-            for t in list(self._started):
-                a = self._held.get(t)
-                if a is None or a.until - now > lease * 2 // 3:
-                    continue
-                renewed = queue.Assignment(a.task, me, a.at, now + min(8 * lease, max(lease, now - a.at)), a.n, a.settle)
-                ops.append(queue.renew_op(a, renewed.until, now))
-                self._held[t] = renewed
-            if not ops:
-                continue
-            try:
-                await self.node.objects.commit(self.node.queue_obj, ops)
-                self.node.count("leases_renewed", len(ops))
-            except StoreError as exc:
-                log.warning("renew_failed", error=str(exc)[:200])
 
     async def _watch_cancels(self) -> None:
         """Stop the engines of running tasks that were cancelled (docs/protocol.md,
@@ -538,7 +466,7 @@ class Runner(Yielding):
                     if not self.gate.open:
                         await self.release([t], "released: " + (self.gate.reason or "gate closed"))
                     elif self.node.queue.holds(t, self.node.peer_id, now_ms()) is not None:
-                        self._note_started(t)
+                        self.leases.start(t, self._avg_s)
                         self._publish_load()
                         t0 = time.perf_counter()
                         outcome, rec = await self._execute(t)
@@ -643,7 +571,7 @@ class Runner(Yielding):
                     if ready is None:
                         alone.append((t, n))
                         continue
-                    self._note_started(t)
+                    self.leases.start(t, self._avg_s)
                     groups.setdefault(ready[1], []).append((t, n, ready[0], ready[2]))
                 self._publish_load()
                 for engine, items in groups.items():
@@ -680,8 +608,7 @@ class Runner(Yielding):
         self.planner.forget(t)
         self.cache.forget(t)
         self.running.discard(t)
-        self._held.pop(t, None)
-        self._started.discard(t)
+        self.leases.drop(t)
         self._publish_load()
         ev, self._slot_freed = self._slot_freed, trio.Event()
         ev.set()
@@ -744,7 +671,7 @@ class Runner(Yielding):
                 run = functools.partial(self.host.run, engine, payload, warm=None if self.options.warm else False,
                                         signatures=signatures, **({"metadata": metadata} if metadata else {}))
                 every = rec.get("checkpoint_s")
-                held = self._held.get(t)
+                held = self.leases.held.get(t)
                 if every and held is not None:  # resumes from the task's latest checkpoint, records new ones
                     outcome = await self.checkpointing.run(t, held.n, every, lambda d: run(checkpoint=d))
                 else:
