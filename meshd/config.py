@@ -195,7 +195,7 @@ class RunnerConfig:
         lease_s: Seconds a claim lasts without renewal; default 10.0, at
             most 600 (peers refuse longer claims; the runner renews the
             attempts it has started, so a task may run longer).
-        reserve_s: In a mesh, the lease of a claim made ahead of a free slot
+        reserve_s: With other runners live, the lease of a claim made ahead of a free slot
             (a reservation; plus its settle when it is a steal); default 3.0,
             at most 600, and never more than ``lease_s``.  Renewed once
             started; a reservation a stopped runner never started moves this

@@ -46,6 +46,8 @@ class Claimer:
         self._stale_since: float | None = None  # when every other recent runner went quiet here
         self._heard_again: float | None = None  # when, in such an episode, a runner was heard again
         self._episode_end = float("-inf")  # when the last such episode ended
+        #: Whether the last round ranked another runner: reservations help only then.
+        self.peers_ranked = False
         self.planner = ClaimPlanner(node.peer_id, defer_s=defer_s)
         self._accept_cache: dict[CID, Fit] = {}
         self._needs: dict[CID, tuple[tuple[Any, ...], CID | None]] = {}  # task -> (constraints, engine)
@@ -190,6 +192,7 @@ class Claimer:
         mesh = node.mesh
         recent = {} if mesh is None else mesh.live_inventories("runner", within_s=self.recent_s)
         fresh = {} if mesh is None else mesh.live_inventories("runner", within_s=self.fresh_s)
+        self.peers_ranked = any(p != node.peer_id for p in recent)
         if self._stale_view(recent, fresh):
             return []
         cands = {} if mesh is None else ClaimPlanner.candidates(

@@ -351,7 +351,9 @@ class Runner(Yielding):
                 await self.node.wait_changed(q, self._idle_sleep(now))
                 continue
             me = self.node.peer_id
-            ahead = self.node.mesh is not None and len(cands) > self.options.slots - len(self.running)
+            # Reservations only where another runner could take them: a lone
+            # runner keeps whole leases (and the lease churn of a loaded one).
+            ahead = self.claimer.peers_ranked and len(cands) > self.options.slots - len(self.running)
             ops = [queue.assign_op(t, me, now, self.leases.lease_for(self.planner.settle_ms(t), ahead), self.node.queue.next_attempt(t),
                                    settle_ms=self.planner.settle_ms(t)) for t in cands]
             try:
