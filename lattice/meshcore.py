@@ -423,11 +423,24 @@ class MeshCore:
         return self._end(out, now)
 
     def deadline(self) -> float | None:
-        """When :meth:`tick` has something to do next (None: not before an input)."""
+        """When :meth:`tick` has something to do next (None: not before an input).
+
+        The ``tick_s`` retry round counts only while something is being
+        fetched: an idle node then wakes for presence and anti-entropy alone,
+        which is most of what an idle daemon's CPU was (issue 16).  An input
+        that starts a fetch makes the retry round due again; whoever sleeps
+        until the deadline re-reads it after each input.
+        """
         times = [t for t in (self._announce_at,) if t is not None]
         if self._started:
-            times += [self._next_anti_entropy, self._next_presence, self._next_tick]
+            times += [self._next_anti_entropy, self._next_presence]
+            if self.fetching():
+                times.append(self._next_tick)
         return min(times, default=None)
+
+    def fetching(self) -> bool:
+        """True while any block is wanted: by a syncer (its own or a snapshot) or as a linked block."""
+        return self.fetcher.count_wanted() > 0 or any(s.syncing for s in list(self.syncers.values()))
 
     def reject(self, why: str, n: int = 1) -> None:
         """Count ``n`` refused inputs (also the transport's, e.g. ``bad_mesh_secret``)."""

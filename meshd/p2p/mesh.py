@@ -13,7 +13,8 @@ broadcaster split):
   or None when it failed, back into :meth:`MeshCore.on_response`;
 * the node's local commits into :meth:`MeshCore.local_change`, newly followed
   objects into :meth:`MeshCore.follow`, and :meth:`MeshCore.tick` when the
-  core's :meth:`~MeshCore.deadline` comes (at least every ``tick_s``);
+  core's :meth:`~MeshCore.deadline` comes (looked at every ``tick_s``; an
+  idle node's look costs no worker thread);
 * ``Changed`` outputs into the object host (persist heads, wake waiters),
   ``Fetched`` into :meth:`Mesh.fetch_blocks` waiters, ``Dial`` into
   ``Transport.connect``.
@@ -74,8 +75,10 @@ log = get_logger("meshd.mesh")
 WATCH_S = 0.05
 #: ... while connections changed within WATCH_FAST_FOR_S or a lost peer is
 #: being redialled; otherwise every WATCH_QUIET_S or at the next connection
-#: change, whichever comes first (an idle node's wake-ups: issue 16).
-WATCH_FAST_FOR_S = 10.0
+#: or subscription change, whichever comes first (an idle node's wake-ups:
+#: issue 16).  The transport wakes us at a subscription and at a graft, so
+#: the fast pace after a connection change is only a backstop.
+WATCH_FAST_FOR_S = 3.0
 WATCH_QUIET_S = 0.5
 #: A lost peer is redialled at once, then this often for REDIAL_SOON_FOR_S ...
 REDIAL_SOON_S = 0.5
@@ -174,10 +177,17 @@ class Mesh:
         self.core.connected = self._connections()  # read on the event loop, where the transport lives
         return await trio.to_thread.run_sync(lambda: self._locked(fn, *args, **kwargs))
 
+    def _peer_ids(self) -> frozenset[str]:
+        """The peers connected now (a transport without ``peer_ids`` is asked for ``peers``)."""
+        ids = getattr(self.transport, "peer_ids", None)
+        if ids is not None:
+            return ids()
+        return frozenset(getattr(p, "peer_id", str(p)) for p in self.transport.peers())
+
     def _connections(self) -> frozenset[str]:
         """The peers connected now; remembers when each was last seen connected."""
         now = time.time()
-        conn = frozenset(getattr(p, "peer_id", str(p)) for p in self.transport.peers())
+        conn = self._peer_ids()
         for p in conn:
             self._connected_at[p] = now
         if len(self._connected_at) > 4 * len(conn) + 1024:  # forget peers gone for the longest
@@ -254,7 +264,7 @@ class Mesh:
 
     async def dial(self, peer: str, addrs: list[str]) -> None:
         """Connect to ``peer`` at the first of ``addrs`` that answers, unless connected (failures are logged)."""
-        if not any(getattr(p, "peer_id", None) == peer for p in self.transport.peers()):
+        if peer not in self._peer_ids():
             await self._dial(peer, tuple(addrs))
 
     def any_presence(self) -> bool:
@@ -294,7 +304,7 @@ class Mesh:
         if not want:
             return True
         prefer = [p for p in prefer if p != self.peer_id]
-        connected = [getattr(p, "peer_id", str(p)) for p in self.transport.peers()]
+        connected = sorted(self._peer_ids())
         waiter = _Waiter(set(want))
         self._waiters.append(waiter)
         try:
@@ -402,7 +412,7 @@ class Mesh:
 
         while True:
             now = time.monotonic()
-            connected = {getattr(p, "peer_id", str(p)) for p in self.transport.peers()}
+            connected = set(self._peer_ids())
             joined = (subscribed() if subscribed is not None else connected) - greeted
             if joined:
                 for peer in sorted(joined):
@@ -490,7 +500,15 @@ class Mesh:
             local, self._local = self._local, set()
             followed = self.core.followed
             new = [o.replica for g, o in list(self.objects.objects.items()) if g not in followed]
+            if not local and not new and not self._due(time.time()):
+                # Woken by the period with nothing due (an idle node): no
+                # thread hop.  The core's views are safe to read from here.
+                continue
             await self._carry(await self._call(self._tick, new, local, time.time()))
+
+    def _due(self, now: float) -> bool:
+        deadline = self.core.deadline()
+        return deadline is not None and deadline <= now
 
     def _tick(self, new: list[Any], local: set[CID], now: float) -> list[Output]:
         # Worker thread, under the core's lock.

@@ -182,6 +182,12 @@ class SealedTransport:
     def listen_addrs(self) -> list[str]:
         return self.inner.listen_addrs()
 
+    def peer_ids(self) -> frozenset[str]:
+        """The ids of :meth:`peers`."""
+        inner = getattr(self.inner, "peer_ids", None)
+        ids = inner() if inner is not None else frozenset(getattr(p, "peer_id", str(p)) for p in self.inner.peers())
+        return ids & self._members
+
     def peers(self) -> list[Any]:
         """Connected peers that proved the secret (outsiders may connect, but are not peers of the mesh)."""
         return [p for p in self.inner.peers() if getattr(p, "peer_id", str(p)) in self._members]

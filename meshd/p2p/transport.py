@@ -135,11 +135,12 @@ _BACKOFF_MIN_S: Final = 0.0005
 _BACKOFF_MAX_S: Final = 0.002
 _POLL_S: Final = 0.01
 _GRAFT_POLL_S: Final = 0.02
-#: Subscriptions arrive just after a connection: the graft poll runs every
-#: _GRAFT_POLL_S this long after a connect or disconnect, then only every
-#: _GRAFT_QUIET_S (or at the next connection change), so an idle node does
-#: not wake 50 times a second (issue 16: idle CPU).
-_GRAFT_FAST_FOR_S: Final = 10.0
+#: Subscriptions arrive just after a connection, and wake the graft loop; as a
+#: backstop it also polls every _GRAFT_POLL_S this long after a connect or
+#: disconnect, then only every _GRAFT_QUIET_S (or at the next connection or
+#: subscription change), so an idle node does not wake 50 times a second
+#: (issue 16: idle CPU).
+_GRAFT_FAST_FOR_S: Final = 3.0
 _GRAFT_QUIET_S: Final = 1.0
 _CLOSE_TIMEOUT_S: Final = 2.0
 
@@ -318,6 +319,16 @@ class Transport:
         # sign the peer is gone (meshd.p2p.mesh): one attempt per dial.
         host.get_network().retry_config = RetryConfig(max_retries=0)
         host.get_network().register_notifee(_Notifee(self))
+        # Quirk: py-libp2p has no event for "a peer's subscription arrived".
+        # This instance's handler is wrapped so that the graft loop and the
+        # mesh's watch loop wake at once instead of polling for it.
+        handle = pubsub.handle_subscription
+
+        def handle_subscription(origin_id: ID, sub_message: Any) -> None:
+            handle(origin_id, sub_message)
+            self._wake_pollers()
+
+        pubsub.handle_subscription = handle_subscription  # type: ignore[method-assign]
         host.set_stream_handler(BLOCKS_PROTOCOL, self._handle_stream)
         self._host = host
         self._pubsub = pubsub
@@ -590,6 +601,15 @@ class Transport:
                 return peer_id
             return await dial_first(lambda a: self._dial_exact(host, a), self._advertiser.dial_order(full))
 
+    def peer_ids(self) -> frozenset[str]:
+        """The ids of the peers we hold a connection to: :meth:`peers` without
+        their addresses, which pollers (the mesh's watch loop, every core
+        call) do not need and which cost a string per multiaddr."""
+        host = self._host
+        if host is None:
+            return frozenset()
+        return frozenset(pid.to_base58() for pid in host.get_connected_peers())
+
     def peers(self) -> list[PeerInfo]:
         """The peers we hold a connection to."""
         host = self._host
@@ -700,6 +720,10 @@ class Transport:
 
     def _churned(self) -> None:
         self._churn_at = time.monotonic()
+        self._wake_pollers()
+
+    def _wake_pollers(self) -> None:
+        """Wake whoever waits in :meth:`wait_churn` (a connection or subscription changed)."""
         self._churn.set()
         self._churn = trio.Event()
 
@@ -708,7 +732,8 @@ class Transport:
         return time.monotonic() - self._churn_at
 
     async def wait_churn(self, timeout_s: float) -> bool:
-        """Wait until a peer connects or disconnects, at most ``timeout_s``; True if one did.
+        """Wait until a peer connects, disconnects, subscribes or unsubscribes,
+        or our gossip mesh grafts newcomers; at most ``timeout_s``; True if one did.
 
         Lets a poller that looks at the connections sleep while none change.
         Cancellation changes nothing.
@@ -771,9 +796,11 @@ class Transport:
             now = set(pubsub.peer_topics.get(self._options.topic, ()))
             if now - seen:
                 await fill_mesh_now(router, self._options.topic)
+                self._wake_pollers()  # the watch loop greets whom we grafted
             seen = now
-            # py-libp2p has no event for "subscription received": poll, often
-            # only while connections change (a subscription follows its connection).
+            # A subscription wakes us (the wrapped handle_subscription); the
+            # short poll after a connection change is a backstop, for a
+            # newcomer whose outgoing stream was not ready when it arrived.
             if self.quiet_s() < _GRAFT_FAST_FOR_S:
                 await trio.sleep(_GRAFT_POLL_S)
             else:

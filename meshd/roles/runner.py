@@ -384,11 +384,14 @@ class Runner(Yielding):
     async def _watch_cancels(self) -> None:
         """Stop the engines of running tasks that were cancelled (docs/protocol.md,
         *Cancel and retry*): checked on every queue change, and at least every
-        half second, so an engine stops well within 2 s of the cancel arriving.
-        The run then releases its attempt.  Cancellation: nothing to undo."""
+        half second while this runner holds claims, so an engine stops well
+        within 2 s of the cancel arriving (a cancel is a queue change, and so
+        is a claim; the period is a backstop, which a runner holding nothing
+        stretches to 5 s).  The run then releases its
+        attempt.  Cancellation: nothing to undo."""
         q = self.node.queue
         while True:
-            await self.node.wait_changed(self.node.queue_obj, 0.5)
+            await self.node.wait_changed(self.node.queue_obj, 0.5 if self.running else 5.0)
             gone = [t for t in self.gate.running_tasks() if t not in self._cancelled and q.cancelled(t)]
             if gone:
                 self._cancelled.update(gone)
