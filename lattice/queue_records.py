@@ -22,7 +22,7 @@ from .lifecycle import CANCELLED, RETRIED
 from .signing import peer_id_of
 
 if TYPE_CHECKING:
-    from .queue import Assignment
+    from .queue_index import Assignment
 
 AVAILABLE = "available"
 ASSIGNED = "assigned"
