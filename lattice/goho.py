@@ -38,6 +38,7 @@ from .cid import CID
 from .errors import BadHeight, BadRecord, BlockNotFound, TooManyPending
 from .records import OP_ADD, Delta, Snapshot
 from .signing import Signer
+from .snapshots import cover_heights, snapshot_blocks
 from .state import Put, State, encode_value
 
 
@@ -507,45 +508,8 @@ class Replica:
 
         The blocks are also written to the store.
         """
-        from . import codec
-        from .state import decode_value
-
-        blocks: list[tuple[CID, bytes]] = []
-        parts: list[CID] = []
-        adds: list[list[Any]] = []
-        puts: list[list[Any]] = []
-        n = 0
-
-        def flush() -> None:
-            nonlocal adds, puts, n
-            if not adds and not puts:
-                return
-            blk = codec.encode_block({"t": "goho/snapshot-part", "v": 1, "adds": adds, "puts": puts})
-            blocks.append(blk)
-            parts.append(blk[0])
-            adds, puts, n = [], [], 0
-
-        for key in self.state.set_keys():
-            chunk: list[Any] = []
-            for enc in sorted(self.state.encoded_members(key)):
-                chunk.append(decode_value(enc))
-                n += 1
-                if n >= part_entries:
-                    adds.append([key, chunk])
-                    chunk = []
-                    flush()
-            if chunk:
-                adds.append([key, chunk])
-        for key in self.state.register_keys():
-            p = self.state.register_entry(key)
-            assert p is not None
-            puts.append([key, p.height, CID(p.delta), p.index, decode_value(p.value)])
-            n += 1
-            if n >= part_entries:
-                flush()
-        flush()
-        root = records.sign_snapshot(signer, self.genesis, self.heads, self.height, parts)
-        blocks.append(root)
+        blocks = snapshot_blocks(self.state, signer, self.genesis, self.heads, self.height,
+                                 part_entries=part_entries)
         for c, d in blocks:
             self.store.put(c, d)
         return blocks
@@ -573,7 +537,7 @@ class Replica:
         """
         if snap.genesis != self.genesis:
             raise BadRecord("snapshot belongs to another object")
-        heights = self._cover_heights(snap, covers)
+        heights = cover_heights(snap, covers, self.genesis, self.store)
         for part in parts:
             if any(h > snap.height for _, h, _, _, _ in part["puts"]):
                 raise BadRecord("snapshot part holds a write above the snapshot's height")
@@ -600,25 +564,6 @@ class Replica:
                     self._offer(cd)
                 else:
                     self._pending[child] = (cd, n - 1)
-
-    def _cover_heights(self, snap: Snapshot, covers: Iterable[Delta] | None) -> dict[CID, int]:
-        if covers is None:
-            out = {}
-            for c in snap.covers:
-                try:
-                    out[c] = records.delta_from_trusted(c, self.store.get(c)).height
-                except BlockNotFound:
-                    out[c] = snap.height
-            return out
-        covers = list(covers)
-        out = {d.cid: d.height for d in covers}
-        if sorted(out) != sorted(snap.covers):
-            raise BadRecord("snapshot covers do not match the deltas given")
-        if any(d.genesis != self.genesis for d in covers):
-            raise BadRecord("a covered delta belongs to another object")
-        if snap.covers and max(out.values()) != snap.height:
-            raise BadRecord("snapshot height is not its highest covered delta's")
-        return out
 
     def _is_parent_of_head(self, cid: CID) -> bool:
         for h in self._heads:
