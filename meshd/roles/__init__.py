@@ -12,8 +12,9 @@ a reason when the archivist is off) by being listed in :data:`ALWAYS_ROUTED`.
 
 The package also holds what the roles share that is not a role: the
 Protocols through which roles see the node and the mesh (``ports``), the
-replication policy and output grouping (``verify``) and job records and
-pipelines (``jobs``, ``pipeline``).  ``[node] roles`` accepts only the names
+replication policy and output grouping (``verify``), job records and
+pipelines (``jobs``, ``pipeline``) and the roles' ``config.toml`` tables
+(``config``).  ``[node] roles`` accepts only the names
 in :data:`meshd.config.ROLES`, so these modules are never started as roles.
 """
 
