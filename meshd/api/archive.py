@@ -18,7 +18,7 @@ from lattice.cid import CID
 from lattice.errors import BadInput, StoreError
 
 from ..errors import ApiError, NotFound
-from ..store.archive import ArchiveError
+from ..store.archive_index import ArchiveError
 from .pinset import router as pinset_router
 
 if TYPE_CHECKING:
