@@ -13,9 +13,10 @@ a reason when the archivist is off) by being listed in :data:`ALWAYS_ROUTED`.
 The package also holds what the roles share that is not a role: the
 Protocols through which roles see the node and the mesh (``ports``), the
 replication policy and output grouping (``verify``), job records and
-pipelines (``jobs``, ``pipeline``) and the roles' ``config.toml`` tables
-(``config``).  ``[node] roles`` accepts only the names
-in :data:`meshd.config.ROLES`, so these modules are never started as roles.
+pipelines (``jobs``, ``pipeline``), the conditions' reads of datasets
+(``resolver``) and the roles' ``config.toml`` tables (``config``).
+``[node] roles`` accepts only the names in :data:`meshd.config.ROLES`, so
+these modules are never started as roles.
 """
 
 from __future__ import annotations

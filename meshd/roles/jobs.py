@@ -56,7 +56,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -64,11 +64,12 @@ from conditions import BadCondition, ConditionError, ConditionOptions, Rule, fir
 from engines.examples import EXAMPLES_DIR
 from lattice import codec, dataset, queue, records, task
 from lattice.cid import CID
-from lattice.errors import BadInput, BlockNotFound
+from lattice.errors import BadInput
 from lattice.goho import Replica
 
 from ..errors import BadRequest, NotFound
 from .pipeline import JOB_PLACEHOLDER, MAX_STAGES, Pipeline, Stage, submitted_column
+from .resolver import _DATASET_KIND, ReplicaResolver, node_resolver, read_path
 
 if TYPE_CHECKING:
     from lattice.blockstore import BlockStore
@@ -99,7 +100,6 @@ CANCEL_TYPE = "meshd/job-cancel"
 #: Stands for the job id in a stage's custom ``condition``.
 #: Most rule entries one ``_job/rules`` record may hold (bounds evaluation).
 MAX_RULES = 64
-_DATASET_KIND = "dataset"  # meshd.node.DATASET; not imported to keep jobs free of the node
 
 
 # ----------------------------------------------------------------- what jobs use of the node
@@ -250,55 +250,6 @@ async def enqueue_blocks(node: JobsNode, blocks: Sequence[tuple[CID, bytes]]) ->
     await node.objects.commit(node.queue_obj, queue.enqueue_ops(new), [b for b in blocks if b[0] in wanted])
     node.count("tasks_enqueued", len(new))
     return new
-
-
-# ----------------------------------------------------------------- reading datasets
-
-
-def read_path(replica: Replica, path: str) -> Any:
-    """The value at ``path`` of a dataset replica (the whole dataset for ``""``); None if absent
-    (or over the read budget of :func:`lattice.dataset.get`)."""
-    try:
-        return dataset.get(replica, path)
-    except ValueError:
-        return None
-
-
-class ReplicaResolver:
-    """A :class:`conditions.Resolver` over dataset replicas and a block store.
-
-    Args:
-        replica_of: The replica of a dataset genesis, None when not followed.
-        store: Block store for ``dataset(<cid>)``; blocks that are missing or
-            do not decode read as None (the condition sees "no data yet").
-        work: The state of work (:class:`conditions.WorkState`) for
-            ``task_state()`` and ``failures()``, or None (they then fail
-            with an evaluation error).
-    """
-
-    def __init__(self, replica_of: Callable[[CID], Replica | None], store: Any, work: Any = None) -> None:
-        self._replica_of = replica_of
-        self._store = store
-        self.work = work
-
-    def resolve_path(self, genesis: CID, path: str) -> object | None:
-        replica = self._replica_of(genesis)
-        return None if replica is None else read_path(replica, path)
-
-    def get_block(self, cid: CID) -> object | None:
-        try:
-            return codec.decode_untrusted(self._store.get(cid))
-        except (BlockNotFound, BadInput):
-            return None
-
-
-def node_resolver(node: JobsNode, work: Any = None) -> ReplicaResolver:
-    """A resolver over the datasets ``node`` follows (and the state of work, when given)."""
-    def replica_of(genesis: CID) -> Replica | None:
-        obj = node.objects.get(genesis)
-        return obj.replica if obj is not None and obj.kind == _DATASET_KIND else None
-
-    return ReplicaResolver(replica_of, node.store, work)
 
 
 # ----------------------------------------------------------------- job plans
