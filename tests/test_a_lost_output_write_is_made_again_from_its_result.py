@@ -16,7 +16,6 @@ A ``set`` path that already holds a value is never rewritten.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +23,17 @@ import pytest
 import trio
 
 from conditions import ConditionOptions
-from engines.examples import EXAMPLES_DIR
 from lattice import codec, dataset, queue, results
-from lattice.blockstore import MemoryBlockStore
 from lattice.cid import CID
-from lattice.signing import Signer, peer_id_of
 from lattice.task import result_of
 from meshd.roles import jobs
 from meshd.roles.evaluator import Evaluator, EvaluatorOptions
 from meshd.roles.outputrepair import RepairOptions, lost_writes
 
-PIPELINES = Path(EXAMPLES_DIR) / "pipelines"
+from ._inprocess_node import make_node, submit_fibsum
+
+SEED = bytes([77]) * 32
 GRACE_S = 15.0
-
-
-def make_node(tmp_path: Path) -> Any:
-    from types import SimpleNamespace
-
-    from meshd.config import VerifyConfig
-    from meshd.node import Node
-    from meshd.store.heads import HeadsStore
-    from meshd.store.objects import CommitOptions, ObjectHost
-
-    seed = bytes([77]) * 32
-    signer = Signer.from_seed(seed)
-    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / "heads.db"), signer,
-                         CommitOptions(io_in_threads=False))
-    config = SimpleNamespace(node=SimpleNamespace(mesh="repair-mesh", labels=(), name="n", roles=()),
-                             verify=VerifyConfig())
-    peer = peer_id_of(signer.public)
-    assert peer is not None
-    return Node(objects=objects, peer_id=peer, identity_seed=seed, config=config)
 
 
 async def run_task(node: Any, t: CID, output: Any, *, write: bool) -> None:
@@ -78,20 +57,9 @@ async def until(predicate: Any, timeout: float = 600) -> None:
             await trio.sleep(0.05)
 
 
-async def submit_fibsum(node: Any) -> CID:
-    engine, data = codec.encode_block({"fake": "engine"})
-    node.store.put(engine, data)
-    body = json.loads((PIPELINES / "fibsum.json").read_text())
-    for stage in body["stages"]:
-        stage["engine"] = {"/": str(engine)}
-        del stage["engine_name"]
-    answer = await jobs.submit_job(node, body, options=ConditionOptions(), now_ms=0)
-    return CID.parse_untrusted(answer["job"])
-
-
 async def test_a_map_output_whose_write_never_arrived_is_rewritten_and_the_reduce_fires(
         tmp_path: Path, autojump_clock: Any) -> None:
-    node = make_node(tmp_path)
+    node = make_node(tmp_path, seed=SEED, mesh="repair-mesh")
     evaluator = Evaluator(node, EvaluatorOptions(repair=RepairOptions(interval_s=2.0, grace_s=GRACE_S)))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.objects.serve)
@@ -124,7 +92,7 @@ async def test_a_map_output_whose_write_never_arrived_is_rewritten_and_the_reduc
 
 async def test_a_set_path_that_holds_a_value_is_never_rewritten_and_an_append_is_idempotent(
         tmp_path: Path, autojump_clock: Any) -> None:
-    node = make_node(tmp_path)
+    node = make_node(tmp_path, seed=SEED, mesh="repair-mesh")
     async with trio.open_nursery() as nursery:
         await nursery.start(node.objects.serve)
         job = await submit_fibsum(node)

@@ -24,6 +24,8 @@ from lattice.signing import Signer
 from meshd.roles import jobs
 from meshd.roles.evaluator import RuleBook
 
+from ._inprocess_node import make_node, submit_fibsum
+
 OPTIONS = ConditionOptions()
 PIPELINES = Path(EXAMPLES_DIR) / "pipelines"
 FAKE_ENGINES = [codec.cid_of({"engine": stage}) for stage in ("split", "map", "reduce")]
@@ -177,22 +179,9 @@ def test_a_malformed_rule_is_reported_and_the_others_still_fire(genesis: CID) ->
 # ----------------------------------------------------------------- Evaluator services, in process
 
 
-def make_node(tmp_path: Path, i: int) -> Any:
-    from types import SimpleNamespace
-
-    from meshd.node import Node
-    from meshd.store.heads import HeadsStore
-    from meshd.store.objects import CommitOptions, ObjectHost
-
-    seed = bytes([50 + i]) * 32
-    # Virtual time: store writes stay on the trio thread (autojump would skip past a worker thread).
-    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / f"heads{i}.db"), Signer.from_seed(seed),
-                         CommitOptions(io_in_threads=False))
-    from meshd.config import VerifyConfig
-
-    config = SimpleNamespace(node=SimpleNamespace(mesh="dedupe-mesh", labels=(), name=f"n{i}", roles=()),
-                             verify=VerifyConfig())
-    return Node(objects=objects, peer_id=f"peer-{i}", identity_seed=seed, config=config)
+def _node(tmp_path: Path, i: int) -> Any:
+    return make_node(tmp_path, seed=bytes([50 + i]) * 32, mesh="dedupe-mesh", name=f"n{i}", peer_id=f"peer-{i}",
+                     heads=f"heads{i}.db")
 
 
 def sync(src: Any, dst: Any, genesis: CID) -> None:
@@ -226,13 +215,7 @@ async def test_two_evaluator_services_that_merge_concurrent_results_enqueue_the_
 
     from meshd.roles.evaluator import Evaluator
 
-    nodes = [make_node(tmp_path, i) for i in range(2)]
-    engine, data = codec.encode_block({"fake": "engine"})
-    nodes[0].store.put(engine, data)
-    body = json.loads((PIPELINES / "fibsum.json").read_text())
-    for stage in body["stages"]:
-        stage["engine"] = {"/": str(engine)}
-        del stage["engine_name"]
+    nodes = [_node(tmp_path, i) for i in range(2)]
     evaluators = [Evaluator(n) for n in nodes]
     queue_genesis = nodes[0].queue_obj.genesis
     assert nodes[1].queue_obj.genesis == queue_genesis  # derived from the mesh name
@@ -240,8 +223,7 @@ async def test_two_evaluator_services_that_merge_concurrent_results_enqueue_the_
         for node, evaluator in zip(nodes, evaluators):
             await nursery.start(node.objects.serve)
             await nursery.start(evaluator.serve)
-        answer = await jobs.submit_job(nodes[0], body, options=OPTIONS, now_ms=0)
-        job = CID.parse_untrusted(answer["job"])
+        job = await submit_fibsum(nodes[0])
         job_obj = nodes[0].objects.get(job)
         await nodes[0].objects.commit(job_obj, [dataset.set_op("split/results", fib_split(200, 8))])
         sync(nodes[0], nodes[1], job)  # node 1 has the rules and the split, not the queue
@@ -274,7 +256,7 @@ async def test_conditions_in_a_queued_task_definition_fire_and_bad_ones_are_repo
 
     from meshd.roles.evaluator import Evaluator
 
-    node = make_node(tmp_path, 0)
+    node = _node(tmp_path, 0)
     evaluator = Evaluator(node)
     target = records.make_genesis("dataset", "listing-3", b"")[0]
     definition, data = codec.encode_block({"runner": {"type": "bin-json-runner", "engine": FAKE_ENGINES[1]}})

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from lattice import codec, dataset
-from lattice.blockstore import MemoryBlockStore
 from lattice.claims import rendezvous_rank
-from lattice.signing import Signer, peer_id_of
+
+from ._inprocess_node import make_node, submit_fibsum
 
 
 class FakePeers:
@@ -201,8 +201,6 @@ async def test_write_destination_commits_the_write_op_to_the_destination_dataset
 
 
 def test_the_node_and_the_mesh_satisfy_the_ports(tmp_path: Path) -> None:
-    from meshd.config import VerifyConfig
-    from meshd.node import Node
     from meshd.p2p.mesh import Mesh
     from meshd.roles.ports import (
         Counts,
@@ -212,15 +210,8 @@ def test_the_node_and_the_mesh_satisfy_the_ports(tmp_path: Path) -> None:
         TaskSource,
         TrustPort,
     )
-    from meshd.store.heads import HeadsStore
-    from meshd.store.objects import ObjectHost
 
-    seed = b"\x55" * 32
-    signer = Signer.from_seed(seed)
-    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / "heads.db"), signer)
-    config = SimpleNamespace(node=SimpleNamespace(mesh="ports-mesh", labels=(), name="n", roles=("runner",)),
-                             verify=VerifyConfig())
-    node = Node(objects=objects, peer_id=peer_id_of(signer.public), identity_seed=seed, config=config)
+    node = make_node(tmp_path, seed=b"\x55" * 32, mesh="ports-mesh", roles=("runner",), io_in_threads=True)
     for port in (QueuePort, TaskSource, Datasets, TrustPort, Counts):
         assert isinstance(node, port), port.__name__
     for name in ("results_obj", "verdicts_obj", "inventory", "mesh", "store"):
@@ -257,18 +248,7 @@ class Through:
 
 
 def _node(tmp_path: Path, *, io_in_threads: bool = True) -> Any:
-    from meshd.config import VerifyConfig
-    from meshd.node import Node
-    from meshd.store.heads import HeadsStore
-    from meshd.store.objects import CommitOptions, ObjectHost
-
-    seed = b"\x56" * 32
-    signer = Signer.from_seed(seed)
-    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / "heads.db"), signer,
-                         CommitOptions(io_in_threads=io_in_threads))
-    config = SimpleNamespace(node=SimpleNamespace(mesh="ports-mesh", labels=(), name="n", roles=()),
-                             verify=VerifyConfig())
-    return Node(objects=objects, peer_id=peer_id_of(signer.public), identity_seed=seed, config=config)
+    return make_node(tmp_path, seed=b"\x56" * 32, mesh="ports-mesh", io_in_threads=io_in_threads)
 
 
 def test_the_node_satisfies_the_archivist_and_evaluator_ports(tmp_path: Path) -> None:
@@ -287,29 +267,19 @@ def test_the_node_satisfies_the_archivist_and_evaluator_ports(tmp_path: Path) ->
 
 
 async def test_the_evaluator_fires_a_job_through_its_port_only(tmp_path: Path, autojump_clock: Any) -> None:
-    import json
-
     import trio
 
-    from lattice.cid import CID
     from meshd.roles import jobs
     from meshd.roles.evaluator import Evaluator, EvaluatorNode, EvaluatorObjects
-    from tests.test_evaluator_dedupes import OPTIONS, PIPELINES, fib_split
+    from tests.test_evaluator_dedupes import fib_split
 
     node = _node(tmp_path, io_in_threads=False)  # virtual time: no worker threads
-    engine, data = codec.encode_block({"fake": "engine"})
-    node.store.put(engine, data)
-    body = json.loads((PIPELINES / "fibsum.json").read_text())
-    for stage in body["stages"]:
-        stage["engine"] = {"/": str(engine)}
-        del stage["engine_name"]
     submitter = Through(node, jobs.JobsNode, objects=Through(node.objects, jobs.JobObjects))
     evaluator = Evaluator(Through(node, EvaluatorNode, objects=Through(node.objects, EvaluatorObjects)))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.objects.serve)
         await nursery.start(evaluator.serve)
-        answer = await jobs.submit_job(submitter, body, options=OPTIONS, now_ms=0)
-        job = node.objects.get(CID.parse_untrusted(answer["job"]))
+        job = node.objects.get(await submit_fibsum(submitter))
         await node.objects.commit(job, [dataset.set_op("split/results", fib_split(200, 8))])
         with trio.fail_after(60):
             while len(node.queue) < 1 + 8:

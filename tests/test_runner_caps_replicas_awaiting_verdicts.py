@@ -14,17 +14,18 @@ another peer already started, and no verdict arrives: it must stop at
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import trio
 
 from engines.outcome import Outcome
 from lattice import codec, queue, task
-from lattice.blockstore import MemoryBlockStore
 from lattice.cid import CID
 from lattice.signing import Signer, peer_id_of
 from lattice.trust import verdict_op, verdict_record
+from meshd.config import VerifyConfig
+
+from ._inprocess_node import make_node
 
 SLOTS = 2
 VERIFIER = Signer.from_seed(b"\x44" * 32)  # the mesh's verifier ([verify] keys)
@@ -44,19 +45,8 @@ class EchoHost:
 
 
 def _node(tmp_path: Path) -> Any:
-    from meshd.config import VerifyConfig
-    from meshd.node import Node
-    from meshd.store.heads import HeadsStore
-    from meshd.store.objects import CommitOptions, ObjectHost
-
-    seed = b"\x33" * 32
-    signer = Signer.from_seed(seed)
-    # Virtual time: store writes stay on the trio thread (autojump would skip past a worker thread).
-    objects = ObjectHost(MemoryBlockStore(), HeadsStore.open(tmp_path / "heads.db"), signer,
-                         CommitOptions(io_in_threads=False))
-    config = SimpleNamespace(node=SimpleNamespace(mesh="cap-mesh", labels=(), name="n", roles=("runner",)),
-                             verify=VerifyConfig(keys=(peer_id_of(VERIFIER.public),)))
-    return Node(objects=objects, peer_id=peer_id_of(signer.public), identity_seed=seed, config=config)
+    return make_node(tmp_path, seed=b"\x33" * 32, mesh="cap-mesh", roles=("runner",),
+                     verify=VerifyConfig(keys=(peer_id_of(VERIFIER.public),)))
 
 
 async def _started_tasks(node: Any, n: int) -> list[CID]:

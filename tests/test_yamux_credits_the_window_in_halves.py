@@ -50,6 +50,20 @@ def frames(monkeypatch: pytest.MonkeyPatch) -> Counter:
     return seen
 
 
+@pytest.fixture
+def idontwant(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Gossipsub IDONTWANT RPCs sent, by the sending peer's id."""
+    sent: Counter = Counter()
+    emit = GossipSub.emit_idontwant
+
+    async def counting(self: GossipSub, msg_ids: list[bytes], to_peer: Any) -> None:
+        sent[str(self.pubsub.my_id)] += 1
+        await emit(self, msg_ids, to_peer)
+
+    monkeypatch.setattr(GossipSub, "emit_idontwant", counting)
+    return sent
+
+
 def test_yamux_still_has_the_window_accounting_the_patch_uses() -> None:
     source = inspect.getsource(YamuxStream._auto_tune_and_send_window_update) \
         if YamuxStream._auto_tune_and_send_window_update is not _yamux_tuning._credit_in_halves \
@@ -65,15 +79,7 @@ def test_yamux_still_has_the_window_accounting_the_patch_uses() -> None:
     assert yamux_module.DEFAULT_WINDOW_SIZE == 256 * 1024
 
 
-async def test_small_gossip_costs_no_window_update_or_idontwant_per_message(nursery, frames, monkeypatch) -> None:
-    idontwant: Counter = Counter()
-    emit = GossipSub.emit_idontwant
-
-    async def counting(self: GossipSub, msg_ids: list[bytes], to_peer: Any) -> None:
-        idontwant[str(self.pubsub.my_id)] += 1
-        await emit(self, msg_ids, to_peer)
-
-    monkeypatch.setattr(GossipSub, "emit_idontwant", counting)
+async def test_small_gossip_costs_no_window_update_or_idontwant_per_message(nursery, frames, idontwant) -> None:
     a = await _start(nursery)
     b = await _start(nursery, bootstrap=tuple(a.listen_addrs()))
     c = await _start(nursery, bootstrap=tuple(a.listen_addrs()))
@@ -99,15 +105,7 @@ async def _echo(peer: str, data: bytes) -> bytes:
 
 
 async def test_a_message_larger_than_the_window_still_arrives_and_large_gossip_gets_idontwant(
-        nursery, frames, monkeypatch) -> None:
-    idontwant: Counter = Counter()
-    emit = GossipSub.emit_idontwant
-
-    async def counting(self: GossipSub, msg_ids: list[bytes], to_peer: Any) -> None:
-        idontwant[str(self.pubsub.my_id)] += 1
-        await emit(self, msg_ids, to_peer)
-
-    monkeypatch.setattr(GossipSub, "emit_idontwant", counting)
+        nursery, frames, idontwant) -> None:
     budgets = BudgetOptions(max_request_bytes=8 * MiB, request_bytes_per_s=8 * MiB)
     a = await _start(nursery, budgets=budgets)
     b = await _start(nursery, budgets=budgets, bootstrap=tuple(a.listen_addrs()))
