@@ -5,6 +5,7 @@
 * :mod:`engines.native` / :mod:`engines.sandbox` - cold sandboxed runs.
 * :mod:`engines.pool` / :mod:`engines.worker` - warm worker pools over ZeroMQ.
 * :mod:`engines.host` - :class:`EngineHost`, the facade the daemon's Runner calls.
+* :mod:`engines.publish` - publishing an engine: its files, its manifest, signatures.
 
 This package imports ``lattice`` only, never ``meshd`` or ``conditions``.
 """

@@ -32,6 +32,9 @@ by ``rename`` after every byte was verified, so a crash mid-write leaves at
 most a ``.tmp-*`` directory that is never read.  The sandbox runs engines
 under the node's uid, so an engine could modify cached files it can reach;
 run the node under a dedicated uid to rule that out.
+
+Publishing engines (:func:`publish_native`, :func:`publish_signature`) is
+:mod:`engines.publish`'s, re-exported here.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import platform as _platform
 import shutil
 import sys
 import tarfile
@@ -59,29 +61,21 @@ from .auth import AuthPolicy, authorize
 from .checkpoint import CONTAINER_DIR, CheckpointDir
 from .errors import BadManifest, EngineCorrupt, EngineError, EngineMissing, EngineNotAuthorized
 from .ledger import GroupLedger
-from .manifest import (DockerManifest, EngineSignature, NativeManifest, PlatformBuild, Resources, encode_manifest,
-                       load_manifest, missing_file_blocks, put_file, read_file, sign_manifest,
-                       signature_from_untrusted)
+from .manifest import (DockerManifest, EngineSignature, NativeManifest, PlatformBuild, Resources, current_platform,
+                       load_manifest, missing_file_blocks, read_file, signature_from_untrusted)
 from .native import PYTHON_SHIM, NativeOptions, NativeRunner, check_timeout
 from .outcome import Outcome
 from .pool import PoolOptions, WarmPool, WorkerSpec
+from .publish import publish_native, publish_signature
 from .sandbox import kill_group
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from lattice.blockstore import BlockStore
 
 
 _MANIFEST_CACHE = 1024
 #: The variable an engine reads its task's ``runner.metadata`` from, as JSON.
 METADATA_ENV = "MESHD_TASK_METADATA"
-
-
-def current_platform() -> str:
-    """This node's platform key, e.g. ``"linux-x86_64"``."""
-    machine = _platform.machine().lower() or "unknown"
-    return f"{sys.platform}-{ {'amd64': 'x86_64', 'arm64': 'aarch64'}.get(machine, machine)}"
 
 
 class DockerBackend(Protocol):
@@ -596,77 +590,6 @@ def _write_dir(cache: Path, final: Path, build: PlatformBuild, data: bytes) -> N
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _deterministic_tar(root: Path) -> bytes:
-    """A tar of ``root`` that depends only on names, contents and exec bits."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if "__pycache__" in rel.split("/") or path.is_symlink():
-                continue
-            info = tf.gettarinfo(str(path), arcname=rel)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            if path.is_dir():
-                info.mode = 0o755
-                tf.addfile(info)
-            else:
-                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-                with open(path, "rb") as f:
-                    tf.addfile(info, f)
-    return buf.getvalue()
-
-
-def publish_native(store: "BlockStore", path: str | os.PathLike[str], name: str, *,
-                   executable: str | None = None, protocol: str = "json", resources: Resources = Resources(),
-                   interpreter: str | None = None, args: Sequence[str] = (), serve_args: Sequence[str] | None = None,
-                   entry: str | None = None, platform: str | None = None,
-                   comparator: Mapping[str, Any] | None = None, deterministic: bool = False) -> CID:
-    """Store an engine and its manifest; return the manifest CID.
-
-    Args:
-        store: Destination block store.
-        path: A single executable/script (format ``exe``; ``executable``
-            defaults to its file name), a directory (packed as a
-            deterministic tar, ``__pycache__`` skipped; ``executable`` is a
-            path inside it), or a ``.tar``/``.tar.gz`` archive.
-        name: Human-readable engine name.
-        platform: Platform key; default :func:`current_platform`.
-        Other arguments: the manifest fields of the same name.
-
-    Raises:
-        BadManifest: the fields do not form a valid manifest.
-    """
-    p = Path(path)
-    if p.is_dir():
-        if executable is None:
-            raise BadManifest("publishing a directory needs executable (a path inside it)")
-        file_cid, fmt = put_file(store, _deterministic_tar(p)), "tar"
-    elif p.name.endswith((".tar", ".tar.gz", ".tgz")):
-        if executable is None:
-            raise BadManifest("publishing an archive needs executable (a path inside it)")
-        file_cid, fmt = put_file(store, p), "tar"
-    else:
-        file_cid, fmt = put_file(store, p), "exe"
-        executable = executable or p.name
-    manifest = NativeManifest(
-        name=name, platforms={platform or current_platform(): PlatformBuild(file_cid, executable, fmt)},
-        protocol=protocol, resources=resources, interpreter=interpreter, args=tuple(args),
-        serve_args=None if serve_args is None else tuple(serve_args), entry=entry, comparator=comparator,
-        deterministic=deterministic)
-    cid, data = encode_manifest(manifest)
-    store.put(cid, data)  # last: the manifest appears only once its files are stored
-    return cid
-
-
-def publish_signature(store: "BlockStore", engine_cid: CID, private_key: "Ed25519PrivateKey") -> CID:
-    """Sign ``engine_cid``, store the ``meshd/engine-sig`` record, return its CID."""
-    cid, data = sign_manifest(engine_cid, private_key).encode()
-    store.put(cid, data)
-    return cid
 
 
 __all__ = ["DockerBackend", "EngineHost", "HostOptions", "HostStatistics", "current_platform",

@@ -61,7 +61,9 @@ Files (the content a manifest links) are stored and read by
 from __future__ import annotations
 
 import math
+import platform as _platform
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -93,6 +95,12 @@ _PLATFORM_RE: Final = re.compile(r"^[a-z0-9]+-[a-z0-9_]+$")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 _ENTRY_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 _INTERP_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
+def current_platform() -> str:
+    """This node's platform key, e.g. ``"linux-x86_64"`` (the keys of ``platforms``)."""
+    machine = _platform.machine().lower() or "unknown"
+    return f"{sys.platform}-{ {'amd64': 'x86_64', 'arm64': 'aarch64'}.get(machine, machine)}"
 
 
 @dataclass(frozen=True)
