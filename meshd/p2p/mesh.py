@@ -65,6 +65,7 @@ from lattice.peers import PeerTable
 from ..runtime.logs import get_logger
 from ..store.objects import Followed, ObjectHost
 from .ratelimit import TokenBucket
+from .redials import PROBE_S, REDIAL_EVERY_S, Redials
 from .wire import TransportError
 
 __all__ = ["Mesh", "MeshOptions", "MeshStatistics", "Refusing", "TokenBucket", "Transport", "rendezvous_rank"]
@@ -80,15 +81,6 @@ WATCH_S = 0.05
 #: the fast pace after a connection change is only a backstop.
 WATCH_FAST_FOR_S = 3.0
 WATCH_QUIET_S = 0.5
-#: A lost peer is redialled at once, then this often for REDIAL_SOON_FOR_S ...
-REDIAL_SOON_S = 0.5
-REDIAL_SOON_FOR_S = 10.0
-#: ... then this often ...
-REDIAL_EVERY_S = 2.0
-#: ... for this long after its connection went away (see Mesh._watch_loop).
-REDIAL_FOR_S = 600.0
-#: A first redial that fails faster than this was refused, not lost: the peer is suspected dead.
-PROBE_S = 1.0
 #: How often connections are weighed against ``max_peers`` (lattice.topology) ...
 PLAN_EVERY_S = 1.0
 #: ... sparing connections younger than this (a newcomer hears of the mesh through them) ...
@@ -377,8 +369,7 @@ class Mesh:
           horizon; a dial that hangs proves nothing and leaves it to the
           horizon.  Its next presence makes it live again.
         """
-        lost: dict[str, float] = {}  # peer -> when it was first missed
-        last_dial: dict[str, float] = {}
+        redials = Redials()
         was: set[str] = set()
         greeted: set[str] = set()
         dialing: set[str] = set()  # one dial per peer at a time
@@ -421,7 +412,7 @@ class Mesh:
             greeted = (greeted | joined) & connected
             for peer in was - connected:
                 if now - closed_by_us.pop(peer, float("-inf")) > REDIAL_EVERY_S:
-                    lost.setdefault(peer, now)
+                    redials.lose(peer, now)
             if was - connected:
                 # Our presence lists our connections (links), on whose word peers
                 # not connected to the lost one count it live: say so now, not
@@ -431,21 +422,12 @@ class Mesh:
             was = connected
             assert self._nursery is not None
             full = len(connected) >= self.options.max_peers
-            for peer, since in list(lost.items()):
-                addrs = self.core.peers.addrs(peer)
-                # A lost peer that is not one of our neighbours is left to
-                # the presence horizon once we hold enough connections.
-                if peer in connected or now - since > REDIAL_FOR_S or not addrs or \
-                        (full and peer not in self._neighbours):
-                    del lost[peer]
-                    last_dial.pop(peer, None)
-                    continue
-                first = peer not in last_dial
-                # Soon after the loss more often: a restarted node is back within seconds.
-                every = REDIAL_SOON_S if now - since < REDIAL_SOON_FOR_S else REDIAL_EVERY_S
-                if peer not in dialing and (first or now - last_dial[peer] >= every):
-                    last_dial[peer] = now
-                    self._nursery.start_soon(redial, peer, tuple(addrs), first)
+            # A lost peer that is not one of our neighbours is left to the
+            # presence horizon once we hold enough connections.
+            for peer, addrs, probe in redials.due(now, connected=connected, addrs=self.core.peers.addrs,
+                                                  keep=lambda p: not full or p in self._neighbours,
+                                                  dialing=dialing):
+                self._nursery.start_soon(redial, peer, addrs, probe)
             if now >= next_plan:
                 next_plan = now + PLAN_EVERY_S
                 step = self._plan(now, closed_on_us)
@@ -454,10 +436,9 @@ class Mesh:
                         self._nursery.start_soon(trim, peer)
                 for peer in step.dial:
                     addrs = self.core.peers.addrs(peer)
-                    if addrs and peer not in dialing and now - last_dial.get(peer, float("-inf")) >= REDIAL_EVERY_S:
-                        last_dial[peer] = now
+                    if addrs and peer not in dialing and redials.may_plan(peer, now):
                         self._nursery.start_soon(redial, peer, tuple(addrs), False)
-            await self._watch_pause(bool(lost or dialing))
+            await self._watch_pause(bool(redials.lost or dialing))
 
     async def _watch_pause(self, busy: bool) -> None:
         """The watch loop's sleep: short while connections change, long (but
