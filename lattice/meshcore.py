@@ -10,8 +10,9 @@ the daemon's pump and the simulation both drive:
   bodies named in the queue, result outputs, engine signatures).  Every CID
   found in a newly applied op is wanted from the fetcher, first from the peer
   the record names (``runner``/``by``) or else the peer that sent the delta,
-  and given up after ``prefetch_retries`` asks ended without it; callers add
-  their own wants with :meth:`MeshCore.want`;
+  and given up after ``prefetch_retries`` asks ended without it
+  (:mod:`lattice.linkedblocks`); callers add their own wants with
+  :meth:`MeshCore.want`;
 * the :class:`~lattice.peers.PeerTable` (signed presence, liveness, dials);
 * when to announce: a change after a quiet ``announce_coalesce_s`` is
   announced at once, and changes within that window of an announcement
@@ -76,41 +77,32 @@ A two-node loop, runnable as is::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import codec, hpcp
 from .admission import FollowQuota, TokenBucket
-from .blockstore import held_of
 from .cid import CID
-from .errors import BadInput, StoreError
+from .errors import BadInput
 from .fetcher import Fetcher, FetchOptions
 from .goho import Change, Cursor, Replica
+from .linkedblocks import LINK_PROVIDERS, LINKED, MAX_LINK_DEPTH, MAX_LINKS_PER_DELTA, LinkedBlocks
 from .meshoptions import MeshCoreOptions, MeshStatistics
 from .meshout import Broadcast, Changed, Dial, Fetched, Follow, Output, Request
 from .newcomers import Newcomers
 from .peers import PRESENCE_TYPE, PeerTable, PeerTableOptions, Received
 from .signing import Signer, peer_id_of
-from .state import decode_value
 
-__all__ = ["Broadcast", "Changed", "Dial", "Fetched", "Follow", "MeshCore", "MeshCoreOptions",
-           "MeshStatistics", "Output", "Request", "TokenBucket"]
+__all__ = ["Broadcast", "Changed", "Dial", "Fetched", "Follow", "LINKED", "LINK_PROVIDERS", "MAX_LINKS_PER_DELTA",
+           "MAX_LINK_DEPTH", "MeshCore", "MeshCoreOptions", "MeshStatistics", "Output", "Request", "TokenBucket"]
 
-#: The fetcher owner of linked-block wants (syncers own theirs by genesis).
-LINKED: Hashable = ("meshcore", "linked")
 #: Announcements of objects we do not follow (yet) kept for :meth:`MeshCore.follow`.
 MAX_STASHED = 256
 #: Most block CIDs served for one request.
 MAX_SERVED_CIDS = 1024
 #: Most block bytes in one answer.
 MAX_SERVED_BYTES = 4 * 1024 * 1024
-#: Peers besides the hint offered as providers of one linked block.
-LINK_PROVIDERS = 6
-#: Levels of maps and lists searched for links in one op value.
-MAX_LINK_DEPTH = 4
-#: Most linked blocks wanted for one delta (an honest delta has at most 5,000 ops).
-MAX_LINKS_PER_DELTA = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,18 +113,6 @@ class _Pending:
     genesis: CID | None  # None: a linked-block ask
     fetch_id: int = 0
     cids: frozenset[CID] = frozenset()
-
-
-def _links(value: Any, out: list[CID], depth: int = 0) -> int:
-    """Append the links in ``value`` to ``out``; return how many containers were too deep."""
-    t = type(value)
-    if t is CID:
-        out.append(value)
-    elif t is dict or t is list:
-        if depth >= MAX_LINK_DEPTH:
-            return 1
-        return sum(_links(v, out, depth + 1) for v in (value.values() if t is dict else value))
-    return 0
 
 
 class MeshCore:
@@ -189,9 +169,8 @@ class MeshCore:
         self._stash: dict[CID, tuple[str, bytes]] = {}  # announce of an object not followed yet
         self._follows = FollowQuota(o.follow_per_author, o.max_auto_follow,
                                     hpcp.signed_announce_untrusted)
-        self._linked: set[CID] = set()  # linked CIDs wanted
-        self._arrived: set[CID] = set()  # ... of which the core stored the block
-        self._rounds: dict[CID, int] = {}  # ... stuck ones: times offered to the live peers again
+        #: Blocks that records link to, wanted and stored (lattice.linkedblocks).
+        self.linked_blocks = LinkedBlocks(me, store, self.fetcher, self.peers, self.reject, o)
         self._dirty: set[CID] = set()
         self._pushable: set[CID] = set()  # dirty by a local change: its announcement pushes the heads
         self._announce_at: float | None = None
@@ -325,7 +304,7 @@ class MeshCore:
             self.fetcher.on_failure(p.fetch_id, now)
             self._dial(p.peer, now, out)
         else:
-            self._on_linked_blocks(p, data, now)
+            self._counts["prefetched"] += self.linked_blocks.on_blocks(p.fetch_id, p.cids, data, now)
         return self._end(out, now)
 
     def presence_now(self) -> None:
@@ -392,7 +371,7 @@ class MeshCore:
                 new.append(c)
         if here:
             out.append(Fetched(done=tuple(here)))
-        self._want_linked(new, hint, now, extra=list(providers))
+        self.linked_blocks.want(new, hint, now, extra=list(providers))
         return self._end(out, now)
 
     def tick(self, now: float) -> list[Output]:
@@ -410,7 +389,7 @@ class MeshCore:
         if now >= self._next_anti_entropy:
             self._next_anti_entropy = now + o.announce_interval_s
             out += [self._announce(g, now) for g, s in self.syncers.items() if s.replica.heads]
-            self._retry_stuck(now)
+            self.linked_blocks.retry_stuck(now)
         if now >= self._next_presence:
             self._next_presence = now + o.presence_interval_s
             out.append(Broadcast(self._presence(now)))
@@ -488,13 +467,18 @@ class MeshCore:
 
     # -- internals -------------------------------------------------------------------
 
+    @property
+    def _linked(self) -> set[CID]:
+        """The linked CIDs wanted (:attr:`LinkedBlocks.wanted`)."""
+        return self.linked_blocks.wanted
+
     def _has(self, cid: CID) -> bool:
         """The shared fetcher's test: is ``cid`` here for whoever wants it."""
         owner = self.fetcher.owner_of(cid)
-        if owner == LINKED or (owner is None and cid in self._linked):
+        if owner == LINKED or (owner is None and cid in self.linked_blocks.wanted):
             # Only blocks the core stored count (the store was asked when
             # the want began): a slow store is not asked on every plan.
-            return cid in self._arrived
+            return cid in self.linked_blocks.arrived
         s = self.syncers.get(owner) if owner is not None else None
         if s is not None:
             return s.has(cid)
@@ -574,63 +558,6 @@ class MeshCore:
             ask_id = self._new_ask(_Pending(a.peer, None, a.id, frozenset(a.cids)))
             out.append(Request(ask_id, a.peer, hpcp.encode_want(a.cids)))
 
-    def _want_linked(self, cids: list[CID], hint: str | None, now: float, *, extra: list[str] = ()) -> None:
-        if not cids:
-            return
-        self._linked.update(cids)
-        self.fetcher.want(cids, hint, now, owner=LINKED)
-        others = [p for p in dict.fromkeys([*extra, *self.peers.live(now)]) if p not in (self.me, hint)]
-        for c in cids:
-            for p in others[:LINK_PROVIDERS]:
-                self.fetcher.add_provider(c, p)
-
-    def _retry_stuck(self, now: float) -> None:
-        """Offer linked blocks that every provider lacked to the live peers again.
-
-        A peer that said it lacks a block may have fetched it since (it
-        relayed the record before the block): ask again a few rounds, then
-        give up, so a block nobody holds is not wanted forever.
-        """
-        stuck = self.fetcher.stuck(owner=LINKED)
-        give_up = []
-        for c in stuck:
-            n = self._rounds[c] = self._rounds.get(c, 0) + 1
-            if n > self.options.prefetch_retries:
-                give_up.append(c)
-        self.fetcher.abandon(give_up)
-        peers = [p for p in self.peers.live(now) if p != self.me]
-        if peers and len(stuck) > len(give_up):
-            self.fetcher.add_peers(peers, owner=LINKED)
-
-    def _on_linked_blocks(self, p: _Pending, data: bytes, now: float) -> None:
-        try:
-            msg = hpcp.decode_message_untrusted(data, verify=False)
-        except BadInput:
-            msg = None
-        if msg is None or msg["t"] != "hpcp/blocks":
-            self.reject("bad_blocks")
-            self.fetcher.on_failure(p.fetch_id, now)
-            return
-        got: dict[CID, None] = {}
-        good: list[tuple[CID, bytes]] = []
-        for c, d in msg["blocks"]:
-            if c in p.cids and c not in got:
-                got[c] = None
-                if c.verify(d):
-                    good.append((c, d))
-        if len(good) != len(got):
-            self.reject("block_hash_mismatch")  # the fetcher stops asking this peer for them
-        if good:
-            try:
-                self.store.put_many(good)
-            except StoreError:
-                self.reject("store_error")
-                self.fetcher.on_failure(p.fetch_id, now)
-                return
-            self._arrived.update(c for c, _ in good)
-            self._counts["prefetched"] += len(good)
-        self.fetcher.on_answer(p.fetch_id, list(got), [c for c in msg["missing"] if c in p.cids], now)
-
     def _pull_changes(self) -> list[tuple[CID, Change]]:
         """What every followed replica applied since the last pull, per replica oldest first."""
         return [(g, change) for g, cursor in list(self._cursors.items()) for change in cursor.pull()]
@@ -645,54 +572,12 @@ class MeshCore:
             # the peer that sent the delta may hold it too.
             author = peer_id_of(change.delta.author)
             sender = author if author is not None and author != self.me else self._last_sender.get(g)
-            found: dict[CID, str | None] = {}
-
-            def collect(value: Any) -> None:
-                links: list[CID] = []
-                if (deep := _links(value, links)):
-                    self.reject("links_dropped", deep)
-                # A record written by a runner names it ("runner"/"by"): it
-                # surely holds the blocks it links (its output), so ask it first.
-                hint = None
-                if type(value) is dict:
-                    for k in ("runner", "by"):
-                        v = value.get(k)
-                        if isinstance(v, str) and v in self.peers:
-                            hint = v
-                            break
-                for c in links:
-                    found.setdefault(c, hint or sender)
-
-            for _, enc in change.adds:
-                collect(decode_value(enc))
-            for key in change.puts:
-                collect(syncer.replica.state.register(key))
-            by_hint: dict[str | None, list[CID]] = {}
-            ask = [c for c in found if c not in self.syncers and not self.fetcher.is_wanted(c)]
-            held = held_of(self.store, ask)
-            ask = [c for c in ask if c not in held]
-            if len(ask) > MAX_LINKS_PER_DELTA:
-                self.reject("links_dropped", len(ask) - MAX_LINKS_PER_DELTA)
-                ask = ask[:MAX_LINKS_PER_DELTA]
-            room = max(0, self.options.max_linked_wanted - len(self._linked))
-            if len(ask) > room:
-                # Not prefetched: a role that needs one fetches it on demand.
-                self.reject("prefetch_full", len(ask) - room)
-                ask = ask[:room]
-            for c in ask:
-                by_hint.setdefault(found[c], []).append(c)
-            for hint, cids in by_hint.items():
-                self._want_linked(cids, hint, now)
+            self.linked_blocks.discover(change, syncer.replica, sender, self.syncers, now)
 
     def _end(self, out: list[Output], now: float) -> list[Output]:
         """Finish an input: links of applied ops, linked-block asks and endings."""
         self._discover_links(now)
         self._requests_for(self.fetcher.plan(now, owner=LINKED), out)
-        fin = self.fetcher.take_finished(owner=LINKED)
-        if fin.done or fin.abandoned:
-            for c in fin.done + fin.abandoned:
-                self._linked.discard(c)
-                self._arrived.discard(c)
-                self._rounds.pop(c, None)
-            out.append(Fetched(fin.done, fin.abandoned))
+        if (fin := self.linked_blocks.finished()) is not None:
+            out.append(fin)
         return out
