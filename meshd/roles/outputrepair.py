@@ -2,7 +2,7 @@
 
 A runner finishing a task makes three commits: the result record, the write
 of the output to the task's destination dataset, and the queue's completion
-(:meth:`meshd.roles.runner.Runner._record`).  Each is announced on its own.
+(:meth:`meshd.roles.attempts.Attempts.record`).  Each is announced on its own.
 When the runner dies between announcing them and serving their blocks, its
 peers may hold the completion and the result record but never the dataset
 write: the task is ``completed`` everywhere, nothing will run it again, and

@@ -13,7 +13,7 @@ just before the engine would start, means:
 * one runner answers a task from the cache, once: the claim dedupes, as it
   does for runs.
 
-A hit is recorded as a run is (``meshd.roles.runner.Runner._record``): a
+A hit is recorded as a run is (``meshd.roles.attempts.Attempts.record``): a
 result record for the task with the source's output (this runner vouches
 for it, in its own signed delta, as for its own runs), then the completion.
 Both carry ``cached``: the CID of the source result record, so the task's

@@ -8,7 +8,8 @@ record + completion) or a failed attempt; after ``max_attempts`` failures the
 task is ``failed`` with the last reason.
 
 Durability: the result record is committed before the completion, so a crash
-between the two re-runs the task (a duplicate result, never a lost one).  On
+between the two re-runs the task (a duplicate result, never a lost one); one
+attempt's run and record are :class:`meshd.roles.attempts.Attempts`.  On
 start the runner voids leases it still holds from a previous life (a failed
 attempt "runner restarted"), so those tasks run again at once rather than
 after their lease expires.
@@ -16,20 +17,18 @@ after their lease expires.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
 import trio
 
 from engines.errors import EngineMissing
 from engines.outcome import Outcome
-from lattice import codec, dataset, queue, results, unixfs
+from lattice import codec, queue
 from lattice.cid import CID
 from lattice.errors import BadInput, BlockNotFound, StoreError
-from lattice.task import engine_of, image_of, metadata_of, result_of
+from lattice.task import engine_of, metadata_of
 
 from ..node import now_ms
 from ..runtime.logs import get_logger
@@ -40,14 +39,15 @@ from .ports import (
     QueuePort,
     TaskSource,
     TrustPort,
-    write_destination,
 )
+from .attempts import Attempts
 from .checkpointing import Checkpointing
 from .claimer import Claimer
 from .gate import Gate, Yielding
 from .leases import Leases
 from .replica_cap import ReplicaCap
 from .resultcache import ResultCache
+from .runner_options import RunnerOptions
 
 if TYPE_CHECKING:
     from ..store.objects import Followed
@@ -62,78 +62,6 @@ _RECORD_GRACE_S = 5.0
 #: this many per engine call (a dead worker fails its whole batch).
 _BATCH_BELOW_S = 0.05
 _MAX_BATCH = 64
-
-
-@dataclass(frozen=True)
-class RunnerOptions:
-    """Runner tuning (from ``[runner]``).
-
-    Attributes:
-        slots: Tasks run at once.
-        max_attempts: Attempts before a task is failed (a task's own
-            ``max_attempts`` overrides it).
-        lease_s: How long a claim lasts without renewal (default 10 s).  A
-            runner renews the leases of the attempts it has started every
-            third of a lease, each renewal for longer as the attempt ages
-            (up to 8 leases), so a task may run for hours at a few records
-            an hour, while a dead runner's young tasks move within one
-            lease and a claimed task that never started moves after one.
-        task_timeout_s: Ceiling on one attempt's wall-clock time; the engine
-            manifest's own ``timeout_s`` applies below it (the daemon passes
-            this ceiling to the engine host as ``max_resources.timeout_s``).
-        warm: Run engines in warm worker pools when they support it.
-        idle_poll_s: Longest sleep between queue checks (lease expiry).
-        defer_s: In a mesh, how long the k-th preferred runner of a task
-            waits (times k) before claiming it (rendezvous hashing,
-            :func:`lattice.claims.runner_claim_delay`).
-        ahead_s: In a mesh, claim at most about this many seconds of work
-            per slot ahead of running it (default 2 s, one presence
-            interval): the rest stays in the shared queue for idle runners.
-        reserve_s: In a mesh, the lease of a claim made ahead, beyond the
-            idle slots (a *reservation*, default 3 s, plus the claim's
-            settle when it is a steal).  A reservation is renewed once it
-            starts; one that a stopped or slow runner never started is
-            ``available`` again this soon, rather than after a whole lease.
-        recent_s: Runners heard from within this long still rank (default
-            30 s): the share of one that went silent (stopped, cut off, or
-            its presence late under load) is stolen, after a deferral and a
-            settle, rather than claimed at once as another's own share, which
-            would run it twice if the silent runner is still working.
-        fresh_s: A runner heard from within this long (default 3 s, one
-            presence interval and a half) that announced idle slots keeps
-            its share: nobody steals from it.
-        catch_up: Before claiming, wait (at most 5 s) for a peer's presence
-            and the queue's first answers: set when the node joins a mesh
-            through bootstrap peers (``[p2p] bootstrap``).
-    """
-
-    slots: int = 1
-    max_attempts: int = 3
-    lease_s: float = 10.0
-    task_timeout_s: float = 60.0
-    warm: bool = True
-    idle_poll_s: float = 1.0
-    defer_s: float = 0.5
-    ahead_s: float = 2.0
-    reserve_s: float = 3.0
-    recent_s: float = 30.0
-    fresh_s: float = 3.0
-    catch_up: bool = False
-
-    def __post_init__(self) -> None:
-        if (self.slots < 1 or self.max_attempts < 1 or self.lease_s <= 0 or self.task_timeout_s <= 0
-                or self.ahead_s <= 0 or self.reserve_s <= 0):
-            raise ValueError("runner options must be positive")
-
-    @property
-    def lease_ms(self) -> int:
-        """A claim's first lease; a started attempt is renewed (``meshd.roles.leases``)."""
-        return int(self.lease_s * 1000)
-
-    @property
-    def reserve_ms(self) -> int:
-        """A reservation's lease before its settle (at most a lease)."""
-        return int(min(self.reserve_s, self.lease_s) * 1000)
 
 
 class RunnerMesh(PeerView, Protocol):
@@ -213,8 +141,6 @@ class Runner(Yielding):
         self.claimer = Claimer(node, defer_s=options.defer_s, recent_s=options.recent_s, fresh_s=options.fresh_s)
         self.planner = self.claimer.planner
         self.replica_cap = ReplicaCap(node, options.slots, options.lease_ms)
-        self._invalid: set[CID] = set()  # tasks whose definition failed validation (fail at once)
-        self._sig_retry: dict[CID, float] = {}  # signature CIDs not fetchable: when to try again
         self._slot_freed = trio.Event()
         self.leases = Leases(node, lease_ms=options.lease_ms, reserve_ms=options.reserve_ms)  # held, started, renewed
         self._engine_slots = trio.CapacityLimiter(options.slots)
@@ -224,6 +150,8 @@ class Runner(Yielding):
         self._given_back: set[CID] = set()  # claims released (void record written or on its way)
         self.checkpointing = Checkpointing(node)
         self.cache = ResultCache(node)  # lookups before a run, pairs on results (meshd/roles/resultcache.py)
+        self.attempts = Attempts(node, host, options, leases=self.leases, checkpointing=self.checkpointing,
+                                 cache=self.cache, replica_cap=self.replica_cap, stats=self.stats)  # run and record one
         self._cancelled: set[CID] = set()  # runs stopped because their task was cancelled
         self._nursery: trio.Nursery | None = None
         self._drain_scope: trio.CancelScope | None = None
@@ -474,7 +402,7 @@ class Runner(Yielding):
                         self.leases.start(t, self._avg_s)
                         self._publish_load()
                         t0 = time.perf_counter()
-                        outcome, rec = await self._execute(t)
+                        outcome, rec = await self.attempts.execute(t)
                         self._avg_s = 0.9 * self._avg_s + 0.1 * (time.perf_counter() - t0)
                     else:
                         self.stats["lease_lost"] = self.stats.get("lease_lost", 0) + 1
@@ -507,7 +435,7 @@ class Runner(Yielding):
             # hold the shutdown (the task then runs again, a duplicate result
             # at worst, never a lost one).
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _RECORD_GRACE_S) as scope:
-                await self._record(t, attempt, outcome, rec, seconds)
+                await self.attempts.record(t, attempt, outcome, rec, seconds)
             if scope.cancelled_caught:
                 log.warning("record_abandoned", task=str(t), seconds=_RECORD_GRACE_S)
         except StoreError as exc:
@@ -617,184 +545,6 @@ class Runner(Yielding):
         self._publish_load()
         ev, self._slot_freed = self._slot_freed, trio.Event()
         ev.set()
-
-    async def _execute(self, t: CID) -> tuple[Outcome, dict[str, Any] | None]:
-        try:
-            rec = self.node.task_record(t)
-        except BlockNotFound:
-            return Outcome(ok=False, error=f"task body {t} is not available"), None
-        except BadInput as exc:
-            return Outcome(ok=False, error=f"invalid task: {exc}"[:500]), None
-        try:
-            try:
-                td = self.node.task_definition(rec)
-            except BlockNotFound:
-                # Linked definitions are not prefetched with the queue: fetch it now.
-                await self.node.fetch_blocks([rec["taskDefinition"]], timeout_s=15.0)
-                td = self.node.task_definition(rec)
-        except BlockNotFound:
-            return Outcome(ok=False, error=f"task definition {rec['taskDefinition']} is not available"), rec
-        except BadInput as exc:
-            # Content-addressed, so invalid for good: fail the task at once.
-            self._invalid.add(t)
-            return Outcome(ok=False, error=f"invalid task definition: {exc}"[:500]), rec
-        engine = engine_of(rec, td)
-        if engine is None and image_of(rec, td) is not None:
-            engine = await self.node.engine_for(rec, td)
-            if engine is None:
-                return Outcome(ok=False, error=f"no published engine matches metadata.image {image_of(rec, td)!r}"), rec
-        if engine is None:
-            return Outcome(ok=False, error="task names no engine (runner.engine)"), rec
-        metadata = metadata_of(rec, td)
-        signatures = self.node.engine_signatures(engine)
-        await self._fetch_signatures(engine, signatures)
-        # Authorization before the input is read: a dataset input may be
-        # large, and an engine this node refuses must cost no read of it.
-        authorized = getattr(self.host, "authorized", None)
-        inp = rec["input"]
-        if "value" in inp:
-            value = inp["value"]
-        elif authorized is not None and not authorized(engine, signatures):
-            value = None  # the host refuses the engine below, before looking at the input
-        else:
-            try:
-                value = await self._dataset_value(inp["dataset"], inp["path"])
-            except ValueError as exc:  # over the read budget (lattice.dataset.DatasetTooLarge)
-                return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']}: {exc}"[:500]), rec
-            if value is None:
-                return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']} is empty or unknown"), rec
-        if authorized is None or authorized(engine, signatures):
-            # Not for an engine this node refuses: it would vouch for its result.
-            pair = self.cache.note(t, engine, value, metadata)
-            if pair is not None and (hit := await self.cache.lookup(t, rec, pair)) is not None:
-                return Outcome(ok=True, output=codec.to_json(hit.output), runner="cache"), rec
-        payload = codec.to_json(value)
-        # An engine published elsewhere arrives block by block (manifest, file
-        # node, chunks): fetch what is missing and try again.
-        for _ in range(6):
-            try:
-                run = functools.partial(self.host.run, engine, payload, warm=None if self.options.warm else False,
-                                        signatures=signatures, **({"metadata": metadata} if metadata else {}))
-                every = rec.get("checkpoint_s")
-                held = self.leases.held.get(t)
-                if every and held is not None:  # resumes from the task's latest checkpoint, records new ones
-                    outcome = await self.checkpointing.run(t, held.n, every, lambda d: run(checkpoint=d))
-                else:
-                    outcome = await run()
-                break
-            except EngineMissing as exc:
-                missing = [c for c in exc.missing if type(c) is CID]
-                if not missing or not await self.node.fetch_blocks(missing, timeout_s=15.0):
-                    outcome = Outcome(ok=False, error=f"engine blocks missing: {exc} ({len(exc.missing)} block(s))")
-                    break
-        else:
-            outcome = Outcome(ok=False, error="engine blocks missing after repeated fetches")
-        return outcome, rec
-
-    async def _fetch_signatures(self, engine: CID, signatures: list[CID]) -> None:
-        """Fetch ``engine``'s signature blocks that are not here, briefly, before the host decides.
-
-        The host decides on the blocks in the store and never waits for one
-        (a bogus CID in the engines registry must not stall attempts), but a
-        real signature published on another node may not have arrived yet.
-        So, only for an engine not authorized on what is here, the runner
-        fetches the absent blocks for at most 3 s, and skips a CID that could
-        not be fetched for 5 minutes.  Cancellation leaves what was fetched.
-        """
-        authorized = getattr(self.host, "authorized", None)
-        if authorized is None or authorized(engine, signatures):
-            return
-        now = time.monotonic()
-        has = self.node.store.has
-        absent = [c for c in signatures if self._sig_retry.get(c, 0.0) <= now and not has(c)]
-        if absent and not await self.node.fetch_blocks(absent, timeout_s=3.0):
-            if len(self._sig_retry) > 10_000:
-                self._sig_retry.clear()
-            for c in absent:
-                if not has(c):
-                    self._sig_retry[c] = now + 300.0
-
-    async def _dataset_value(self, genesis: CID, path: str, timeout_s: float = 10.0) -> Any:
-        """The value at ``genesis/path``, waiting briefly for the mesh to deliver it."""
-        obj = self.node.dataset_obj(genesis, create=True)
-        assert obj is not None
-        value = dataset.get(obj.replica, path)
-        if value is not None or self.node.mesh is None:
-            return value
-        await self.node.mesh.query(obj)
-        with trio.move_on_after(timeout_s):
-            while value is None:
-                await self.node.wait_changed(obj, timeout_s)
-                value = dataset.get(obj.replica, path)
-        return value
-
-    def _destination(self, rec: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The task's result destination, its own or its definition's (:func:`lattice.task.result_of`)."""
-        if not rec:
-            return None
-        try:
-            return result_of(rec, self.node.task_definition(rec))
-        except (BlockNotFound, BadInput):
-            return result_of(rec)
-
-    async def _record(self, t: CID, attempt: int, outcome: Outcome, rec: dict[str, Any] | None, seconds: float) -> None:
-        node, me, now = self.node, self.node.peer_id, now_ms()
-        self.stats["runs"] += 1
-        output = None
-        cache_fields, hit = self.cache.take(t)
-        if outcome.ok:
-            try:
-                output = codec.from_json(outcome.output)
-                out_cid, out_data = codec.encode_block(output)
-            except BadInput as exc:
-                outcome = Outcome(ok=False, error=f"output is not DAG-CBOR encodable: {exc}", stderr=outcome.stderr)
-            else:
-                if len(out_data) > results.MAX_OUTPUT_BYTES:
-                    outcome = Outcome(ok=False, error=f"output is {len(out_data)} bytes encoded; peers can fetch "
-                                      f"at most {results.MAX_OUTPUT_BYTES} (write large data to a dataset in parts)",
-                                      stderr=outcome.stderr)
-        if outcome.ok:
-            blocks = [(out_cid, out_data)]
-            if len(out_data) > results.OUTPUT_FILE_BYTES:
-                # Also as a UnixFS file of its JSON text, so `ipfs cat` prints it.
-                file, file_blocks = await trio.to_thread.run_sync(
-                    lambda: unixfs.encode_file(results.output_json_bytes(output)))
-                cache_fields = {**cache_fields, "file": file}
-                blocks += file_blocks
-            rrec = results.result_record(node.objects.signer, t, out_cid, me, now,
-                                         duration_s=round(seconds, 4), stderr=outcome.stderr[-2000:], **cache_fields)
-            rcid, rdata = codec.encode_block(rrec)
-            await node.objects.commit(node.results_obj, [results.result_op(rrec)], blocks + [(rcid, rdata)])
-            if (rec or {}).get("verify") and hit is None:
-                # One replica of a verified task: the Verifier completes the
-                # task (and writes its destination) once a quorum agrees.
-                await node.objects.commit(node.queue_obj, [queue.replica_done_op(t, me, now, rcid)])
-                self.replica_cap.recorded(t)
-                self.stats["ok"] += 1
-                node.count("replicas_completed")
-                return
-            dest = self._destination(rec)
-            if dest:
-                await write_destination(node, dest, output)
-            done = queue.complete_op(t, me, now, rcid)
-            if hit is not None:
-                done[2]["cached"] = hit.record_cid  # completed from the result cache, from this result
-                node.count("cache_hits")
-            await node.objects.commit(node.queue_obj, [done])
-            self.stats["ok"] += 1
-            node.count("tasks_completed")
-            log.info("task_completed", task=str(t), attempt=attempt, seconds=round(seconds, 4))
-            return
-        limit = (rec or {}).get("max_attempts") or self.options.max_attempts
-        failures = node.queue.failures(t) + 1
-        final = failures >= limit or t in self._invalid
-        self._invalid.discard(t)
-        op = queue.fail_op(t, me, now, attempt, outcome.error or "failed", final)
-        op[2]["stderr"] = (outcome.stderr or "")[-2000:]
-        await node.objects.commit(node.queue_obj, [op])
-        self.stats["failed"] += 1
-        node.count("attempts_failed")
-        log.info("task_attempt_failed", task=str(t), attempt=attempt, final=final, error=(outcome.error or "")[:200])
 
 
 def create(ctx: RoleContext) -> Runner:
