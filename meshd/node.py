@@ -22,20 +22,12 @@ import contextlib
 import dataclasses
 import itertools
 import os
-import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import psutil
 import trio
 
-from engines.errors import BadManifest
-from engines.host import current_platform, publish_native, publish_signature
-from engines.manifest import Resources, load_manifest
 from lattice import codec, dataset, queue, results, task
 from lattice.checkpoints import CheckpointView
 from lattice.cid import CID
@@ -43,9 +35,13 @@ from lattice.errors import BadCID, BadInput, BlockNotFound
 from lattice.trust import TrustOptions, TrustView
 
 from . import __version__
+from .api.engine_registry import add_engine, list_engines
+from .api.task_status import ended_reason, status_json
 from .errors import BadRequest, NotFound
 from .roles.images import RegistryView, resolve_image
 from .roles.verify import ReplicationPolicy
+from .runtime.inventory import inventory as inventory  # re-exported: meshd.node.inventory
+from .runtime.inventory import node_inventory
 from .store.objects import Followed, ObjectHost
 from .store.peerblocks import PeerBlocks
 from .store.quarantine import Quarantine
@@ -66,53 +62,6 @@ def parse_cid(text: str, what: str = "CID") -> CID:
         return CID.parse_untrusted(text)
     except BadCID as exc:
         raise BadRequest(f"invalid {what} {text[:80]!r}: {exc}", code="bad_cid") from None
-
-
-def inventory(slots: int = 0) -> dict[str, Any]:
-    """What this machine offers, announced in presence.
-
-    Task constraints are matched against ``os``, ``arch``, ``memory``,
-    ``gpu`` and ``labels``; an engine's builds against ``platform``
-    (``engines.host.current_platform``).  ``slots`` is the runner's
-    advertised capacity (0: not a runner), which the claim planner caps by
-    the work a peer has been seen to complete; the runner keeps ``free``
-    (idle slots) and ``backlog`` (claimed, not started) current.
-    """
-    return {
-        "os": platform.system().lower(),
-        "arch": platform.machine().lower(),
-        "platform": current_platform(),
-        "cpus": os.cpu_count() or 1,
-        "memory": psutil.virtual_memory().total,
-        "gpu": bool(shutil.which("nvidia-smi")),
-        "slots": slots,
-        "free": slots,
-        "backlog": 0,
-    }
-
-
-def node_inventory(config: Any) -> dict[str, Any]:
-    """This node's inventory: the machine's (:func:`inventory`) and ``[node] labels``.
-
-    One dict, shared by the node and the mesh's presence (the runner keeps
-    its live fields current in place).
-    """
-    runs = "runner" in getattr(config.node, "roles", ())
-    inv = inventory(int(getattr(getattr(config, "runner", None), "slots", 1) or 1) if runs else 0)
-    inv["labels"] = list(getattr(config.node, "labels", ()))
-    return inv
-
-
-def _ended_reason(st: queue.TaskStatus) -> dict[str, Any]:
-    """Why a task failed (its latest final failure) or who cancelled it and why; empty otherwise."""
-    if st.state == queue.FAILED:
-        final = [f for f in st.failures if f.get("final")]
-        return {"reason": max(final, key=lambda f: (f["n"], f["at"])).get("error") if final else None}
-    if st.state == queue.CANCELLED and st.cancels:
-        first = min(st.cancels, key=lambda c: (c["at"], c["by"]))
-        return {"reason": "cancelled" + (f": {first['reason']}" if first.get("reason") else ""),
-                "cancelled": {"by": first["by"], "at": first["at"], "reason": first.get("reason", "")}}
-    return {}
 
 
 class SubmitClaims(Protocol):
@@ -245,11 +194,6 @@ class Node:
             obj = self.objects.follow(DATASET, str(genesis), genesis=genesis)
         return obj
 
-    def _groups(self, recs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        from .roles.verify import group_outputs
-
-        return group_outputs(recs, self.output_value, None)
-
     # -- peer blocks: validated once, rejected for good (meshd.store.peerblocks) ---------
 
     def task_record(self, cid: CID) -> dict[str, Any]:
@@ -284,85 +228,14 @@ class Node:
         return [c for c in self.engines_obj.replica.state.members(str(engine)) if type(c) is CID]
 
     def _status_json(self, st: queue.TaskStatus, *, with_task: bool = True) -> dict[str, Any]:
-        failures = {(f["by"], f["n"]): f for f in st.failures}
-        completions = {c["by"]: c for c in st.completions}
-        attempts = []
-        for a in st.assignments:
-            f = failures.pop((a.by, a.n), None)
-            c = completions.get(a.by) if f is None else None
-            attempts.append({
-                "runner": a.by, "attempt": a.n, "started": a.at, "lease_until": a.until,
-                "finished": (f or c or {}).get("at"), "ok": True if c else (False if f else None),
-                "error": f.get("error") if f else None, "stderr": f.get("stderr", "") if f else "",
-                "stolen": a.settle > 0,
-            })
-        for (by, n), f in failures.items():  # failures without a visible assignment
-            attempts.append({"runner": by, "attempt": n, "started": None, "lease_until": None, "finished": f["at"],
-                             "ok": False, "error": f.get("error"), "stderr": f.get("stderr", "")})
-        out: dict[str, Any] = {"cid": str(st.task), "state": st.state, "name": self._task_name(st.task),
-                               "attempts": attempts, "result": None}
-        cks = self.checkpoints.of(st.task)
-        if cks:
-            out["checkpoints"] = [{"runner": c.by, "attempt": c.n, "at": c.at, "state": {"/": str(c.state)},
-                                   "size": c.size} for c in cks]
-        if st.completions:
-            first = min(st.completions, key=lambda c: (c["at"], c["by"]))
-            out["result"] = {"/": str(first["result"])}
-            if type(first.get("cached")) is CID:
-                out["cache"] = self._cache_source(first["cached"])
-        out.update(_ended_reason(st))
-        if st.generation:
-            out["generation"] = st.generation  # retries so far (docs/protocol.md, *Cancel and retry*)
-        if st.replication is not None:
-            recs = self.policy.results_of(st.task)
-            groups = [len(g) for g in (self._groups(recs) if recs else [])]
-            k, q = st.replication
-            out["verification"] = {
-                "replicas": k, "quorum": q, "replicas_wanted": st.replicas_wanted,
-                "results": len(recs), "largest_agreement": groups[0] if groups else 0,
-                "state": "verified" if st.state == queue.COMPLETED else "awaiting quorum",
-                "verdict": codec.to_json(self.trust.verdict(st.task)) if self.trust.verdict(st.task) else None,
-            }
-            live = self.live_runner_count()
-            if st.state != queue.COMPLETED and live < k:
-                # Otherwise silent: the task would sit at "awaiting quorum" for ever.
-                out["verification"]["warning"] = (f"needs {k} distinct runners, and {live} live runner(s) "
-                                                  f"are in the mesh: it cannot reach its quorum until more join")
-        if with_task:
-            try:
-                out["task"] = codec.to_json(self.task_record(st.task))
-            except BlockNotFound:
-                out["task"] = None
-            except BadInput as exc:
-                out["task"] = None
-                out["rejected"] = str(exc)
-        return out
-
-    def _cache_source(self, record: CID) -> dict[str, Any]:
-        """The source of a completion from the result cache: its result record, and that record's task
-        and runner when the record block is here (docs/protocol.md, *Result cache*)."""
-        out: dict[str, Any] = {"hit": True, "result": {"/": str(record)}}
-        try:
-            src = codec.decode_untrusted(self.store.get(record))
-        except (BlockNotFound, BadInput):
-            return out
-        if type(src) is dict and type(src.get("task")) is CID:
-            out["task"] = {"/": str(src["task"])}
-            out["runner"] = src.get("runner")
-        return out
+        """Task ``st`` as the API shows it (:func:`meshd.api.task_status.status_json`)."""
+        return status_json(self, st, with_task=with_task)
 
     def live_runner_count(self) -> int:
         """Runners seen lately, this node included when it runs tasks."""
         if self.mesh is not None:
             return len(self.mesh.live_runners())
         return 1 if "runner" in self.config.node.roles else 0
-
-    def _task_name(self, cid: CID) -> str | None:
-        try:
-            name = self.task_record(cid).get("name")
-        except (BlockNotFound, BadInput):
-            return None
-        return name if isinstance(name, str) else None
 
     # -- NodeService: tasks -------------------------------------------------------------
 
@@ -563,7 +436,7 @@ class Node:
                         **({"file": str(r["file"])} if type(r.get("file")) is CID else {})})
         answer: dict[str, Any] = {"task": str(c), "results": out, "state": st.state if st is not None else None}
         if st is not None:
-            answer.update(_ended_reason(st))
+            answer.update(ended_reason(st))
         return answer
 
     async def _wait_any(self, since: list[tuple[Followed, int]]) -> None:
@@ -645,67 +518,12 @@ class Node:
     # -- NodeService: engines -----------------------------------------------------------
 
     async def add_engine(self, name: str, files: dict[str, bytes], executable: str, manifest: dict) -> dict:
-        if not files:
-            raise BadRequest("an engine needs at least one file", code="no_files")
-        try:
-            res = manifest.get("resources") or {}
-            resources = Resources(**res) if isinstance(res, dict) else Resources()
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(f"invalid resources: {exc}", code="bad_manifest") from None
-        # Files, manifest and signature blocks: disk and store I/O, in a worker thread.
-        cid, sig = await self.objects.run_io(self._publish_engine, name, files, executable, manifest, resources)
-        # The signature block rides inline in the registry's delta: a peer
-        # that learns of the engine holds its signature too (the host never
-        # fetches missing signatures).
-        sig_block = await self.objects.run_io(self.store.get, sig)
-        await self.objects.commit(self.engines_obj, [["add", str(cid), sig], ["put", f"name/{name}", cid]],
-                                  [(sig, sig_block)])
-        return {"cid": str(cid), "name": name, "signature": str(sig)}
-
-    def _publish_engine(self, name: str, files: dict[str, bytes], executable: str, manifest: dict,
-                        resources: Resources) -> tuple[CID, CID]:
-        with tempfile.TemporaryDirectory(prefix="meshd-upload-") as tmp:
-            root = Path(tmp) / "engine"
-            root.mkdir()
-            for rel, data in files.items():
-                p = (root / rel).resolve()
-                if not str(p).startswith(str(root.resolve()) + os.sep):
-                    raise BadRequest(f"file path {rel!r} escapes the engine directory", code="bad_path")
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(data)
-                p.chmod(0o755)
-            single = len(files) == 1 and (executable in (None, "", next(iter(files))))
-            source = root / next(iter(files)) if single else root
-            try:
-                cid = publish_native(
-                    self.store, source, name, executable=None if single else executable,
-                    protocol=manifest.get("protocol", "json"), resources=resources,
-                    interpreter=manifest.get("interpreter"), args=tuple(manifest.get("args", ())),
-                    serve_args=manifest.get("serve_args"), entry=manifest.get("entry"),
-                    deterministic=manifest.get("deterministic") is True,
-                )
-            except (BadManifest, TypeError, ValueError) as exc:
-                raise BadRequest(f"invalid engine: {exc}", code="bad_manifest") from None
-        return cid, publish_signature(self.store, cid, self.private_key())
+        """Publish an uploaded native engine (:func:`meshd.api.engine_registry.add_engine`)."""
+        return await add_engine(self, name, files, executable, manifest)
 
     async def list_engines(self) -> dict:
-        state = self.engines_obj.replica.state
-        out = []
-        for key in state.set_keys():
-            try:
-                cid = CID.parse_untrusted(key)
-            except BadCID:
-                continue
-            entry: dict[str, Any] = {"cid": key, "signatures": [str(s) for s in state.members_sorted(key)]}
-            try:
-                m = load_manifest(self.store, cid)
-                rec = m.to_record()
-                entry.update(name=rec.get("name"), type=rec.get("type"), protocol=rec.get("protocol"),
-                             platforms=sorted(rec.get("platforms", {})) if isinstance(rec.get("platforms"), dict) else None)
-            except Exception:  # noqa: BLE001 - a listing shows what it can; blocks may be remote
-                entry["available"] = False
-            out.append(entry)
-        return {"engines": out}
+        """The engines registry (:func:`meshd.api.engine_registry.list_engines`)."""
+        return list_engines(self.engines_obj.replica.state, self.store)
 
     # -- NodeService: node ----------------------------------------------------------------
 

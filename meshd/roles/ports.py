@@ -56,7 +56,7 @@ class PeerView(Protocol):
 
     def live_inventories(self, role: str, within_s: float | None = ...) -> Mapping[str, Mapping[str, Any]]:
         """The live peers with ``role`` and their announced inventories
-        (``slots``, ``platform``, ``os``, ``labels``... see ``meshd.node.inventory``);
+        (``slots``, ``platform``, ``os``, ``labels``... see ``meshd.runtime.inventory``);
         ``within_s``: heard from within this long, instead of the liveness horizon."""
         ...
 

@@ -1,4 +1,4 @@
 """Service plumbing of the daemon: structured logs, the shutdown watchdog, the
-role supervisor, the optional Docker backend, and the field checks of the
-configuration records (``checks``).
+role supervisor, the optional Docker backend, the field checks of the
+configuration records (``checks``), and the machine's inventory (``inventory``).
 """
