@@ -32,15 +32,19 @@ Two-peer use::
         await b.broadcast(b"hello")
         assert await a.receive() == (b.peer_id, b"hello")
 
-py-libp2p 0.8.1 quirks handled here (search for "Quirk"): gossipsub spam
-protection, the silently dropping 32-RPC outgoing queue, the 120 s default
-heartbeat, the 250 ms connect delay, the 32-message subscription channel, the
-1 MiB pubsub RPC limit, the plaintext/secio/TLS defaults, and its logging;
-and in :mod:`meshd.p2p._pubsub_tuning`: sequence numbers reused after a
-restart, a gossip cache keyed apart from the message id, the signed
-peer record rebuilt and verified on every RPC, and newly subscribed peers
-grafted only at the next heartbeat; in :mod:`meshd.p2p._exclusive_ports`:
-listeners shared through SO_REUSEPORT.  What we offer peers and how we dial
+py-libp2p 0.8.1 quirks handled here (search for "Quirk"): the 32-message
+subscription channel, a teardown that leaves sockets open, gossip sent to
+peers not yet grafted, and its logging; in :mod:`meshd.p2p.stack`: how the
+host and gossipsub are built (plaintext/secio/TLS defaults, the 250 ms
+connect delay, the 120 s heartbeat, spam protection, the 1 MiB RPC limit,
+dial retries); in :mod:`meshd.p2p.backpressure`: the silently dropping
+32-RPC outgoing queue; in :mod:`meshd.p2p.peer_dials`: crossing dials; in
+:mod:`meshd.p2p.connections`: the swarm's negative dial cache; in
+:mod:`meshd.p2p._pubsub_tuning`: sequence numbers reused after a restart, a
+gossip cache keyed apart from the message id, the signed peer record
+rebuilt and verified on every RPC, and newly subscribed peers grafted only
+at the next heartbeat; in :mod:`meshd.p2p._exclusive_ports`: listeners
+shared through SO_REUSEPORT.  What we offer peers and how we dial
 theirs: :mod:`meshd.p2p.addresses`, :mod:`meshd.p2p.dialing`.
 """
 
@@ -48,8 +52,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import multiaddr
@@ -72,38 +74,25 @@ from .wire import (
 # Quirk: `import libp2p` takes over the "libp2p" logger; hand it back to ours.
 adopt_libp2p_logging()
 
-from libp2p import new_host  # noqa: E402
-from libp2p.crypto.x25519 import create_new_key_pair as _x25519_key_pair  # noqa: E402
 from libp2p.custom_types import TProtocol  # noqa: E402
-from libp2p.network.config import ConnectionConfig, RetryConfig  # noqa: E402
 from libp2p.peer.id import ID  # noqa: E402
 from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub  # noqa: E402
+from libp2p.pubsub.gossipsub import GossipSub  # noqa: E402
 from libp2p.pubsub.pubsub import Pubsub  # noqa: E402
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID  # noqa: E402
-from libp2p.security.noise.transport import Transport as NoiseTransport  # noqa: E402
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID  # noqa: E402
-from libp2p.stream_muxer.yamux.yamux import Yamux  # noqa: E402
-from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
 
 from ..runtime.logs import get_logger  # noqa: E402
-from ._pubsub_tuning import (  # noqa: E402
-    fill_mesh_now,
-    idontwant_only_for_large,
-    install_peer_record_caches,
-    message_id,
-    start_seqno_from_clock,
-    use_message_id_in_gossip,
-)
-from ._exclusive_ports import install_exclusive_listeners  # noqa: E402
-from ._yamux_tuning import install_window_hysteresis  # noqa: E402
+from ._pubsub_tuning import fill_mesh_now  # noqa: E402
 from .addresses import Advertiser  # noqa: E402
+from .backpressure import Backpressure  # noqa: E402
 from .budgets import ConnectionBudgets  # noqa: E402
-from .dialing import dial_exact, dial_first  # noqa: E402
+from .connections import Connections  # noqa: E402
+from .dialing import dial_first  # noqa: E402
 from .leaving import Farewell, say_farewell  # noqa: E402
 from .mdns import serve_mdns  # noqa: E402
 from .options import P2POptions, PeerInfo, TransportStatistics  # noqa: E402
+from .peer_dials import PeerDials  # noqa: E402
 from .requests import RequestHandler, Served, answer_stream, call_over_stream, reset_quietly  # noqa: E402
+from .stack import MAX_BROADCAST_BYTES, build_stack, running_stack  # noqa: E402
 
 __all__ = [
     "BLOCKS_PROTOCOL",
@@ -122,17 +111,6 @@ __all__ = [
 ]
 
 BLOCKS_PROTOCOL: Final = TProtocol("/meshd/blocks/1.0.0")
-# Quirk: py-libp2p's per-peer RpcQueue splits RPCs at 1 MiB and drops (at
-# debug level) any single message that does not fit, so a gossip payload must
-# stay below 1 MiB minus the RPC envelope (signature, key, seqno, topic, the
-# sender's signed peer record).  We refuse larger broadcasts loudly instead.
-MAX_BROADCAST_BYTES: Final = 1024 * 1024 - 16 * 1024
-# Quirk: publish() drops silently when a peer's outgoing queue (32 RPCs) is
-# full.  We only publish while every subscribed peer's queue is below this
-# mark, leaving room for control RPCs and for messages we forward for others.
-_QUEUE_HIGH_WATER: Final = 16
-_BACKOFF_MIN_S: Final = 0.0005
-_BACKOFF_MAX_S: Final = 0.002
 _POLL_S: Final = 0.01
 _GRAFT_POLL_S: Final = 0.02
 #: Subscriptions arrive just after a connection, and wake the graft loop; as a
@@ -145,33 +123,6 @@ _GRAFT_QUIET_S: Final = 1.0
 _CLOSE_TIMEOUT_S: Final = 2.0
 
 log = get_logger("meshd.p2p")
-
-class _Notifee:
-    """Tracks connections for :meth:`Transport.peers`; libp2p calls it."""
-
-    def __init__(self, transport: Transport) -> None:
-        self._t = transport
-
-    async def connected(self, network: Any, conn: Any) -> None:
-        # Quirk: a peer whose dials all failed (it was down) is refused by
-        # new_stream for 60 s (the swarm's negative cache), even once it is
-        # back and connected to us: a restarted node's blocks could not be
-        # fetched for a minute.  A connection proves it reachable.
-        unblock = getattr(network, "unblock_peer", None)
-        if unblock is not None:
-            unblock(conn.muxed_conn.peer_id)
-        # Inbound: the peer dialled us, so a dial of ours to it under way is dropped (see Transport._dial_exact).
-        inbound = getattr(conn.muxed_conn, "is_initiator", None) is False
-        self._t._on_connected(conn.muxed_conn.peer_id.to_base58(), inbound=inbound)
-
-    async def disconnected(self, network: Any, conn: Any) -> None:
-        self._t._on_disconnected(str(conn.muxed_conn.peer_id))
-
-    async def _ignored(self, network: Any, what: Any) -> None:
-        pass
-
-    opened_stream = closed_stream = listen = listen_close = _ignored
-
 
 class Transport:
     """One libp2p host speaking gossipsub and ``/meshd/blocks/1.0.0``.
@@ -197,22 +148,15 @@ class Transport:
         self._serving = False
         self._recv_send, self._recv_recv = trio.open_memory_channel[tuple[str, bytes]](options.receive_buffer)
         self._publish_lock = trio.Lock()
-        # Peers whose queue stayed full past request_timeout_s: when first
-        # seen so.  Broadcasts stop waiting for them until they drain.
-        self._stalled: dict[Any, float] = {}
-        self._conns: dict[str, int] = defaultdict(int)
-        self._since: dict[str, float] = {}
-        # Connection churn, for pollers that slow down when nothing changes.
-        self._churn = trio.Event()
-        self._churn_at = time.monotonic()
         self._serve_limits: dict[str, trio.Semaphore] = {}
         self._serve_users: dict[str, int] = defaultdict(int)
         self._counts: dict[str, int] = defaultdict(int)
+        self._backpressure = Backpressure(options, self._counts)
+        self._dials = PeerDials(self._id, options.request_timeout_s, self._counts)
+        self._connections = Connections(self._counts, self._dials.cancel)
         self._advertiser = Advertiser(announce=options.announce, no_announce=options.no_announce)
         self._farewell: Farewell | None = None
         self._budgets = ConnectionBudgets(options.budgets)
-        self._dial_locks: dict[str, trio.Lock] = {}  # peer id -> held while we dial it
-        self._dial_scopes: dict[str, set[trio.CancelScope]] = {}  # peer id -> our dials under way
 
     # -- public API -----------------------------------------------------------
 
@@ -260,65 +204,8 @@ class Transport:
         if self._serving or self._host is not None:
             raise TransportError("a Transport serves once")
         opts = self._options
-        # Quirk: new_host defaults offer plaintext, secio and TLS next to
-        # Noise; we pin Noise and yamux only.
-        host = new_host(
-            key_pair=self._key_pair,
-            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(self._key_pair, noise_privkey=_x25519_key_pair().private_key)},
-            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
-            listen_addrs=[multiaddr.Multiaddr(a) for a in opts.listen],
-            # Quirk: without max_connections_per_peer=1 every connect() waits
-            # 250 ms for extra connections to the same peer.
-            connection_config=ConnectionConfig(max_connections_per_peer=1),
-            # Listen (wildcards expanded) plus observed addresses, filtered:
-            # what identify, the signed peer record and presence offer.
-            addrs_factory=self._advertiser.factory,
-        )
-        router = GossipSub(
-            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
-            # Quirk: with degree_low < degree a small mesh stays under-grafted
-            # until enough peers appear; equal bounds graft every peer we have.
-            degree=6,
-            degree_low=6,
-            degree_high=12,
-            # Quirk: the default heartbeat is 120 s; mesh repair needs ~1 s.
-            heartbeat_interval=opts.heartbeat_s,  # type: ignore[arg-type]  # a float works
-            heartbeat_initial_delay=min(0.1, opts.heartbeat_s),
-            # Quirk: spam protection drops > 10 msgs/s per peer per topic,
-            # far below HPCP's rate; peers are authenticated by signatures.
-            spam_protection_enabled=False,
-            # Quirk: eclipse protection wants 3 distinct IPs in the mesh and
-            # prunes/ignores same-host meshes (tests, one LAN box).
-            eclipse_protection_enabled=False,
-        )
-        # Not libp2p's signatures: meshd signs and checks what it gossips
-        # (HPCP announcements, presence), so libp2p's signature on every
-        # message, and its verification at every hop, only cost CPU.  The
-        # message id is then a hash of origin, seqno and data (see
-        # _pubsub_tuning), and a message's origin is what it claims.
-        use_message_id_in_gossip(router)
-        idontwant_only_for_large(router)
-        pubsub = Pubsub(
-            host,
-            router,
-            strict_signing=False,
-            msg_id_constructor=message_id,
-            # Quirk: pubsub refuses inbound RPCs over 1 MiB by default.
-            max_inbound_rpc_size=MAX_BROADCAST_BYTES + 64 * 1024,
-            allowed_topics={opts.topic},
-        )
-        # Per-connection budgets, on the forwarder, not the claimed origin (meshd.p2p.budgets).
-        pubsub.set_topic_validator(opts.topic, self._budgets.gossip_validator(self._id), False)
-        start_seqno_from_clock(pubsub)
-        install_peer_record_caches()
-        install_window_hysteresis()
-        install_exclusive_listeners()
-        # Quirk: the swarm retries a failed dial 3 times with backoff (~0.7 s
-        # for a refused port) and new_host has no option for it.  The mesh
-        # redials on its own schedule and takes a dial refused at once as a
-        # sign the peer is gone (meshd.p2p.mesh): one attempt per dial.
-        host.get_network().retry_config = RetryConfig(max_retries=0)
-        host.get_network().register_notifee(_Notifee(self))
+        host, pubsub, router = build_stack(self._key_pair, self._id, opts, self._advertiser, self._budgets)
+        host.get_network().register_notifee(self._connections.notifee())
         # Quirk: py-libp2p has no event for "a peer's subscription arrived".
         # This instance's handler is wrapped so that the graft loop and the
         # mesh's watch loop wake at once instead of polling for it.
@@ -384,18 +271,7 @@ class Transport:
         """py-libp2p's services in start order; they stop in reverse when ``scope`` is cancelled."""
         opts = self._options
         with scope:
-            async with (
-                host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in opts.listen]),
-                background_trio_service(pubsub),
-                background_trio_service(router),
-            ):
-                # Quirk: the swarm logs a listen that failed (a port in use)
-                # and carries on without it; a node that cannot listen where
-                # it was told must not start.
-                missing = [a for a in opts.listen if a not in host.get_network().listeners]
-                if missing:
-                    raise TransportError(f"cannot listen on {', '.join(missing)}: address in use or not available")
-                await pubsub.wait_until_ready()
+            async with running_stack(host, pubsub, router, opts.listen):
                 subscription = await pubsub.subscribe(opts.topic)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, subscription)
@@ -428,34 +304,14 @@ class Transport:
             raise MessageTooLarge(f"broadcast of {len(data)} bytes exceeds {MAX_BROADCAST_BYTES}")
         pubsub = self._require_pubsub()
         async with self._publish_lock:  # one publisher at a time keeps our order
-            await self._wait_for_queue_room(pubsub)
+            await self._backpressure.wait_for_queue_room(pubsub)
             await pubsub.publish(self._options.topic, bytes(data))
         self._counts["broadcasts_sent"] += 1
         self._counts["broadcast_bytes_sent"] += len(data)
-        await self._reset_wedged()
+        await self._backpressure.reset_wedged(self._disconnect_stalled)
 
-    async def _reset_wedged(self) -> None:
-        """Close the connections of peers stalled for ``3 x request_timeout_s``.
-
-        Measured (bench mesh --remote, 3 daemons, 20,000 tasks): a py-libp2p
-        connection between two runners wedged under load, both ways (gossip
-        queues full, every request on it timing out), and stayed so for
-        minutes.  Closing it lets the membership layer dial afresh (a
-        reconnect is what a peer that really left costs anyway).
-        Cancellation may leave a close half done; the next broadcast tries again.
-        """
-        if not self._stalled:
-            return
-        limit = trio.current_time() - 3 * self._options.request_timeout_s
-        for peer in [p for p, since in self._stalled.items() if since <= limit]:
-            del self._stalled[peer]
-            self._counts["wedged_resets"] += 1
-            log.warning("p2p_wedged_reset", peer_id=peer.to_base58())
-            with trio.move_on_after(self._options.request_timeout_s):
-                try:
-                    await self._require_host().disconnect(peer)
-                except Exception as exc:  # noqa: BLE001 - py-libp2p raises its own types; a failed close is logged
-                    log.info("p2p_wedged_reset_failed", peer_id=peer.to_base58(), error=repr(exc))
+    async def _disconnect_stalled(self, peer: Any) -> None:
+        await self._require_host().disconnect(peer)
 
     async def receive(self) -> tuple[str, bytes]:
         """The next gossip message from another peer: ``(origin peer id, data)``.
@@ -525,62 +381,8 @@ class Transport:
             TransportClosed: not serving.
         """
         host = self._require_host()
-        async with self._one_dial(multiaddr_.rsplit("/p2p/", 1)[-1]):
-            return await self._dial_exact(host, multiaddr_)
-
-    async def _dial_exact(self, host: Any, multiaddr_: str) -> str:
-        """Dial one address; dropped when the peer connects to us meanwhile (then we are connected).
-
-        Quirk: two peers that dial each other at once keep two connections,
-        and py-libp2p later trims one (each end its own choice), which resets
-        the peer's pubsub state (subscriptions, mesh) on both ends.  That is
-        what a restart did every time: the restarted node dials its known
-        peers as its listener opens, while they redial it; their dials reach
-        a process still busy starting and complete after its own.  So an
-        inbound connection from a peer cancels our dial to it that is still
-        being set up (the handshake is then abandoned on both ends).  Measured
-        on 4 local nodes over 6 restarts of one: its 3 peers saw a second
-        connection to it 22 times and a third 3 times; with this and
-        :meth:`_one_dial`, a second 11 times and a third never.  Two
-        dials that each see the other's connection first both give up; the
-        mesh's redial then connects (rare: both handshakes must end at once).
-        """
-        peer = multiaddr_.rsplit("/p2p/", 1)[-1]
-        # The swarm's own view: our notifee may not have heard of a
-        # connection that just closed, and a dead peer would pass as connected.
-        connected = {p.to_base58() for p in host.get_connected_peers()}
-        with trio.CancelScope() as scope:
-            scopes = self._dial_scopes.setdefault(peer, set())
-            scopes.add(scope)
-            try:
-                return await dial_exact(host, multiaddr_, self._id, connected, self._options.request_timeout_s)
-            finally:
-                scopes.discard(scope)
-                if not scopes and self._dial_scopes.get(peer) is scopes:
-                    del self._dial_scopes[peer]
-        if peer in {p.to_base58() for p in host.get_connected_peers()}:
-            self._counts["dials_superseded"] += 1
-            return peer
-        raise PeerUnreachable(f"dial to {multiaddr_} dropped: the peer connected to us, and went")
-
-    @asynccontextmanager
-    async def _one_dial(self, peer_id: str) -> AsyncIterator[None]:
-        """One dial of ``peer_id`` at a time; a second waits, then finds it connected.
-
-        Quirk: py-libp2p opens a second connection to a peer it is already
-        dialling, and with ``max_connections_per_peer=1`` trims one after its
-        grace period; each end may trim a different one, and pubsub drops the
-        peer with the stream it lost.  A restarted node dialled a peer up to
-        three times at once (bootstrap, ``peers.json``, presence).
-        """
-        lock = self._dial_locks.setdefault(peer_id, trio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            stats = lock.statistics()
-            if not stats.locked and not stats.tasks_waiting and self._dial_locks.get(peer_id) is lock:
-                del self._dial_locks[peer_id]
+        async with self._dials.one_dial(multiaddr_.rsplit("/p2p/", 1)[-1]):
+            return await self._dials.dial_exact(host, multiaddr_)
 
     async def connect_any(self, peer_id: str, addrs: list[str]) -> str:
         """Dial ``peer_id`` at the first of ``addrs`` that answers.
@@ -596,10 +398,10 @@ class Transport:
         """
         host = self._require_host()
         full = [a if "/p2p/" in a else f"{a}/p2p/{peer_id}" for a in addrs]
-        async with self._one_dial(peer_id):  # the addresses race each other, not other dials of this peer
+        async with self._dials.one_dial(peer_id):  # the addresses race each other, not other dials of this peer
             if peer_id in {p.to_base58() for p in host.get_connected_peers()}:
                 return peer_id
-            return await dial_first(lambda a: self._dial_exact(host, a), self._advertiser.dial_order(full))
+            return await dial_first(lambda a: self._dials.dial_exact(host, a), self._advertiser.dial_order(full))
 
     def peer_ids(self) -> frozenset[str]:
         """The ids of the peers we hold a connection to: :meth:`peers` without
@@ -623,7 +425,7 @@ class Transport:
                 addrs = tuple(str(a) for a in store.addrs(pid))
             except Exception:  # the peerstore raises when it holds no address
                 addrs = ()
-            out.append(PeerInfo(key, addrs, self._since.get(key, time.time())))
+            out.append(PeerInfo(key, addrs, self._connections.since.get(key, time.time())))
         return out
 
     async def disconnect(self, peer_id: str) -> None:
@@ -698,38 +500,13 @@ class Transport:
         assert self._pubsub is not None
         return self._pubsub
 
-    def _on_connected(self, peer_id: str, *, inbound: bool = False) -> None:
-        if inbound:
-            for scope in self._dial_scopes.get(peer_id, ()):
-                scope.cancel()
-        self._conns[peer_id] += 1
-        if self._conns[peer_id] == 1:
-            self._since[peer_id] = time.time()
-            self._counts["connects"] += 1
-            log.debug("p2p_peer_connected", peer_id=peer_id)
-            self._churned()
-
-    def _on_disconnected(self, peer_id: str) -> None:
-        self._conns[peer_id] -= 1
-        if self._conns[peer_id] <= 0:
-            self._conns.pop(peer_id, None)
-            self._since.pop(peer_id, None)
-            self._counts["disconnects"] += 1
-            log.debug("p2p_peer_disconnected", peer_id=peer_id)
-            self._churned()
-
-    def _churned(self) -> None:
-        self._churn_at = time.monotonic()
-        self._wake_pollers()
-
     def _wake_pollers(self) -> None:
         """Wake whoever waits in :meth:`wait_churn` (a connection or subscription changed)."""
-        self._churn.set()
-        self._churn = trio.Event()
+        self._connections.wake_pollers()
 
     def quiet_s(self) -> float:
         """Seconds since a peer last connected or disconnected (since start, before any)."""
-        return time.monotonic() - self._churn_at
+        return self._connections.quiet_s()
 
     async def wait_churn(self, timeout_s: float) -> bool:
         """Wait until a peer connects, disconnects, subscribes or unsubscribes,
@@ -738,39 +515,11 @@ class Transport:
         Lets a poller that looks at the connections sleep while none change.
         Cancellation changes nothing.
         """
-        with trio.move_on_after(timeout_s):
-            await self._churn.wait()
-            return True
-        return False
+        return await self._connections.wait_churn(timeout_s)
 
     async def _wait_for_queue_room(self, pubsub: Pubsub) -> None:
-        topic_peers = pubsub.peer_topics.get(self._options.topic, ())
-        backoff = _BACKOFF_MIN_S
-        deadline = None
-        while True:
-            full = [p for p in topic_peers if len(pubsub.peer_queues.get(p, ())) >= _QUEUE_HIGH_WATER]
-            for p in [p for p in self._stalled if p not in full]:
-                del self._stalled[p]  # it drained: it is waited for again
-            # A peer known to be stalled holds nobody back: waiting the full
-            # timeout on every broadcast made all our gossip (announcements,
-            # presence) one message per request_timeout_s for every peer.
-            full = [p for p in full if p not in self._stalled]
-            if not full:
-                return
-            now = trio.current_time()
-            if deadline is None:
-                self._counts["broadcast_waits"] += 1
-                deadline = now + self._options.request_timeout_s
-            elif now >= deadline:
-                self._counts["broadcast_overflows"] += 1
-                log.warning("p2p_broadcast_overflow", stalled_peers=",".join(p.to_base58() for p in full))
-                for p in full:
-                    self._stalled[p] = now
-                return
-            # RpcQueue exposes no "drained" event: back off exponentially
-            # (0.5 ms .. 20 ms) while the sender tasks drain the queues.
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+        """See :meth:`meshd.p2p.backpressure.Backpressure.wait_for_queue_room`."""
+        await self._backpressure.wait_for_queue_room(pubsub)
 
     async def _pump(self, subscription: Any) -> None:
         # Quirk: py-libp2p's subscription channel holds 32 messages and drops
@@ -812,13 +561,13 @@ class Transport:
         key = info.peer_id.to_base58()
         host = self._host
         while True:
-            if key not in self._since:
+            if key not in self._connections.since:
                 try:
                     # Not self.connect(): this runs before serve() reports
                     # started, when connect() still refuses (the first dial
                     # then waited out a whole reconnect_s).
-                    async with self._one_dial(key):
-                        await self._dial_exact(host, addr)
+                    async with self._dials.one_dial(key):
+                        await self._dials.dial_exact(host, addr)
                 except TransportError as exc:
                     log.debug("p2p_bootstrap_dial_failed", addr=addr, error=str(exc))
             await trio.sleep(self._options.reconnect_s)
