@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,16 @@ from typing import Any
 
 import httpx
 
+from meshd.bench import localmesh
+
 REPO = Path(__file__).resolve().parents[1]
 ECHO = REPO / "engines" / "examples" / "echo.py"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range (see :func:`meshd.bench.localmesh.free_port`):
+    daemons started earlier dial out from that range and could take a port chosen there."""
+    return localmesh.free_port()
 
 
 def wait_for(cond: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition", interval: float = 0.02) -> Any:

@@ -8,6 +8,7 @@ and libp2p, and bootstraps to the first node.  Stopping sends SIGTERM.
 from __future__ import annotations
 
 import json
+import random
 import re
 import signal
 import socket
@@ -23,6 +24,21 @@ PY = sys.executable
 
 
 def free_port() -> int:
+    """A port free now, below Linux's default ephemeral range (32768-60999) when one is.
+
+    A port from the ephemeral range (what binding port 0 gives) is free when
+    chosen, but the daemons started before this one dial out from that same
+    range: one of their connections could take it before this daemon binds
+    it, and the daemon then refuses to start (a port in use).
+    """
+    for _ in range(50):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -171,10 +187,18 @@ def start_mesh(root: Path, n: int, roles: list[str], *, slots: int = 2, extra_co
     for node, r, s in zip(nodes[1:], per_roles[1:], per_slots[1:]):
         # The first node publishes the engines; the others trust its key.
         node.init([first.multiaddr], r, slots=s, extra_config=extra_config, trust=[first.public_hex])
-    for node in nodes:
-        node.start()
-    for node in nodes:
-        node.wait_ready()
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_ready()
+    except BaseException:
+        # The caller never gets the list, so it cannot stop them: a node that
+        # failed to start left the others running, after their homes were
+        # removed (seen as a bench run that printed nothing).
+        for node in nodes:
+            node.stop()
+        raise
     return nodes
 
 
