@@ -1,6 +1,6 @@
 """Which lost peers the mesh redials now, and which redial is the probe.
 
-Sans-I/O, for :meth:`meshd.p2p.mesh.Mesh._watch_loop`: the loop tells it
+Sans-I/O, for :meth:`meshd.p2p.watch.ConnectionWatch._watch_loop`: the loop tells it
 which connections went away and which dials the topology plan wants, with
 the time; it answers whom to dial and whether that dial is a *probe*.  The
 first redial after a connection is lost is the probe: refused at every
