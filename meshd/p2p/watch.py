@@ -78,7 +78,9 @@ class ConnectionWatch:
           listens there, the process is gone) the peer is suspected dead at
           once (:meth:`MeshCore.suspect`) instead of after the presence
           horizon; a dial that hangs proves nothing and leaves it to the
-          horizon.  Its next presence makes it live again.
+          horizon.  Its next presence makes it live again, and while we hold
+          no connection to it that presence is checked by a probe too (it
+          may be one the dead process sent before it died, arriving late).
         """
         redials = Redials()
         was: set[str] = set()
@@ -100,6 +102,7 @@ class ConnectionWatch:
             if probe and ok is False and time.monotonic() - t0 < PROBE_S:
                 log.info("peer_suspected", peer=peer, why="connection lost and refused at every address")
                 self._locked(self.core.suspect, peer)
+                redials.refused(peer)  # probed again should it count as live before we reconnect
             elif probe and ok:
                 closed_on_us[peer] = time.monotonic()
 
@@ -133,11 +136,12 @@ class ConnectionWatch:
             was = connected
             assert self._nursery is not None
             full = len(connected) >= self.options.max_peers
+            wall = time.time()
             # A lost peer that is not one of our neighbours is left to the
             # presence horizon once we hold enough connections.
             for peer, addrs, probe in redials.due(now, connected=connected, addrs=self.core.peers.addrs,
                                                   keep=lambda p: not full or p in self._neighbours,
-                                                  dialing=dialing):
+                                                  dialing=dialing, live=lambda p, at=wall: self.core.peers.is_live(p, at)):
                 self._nursery.start_soon(redial, peer, addrs, probe)
             if now >= next_plan:
                 next_plan = now + PLAN_EVERY_S
