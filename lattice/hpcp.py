@@ -320,6 +320,16 @@ class Syncer:
     def peer_heads(self) -> dict[str, tuple[CID, ...]]:
         return dict(self._peer_heads)
 
+    def echoes(self, peer: str) -> bool:
+        """Whether our heads are exactly those ``peer`` last announced.
+
+        Then announcing them would tell nobody anything: every peer that
+        heard ``peer``'s announcement knows them (gossip reaches them all),
+        and a peer that missed it hears of them at the next anti-entropy round.
+        """
+        announced = self._peer_heads.get(peer)
+        return announced is not None and set(announced) == set(self.replica.heads)
+
     def statistics(self) -> SyncStatistics:
         return self.stats
 

@@ -18,7 +18,8 @@ the daemon's pump and the simulation both drive:
   announced at once, and changes within that window of an announcement
   share the next one, every object is re-announced every ``announce_interval_s``
   (anti-entropy), and all objects are queried at start and when a new peer
-  appears;
+  appears; merged heads are announced only when they differ from the heads
+  of the peer they came from (no echoes);
 * admission: the allow-list and per-peer token buckets for gossip and block
   requests, and every rejection counter.
 
@@ -262,8 +263,7 @@ class MeshCore:
         self._dispatch(g, syncer.receive_untrusted(peer, data, now), out)
         if syncer.replica.version != before:  # it pushed blocks we applied
             out.append(Changed(g))
-            if not syncer.syncing:
-                self._mark_dirty(g, now)
+            self._merged(syncer, g, peer, now)
         return self._end(out, now)
 
     def serve(self, peer: str, data: bytes, now: float) -> bytes:
@@ -297,9 +297,7 @@ class MeshCore:
             self._dispatch(p.genesis, syncer.receive_untrusted(p.peer, data, now), out)
             if syncer.replica.version != before:
                 out.append(Changed(p.genesis))
-                if not syncer.syncing:
-                    # Publish the merged heads once the fetch is complete, not mid-way.
-                    self._mark_dirty(p.genesis, now)
+                self._merged(syncer, p.genesis, p.peer, now)
         elif data is None:
             self.fetcher.on_failure(p.fetch_id, now)
             self._dial(p.peer, now, out)
@@ -337,6 +335,14 @@ class MeshCore:
             self._mark_dirty(genesis, now)
             self._pushable.add(genesis)
         return self._end(out, now)
+
+    def _merged(self, syncer: hpcp.Syncer, genesis: CID, peer: str, now: float) -> None:
+        """``peer``'s blocks were applied: announce the merged heads once the
+        fetch is complete, unless they are just what ``peer`` announced (gossip
+        took that to every member; an echo costs each a message or two and
+        tells nothing; a member that missed it hears at anti-entropy)."""
+        if not syncer.syncing and not syncer.echoes(peer):
+            self._mark_dirty(genesis, now)
 
     def _mark_dirty(self, genesis: CID, now: float) -> None:
         self._dirty.add(genesis)
