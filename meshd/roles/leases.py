@@ -29,6 +29,11 @@ from .ports import Counts, QueuePort
 
 log = get_logger("meshd.runner")
 
+#: How long a renewal waits to ride in another queue commit before it is
+#: committed alone: far below any lease (a reservation is seconds), and well
+#: above the time a finished task takes to record its completion.
+RENEW_DEFER_S = 0.1
+
 
 class LeaseNode(QueuePort, Counts, Protocol):
     """What the leases use of the node: the queue, commits and counters."""
@@ -123,7 +128,10 @@ class Leases:
             if not ops:
                 continue
             try:
-                await self.node.objects.commit(self.node.queue_obj, ops)
+                # Deferred: a renewal rides in the runner's next queue commit
+                # (the completion of the task that freed this slot follows a
+                # start's renewal within milliseconds), one delta, not two.
+                await self.node.objects.commit(self.node.queue_obj, ops, defer_s=RENEW_DEFER_S)
                 self.node.count("leases_renewed", len(ops))
             except StoreError as exc:
                 log.warning("renew_failed", error=str(exc)[:200])

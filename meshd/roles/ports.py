@@ -67,7 +67,8 @@ class Committer(Protocol):
     @property
     def signer(self) -> Signer: ...
 
-    async def commit(self, obj: Followed, ops: list[list[Any]], blocks: list[tuple[CID, bytes]] = ...) -> None: ...
+    async def commit(self, obj: Followed, ops: list[list[Any]], blocks: list[tuple[CID, bytes]] = ..., *,
+                     defer_s: float = ...) -> None: ...
 
 
 @runtime_checkable

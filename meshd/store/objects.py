@@ -86,6 +86,8 @@ class _Batch:
     blocks: list[tuple[CID, bytes]] = field(default_factory=list)
     done: trio.Event = field(default_factory=trio.Event)
     error: BaseException | None = None
+    #: Set by a caller that wants no delay (ends a ``defer_s`` wait).
+    urgent: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass
@@ -305,7 +307,8 @@ class ObjectHost:
         finally:
             self._nursery = None
 
-    async def commit(self, obj: Followed, ops: list[list[Any]], blocks: list[tuple[CID, bytes]] = ()) -> None:
+    async def commit(self, obj: Followed, ops: list[list[Any]], blocks: list[tuple[CID, bytes]] = (), *,
+                     defer_s: float = 0.0) -> None:
         """Add ``ops`` to ``obj`` durably; returns once they are on disk.
 
         ``blocks`` (verified by the store) are written in the same flush,
@@ -313,7 +316,11 @@ class ObjectHost:
         records), so a batch costs one store transaction for all of them.
         Concurrent callers share one delta: those arriving within
         ``window_s``, and those arriving while an earlier flush of ``obj``
-        still runs.
+        still runs.  ``defer_s`` is for ops that may wait that long for
+        company (a lease renewal): they ride in the next commit of ``obj``
+        made within ``defer_s``, which is flushed without delay, or are
+        flushed alone after it; a commit without ``defer_s`` never waits
+        for them.
 
         Cancellation: the ops stay in their batch, which is flushed anyway;
         whether they are on disk when the caller is cancelled is unknown.
@@ -326,7 +333,9 @@ class ObjectHost:
             batch = obj.batch = _Batch()
         batch.ops.extend(ops)
         batch.blocks.extend(blocks)
-        if fresh and not self._start_flusher(obj, batch):
+        if defer_s <= 0:
+            batch.urgent.set()
+        if fresh and not self._start_flusher(obj, batch, defer_s):
             # serve() is ending or has ended (shutdown): nobody would flush
             # this batch later, so its caller flushes it now.
             await self._flush(obj, batch)
@@ -334,22 +343,26 @@ class ObjectHost:
         if batch.error is not None:
             raise batch.error
 
-    def _start_flusher(self, obj: Followed, batch: _Batch) -> bool:
+    def _start_flusher(self, obj: Followed, batch: _Batch, defer_s: float = 0.0) -> bool:
         nursery = self._nursery
         if nursery is None:
             return False
         try:
-            nursery.start_soon(self._flush_later, obj, batch)
+            nursery.start_soon(self._flush_later, obj, batch, defer_s)
         except RuntimeError:  # the nursery is closed to new arrivals: serve() is ending
             return False
         return True
 
-    async def _flush_later(self, obj: Followed, batch: _Batch) -> None:
+    async def _flush_later(self, obj: Followed, batch: _Batch, defer_s: float = 0.0) -> None:
         # Let every task that is already runnable add its ops (a few
         # scheduler passes cost microseconds), then wait up to window_s only
         # while the batch keeps growing: a lone op is flushed at once (low
-        # latency), a burst shares one delta (high throughput).
+        # latency), a burst shares one delta (high throughput).  A deferred
+        # batch first waits for an urgent commit to join it, at most defer_s.
         try:
+            if defer_s > 0 and not batch.urgent.is_set():
+                with trio.move_on_after(defer_s):
+                    await batch.urgent.wait()
             for _ in range(3):
                 await trio.lowlevel.checkpoint()
             if self.options.window_s:
