@@ -25,7 +25,7 @@ from libp2p.stream_muxer.yamux.yamux import TYPE_WINDOW_UPDATE, Yamux, YamuxStre
 
 from meshd.p2p import P2POptions, Transport
 from meshd.p2p import _pubsub_tuning as tuning
-from meshd.p2p import _yamux_tuning
+from meshd.p2p import _yamux_control_writes, _yamux_tuning
 from meshd.p2p.budgets import BudgetOptions
 
 MiB = 1024 * 1024
@@ -73,7 +73,7 @@ def test_yamux_still_has_the_window_accounting_the_patch_uses() -> None:
     init = inspect.getsource(YamuxStream.__init__)
     for name in ("self.window_lock", "self.recv_window", "self.target_recv_window", "self._pending_recv_release"):
         assert name in init
-    assert "recv_window -= len(" in inspect.getsource(Yamux.handle_incoming)
+    assert "recv_window -= len(" in inspect.getsource(_yamux_control_writes._original_handle_incoming)  # the library's loop
     assert "_auto_tune_and_send_window_update(" in inspect.getsource(YamuxStream.read)
     assert "await self._emit_idontwant_for_message(msg_id, pubsub_msg.topicIDs)" in inspect.getsource(GossipSub.publish)
     assert yamux_module.DEFAULT_WINDOW_SIZE == 256 * 1024

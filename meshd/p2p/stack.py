@@ -6,8 +6,8 @@ module holds what py-libp2p 0.8.1 needs set by hand to behave (search for
 delay, the 120 s default heartbeat, gossipsub spam and eclipse protection,
 the 1 MiB pubsub RPC limit, the swarm's dial retries and a listen that
 fails silently; and it applies the process-wide patches of
-:mod:`meshd.p2p._pubsub_tuning`, :mod:`meshd.p2p._yamux_tuning` and
-:mod:`meshd.p2p._exclusive_ports`.  Kept apart from the transport so that
+:mod:`meshd.p2p._pubsub_tuning`, :mod:`meshd.p2p._yamux_tuning`,
+:mod:`meshd.p2p._yamux_control_writes` and :mod:`meshd.p2p._exclusive_ports`.  Kept apart from the transport so that
 the transport reads as what it offers (broadcast, requests, connections)
 and this as what it is built from.
 """
@@ -41,6 +41,7 @@ from ._pubsub_tuning import (
     start_seqno_from_clock,
     use_message_id_in_gossip,
 )
+from ._yamux_control_writes import install_control_writes_aside
 from ._yamux_tuning import install_window_hysteresis
 from .addresses import Advertiser
 from .budgets import ConnectionBudgets
@@ -120,6 +121,7 @@ def build_stack(
     start_seqno_from_clock(pubsub)
     install_peer_record_caches()
     install_window_hysteresis()
+    install_control_writes_aside()
     install_exclusive_listeners()
     # Quirk: the swarm retries a failed dial 3 times with backoff (~0.7 s
     # for a refused port) and new_host has no option for it.  The mesh
