@@ -21,7 +21,7 @@ from lattice.signing import Signer
 from meshd.store.heads import HeadsStore
 from meshd.store.objects import CommitOptions, ObjectHost
 
-DEFER_S = 1.0
+DEFER_S = 2.0
 
 class CountingStore(DiskBlockStore):
     """The disk store, counting delta writes (``put``; linked blocks use ``put_many``)."""
