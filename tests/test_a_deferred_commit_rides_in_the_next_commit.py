@@ -19,9 +19,10 @@ import trio
 from lattice.diskstore import DiskBlockStore
 from lattice.signing import Signer
 from meshd.store.heads import HeadsStore
-from meshd.store.objects import CommitOptions, ObjectHost
+from meshd.store.objects import CommitOptions, Followed, ObjectHost
 
 DEFER_S = 2.0
+
 
 class CountingStore(DiskBlockStore):
     """The disk store, counting delta writes (``put``; linked blocks use ``put_many``)."""
@@ -32,15 +33,19 @@ class CountingStore(DiskBlockStore):
         self.deltas += 1
         super().put(cid, data)
 
-def _host(tmp_path: Path) -> tuple[ObjectHost, CountingStore]:
+
+def _host(tmp_path: Path) -> tuple[ObjectHost, CountingStore, Followed]:
+    """A host, its store (delta count at 0) and one followed object."""
     store = CountingStore.open(tmp_path / "blocks.db")
     heads = HeadsStore.open(tmp_path / "heads.db")
-    return ObjectHost(store, heads, Signer.from_seed(b"\x09" * 32), CommitOptions(window_s=0.002)), store
-
-async def test_a_deferred_commit_and_the_next_commit_share_one_delta_without_delaying_it(tmp_path: Path) -> None:
-    host, store = _host(tmp_path)
+    host = ObjectHost(store, heads, Signer.from_seed(b"\x09" * 32), CommitOptions(window_s=0.002))
     obj = host.follow("queue", "m")
     store.deltas = 0
+    return host, store, obj
+
+
+async def test_a_deferred_commit_and_the_next_commit_share_one_delta_without_delaying_it(tmp_path: Path) -> None:
+    host, store, obj = _host(tmp_path)
     async with trio.open_nursery() as nursery:
         await nursery.start(host.serve)
         renewed = trio.Event()
@@ -61,10 +66,9 @@ async def test_a_deferred_commit_and_the_next_commit_share_one_delta_without_del
     assert store.deltas == 1  # one delta carried both
     assert len(obj.replica.heads) == 1
 
+
 async def test_a_deferred_commit_with_no_company_is_flushed_when_its_deferral_ends(tmp_path: Path) -> None:
-    host, store = _host(tmp_path)
-    obj = host.follow("queue", "m")
-    store.deltas = 0
+    host, store, obj = _host(tmp_path)
     async with trio.open_nursery() as nursery:
         await nursery.start(host.serve)
         t0 = time.monotonic()
@@ -74,10 +78,9 @@ async def test_a_deferred_commit_with_no_company_is_flushed_when_its_deferral_en
     assert DEFER_S * 0.9 <= elapsed < DEFER_S + 5
     assert store.deltas == 1
 
+
 async def test_a_deferred_commit_is_flushed_at_shutdown(tmp_path: Path) -> None:
-    host, store = _host(tmp_path)
-    obj = host.follow("queue", "m")
-    store.deltas = 0
+    host, store, obj = _host(tmp_path)
     done = trio.Event()
     async with trio.open_nursery() as outer:
         async with trio.open_nursery() as nursery:

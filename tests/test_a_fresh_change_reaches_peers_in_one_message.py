@@ -18,31 +18,24 @@ from __future__ import annotations
 
 import pytest
 
-from lattice import codec, goho, hpcp, queue, records
-from lattice.blockstore import MemoryBlockStore
+from lattice import codec, hpcp, records
 from lattice.errors import BadMessage
-from lattice.meshcore import Broadcast, Changed, MeshCore, Request
-from lattice.signing import Signer, peer_id_of
+from lattice.meshcore import Changed, MeshCore, Request
+
+from ._core_fixture import broadcasts, core_following, enqueue_inline
 
 GENESIS = records.make_genesis("queue", "push-test")[0]
 
 
 def _core(seed: bytes) -> MeshCore:
-    signer = Signer.from_seed(seed * 32)
-    core = MeshCore(peer_id_of(signer.public), signer, MemoryBlockStore())
-    core.follow(goho.Replica.empty(GENESIS, core.store), 0.0)
-    return core
+    return core_following(seed, GENESIS)
 
 
 def _enqueue(core: MeshCore, name: str) -> None:
-    body, data = codec.encode_block({"task": name})
-    core.store.put(body, data)
-    # As the daemon enqueues: the small task body rides inline in the delta.
-    core.syncers[GENESIS].replica.update(queue.enqueue_ops([body]), core.signer, [(body, data)])
+    enqueue_inline(core, GENESIS, name)
 
 
-def _broadcasts(outs: list) -> list[bytes]:
-    return [o.data for o in outs if isinstance(o, Broadcast)]
+_broadcasts = broadcasts
 
 
 def _sync(a: MeshCore, b: MeshCore, now: float) -> None:

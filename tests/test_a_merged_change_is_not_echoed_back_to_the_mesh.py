@@ -12,30 +12,25 @@ every object.
 
 from __future__ import annotations
 
-from lattice import codec, goho, queue, records
-from lattice.blockstore import MemoryBlockStore
-from lattice.meshcore import Broadcast, Changed, MeshCore
-from lattice.signing import Signer, peer_id_of
+from lattice import records
+from lattice.meshcore import Changed, MeshCore
+
+from ._core_fixture import broadcasts, core_following, enqueue_inline
 
 GENESIS = records.make_genesis("queue", "echo-test")[0]
 
 
 def _core(seed: bytes) -> MeshCore:
-    signer = Signer.from_seed(seed * 32)
-    core = MeshCore(peer_id_of(signer.public), signer, MemoryBlockStore())
-    core.follow(goho.Replica.empty(GENESIS, core.store), 0.0)
-    return core
+    return core_following(seed, GENESIS)
 
 
 def _enqueue(core: MeshCore, name: str, now: float) -> list:
-    body, data = codec.encode_block({"task": name})
-    core.store.put(body, data)
-    core.syncers[GENESIS].replica.update(queue.enqueue_ops([body]), core.signer, [(body, data)])
+    """Enqueue on ``core`` and tell it; the outputs (its announcement)."""
+    enqueue_inline(core, GENESIS, name)
     return core.local_change(GENESIS, now) + core.tick(now)
 
 
-def _announcements(outs: list) -> list[bytes]:
-    return [o.data for o in outs if isinstance(o, Broadcast)]
+_announcements = broadcasts
 
 
 def _quiet(core: MeshCore, now: float) -> None:

@@ -7,9 +7,9 @@ delay, the 120 s default heartbeat, gossipsub spam and eclipse protection,
 the 1 MiB pubsub RPC limit, the swarm's dial retries and a listen that
 fails silently; and it applies the process-wide patches of
 :mod:`meshd.p2p._pubsub_tuning`, :mod:`meshd.p2p._yamux_tuning`,
-:mod:`meshd.p2p._yamux_control_writes` and :mod:`meshd.p2p._exclusive_ports`.  Kept apart from the transport so that
-the transport reads as what it offers (broadcast, requests, connections)
-and this as what it is built from.
+:mod:`meshd.p2p._yamux_control_writes` and :mod:`meshd.p2p._exclusive_ports`.
+Kept apart from the transport so that the transport reads as what it offers
+(broadcast, requests, connections) and this as what it is built from.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import multiaddr
-
 from libp2p import new_host
 from libp2p.crypto.x25519 import create_new_key_pair as _x25519_key_pair
 from libp2p.custom_types import TProtocol
