@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 log = get_logger("meshd.runner")
 
-#: Longest a runner holds its claims while every other runner is quiet (see ``Claimer._stale_view``).
+#: Longest a runner holds its claims after a stall of its own (see ``Claimer._stale_view``).
 STALE_HOLD_S = 10.0
-#: After a quiet spell, how long a runner keeps holding once a peer is heard again (its backlog of gossip).
+#: After such a stall, how long a runner keeps holding once a peer is heard (its backlog of gossip).
 STALE_SETTLE_S = 0.5
 
 
@@ -43,7 +43,7 @@ class Claimer:
     def __init__(self, node: "RunnerNode", *, defer_s: float, recent_s: float, fresh_s: float) -> None:
         self.node = node
         self.recent_s, self.fresh_s = recent_s, fresh_s
-        self._stale_since: float | None = None  # when every other recent runner went quiet here
+        self._stale_since: float | None = None  # when a stall of this node's own began a hold
         self._heard_again: float | None = None  # when, in such an episode, a runner was heard again
         self._episode_end = float("-inf")  # when the last such episode ended
         #: Whether the last round ranked another runner: reservations help only then.
@@ -151,10 +151,18 @@ class Claimer:
         connection had been reset and it heard nothing for another second).
         So after this process's own loop stalled ``fresh_s`` or more
         (:meth:`meshd.node.Node.stalled`, the loop watch's reading; a peer
-        that merely went quiet is not this node's stall) with every other
-        runner quiet here, it holds until a peer is heard again and the
-        queue has caught up (``STALE_SETTLE_S`` after that, and no catch-up
-        under way), or for ``STALE_HOLD_S`` at most.
+        that merely went quiet is not this node's stall), while other runners are known, it holds until a peer is heard and
+        the queue has caught up (``STALE_SETTLE_S`` after that, and no
+        catch-up under way), or for ``STALE_HOLD_S`` at most.
+
+        A peer counts as heard from the start of the episode if it already
+        is: gossip buffered in the socket while the process was stopped is
+        read on waking, often before the first claim round, and makes the
+        peer look fresh although the queue view is still the old one
+        (measured in CI: b woke after a 3.9 s stop, heard a's queued
+        presence first, skipped the hold and re-ran the reservation a had
+        completed).  So hearing a peer never skips the hold; it only starts
+        the settle time.
         """
         me = self.node.peer_id
         others = [p for p in recent if p != me]
@@ -162,10 +170,10 @@ class Claimer:
         clock = time.monotonic()
         if self._stale_since is None:
             since_last = min(STALE_HOLD_S, clock - self._episode_end)  # a stall already held for counts once
-            if not others or heard or not self.node.stalled(self.fresh_s, since_last):
+            if not others or not self.node.stalled(self.fresh_s, since_last):
                 return False
             self._stale_since, self._heard_again = clock, None
-            log.info("claims_held_stale_view", quiet_runners=len(others))
+            log.info("claims_held_stale_view", quiet_runners=len(others) - sum(p in fresh for p in others))
         if not others:
             self._stale_since, self._episode_end = None, clock  # they left for good: nothing to catch up with
             return False
