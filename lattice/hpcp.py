@@ -170,7 +170,7 @@ def serve_want(store: BlockSource, cids: Iterable[CID], max_bytes: int, *, ances
     extra = 0
     while queue and extra < ancestors:
         cid = queue.pop(0)
-        parents = _PARENTS.get(cid.raw)
+        parents = known[0] if (known := _LINKS.get(cid.raw)) is not None else None
         if parents is None:
             data = dict(blocks).get(cid) if len(blocks) < 64 else None
             if data is None:
@@ -197,29 +197,36 @@ def serve_want(store: BlockSource, cids: Iterable[CID], max_bytes: int, *, ances
     return encode_blocks(blocks, missing)
 
 
-#: Parents of recently served blocks, by CID bytes: a delta's parents never
-#: change, and decoding a delta (inline blocks and all) only to find them
-#: was the largest cost of answering wants.  Cleared when full (bounded).
-_PARENTS: dict[bytes, list[CID]] = {}
-_PARENTS_KEPT = 65_536
+#: Parents and author of recently served or pushed blocks, by CID bytes: a
+#: delta's links never change, and decoding a delta (inline blocks and all)
+#: only to find them was the largest cost of answering wants.  Cleared when
+#: full (bounded).
+_LINKS: dict[bytes, tuple[list[CID], bytes | None]] = {}
+_LINKS_KEPT = 65_536
 
 
-def _delta_parents(data: bytes, cid: CID | None = None) -> list[CID]:
-    """Parent links of a stored delta block (empty for any other block)."""
-    if cid is not None and (known := _PARENTS.get(cid.raw)) is not None:
+def _delta_links(data: bytes, cid: CID | None = None) -> tuple[list[CID], bytes | None]:
+    """Parent links and author of a stored delta block (``([], None)`` for any other block)."""
+    if cid is not None and (known := _LINKS.get(cid.raw)) is not None:
         return known
     try:
         obj = codec.decode_trusted(data)
     except Exception:  # noqa: BLE001 - not a delta: no ancestors to add
         obj = None
-    parents: list[CID] = []
+    links: tuple[list[CID], bytes | None] = ([], None)
     if type(obj) is dict and obj.get("t") == "goho/delta" and type(obj.get("p")) is list:
-        parents = [c for c in obj["p"] if type(c) is CID]
+        author = obj.get("a")
+        links = ([c for c in obj["p"] if type(c) is CID], author if type(author) is bytes else None)
     if cid is not None:
-        if len(_PARENTS) >= _PARENTS_KEPT:
-            _PARENTS.clear()
-        _PARENTS[cid.raw] = parents
-    return parents
+        if len(_LINKS) >= _LINKS_KEPT:
+            _LINKS.clear()
+        _LINKS[cid.raw] = links
+    return links
+
+
+def _delta_parents(data: bytes, cid: CID | None = None) -> list[CID]:
+    """Parent links of a stored delta block (empty for any other block)."""
+    return _delta_links(data, cid)[0]
 
 
 class Syncer:
@@ -266,6 +273,7 @@ class Syncer:
         self._snap_refused: set[CID] = set()  # snapshots abandoned or refused: never again
         self._snap_blocks: set[CID] = set()  # snapshot blocks taken (not deltas, so not "known")
         self._deferred_heads: dict[CID, set[str]] = {}
+        self._announced: frozenset[CID] = frozenset()  # heads of our last announcement
         self.stats = SyncStatistics()
 
     def _has(self, cid: CID) -> bool:
@@ -293,21 +301,60 @@ class Syncer:
         self._seq = max(self._seq + 1, int(now * 1000))
         self.stats.announces_out += 1
         heads = self.replica.heads
-        blocks: list[tuple[CID, bytes]] = []
-        if push and len(heads) <= MAX_PUSH_BLOCKS:
-            total = 0
-            for h in heads:
-                try:
-                    data = self.replica.store.get(h)
-                except BlockNotFound:
-                    blocks = []
-                    break
-                total += len(data)
-                if total > MAX_PUSH_BYTES:
-                    blocks = []
-                    break
-                blocks.append((h, data))
+        blocks = self._push_blocks(heads) if push else []
+        self._announced = frozenset(heads)
         return encode_announce(self.signer, self.replica.genesis, heads, self._seq, self.replica.base, blocks)
+
+    def _push_blocks(self, heads: list[CID]) -> list[tuple[CID, bytes]]:
+        """What an announcement of ``heads`` pushes: every head (or none),
+        then this node's own deltas below them since its last announcement.
+
+        Several local commits often fall in one announcement's coalescing
+        window (a task's enqueue and its completion 8 ms later): pushing
+        only the newest left each peer one want and one answer short per
+        announcement (measured: 1.1 wants per task on every peer of a
+        quiet 3-node mesh, each a stream open on py-libp2p).  The walk goes
+        breadth first from the heads (the order a receiver takes them in:
+        each is then a parent a pushed delta awaits), stops at the heads of
+        the last announcement (peers that heard it hold them and all below)
+        and at other authors' deltas (they pushed those themselves), and
+        keeps within :data:`MAX_PUSH_BLOCKS` and :data:`MAX_PUSH_BYTES`.
+        """
+        if len(heads) > MAX_PUSH_BLOCKS:
+            return []
+        store = self.replica.store
+        blocks: list[tuple[CID, bytes]] = []
+        total = 0
+        for h in heads:
+            try:
+                data = store.get(h)
+            except BlockNotFound:
+                return []
+            total += len(data)
+            if total > MAX_PUSH_BYTES:
+                return []
+            blocks.append((h, data))
+        me = self.signer.public
+        seen = set(heads) | self._announced
+        i = 0
+        while i < len(blocks) and len(blocks) < MAX_PUSH_BLOCKS:
+            cid, data = blocks[i]
+            i += 1
+            for p in _delta_links(data, cid)[0]:
+                if p in seen or len(blocks) >= MAX_PUSH_BLOCKS:
+                    continue
+                seen.add(p)
+                try:
+                    pdata = store.get(p)
+                except BlockNotFound:
+                    continue
+                if _delta_links(pdata, p)[1] != me:
+                    continue
+                if total + len(pdata) > MAX_PUSH_BYTES:
+                    return blocks
+                blocks.append((p, pdata))
+                total += len(pdata)
+        return blocks
 
     def query(self) -> bytes:
         return encode_query(self.replica.genesis)
@@ -403,7 +450,13 @@ class Syncer:
                 self._deferred_heads.setdefault(h, set()).add(peer)
         else:
             self._want(unknown, peer, now)
-            pushed = [b for b in msg.get("push", ()) if b[0] in unknown]
+            push = msg.get("push", ())
+            # The unknown heads first, then the rest as sent (their
+            # ancestors, newest first): each of those is taken only if a
+            # delta taken before it awaits it (``_on_blocks``), so a push
+            # can never add a block nobody links to.
+            pushed = ([b for b in push if b[0] in unknown]
+                      + [b for b in push if b[0] not in unknown and not self.replica.is_known(b[0])])
             if pushed:
                 # Taken exactly as if the peer had answered a want for them
                 # (hash, record and signature checks included); what they
