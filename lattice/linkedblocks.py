@@ -78,6 +78,8 @@ class LinkedBlocks:
         self.reject = reject
         self.options = options
         self.wanted: set[CID] = set()  # linked CIDs wanted
+        #: Linked CIDs found and not yet wanted: CID -> (hint, when to want it), oldest first.
+        self._later: dict[CID, tuple[str | None, float]] = {}
         self.arrived: set[CID] = set()  # ... of which the core stored the block
         self._rounds: dict[CID, int] = {}  # ... stuck ones: times offered to the live peers again
 
@@ -85,6 +87,8 @@ class LinkedBlocks:
         """Want ``cids`` from ``hint`` first, then ``extra`` and the live peers."""
         if not cids:
             return
+        for c in cids:
+            self._later.pop(c, None)
         self.wanted.update(cids)
         self.fetcher.want(cids, hint, now, owner=LINKED)
         others = [p for p in dict.fromkeys([*extra, *self.peers.live(now)]) if p not in (self.me, hint)]
@@ -174,19 +178,50 @@ class LinkedBlocks:
         for key in change.puts:
             collect(replica.state.register(key))
         by_hint: dict[str | None, list[CID]] = {}
-        ask = [c for c in found if c not in followed and not self.fetcher.is_wanted(c)]
+        ask = [c for c in found if c not in followed and c not in self._later and not self.fetcher.is_wanted(c)]
         held = held_of(self.store, ask)
         ask = [c for c in ask if c not in held]
         if len(ask) > MAX_LINKS_PER_DELTA:
             self.reject("links_dropped", len(ask) - MAX_LINKS_PER_DELTA)
             ask = ask[:MAX_LINKS_PER_DELTA]
-        room = max(0, self.options.max_linked_wanted - len(self.wanted))
+        room = max(0, self.options.max_linked_wanted - len(self.wanted) - len(self._later))
         if len(ask) > room:
             # Not prefetched: a role that needs one fetches it on demand.
             self.reject("prefetch_full", len(ask) - room)
             ask = ask[:room]
+        grace = self.options.link_grace_s
+        if grace > 0:
+            due = now + grace
+            for c in ask:
+                self._later[c] = (found[c], due)
+            return
         for c in ask:
             by_hint.setdefault(found[c], []).append(c)
+        for hint, cids in by_hint.items():
+            self.want(cids, hint, now)
+
+    def due(self) -> float | None:
+        """When the oldest linked block found and not yet wanted is to be wanted (None: none)."""
+        for _, when in self._later.values():
+            return when
+        return None
+
+    def want_due(self, now: float) -> None:
+        """Want the linked blocks whose grace (``link_grace_s``) has passed
+        and that did not arrive meanwhile (inline in another delta)."""
+        due: list[CID] = []
+        for c, (_, when) in self._later.items():
+            if when > now:
+                break  # oldest first: the rest are later still
+            due.append(c)
+        if not due:
+            return
+        hints = {c: self._later.pop(c)[0] for c in due}
+        held = held_of(self.store, due)
+        by_hint: dict[str | None, list[CID]] = {}
+        for c in due:
+            if c not in held:
+                by_hint.setdefault(hints[c], []).append(c)
         for hint, cids in by_hint.items():
             self.want(cids, hint, now)
 

@@ -64,16 +64,21 @@ A two-node loop, runnable as is::
     body, data = codec.encode_block({"task": 1})
     a.store.put(body, data)
     a.syncers[g].replica.update(queue.enqueue_ops([body]), a.signer)
-    inbox = [(a.me, o) for o in a.local_change(g, 0.0) + a.tick(1.0)]
-    while inbox:
-        src, o = inbox.pop(0)
-        for dst in nodes.values():
-            if isinstance(o, Broadcast) and dst.me != src:
-                inbox += [(dst.me, x) for x in dst.receive(src, o.data, 1.0)]
-        if isinstance(o, Request):
-            answer = nodes[o.peer].serve(src, o.data, 1.0)
-            inbox += [(src, x) for x in nodes[src].on_response(o.ask_id, answer, 1.0)]
-    assert b.store.has(body) and b.syncers[g].replica.heads == a.syncers[g].replica.heads
+    def deliver(inbox, now):
+        while inbox:
+            src, o = inbox.pop(0)
+            for dst in nodes.values():
+                if isinstance(o, Broadcast) and dst.me != src:
+                    inbox += [(dst.me, x) for x in dst.receive(src, o.data, now)]
+            if isinstance(o, Request):
+                answer = nodes[o.peer].serve(src, o.data, now)
+                inbox += [(src, x) for x in nodes[src].on_response(o.ask_id, answer, now)]
+    deliver([(a.me, o) for o in a.local_change(g, 0.0) + a.tick(1.0)], 1.0)
+    assert b.syncers[g].replica.heads == a.syncers[g].replica.heads
+    # The body was not inline: b wants it once link_grace_s passed (its deadline).
+    later = b.deadline()
+    deliver([(b.me, o) for o in b.tick(later)], later)
+    assert b.store.has(body)
 """
 
 from __future__ import annotations
@@ -416,7 +421,7 @@ class MeshCore:
         that starts a fetch makes the retry round due again; whoever sleeps
         until the deadline re-reads it after each input.
         """
-        times = [t for t in (self._announce_at,) if t is not None]
+        times = [t for t in (self._announce_at, self.linked_blocks.due()) if t is not None]
         if self._started:
             times += [self._next_anti_entropy, self._next_presence]
             if self.fetching():
@@ -583,6 +588,7 @@ class MeshCore:
     def _end(self, out: list[Output], now: float) -> list[Output]:
         """Finish an input: links of applied ops, linked-block asks and endings."""
         self._discover_links(now)
+        self.linked_blocks.want_due(now)
         self._requests_for(self.fetcher.plan(now, owner=LINKED), out)
         if (fin := self.linked_blocks.finished()) is not None:
             out.append(fin)

@@ -60,6 +60,12 @@ class MeshCoreOptions:
             ``new_peer_limited``; see :mod:`lattice.newcomers`).
         dials_per_s: Dials that presence triggers per second, bursts of twice
             that (default 5; ``dial_limited``).
+        link_grace_s: How long a linked block that newly applied ops name
+            and the store lacks waits before it is wanted (default 0.1 s;
+            0: at once).  The block is usually on its way inline in another
+            object's delta: a result record names its task, whose body
+            rides in the queue's delta, and the announcements of two
+            objects reach a peer in either order.
     """
 
     announce_coalesce_s: float = 0.02
@@ -82,6 +88,7 @@ class MeshCoreOptions:
     snapshot_signers: frozenset[bytes] = frozenset()
     new_peers_per_s: float = 5.0
     dials_per_s: float = 5.0
+    link_grace_s: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("announce_coalesce_s", "announce_interval_s", "presence_interval_s", "tick_s",
@@ -93,6 +100,8 @@ class MeshCoreOptions:
                      "max_auto_follow", "max_linked_wanted"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not self.link_grace_s >= 0:
+            raise ValueError("link_grace_s must be >= 0")
         if self.max_peers < 2:
             raise ValueError("max_peers must be >= 2")
         if self.allow_peers is not None and not isinstance(self.allow_peers, frozenset):
