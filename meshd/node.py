@@ -17,7 +17,6 @@ runs in worker threads.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import itertools
@@ -36,7 +35,7 @@ from lattice.trust import TrustOptions, TrustView
 
 from . import __version__
 from .api.engine_registry import add_engine, list_engines
-from .api.task_status import ended_reason, status_json
+from .api.task_status import ended_reason, read_outputs, result_json, status_json
 from .errors import BadRequest, NotFound
 from .roles.images import RegistryView, resolve_image
 from .roles.verify import ReplicationPolicy
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 
 #: Kinds of well-known objects.
 QUEUE, RESULTS, ENGINES, VERDICTS, DATASET = "queue", "results", "engines", "verdicts", "dataset"
-_ABSENT = object()  # an output whose block is not in the store (``Node._output_here``)
 
 
 def now_ms() -> int:
@@ -421,26 +419,8 @@ class Node:
             st = self.queue.status(c, now_ms())
         if not recs and c not in self.queue:
             raise NotFound(f"task {c} is not in the queue", code="task_not_found")
-        # One thread hop when every output is here (the usual case: outputs
-        # ride inline in the result's delta); a busy loop makes each hop
-        # cost a long poll's answer a millisecond or more.
-        values = await self.objects.run_io(lambda: [self._output_here(r["output"]) for r in recs])
-        missing = [i for i, v in enumerate(values) if v is _ABSENT]
-        if missing and self.mesh is not None:
-            await self.mesh.fetch_blocks([recs[i]["output"] for i in missing], timeout_s=5.0,
-                                         prefer=[recs[i]["runner"] for i in missing])
-            again = await self.objects.run_io(lambda: [self._output_or_none(recs[i]["output"]) for i in missing])
-            for i, v in zip(missing, again):
-                values[i] = v
-        values = [None if v is _ABSENT else v for v in values]
-        out = []
-        for r, output in zip(recs, values):
-            out.append({"runner": r["runner"], "output": output, "output_cid": str(r["output"]),
-                        # Only v1 records carry a signature; the delta that carries a v2 record authenticates it.
-                        "signature": base64.b64encode(r["s"]).decode() if "s" in r else None, "at": r["at"],
-                        "duration_s": r.get("duration_s"), "stderr": r.get("stderr", ""),
-                        # An output over 256 KiB is also a UnixFS file of its JSON text (`ipfs cat`).
-                        **({"file": str(r["file"])} if type(r.get("file")) is CID else {})})
+        values = await read_outputs(self, recs)
+        out = [result_json(r, output) for r, output in zip(recs, values)]
         answer: dict[str, Any] = {"task": str(c), "results": out, "state": st.state if st is not None else None}
         if st is not None:
             answer.update(ended_reason(st))
@@ -455,18 +435,6 @@ class Node:
 
             for obj, version in since:
                 nursery.start_soon(one, obj, version)
-
-    def _output_here(self, cid: CID) -> Any:
-        """An output's JSON value; ``_ABSENT`` when its block is not in the store (None: bad)."""
-        if not self.store.has(cid):
-            return _ABSENT
-        return self._output_or_none(cid)
-
-    def _output_or_none(self, cid: CID) -> Any:
-        try:
-            return codec.to_json(self.output_value(cid))
-        except (BlockNotFound, BadInput):
-            return None
 
     async def queue_counts(self) -> dict:
         counts = self.queue.counts(now_ms())

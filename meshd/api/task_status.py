@@ -11,6 +11,7 @@ is the documents' shape (docs/api.md), not the node's state.
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Any
 
 from lattice import codec, queue
@@ -22,7 +23,9 @@ from ..roles.verify import group_outputs
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["ended_reason", "status_json"]
+__all__ = ["ended_reason", "read_outputs", "result_json", "status_json"]
+
+_ABSENT = object()  # an output whose block is not in the store (``read_outputs``)
 
 
 def ended_reason(st: queue.TaskStatus) -> dict[str, Any]:
@@ -114,3 +117,42 @@ def _task_name(node: Node, cid: CID) -> str | None:
     except (BlockNotFound, BadInput):
         return None
     return name if isinstance(name, str) else None
+
+
+def result_json(rec: dict[str, Any], output: Any) -> dict[str, Any]:
+    """One result record as ``GET /v1/results/{cid}`` lists it, with its output's JSON value."""
+    return {"runner": rec["runner"], "output": output, "output_cid": str(rec["output"]),
+            # Only v1 records carry a signature; the delta that carries a v2 record authenticates it.
+            "signature": base64.b64encode(rec["s"]).decode() if "s" in rec else None, "at": rec["at"],
+            "duration_s": rec.get("duration_s"), "stderr": rec.get("stderr", ""),
+            # An output over 256 KiB is also a UnixFS file of its JSON text (`ipfs cat`).
+            **({"file": str(rec["file"])} if type(rec.get("file")) is CID else {})}
+
+
+async def read_outputs(node: Node, recs: list[dict[str, Any]]) -> list[Any]:
+    """The JSON values of the records' outputs (None for one that cannot be read).
+
+    One thread hop when every output is here (the usual case: outputs ride
+    inline in the result's delta), since on a busy loop each hop costs a
+    long poll's answer a millisecond or more; outputs not here are fetched
+    from the peers (their runners first, 5 s at most) and read in a second.
+    """
+    def here(cid: CID) -> Any:
+        return _output_or_none(node, cid) if node.store.has(cid) else _ABSENT
+
+    values = await node.objects.run_io(lambda: [here(r["output"]) for r in recs])
+    missing = [i for i, v in enumerate(values) if v is _ABSENT]
+    if missing and node.mesh is not None:
+        await node.mesh.fetch_blocks([recs[i]["output"] for i in missing], timeout_s=5.0,
+                                     prefer=[recs[i]["runner"] for i in missing])
+        again = await node.objects.run_io(lambda: [_output_or_none(node, recs[i]["output"]) for i in missing])
+        for i, v in zip(missing, again):
+            values[i] = v
+    return [None if v is _ABSENT else v for v in values]
+
+
+def _output_or_none(node: Node, cid: CID) -> Any:
+    try:
+        return codec.to_json(node.output_value(cid))
+    except (BlockNotFound, BadInput):
+        return None
