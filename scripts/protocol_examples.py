@@ -590,9 +590,11 @@ def build() -> str:
         ("snap", f"{_LINK} or null", "the snapshot the author's replica started from, if any"),
         ("seq", "uint", "strictly increasing per author: `max(previous + 1, clock in ms)`"),
         ("a", "bytes(32)", "the author's Ed25519 public key"),
-        ("push", "[[link, bytes]], optional", "head blocks pushed along after a local change, so a peer one "
-         "change behind needs no want: at most 8 blocks and 16 KiB (`MAX_PUSH_*`); a receiver takes those "
-         "that are unknown heads exactly as if they answered its want (left out when empty)"),
+        ("push", "[[link, bytes]], optional", "blocks pushed along after a local change, so a peer that "
+         "heard the previous announcement needs no want: the heads, then the sender's own deltas below them "
+         "since its previous announcement, at most 8 blocks and 16 KiB (`MAX_PUSH_*`); a receiver takes the "
+         "unknown heads exactly as if they answered its want, then the others that a taken delta awaits "
+         "(left out when empty)"),
         ("s", "bytes(64)", "signature by `a` over the message without `s`"),
     ])
     d.example("alice announces the queue at her first delta", None, ann)

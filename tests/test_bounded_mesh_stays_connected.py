@@ -71,8 +71,12 @@ class Net:
 
 def run_rounds(net: Net, rng: random.Random, rounds: int, start: int, miss: float) -> None:
     # What each node's presence table says: the live peers, a few missing
-    # (not heard of yet) for the whole phase.
-    views = {me: {p for p in net.alive if p == me or rng.random() >= miss} for me in net.alive}
+    # (not heard of yet) for the whole phase.  Drawn in sorted order, so a
+    # seed gives the same views in every process (a set's order follows the
+    # string hash, which PYTHONHASHSEED changes: CI once drew views under
+    # which young connections took a node to 19, one over the slack).
+    alive = sorted(net.alive)
+    views = {me: {p for p in alive if p == me or rng.random() >= miss} for me in alive}
     for r in range(start, start + rounds):
         for me in sorted(net.alive):
             view = views[me] & net.alive
