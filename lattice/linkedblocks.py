@@ -80,6 +80,9 @@ class LinkedBlocks:
         self.wanted: set[CID] = set()  # linked CIDs wanted
         #: Linked CIDs found and not yet wanted: CID -> (hint, when to want it), oldest first.
         self._later: dict[CID, tuple[str | None, float]] = {}
+        #: When the oldest of them is due: one attribute, so :meth:`due` is
+        #: safe to read from another thread than the one that changes them.
+        self._next_due: float | None = None
         self.arrived: set[CID] = set()  # ... of which the core stored the block
         self._rounds: dict[CID, int] = {}  # ... stuck ones: times offered to the live peers again
 
@@ -194,6 +197,8 @@ class LinkedBlocks:
             due = now + grace
             for c in ask:
                 self._later[c] = (found[c], due)
+            if ask and self._next_due is None:
+                self._next_due = due
             return
         for c in ask:
             by_hint.setdefault(found[c], []).append(c)
@@ -201,10 +206,13 @@ class LinkedBlocks:
             self.want(cids, hint, now)
 
     def due(self) -> float | None:
-        """When the oldest linked block found and not yet wanted is to be wanted (None: none)."""
-        for _, when in self._later.values():
-            return when
-        return None
+        """When the oldest linked block found and not yet wanted is to be wanted (None: none).
+
+        Possibly early (one wanted meanwhile on demand): :meth:`want_due` then
+        finds nothing due and moves it on.  A driver may read it from its
+        event loop while the core runs in a worker thread.
+        """
+        return self._next_due
 
     def want_due(self, now: float) -> None:
         """Want the linked blocks whose grace (``link_grace_s``) has passed
@@ -214,9 +222,10 @@ class LinkedBlocks:
             if when > now:
                 break  # oldest first: the rest are later still
             due.append(c)
+        hints = {c: self._later.pop(c)[0] for c in due}
+        self._next_due = next(iter(self._later.values()))[1] if self._later else None
         if not due:
             return
-        hints = {c: self._later.pop(c)[0] for c in due}
         held = held_of(self.store, due)
         by_hint: dict[str | None, list[CID]] = {}
         for c in due:
