@@ -120,6 +120,7 @@ class Attempts:
                 return Outcome(ok=False, error=f"input {inp['dataset']}/{inp['path']} is empty or unknown"), rec
         if authorized is None or authorized(engine, signatures):
             # Not for an engine this node refuses: it would vouch for its result.
+            await self._manifest_here(engine)
             pair = self.cache.note(t, engine, value, metadata)
             if pair is not None and (hit := await self.cache.lookup(t, rec, pair)) is not None:
                 return Outcome(ok=True, output=codec.to_json(hit.output), runner="cache"), rec
@@ -191,6 +192,19 @@ class Attempts:
             return result_of(rec, self.node.task_definition(rec))
         except (BlockNotFound, BadInput):
             return result_of(rec)
+
+    async def _manifest_here(self, engine: CID) -> None:
+        """Fetch ``engine``'s manifest when it is not here yet (the run needs it anyway).
+
+        Whether the engine is deterministic is in its manifest, and only a
+        result recorded with its (engine, input) pair can serve later tasks
+        from the result cache: a runner that ran a task before the
+        manifest's prefetch finished left a result no twin could find
+        (measured: a twin enqueued right after such a run was a cache miss).
+        A fetch that fails is left to the engine host, which fetches again.
+        """
+        if not self.cache.manifest_here(engine):
+            await self.node.fetch_blocks([engine], timeout_s=15.0)
 
     async def record(self, t: CID, attempt: int, outcome: Outcome, rec: dict[str, Any] | None, seconds: float) -> None:
         """Commit how attempt ``attempt`` of ``t`` ended: a result and its completion, or a failure."""

@@ -123,6 +123,14 @@ class ResultCache:
         self._pairs[task] = pair
         return pair
 
+    def manifest_here(self, engine: CID) -> bool:
+        """Whether ``engine``'s manifest is here, so :meth:`note` can tell if it is deterministic."""
+        try:
+            self.node.engine_deterministic(engine)
+        except BlockNotFound:
+            return False
+        return True
+
     def candidates(self, pair: tuple[CID, CID]) -> bool:
         """Whether any record is indexed under ``pair`` (cheap: tells the batch path to send a task alone)."""
         return bool(self.node.results_view.by_input(*pair))
