@@ -126,19 +126,15 @@ def sign_delta(
     inline: list[bytes] = (),
 ) -> tuple[CID, bytes]:
     """Build and sign a delta (v2 when it carries ``inline`` blocks); return its block."""
-    body = {
-        "t": "goho/delta",
-        "v": 2 if inline else 1,
-        "g": genesis,
-        "p": sorted(parents),
-        "h": height,
-        "ops": ops,
-        "a": signer.public,
-    }
+    # Fields in DAG-CBOR key order and ops made canonical once, so neither
+    # encoding below copies anything.
+    head: dict[str, Any] = {"a": signer.public}
     if inline:
-        body["b"] = list(inline)
-    body["s"] = signer.sign(codec.encode(body))
-    return codec.encode_block(body)
+        head["b"] = list(inline)
+    head.update(g=genesis, h=height, p=sorted(parents))
+    tail = {"t": "goho/delta", "v": 2 if inline else 1, "ops": codec.canonical(ops)}
+    sig = signer.sign(codec.encode({**head, **tail}))
+    return codec.encode_block({**head, "s": sig, **tail})
 
 
 def choose_inline(ops: list[list[Any]], blocks: dict[CID, bytes], *, rest: bool = False) -> list[bytes]:

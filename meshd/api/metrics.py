@@ -134,6 +134,10 @@ class RunTracker:
             return
         now = int(time.time() * 1000)
         me, limit = self.node.peer_id, self.options.max_tracked
+        # A record of this node's holds its peer id as a CBOR text string, so
+        # a record whose bytes lack it is another node's: not decoded (most
+        # records, on a mesh of more than one runner).
+        mine = me.encode()
         for change in self._cursor.pull():
             for key, enc in change.adds:
                 if key == queue.AVAILABLE:
@@ -141,7 +145,7 @@ class RunTracker:
                     if type(task) is CID and task not in self._seen:
                         _bounded_put(self._seen, task, now, limit)
                     continue
-                if key not in (queue.ASSIGNED, queue.COMPLETED, queue.FAILED):
+                if key not in (queue.ASSIGNED, queue.COMPLETED, queue.FAILED) or mine not in enc:
                     continue
                 rec = decode_value(enc)
                 if (type(rec) is not dict or rec.get("by") != me or type(rec.get("task")) is not CID

@@ -8,6 +8,7 @@ and libp2p, and bootstraps to the first node.  Stopping sends SIGTERM.
 from __future__ import annotations
 
 import json
+import collections
 import random
 import re
 import signal
@@ -23,8 +24,15 @@ import httpx
 PY = sys.executable
 
 
+#: Ports :func:`free_port` handed out lately: a port is free until the daemon
+#: it was chosen for binds it, so the next call must not choose it again (a
+#: node's API and p2p ports are chosen one after the other, before it starts).
+_handed_out: collections.deque[int] = collections.deque(maxlen=4096)
+
+
 def free_port() -> int:
-    """A port free now, below Linux's default ephemeral range (32768-60999) when one is.
+    """A port free now, below Linux's default ephemeral range (32768-60999) when one is,
+    and not one this process handed out lately.
 
     A port from the ephemeral range (what binding port 0 gives) is free when
     chosen, but the daemons started before this one dial out from that same
@@ -33,11 +41,14 @@ def free_port() -> int:
     """
     for _ in range(50):
         port = random.randrange(20_000, 32_000)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _handed_out.append(port)
             return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
