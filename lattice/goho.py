@@ -481,25 +481,26 @@ class Replica:
         linked = dict(blocks)
         for b_cid, b in linked.items():
             self.store.put(b_cid, b)
-        cid, data = records.sign_delta(signer, self.genesis, parents, height, ops,
-                                       records.choose_inline(ops, linked, rest=True))
-        self.store.put(cid, data)
-        self.apply_local(cid, data)
-        return cid, data
+        delta, data = records.signed_delta(signer, self.genesis, parents, height, ops,
+                                           records.choose_inline(ops, linked, rest=True))
+        self.store.put(delta.cid, data)
+        self.apply_local(delta.cid, data, delta)
+        return delta.cid, data
 
     def tip(self) -> tuple[list[CID], int]:
         """The parents and height of the next local delta: the heads, one above the highest."""
         parents = sorted(self._heads)
         return parents, 1 + max((self._heights.get(p.raw, 0) for p in parents), default=0)
 
-    def apply_local(self, cid: CID, data: bytes) -> None:
+    def apply_local(self, cid: CID, data: bytes, delta: Delta | None = None) -> None:
         """Apply a delta this node signed, whose block is already in the store.
 
         Its parents are applied (they were heads when it was made), so it is
         applied at once even if other deltas were applied meanwhile: the DAG
-        then simply forks, and the next update joins it.
+        then simply forks, and the next update joins it.  ``delta`` is the
+        block decoded, when the writer has it (:func:`lattice.records.signed_delta`).
         """
-        self._offer(records.delta_from_trusted(cid, data))
+        self._offer(delta if delta is not None else records.delta_from_trusted(cid, data))
 
     # -- snapshots -------------------------------------------------------------------
 

@@ -126,15 +126,29 @@ def sign_delta(
     inline: list[bytes] = (),
 ) -> tuple[CID, bytes]:
     """Build and sign a delta (v2 when it carries ``inline`` blocks); return its block."""
+    delta, data = signed_delta(signer, genesis, parents, height, ops, inline)
+    return delta.cid, data
+
+
+def signed_delta(
+    signer: Signer, genesis: CID, parents: list[CID], height: int, ops: list[list[Any]],
+    inline: list[bytes] = (),
+) -> tuple[Delta, bytes]:
+    """:func:`sign_delta`, with the :class:`Delta` its block decodes to (as
+    :func:`delta_from_trusted` gives it), so the writer applies it without
+    decoding what it just encoded."""
     # Fields in DAG-CBOR key order and ops made canonical once, so neither
     # encoding below copies anything.
+    ops = codec.canonical(ops)
+    parents = sorted(parents)
     head: dict[str, Any] = {"a": signer.public}
     if inline:
         head["b"] = list(inline)
-    head.update(g=genesis, h=height, p=sorted(parents))
-    tail = {"t": "goho/delta", "v": 2 if inline else 1, "ops": codec.canonical(ops)}
+    head.update(g=genesis, h=height, p=parents)
+    tail = {"t": "goho/delta", "v": 2 if inline else 1, "ops": ops}
     sig = signer.sign(codec.encode({**head, **tail}))
-    return codec.encode_block({**head, "s": sig, **tail})
+    cid, data = codec.encode_block({**head, "s": sig, **tail})
+    return Delta(cid, genesis, tuple(parents), height, ops, signer.public), data
 
 
 def choose_inline(ops: list[list[Any]], blocks: dict[CID, bytes], *, rest: bool = False) -> list[bytes]:

@@ -416,8 +416,8 @@ class ObjectHost:
         rep = obj.replica
         first, height = rep.tip()
         made, heads = await self.run_io(self._write_chain, obj, batch, first, height, rep.heads, rep.base)
-        for cid, data in made:
-            rep.apply_local(cid, data)
+        for delta, data in made:
+            rep.apply_local(delta.cid, data, delta)
         if rep.heads != heads:  # a merge landed while the row was written
             await self.save_heads(obj)
         self._commits += 1
@@ -436,7 +436,7 @@ class ObjectHost:
         return fn(*args)
 
     def _write_chain(self, obj: Followed, batch: _Batch, first: list[CID], height: int, heads_now: list[CID],
-                     base: CID | None) -> tuple[list[tuple[CID, bytes]], list[CID]]:
+                     base: CID | None) -> tuple[list[tuple[records.Delta, bytes]], list[CID]]:
         """Write a batch in one worker-thread call: its linked blocks, its
         deltas (signed), then the heads row; returns the deltas and the heads.
 
@@ -458,14 +458,14 @@ class ObjectHost:
             chunk = ops[i : i + step]
             inline = records.choose_inline(chunk, linked, rest=i + step >= len(ops)) if linked else []
             made.append(self._write_delta(obj.genesis, parents, height, chunk, inline))
-            parents, height = [made[-1][0]], height + 1
-        heads = sorted((set(heads_now) - set(first)) | {made[-1][0]})
+            parents, height = [made[-1][0].cid], height + 1
+        heads = sorted((set(heads_now) - set(first)) | {made[-1][0].cid})
         self.heads.save(obj.genesis, obj.kind, obj.name, heads, base)
         return made, heads
 
     def _write_delta(self, genesis: CID, parents: list[CID], height: int, ops: list[list[Any]],
-                     inline: list[bytes]) -> tuple[CID, bytes]:
+                     inline: list[bytes]) -> tuple[records.Delta, bytes]:
         # Worker thread: signing and encoding are pure, the put is the I/O.
-        cid, data = records.sign_delta(self.signer, genesis, parents, height, ops, inline)
-        self.store.put(cid, data)
-        return cid, data
+        delta, data = records.signed_delta(self.signer, genesis, parents, height, ops, inline)
+        self.store.put(delta.cid, data)
+        return delta, data
