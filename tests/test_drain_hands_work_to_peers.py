@@ -140,6 +140,13 @@ def test_drain_releases_claims_and_resume_takes_work_again(daemon_factory) -> No
     r = d.post("/v1/tasks", {"tasks": [echo_task(quick, {"i": i}) for i in range(60)]})
     assert r.status_code == 201, r.text
     wait_for(lambda: d.get("/v1/queue").json()["completed"] >= 2, timeout=60, what="first completions")
+    # The runner claims ahead of its 2 slots only once its measured task time
+    # is short (RunnerOptions.ahead_s): until then it holds what it runs, and
+    # a drain has nothing unstarted to release.  The first runs are slow
+    # (engine fetch, cold start; on a loaded CI machine a drain right after
+    # them released 0).  Its only claims are this node's: wait for 2 more.
+    wait_for(lambda: d.get("/v1/queue").json()["assigned"] >= 4, timeout=60,
+             what="claims held beyond the 2 slots")
 
     out = d.cli("drain", "--deadline", "0.5").stdout
     assert "draining" in out, out
